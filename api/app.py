@@ -1,0 +1,107 @@
+"""`create_app(settings)`: wires routes and the lifetimes of the store, writer and tracker.
+
+The plugin route answers as soon as the server listens: nothing here waits on the store
+before start-up completes (seeding memory from the store runs behind, as a task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from api import original, v1
+from api.keys import LOADED, PLUGIN, REGISTRY, SETTINGS, STORE, WRITER
+from api.settings import Settings
+from nodes.registry import NodeRegistry
+from nodes.store import NodeStore, StoreError, open_store
+from nodes.writer import NodeWriter
+from plugin.dashboard import FrpsDashboard
+from plugin.tracker import SshProxyTracker
+from plugin.webhook import PluginEndpoint
+
+logger = logging.getLogger(__name__)
+
+_LOAD_RETRY_SECONDS = 2.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_nodes)
+    app.router.add_post("/frps/handler", _frps_handler)
+    app.router.add_get("/healthz", _healthz)
+    original.add_routes(app.router)
+    v1.add_routes(app.router)
+    return app
+
+
+async def _frps_handler(request: web.Request) -> web.Response:
+    return await request.app[PLUGIN].handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _nodes(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = open_store(settings.store_url)
+    writer = NodeWriter(store)
+    registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
+        dashboard = None
+        if settings.frps_api:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            dashboard = FrpsDashboard(
+                session,
+                settings.frps_api,
+                user=settings.frps_api_user,
+                password=settings.frps_api_password,
+            )
+        tracker = SshProxyTracker(
+            registry,
+            frps_address=settings.frps_address,
+            unique_id_meta_key=settings.unique_id_meta_key,
+            close_grace_period=settings.close_grace_period,
+            dashboard=dashboard,
+        )
+        app[STORE] = store
+        app[WRITER] = writer
+        app[REGISTRY] = registry
+        app[PLUGIN] = PluginEndpoint(
+            tracker,
+            fail_closed=settings.plugin_failure_mode == "closed",
+            store_failing=lambda: writer.failing,
+        )
+        writer_task = asyncio.create_task(writer.run(), name="node-writer")
+        app[LOADED] = asyncio.create_task(_load(registry, store), name="node-load")
+        try:
+            yield
+        finally:
+            app[LOADED].cancel()
+            await tracker.close()
+            try:
+                async with asyncio.timeout(settings.shutdown_timeout):
+                    await writer.drained()
+            except TimeoutError:
+                logger.error("shutting down with %d node write(s) not stored", writer.backlog)
+            writer_task.cancel()
+            await asyncio.gather(writer_task, app[LOADED], return_exceptions=True)
+
+
+async def _load(registry: NodeRegistry, store: NodeStore) -> int:
+    while True:
+        try:
+            loaded = await registry.load(store)
+        except StoreError as e:
+            logger.warning("cannot read stored nodes yet, retrying: %s", e)
+            await asyncio.sleep(_LOAD_RETRY_SECONDS)
+            continue
+        logger.info("loaded %d stored node(s)", loaded)
+        return loaded

@@ -1,0 +1,20 @@
+"""Typed keys of everything the app holds, declared in one place."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from api.settings import Settings
+from nodes.registry import NodeRegistry
+from nodes.store import NodeStore
+from nodes.writer import NodeWriter
+from plugin.webhook import PluginEndpoint
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", NodeStore)
+WRITER = web.AppKey("writer", NodeWriter)
+REGISTRY = web.AppKey("registry", NodeRegistry)
+PLUGIN = web.AppKey("plugin", PluginEndpoint)
+LOADED = web.AppKey("loaded", asyncio.Task[int])

@@ -1,0 +1,210 @@
+"""The REST API of the original Go frp_adapter: same routes, parameters and envelopes.
+
+Parameters come from the query string (the original's patched frps sent them that way,
+with an empty body labelled application/json), a form body, or a JSON object body.
+Answers: `{"code": 200, "data": ...}`, errors `{"code": <status>, "error": {"message": ...}}`.
+Writes return once the change is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from api.keys import LOADED, REGISTRY, STORE, WRITER
+from nodes.model import (
+    OFFLINE,
+    ONLINE,
+    InvalidUniqueIdError,
+    NodeChange,
+    UniqueId,
+    nm_name,
+    parse_unique_id,
+    ssh_endpoint,
+    unique_id_of,
+)
+from nodes.store import StoreError
+from schemas.rest import FrpCreateSchema, FrpUpdateSchema
+
+STORE_WAIT_SECONDS = 10.0
+_create_schema = FrpCreateSchema()
+_update_schema = FrpUpdateSchema()
+
+
+class _FailureError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/", home)
+    router.add_get("/frp_fetch/{nm_name}", frp_fetch)
+    router.add_post("/frp_create", frp_create)
+    router.add_put("/frp_update", frp_update)
+    router.add_put("/nm_useless", nm_useless)
+
+
+def _success(data: object) -> web.Response:
+    return web.json_response({"code": 200, "data": data})
+
+
+def _failure(error: _FailureError) -> web.Response:
+    return web.json_response(
+        {"code": error.status, "error": {"message": str(error)}}, status=error.status
+    )
+
+
+async def home(request: web.Request) -> web.Response:
+    return _success("Frp Adapter Is Working Now....")
+
+
+async def frp_fetch(request: web.Request) -> web.Response:
+    name = request.match_info["nm_name"]
+    try:
+        obj = await request.app[STORE].get(name)
+    except StoreError as e:
+        return _failure(_FailureError(503, f"cannot read nodemaintenances: {e}"))
+    if obj is None:
+        return _failure(_FailureError(404, f"nodemaintenance {name} not found"))
+    endpoint = ssh_endpoint(obj)
+    return _success(
+        {
+            "frp_server_ip_address": endpoint.frps_address,
+            "proxy_port": endpoint.proxy_port,
+            "status": endpoint.status,
+        }
+    )
+
+
+async def frp_create(request: web.Request) -> web.Response:
+    try:
+        data = _load(_create_schema, await _params(request))
+        uid = _unique_id(data["unique_id"])
+        await _loaded(request)
+        _transition(request, uid, data, reason="FrpCreate", status=ONLINE)
+        await _stored(request, [uid])
+    except _FailureError as e:
+        return _failure(e)
+    return _success(f"create {nm_name(uid)} successfully")
+
+
+async def frp_update(request: web.Request) -> web.Response:
+    try:
+        data = _load(_update_schema, await _params(request))
+        uid = _unique_id(data["unique_id"])
+        await _loaded(request)
+        _transition(request, uid, data, reason="FrpUpdate", status=data["status"])
+        await _stored(request, [uid])
+    except _FailureError as e:
+        return _failure(e)
+    return _success("Update Successfully")
+
+
+async def nm_useless(request: web.Request) -> web.Response:
+    """Mark every NM offline (the original frps called this when it shut down)."""
+    registry = request.app[REGISTRY]
+    at = datetime.now(UTC)
+    try:
+        await _loaded(request)
+        objs = await request.app[STORE].list()
+        uids = []
+        for obj in objs:
+            try:
+                uid = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
+            except InvalidUniqueIdError:
+                continue
+            registry.transition(uid, NodeChange(reason="NmUseless", at=at, status=OFFLINE))
+            uids.append(uid)
+        await _stored(request, uids)
+    except StoreError as e:
+        return _failure(_FailureError(503, f"cannot read nodemaintenances: {e}"))
+    except _FailureError as e:
+        return _failure(e)
+    return _success(f"{len(uids)} nodemaintenances are offline now")
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query)
+    if not request.body_exists:
+        return params
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        if any(not isinstance(value, str) for value in form.values()):
+            raise _FailureError(400, "file uploads are not accepted")
+        return {**params, **form}
+    body = await request.read()
+    if not body.strip():
+        return params
+    if request.content_type != "application/json":
+        raise _FailureError(400, f"unsupported Content-Type {request.content_type!r}")
+    try:
+        parsed = json.loads(body)
+    except ValueError as e:
+        raise _FailureError(400, f"the body is not valid JSON: {e}") from e
+    if not isinstance(parsed, dict):
+        raise _FailureError(400, "the JSON body must be an object")
+    return {**params, **parsed}
+
+
+def _load(schema: Schema, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = schema.load(params)
+    except ValidationError as e:
+        details = "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in _items(e))
+        raise _FailureError(400, f"invalid parameters: {details}") from e
+    return data
+
+
+def _items(error: ValidationError) -> Iterable[tuple[str, list[Any]]]:
+    messages = error.messages if isinstance(error.messages, dict) else {"_": error.messages}
+    return ((str(k), v if isinstance(v, list) else [v]) for k, v in messages.items())
+
+
+def _unique_id(value: str) -> UniqueId:
+    try:
+        return parse_unique_id(value)
+    except InvalidUniqueIdError as e:
+        raise _FailureError(400, str(e)) from e
+
+
+def _transition(
+    request: web.Request, uid: UniqueId, data: dict[str, Any], *, reason: str, status: Any
+) -> None:
+    request.app[REGISTRY].transition(
+        uid,
+        NodeChange(
+            reason=reason,
+            at=datetime.now(UTC),
+            status=status,
+            frps_address=data["frp_server_ip_address"],
+            remote_port=data["port"],
+            host_name=data["host_name"],
+            mac_address=data["mac_address"],
+        ),
+    )
+
+
+async def _loaded(request: web.Request) -> None:
+    try:
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
+            await asyncio.shield(request.app[LOADED])
+    except TimeoutError as e:
+        raise _FailureError(503, "the node store is not readable yet; try again") from e
+
+
+async def _stored(request: web.Request, uids: list[UniqueId]) -> None:
+    writer = request.app[WRITER]
+    try:
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
+            await asyncio.gather(*(writer.flushed(uid) for uid in uids))
+    except TimeoutError as e:
+        raise _FailureError(
+            503, "the change is queued but the store did not confirm it in time"
+        ) from e

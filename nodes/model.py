@@ -1,0 +1,261 @@
+"""A node's state and the NodeMaintenance (NM) object that stores it.
+
+The NM keeps the shape of the original Go frp_adapter's custom resource, so clusters and
+controllers that read it today keep working; fields of our own live beside the original ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, NewType
+
+NodeStatus = Literal["online", "offline"]
+ONLINE: NodeStatus = "online"
+OFFLINE: NodeStatus = "offline"
+
+UniqueId = NewType("UniqueId", str)
+JsonObject = dict[str, Any]
+
+GROUP = "edge.harmonycloud.cn"
+VERSION = "v1alpha1"
+KIND = "NodeMaintenance"
+NAME_PREFIX = "nodemaintenances-"
+
+# The Go reference time layout the original wrote, in UTC.
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_RFC1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_MAX_NAME = 253
+
+
+class InvalidUniqueIdError(ValueError):
+    pass
+
+
+def parse_unique_id(value: str) -> UniqueId:
+    """Accept a unique_id only if `nodemaintenances-<unique_id>` is a valid Kubernetes name."""
+    name = NAME_PREFIX + value
+    if not value:
+        raise InvalidUniqueIdError("unique_id is empty")
+    if len(name) > _MAX_NAME:
+        raise InvalidUniqueIdError(f"unique_id is too long: {name!r} exceeds {_MAX_NAME} chars")
+    if not _RFC1123_SUBDOMAIN.fullmatch(name):
+        raise InvalidUniqueIdError(
+            f"unique_id {value!r} cannot form the object name {name!r}: use lowercase letters, "
+            "digits, '-' and '.', ending with a letter or digit"
+        )
+    return UniqueId(value)
+
+
+def nm_name(unique_id: UniqueId) -> str:
+    return NAME_PREFIX + unique_id
+
+
+def unique_id_of(name: str) -> UniqueId:
+    """The unique_id inside an NM name; raises InvalidUniqueIdError for names not of ours."""
+    if not name.startswith(NAME_PREFIX):
+        raise InvalidUniqueIdError(f"{name!r} is not named {NAME_PREFIX}<unique_id>")
+    return parse_unique_id(name.removeprefix(NAME_PREFIX))
+
+
+def format_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeState:
+    """What the adapter knows of one node; None in an optional field means "keep what is stored"."""
+
+    unique_id: UniqueId
+    status: NodeStatus
+    reason: str
+    last_transition: datetime
+    updated_at: datetime
+    frps_address: str | None = None
+    remote_port: int | None = None
+    host_name: str | None = None
+    mac_address: str | None = None
+    run_id: str = ""
+    client_address: str = ""
+    frpc_version: str = ""
+    last_heartbeat: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeChange:
+    """One change to a node, from any source; None leaves a field as it is."""
+
+    reason: str
+    at: datetime
+    status: NodeStatus | None = None
+    frps_address: str | None = None
+    remote_port: int | None = None
+    host_name: str | None = None
+    mac_address: str | None = None
+    run_id: str | None = None
+    client_address: str | None = None
+    frpc_version: str | None = None
+    last_heartbeat: datetime | None = None
+
+
+_CHANGEABLE = tuple(
+    f.name for f in dataclasses.fields(NodeChange) if f.name not in ("reason", "at", "status")
+)
+
+
+def apply_change(current: NodeState | None, unique_id: UniqueId, change: NodeChange) -> NodeState:
+    """The node's state after `change`; `updated_at` and `reason` move only if something did."""
+    if current is None:
+        current = NodeState(
+            unique_id=unique_id,
+            status=change.status or OFFLINE,
+            reason=change.reason,
+            last_transition=change.at,
+            updated_at=change.at,
+        )
+    updates: dict[str, Any] = {
+        name: value for name in _CHANGEABLE if (value := getattr(change, name)) is not None
+    }
+    if change.status is not None and change.status != current.status:
+        updates.update(status=change.status, last_transition=change.at)
+    candidate = dataclasses.replace(current, **updates)
+    if candidate == current:
+        return current
+    return dataclasses.replace(candidate, reason=change.reason, updated_at=change.at)
+
+
+def _ssh_service_name(unique_id: str) -> str:
+    return f"ssh-{unique_id}"
+
+
+def _upsert_named(items: list[JsonObject], name: str, entry: JsonObject) -> list[JsonObject]:
+    kept = [item for item in items if not (isinstance(item, dict) and item.get("name") == name)]
+    previous = next(
+        (item for item in items if isinstance(item, dict) and item.get("name") == name), {}
+    )
+    return [*kept, {**previous, **entry}]
+
+
+def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
+    """The whole NM for `state`, keeping what others own in `existing` (bindStatus, labels...)."""
+    obj: JsonObject = copy.deepcopy(existing) if existing else {}
+    uid = state.unique_id
+    obj["apiVersion"] = f"{GROUP}/{VERSION}"
+    obj["kind"] = KIND
+    metadata = obj.setdefault("metadata", {})
+    metadata["name"] = nm_name(uid)
+
+    spec = obj.setdefault("spec", {})
+    spec["nodeName"] = f"node-{uid}"
+    spec["proxy"] = {"type": "FRP", "endpoint": ""}
+    for key, value in (("hostName", state.host_name), ("macAddress", state.mac_address)):
+        if value is not None or key not in spec:
+            spec[key] = value or ""
+    service: JsonObject = {"name": _ssh_service_name(uid), "type": "ssh", "uniqueID": uid}
+    old_service = _find_named(spec.get("services"), _ssh_service_name(uid))
+    service["proxyPort"] = (
+        str(state.remote_port)
+        if state.remote_port is not None
+        else old_service.get("proxyPort", "")
+    )
+    service["frpServerIpAddress"] = (
+        state.frps_address
+        if state.frps_address is not None
+        else old_service.get("frpServerIpAddress", "")
+    )
+    spec["services"] = _upsert_named(_list_of(spec.get("services")), service["name"], service)
+
+    status = obj.setdefault("status", {})
+    online = state.status == ONLINE
+    status["services"] = _upsert_named(
+        _list_of(status.get("services")),
+        _ssh_service_name(uid),
+        {
+            "name": _ssh_service_name(uid),
+            "status": state.status,
+            "lastUpdate": format_time(state.updated_at),
+        },
+    )
+    # A downstream controller reads conditions[0].status as the node's availability.
+    status["conditions"] = [
+        {
+            "name": "maintainable" if online else "unmaintainable",
+            "status": online,
+            "timeStamp": format_time(state.last_transition),
+        }
+    ]
+    status.setdefault(
+        "bindStatus", {"phase": "Unbound", "nodeDeploymentReference": "", "timeStamp": ""}
+    )
+    status["lastTransitionTime"] = format_time(state.last_transition)
+    status["lastHeartbeatTime"] = format_time(state.last_heartbeat) if state.last_heartbeat else ""
+    status["reason"] = state.reason
+    status["runId"] = state.run_id
+    status["clientAddress"] = state.client_address
+    status["frpcVersion"] = state.frpc_version
+    return obj
+
+
+def _list_of(value: object) -> list[JsonObject]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _find_named(items: object, name: str) -> JsonObject:
+    return next((item for item in _list_of(items) if item.get("name") == name), {})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SshEndpoint:
+    """What the original `/frp_fetch` answered: where to dial the node's sshd, and its status."""
+
+    frps_address: str
+    proxy_port: str
+    status: str
+
+
+def ssh_endpoint(obj: JsonObject) -> SshEndpoint:
+    uid = str(obj.get("metadata", {}).get("name", "")).removeprefix(NAME_PREFIX)
+    spec_service = _find_named(obj.get("spec", {}).get("services"), _ssh_service_name(uid))
+    status_service = _find_named(obj.get("status", {}).get("services"), _ssh_service_name(uid))
+    return SshEndpoint(
+        frps_address=str(spec_service.get("frpServerIpAddress", "")),
+        proxy_port=str(spec_service.get("proxyPort", "")),
+        status=str(status_service.get("status", "")),
+    )
+
+
+def state_from_nm(obj: JsonObject) -> NodeState:
+    """The NodeState an NM records, for seeding memory from the store after a restart."""
+    uid = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
+    endpoint = ssh_endpoint(obj)
+    status = obj.get("status", {})
+    spec = obj.get("spec", {})
+    epoch = datetime.fromtimestamp(0, UTC)
+    last_transition = parse_time(status.get("lastTransitionTime")) or epoch
+    return NodeState(
+        unique_id=uid,
+        status=ONLINE if endpoint.status == ONLINE else OFFLINE,
+        reason=str(status.get("reason", "")),
+        last_transition=last_transition,
+        updated_at=last_transition,
+        frps_address=endpoint.frps_address,
+        remote_port=int(endpoint.proxy_port) if endpoint.proxy_port.isdigit() else None,
+        host_name=str(spec.get("hostName", "")),
+        mac_address=str(spec.get("macAddress", "")),
+        run_id=str(status.get("runId", "")),
+        client_address=str(status.get("clientAddress", "")),
+        frpc_version=str(status.get("frpcVersion", "")),
+        last_heartbeat=parse_time(status.get("lastHeartbeatTime")),
+    )

@@ -1,0 +1,81 @@
+"""Every node's current state, in memory, and the one function that changes it.
+
+Whatever decides a node's status (frps events, the REST API, later the reconciler) calls
+`NodeRegistry.transition`; nothing else writes node status. It answers from memory and
+hands the result to the writer, so callers on frps's login path never wait on the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from nodes.model import (
+    ONLINE,
+    InvalidUniqueIdError,
+    NodeChange,
+    NodeState,
+    UniqueId,
+    apply_change,
+    state_from_nm,
+)
+from nodes.store import NodeStore
+from nodes.writer import NodeWriter
+
+logger = logging.getLogger(__name__)
+
+
+class NodeRegistry:
+    def __init__(self, writer: NodeWriter, *, heartbeat_persist_interval: float) -> None:
+        self._writer = writer
+        self._heartbeat_persist_interval = timedelta(seconds=heartbeat_persist_interval)
+        self._states: dict[UniqueId, NodeState] = {}
+        self._heartbeats: dict[UniqueId, datetime] = {}
+
+    def get(self, unique_id: UniqueId) -> NodeState | None:
+        return self._states.get(unique_id)
+
+    def transition(self, unique_id: UniqueId, change: NodeChange) -> NodeState:
+        current = self._states.get(unique_id)
+        heartbeat = self._heartbeats.get(unique_id)
+        if heartbeat and (change.last_heartbeat is None or heartbeat > change.last_heartbeat):
+            change = replace(change, last_heartbeat=heartbeat)
+        new = apply_change(current, unique_id, change)
+        if new is current:
+            return new
+        self._states[unique_id] = new
+        if current is None or new.status != current.status:
+            logger.info(
+                "node %s %s -> %s (%s) run_id=%s",
+                unique_id,
+                current.status if current else "unknown",
+                new.status,
+                new.reason,
+                new.run_id or "-",
+            )
+        self._writer.submit(new)
+        return new
+
+    def heartbeat(self, unique_id: UniqueId, at: datetime) -> None:
+        """Remember a Ping; persist it only every `heartbeat_persist_interval` per node."""
+        self._heartbeats[unique_id] = at
+        state = self._states.get(unique_id)
+        if state is None or state.status != ONLINE:
+            return
+        last = state.last_heartbeat
+        if last is None or at - last >= self._heartbeat_persist_interval:
+            self.transition(unique_id, NodeChange(reason=state.reason, at=at, last_heartbeat=at))
+
+    async def load(self, store: NodeStore) -> int:
+        """Seed memory from the store; nodes already changed by events since start-up win."""
+        loaded = 0
+        for obj in await store.list():
+            try:
+                state = state_from_nm(obj)
+            except InvalidUniqueIdError as e:
+                logger.warning("ignoring a stored object that is not ours: %s", e)
+                continue
+            if self._states.setdefault(state.unique_id, state) is state:
+                loaded += 1
+        return loaded

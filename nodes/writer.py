@@ -1,0 +1,123 @@
+"""Store writes behind the plugin endpoint: coalesced per node, retried, never dropped.
+
+Callers hand over a node's newest state and return at once. One task writes batches;
+a node whose state changes while a write is pending costs no extra write (the newest state
+replaces the pending one), and a failed batch goes back to the queue, unless newer states
+superseded it, and is retried with a bounded backoff for as long as it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from nodes.model import NodeState, UniqueId
+from nodes.store import NodeStore, StoreError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    seq: int
+    state: NodeState
+
+
+class NodeWriter:
+    def __init__(
+        self,
+        store: NodeStore,
+        *,
+        batch_size: int = 500,
+        retry_initial: float = 0.1,
+        retry_max: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._pending: dict[UniqueId, _Pending] = {}
+        self._in_flight: dict[UniqueId, int] = {}
+        self._seq = 0
+        self._waiters: dict[UniqueId, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.failing = False
+        self.writes = 0
+
+    def submit(self, state: NodeState) -> None:
+        self._seq += 1
+        self._pending[state.unique_id] = _Pending(self._seq, state)
+        self._wakeup.set()
+        self._idle.clear()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending) + len(self._in_flight)
+
+    async def flushed(self, unique_id: UniqueId) -> None:
+        """Return once everything submitted so far for this node is stored."""
+        pending = self._pending.get(unique_id)
+        target = pending.seq if pending else self._in_flight.get(unique_id)
+        if target is None:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(unique_id, []).append((target, future))
+        await future
+
+    async def run(self) -> None:
+        delay = self._retry_initial
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._take_batch()
+            try:
+                await self._store.apply([item.state for item in batch.values()])
+            except Exception as e:
+                self._requeue(batch)
+                self.failing = True
+                if isinstance(e, StoreError):
+                    logger.warning("store write failed, %d node(s) queued: %s", self.backlog, e)
+                else:
+                    logger.exception("store write raised, %d node(s) queued", self.backlog)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                continue
+            finally:
+                self._in_flight.clear()
+            if self.failing:
+                logger.info("store writes recovered")
+            self.failing = False
+            delay = self._retry_initial
+            self.writes += len(batch)
+            self._wake_waiters(batch)
+            if not self._pending:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Return once nothing is queued or being written."""
+        await self._idle.wait()
+
+    def _take_batch(self) -> dict[UniqueId, _Pending]:
+        batch: dict[UniqueId, _Pending] = {}
+        for uid in list(self._pending)[: self._batch_size]:
+            batch[uid] = self._pending.pop(uid)
+            self._in_flight[uid] = batch[uid].seq
+        return batch
+
+    def _requeue(self, batch: dict[UniqueId, _Pending]) -> None:
+        for uid, item in batch.items():
+            self._pending.setdefault(uid, item)
+
+    def _wake_waiters(self, batch: dict[UniqueId, _Pending]) -> None:
+        for uid, item in batch.items():
+            waiters = self._waiters.pop(uid, [])
+            still = [(t, f) for t, f in waiters if t > item.seq]
+            for target, future in waiters:
+                if target <= item.seq and not future.done():
+                    future.set_result(None)
+            if still:
+                self._waiters[uid] = still

@@ -1,0 +1,1 @@
+"""frps server-plugin webhooks turned into node events."""

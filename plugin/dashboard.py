@@ -1,0 +1,56 @@
+"""frps's dashboard API (`webServer` in frps.toml): frps's own view of its proxies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+
+class DashboardError(Exception):
+    """frps's dashboard did not answer usefully; what frps knows stays unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyInfo:
+    online: bool
+    remote_port: int | None
+
+
+class FrpsDashboard:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        user: str,
+        password: str,
+        timeout: float = 5.0,
+    ) -> None:
+        self.base_url = base_url
+        self._session = session
+        self._auth = aiohttp.BasicAuth(user, password) if user or password else None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def tcp_proxy(self, name: str) -> ProxyInfo | None:
+        """frps's record of one tcp proxy; None if frps has never seen it."""
+        url = f"{self.base_url}/api/proxy/tcp/{name}"
+        try:
+            async with self._session.get(url, auth=self._auth, timeout=self._timeout) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status != 200:
+                    raise DashboardError(f"GET {url}: HTTP {resp.status}")
+                # frps answers JSON labelled text/plain.
+                body: Any = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise DashboardError(f"GET {url}: {e!r}") from e
+        if not isinstance(body, dict):
+            raise DashboardError(f"GET {url}: not a JSON object")
+        conf = body.get("conf") or {}
+        port = conf.get("remotePort") if isinstance(conf, dict) else None
+        return ProxyInfo(
+            online=body.get("status") == "online",
+            remote_port=port if isinstance(port, int) and port > 0 else None,
+        )

@@ -1,0 +1,223 @@
+"""Which node each frps event is about, and what it means for the node's SSH proxy.
+
+frps events arrive late and out of order: frpc keeps its run_id across re-logins and frps
+sends CloseProxy from a goroutine, so a CloseProxy may follow the NewProxy that replaced
+it. The SSH proxy's NewProxy makes a node online at once; its CloseProxy makes it offline
+only after a grace period with no new NewProxy and, when frps's dashboard is configured,
+only if frps confirms the proxy is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from nodes.model import OFFLINE, ONLINE, NodeChange, UniqueId, parse_unique_id
+from nodes.registry import NodeRegistry
+from plugin.dashboard import DashboardError, FrpsDashboard
+from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, Ping
+
+logger = logging.getLogger(__name__)
+
+# A Login is unauthenticated (frps checks the token after calling us): what it tells is
+# kept only this long, to decorate the NM when the node's authenticated NewProxy follows.
+LOGIN_MEMORY_SECONDS = 60.0
+_PORT_LOOKUP_ATTEMPTS = 25
+_PORT_LOOKUP_DELAY = 0.2
+_CONFIRM_ATTEMPTS = 3
+_CONFIRM_DELAY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _LoginMemo:
+    at: float
+    client_address: str
+    frpc_version: str
+    host_name: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SshProxyTracker:
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        *,
+        frps_address: str,
+        unique_id_meta_key: str,
+        close_grace_period: float,
+        dashboard: FrpsDashboard | None,
+    ) -> None:
+        self._registry = registry
+        self._frps_address = frps_address
+        self._meta_key = unique_id_meta_key
+        self._grace = close_grace_period
+        self._dashboard = dashboard
+        self._logins: dict[UniqueId, _LoginMemo] = {}
+        self._opened_at: dict[UniqueId, float] = {}
+        self._ssh_proxy_names: dict[UniqueId, str] = {}
+        self._closing: dict[UniqueId, asyncio.Task[None]] = {}
+        self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
+
+    def unique_id(self, user: str, metas: Mapping[str, str]) -> UniqueId:
+        """The frpc's `metas[<meta key>]`, else its frps user; InvalidUniqueIdError if unusable."""
+        return parse_unique_id(metas.get(self._meta_key) or user)
+
+    def is_ssh_proxy(self, uid: UniqueId, owner: FrpcUser, event: NewProxy | CloseProxy) -> bool:
+        """A tcp proxy with metas `role = "ssh"`, or named `ssh` or `ssh-<unique_id>`.
+
+        frps reports names as `<user>.<name>`; CloseProxy carries no proxy metas, so a
+        proxy recognised by its role is remembered from its NewProxy.
+        """
+        if isinstance(event, NewProxy):
+            if event.proxy_type != "tcp":
+                return False
+            if event.metas.get("role") == "ssh":
+                return True
+        elif self._ssh_proxy_names.get(uid) == event.proxy_name:
+            return True
+        name = event.proxy_name.removeprefix(f"{owner.user}.") if owner.user else event.proxy_name
+        return name in ("ssh", f"ssh-{uid}")
+
+    def login(self, event: Login) -> None:
+        uid = self.unique_id(event.user, event.metas)
+        now = time.monotonic()
+        self._logins.pop(uid, None)
+        self._logins[uid] = _LoginMemo(now, event.client_address, event.version, event.hostname)
+        for old_uid, memo in list(self._logins.items()):
+            if now - memo.at < LOGIN_MEMORY_SECONDS:
+                break
+            del self._logins[old_uid]
+
+    def new_proxy(self, event: NewProxy) -> None:
+        uid = self.unique_id(event.user.user, event.user.metas)
+        if not self.is_ssh_proxy(uid, event.user, event):
+            return
+        self._cancel(self._closing, uid)
+        self._cancel(self._port_lookups, uid)
+        self._opened_at[uid] = time.monotonic()
+        self._ssh_proxy_names[uid] = event.proxy_name
+        memo = self._logins.pop(uid, None)
+        change = NodeChange(
+            reason="NewProxy",
+            at=_now(),
+            status=ONLINE,
+            frps_address=self._frps_address,
+            remote_port=event.remote_port or None,
+            run_id=event.user.run_id,
+            client_address=memo.client_address if memo else None,
+            frpc_version=memo.frpc_version if memo else None,
+            host_name=memo.host_name or None if memo else None,
+        )
+        if change.remote_port is None:
+            # frpc asked for a random port: frps binds it only after we answer.
+            self._spawn(self._port_lookups, uid, self._online_with_looked_up_port(uid, change))
+        else:
+            self._registry.transition(uid, change)
+
+    def close_proxy(self, event: CloseProxy) -> None:
+        uid = self.unique_id(event.user.user, event.user.metas)
+        if not self.is_ssh_proxy(uid, event.user, event) or uid in self._closing:
+            return
+        opened_at = self._opened_at.get(uid)
+        if (
+            self._dashboard is None
+            and opened_at is not None
+            and time.monotonic() - opened_at < self._grace
+        ):
+            # Without frps to ask, a CloseProxy this close behind a NewProxy is the
+            # replaced control's (same run_id, sent from a goroutine): it must not win.
+            logger.info("node %s: CloseProxy right after NewProxy taken as stale", uid)
+            return
+        self._spawn(self._closing, uid, self._offline_unless_reopened(uid, event))
+
+    def ping(self, event: Ping) -> None:
+        uid = self.unique_id(event.user.user, event.user.metas)
+        self._registry.heartbeat(uid, _now())
+
+    async def close(self) -> None:
+        tasks = [*self._closing.values(), *self._port_lookups.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _online_with_looked_up_port(self, uid: UniqueId, change: NodeChange) -> None:
+        port = await self._look_up_port(uid)
+        if port is None:
+            logger.warning("node %s: remote port of its SSH proxy is unknown", uid)
+            change = replace(change, reason="NewProxyPortUnknown")
+        else:
+            change = replace(change, remote_port=port)
+        self._registry.transition(uid, change)
+
+    async def _look_up_port(self, uid: UniqueId) -> int | None:
+        if self._dashboard is None:
+            return None
+        name = self._ssh_proxy_names[uid]
+        for _ in range(_PORT_LOOKUP_ATTEMPTS):
+            try:
+                info = await self._dashboard.tcp_proxy(name)
+            except DashboardError as e:
+                logger.warning("node %s: port lookup failed: %s", uid, e)
+                info = None
+            if info is not None and info.online and info.remote_port:
+                return info.remote_port
+            await asyncio.sleep(_PORT_LOOKUP_DELAY)
+        return None
+
+    async def _offline_unless_reopened(self, uid: UniqueId, event: CloseProxy) -> None:
+        await asyncio.sleep(self._grace)
+        reason = "CloseProxy"
+        if self._dashboard is not None:
+            for attempt in range(1, _CONFIRM_ATTEMPTS + 1):
+                try:
+                    info = await self._dashboard.tcp_proxy(event.proxy_name)
+                except DashboardError as e:
+                    logger.warning("node %s: frps did not confirm CloseProxy: %s", uid, e)
+                    if attempt < _CONFIRM_ATTEMPTS:
+                        await asyncio.sleep(_CONFIRM_DELAY)
+                    continue
+                if info is not None and info.online:
+                    logger.info("node %s: stale CloseProxy ignored, frps has the proxy", uid)
+                    return
+                break
+            else:
+                reason = "CloseProxyUnconfirmed"
+        self._registry.transition(
+            uid, NodeChange(reason=reason, at=_now(), status=OFFLINE, run_id=event.user.run_id)
+        )
+
+    def _spawn(
+        self,
+        tasks: dict[UniqueId, asyncio.Task[None]],
+        uid: UniqueId,
+        work: Coroutine[Any, Any, None],
+    ) -> None:
+        task = asyncio.create_task(work)
+        tasks[uid] = task
+        task.add_done_callback(_forget(tasks, uid))
+
+    @staticmethod
+    def _cancel(tasks: dict[UniqueId, asyncio.Task[None]], uid: UniqueId) -> None:
+        task = tasks.pop(uid, None)
+        if task is not None:
+            task.cancel()
+
+
+def _forget(
+    tasks: dict[UniqueId, asyncio.Task[None]], uid: UniqueId
+) -> Callable[[asyncio.Task[None]], None]:
+    def forget(task: asyncio.Task[None]) -> None:
+        if tasks.get(uid) is task:
+            del tasks[uid]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("node %s: event task failed", uid, exc_info=error)
+
+    return forget

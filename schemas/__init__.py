@@ -1,0 +1,1 @@
+"""marshmallow schemas for what crosses our boundaries: frps plugin payloads, REST input."""

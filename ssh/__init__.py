@@ -1,0 +1,1 @@
+"""Reaching a node's sshd through frps with asyncssh (web shells and exec)."""
