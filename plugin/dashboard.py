@@ -30,14 +30,16 @@ class FrpsDashboard:
     ) -> None:
         self.base_url = base_url
         self._session = session
-        self._auth = aiohttp.BasicAuth(user, password) if user or password else None
+        self._headers = (
+            {"Authorization": aiohttp.encode_basic_auth(user, password)} if user or password else {}
+        )
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def tcp_proxy(self, name: str) -> ProxyInfo | None:
         """frps's record of one tcp proxy; None if frps has never seen it."""
         url = f"{self.base_url}/api/proxy/tcp/{name}"
         try:
-            async with self._session.get(url, auth=self._auth, timeout=self._timeout) as resp:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as resp:
                 if resp.status == 404:
                     return None
                 if resp.status != 200:

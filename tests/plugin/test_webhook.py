@@ -1,0 +1,357 @@
+"""The frps plugin endpoint, driven with the payloads frps 0.65 sends, on a real SQLite store.
+
+Where frps's dashboard matters, a small aiohttp server on 127.0.0.1 plays it, answering
+as frps 0.65 does (JSON labelled text/plain, 404 "no proxy info found").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from api.app import create_app
+from api.keys import WRITER
+from tests.support import (
+    close_proxy,
+    eventually,
+    login,
+    new_proxy,
+    ping,
+    plugin_body,
+    settings_for,
+)
+
+Client = TestClient[web.Request, web.Application]
+NM = "nodemaintenances-abc123"
+
+
+class FakeDashboard:
+    """frps's dashboard API: `GET /api/proxy/tcp/{name}` from a dict of proxy states."""
+
+    def __init__(self) -> None:
+        self.proxies: dict[str, dict[str, Any]] = {}
+        self.calls = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/proxy/tcp/{name}", self.proxy)
+        return app
+
+    async def proxy(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        assert request.headers["Authorization"].startswith("Basic ")
+        proxy = self.proxies.get(request.match_info["name"])
+        if proxy is None:
+            return web.Response(status=404, text="no proxy info found")
+        return web.json_response(proxy, content_type="text/plain")
+
+
+def online(port: int) -> dict[str, Any]:
+    return {"status": "online", "conf": {"remotePort": port}}
+
+
+@pytest.fixture
+def dashboard() -> FakeDashboard:
+    return FakeDashboard()
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> Client:
+    return await aiohttp_client(create_app(settings_for(tmp_path)))
+
+
+@pytest.fixture
+async def client_with_dashboard(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    dashboard: FakeDashboard,
+) -> Client:
+    server = await aiohttp_server(dashboard.app())
+    settings = settings_for(
+        tmp_path,
+        frps_api=str(server.make_url("")).rstrip("/"),
+        frps_api_user="admin",
+        frps_api_password="admin",
+    )
+    return await aiohttp_client(create_app(settings))
+
+
+async def send(client: Client, body: object) -> dict[str, Any]:
+    resp = await client.post("/frps/handler", json=body, params={"version": "0.1.0"})
+    assert resp.status == 200
+    answer: dict[str, Any] = await resp.json()
+    assert answer["unchange"] is True
+    return answer
+
+
+async def allowed(client: Client, body: object) -> None:
+    assert await send(client, body) == {"reject": False, "unchange": True}
+
+
+async def nm(client: Client, name: str = NM) -> dict[str, Any] | None:
+    resp = await client.get(f"/api/v1/nodes/{name}")
+    if resp.status == 404:
+        return None
+    assert resp.status == 200
+    obj: dict[str, Any] = await resp.json()
+    return obj
+
+
+def status_of(obj: dict[str, Any] | None) -> str | None:
+    return None if obj is None else str(obj["status"]["services"][0]["status"])
+
+
+def becomes(client: Client, status: str, name: str = NM) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return status_of(await nm(client, name)) == status
+
+    return check
+
+
+async def settled(client: Client) -> None:
+    await client.app[WRITER].drained()
+
+
+async def test_ssh_new_proxy_makes_the_node_online_with_its_port_and_login_details(
+    client: Client,
+) -> None:
+    await allowed(client, login())
+    await allowed(client, new_proxy(port=16022))
+    await eventually(becomes(client, "online"))
+    obj = await nm(client)
+    assert obj is not None
+    assert obj["spec"]["services"] == [
+        {
+            "name": "ssh-abc123",
+            "type": "ssh",
+            "uniqueID": "abc123",
+            "proxyPort": "16022",
+            "frpServerIpAddress": "203.0.113.7",
+        }
+    ]
+    assert obj["spec"]["nodeName"] == "node-abc123"
+    assert obj["status"]["conditions"][0]["status"] is True
+    assert obj["status"]["bindStatus"] == {
+        "phase": "Unbound",
+        "nodeDeploymentReference": "",
+        "timeStamp": "",
+    }
+    assert obj["status"]["clientAddress"] == "198.51.100.9:57098"
+    assert obj["status"]["frpcVersion"] == "0.65.0"
+    assert obj["status"]["runId"] == "r1"
+
+
+async def test_login_alone_stores_nothing(client: Client) -> None:
+    await allowed(client, login())
+    await settled(client)
+    assert await nm(client) is None
+
+
+async def test_close_proxy_makes_the_node_offline_after_the_grace_period(client: Client) -> None:
+    await allowed(client, new_proxy())
+    await eventually(becomes(client, "online"))
+    await asyncio.sleep(0.15)  # past the grace period since the NewProxy
+    await allowed(client, close_proxy())
+    assert status_of(await nm(client)) == "online"
+    await eventually(becomes(client, "offline"))
+    obj = await nm(client)
+    assert obj is not None
+    assert obj["status"]["reason"] == "CloseProxy"
+    assert obj["status"]["conditions"][0] == {
+        "name": "unmaintainable",
+        "status": False,
+        "timeStamp": obj["status"]["lastTransitionTime"],
+    }
+
+
+async def test_a_new_proxy_within_the_grace_period_keeps_the_node_online(client: Client) -> None:
+    await allowed(client, new_proxy(run_id="r1"))
+    await asyncio.sleep(0.15)
+    await allowed(client, close_proxy(run_id="r1"))
+    await allowed(client, new_proxy(run_id="r1", port=16023))
+    await asyncio.sleep(0.3)
+    await settled(client)
+    obj = await nm(client)
+    assert status_of(obj) == "online"
+    assert obj is not None
+    assert obj["spec"]["services"][0]["proxyPort"] == "16023"
+    assert obj["metadata"]["resourceVersion"] == "2"  # never written offline in between
+
+
+async def test_without_a_dashboard_a_close_right_behind_its_replacement_is_stale(
+    client: Client,
+) -> None:
+    await allowed(client, new_proxy(run_id="r1"))
+    await allowed(client, close_proxy(run_id="r1"))  # the replaced control's, late
+    await asyncio.sleep(0.3)
+    await settled(client)
+    assert status_of(await nm(client)) == "online"
+
+
+async def test_a_close_that_frps_contradicts_leaves_the_node_online(
+    client_with_dashboard: Client, dashboard: FakeDashboard
+) -> None:
+    client = client_with_dashboard
+    dashboard.proxies["node1.ssh"] = online(16022)
+    await allowed(client, new_proxy(run_id="r1"))
+    await allowed(client, close_proxy(run_id="r1"))
+    await asyncio.sleep(0.3)
+    await settled(client)
+    assert dashboard.calls == 1
+    assert status_of(await nm(client)) == "online"
+
+
+async def test_a_close_that_frps_confirms_makes_the_node_offline(
+    client_with_dashboard: Client, dashboard: FakeDashboard
+) -> None:
+    client = client_with_dashboard
+    dashboard.proxies["node1.ssh"] = online(16022)
+    await allowed(client, new_proxy())
+    await eventually(becomes(client, "online"))
+    dashboard.proxies["node1.ssh"] = {"status": "offline", "conf": None}
+    await allowed(client, close_proxy())
+    await eventually(becomes(client, "offline"))
+
+
+async def test_a_random_remote_port_is_read_from_the_dashboard(
+    client_with_dashboard: Client, dashboard: FakeDashboard
+) -> None:
+    client = client_with_dashboard
+    await allowed(client, new_proxy(port=None))
+    await asyncio.sleep(0.3)  # frps binds after the plugin answers: 404 meanwhile
+    assert await nm(client) is None
+    dashboard.proxies["node1.ssh"] = online(34567)
+    await eventually(becomes(client, "online"))
+    obj = await nm(client)
+    assert obj is not None
+    assert obj["spec"]["services"][0]["proxyPort"] == "34567"
+
+
+async def test_proxies_other_than_ssh_are_ignored(client: Client) -> None:
+    await allowed(client, new_proxy(proxy="web", port=18080))
+    await allowed(client, new_proxy(proxy="ssh", port=16022, proxy_type="udp"))
+    await settled(client)
+    assert await nm(client) is None
+
+
+async def test_an_ssh_proxy_is_recognised_by_its_role_meta_and_by_ssh_unique_id(
+    client: Client,
+) -> None:
+    await allowed(client, new_proxy(proxy="shell", metas={"role": "ssh"}))
+    await eventually(becomes(client, "online"))
+    await asyncio.sleep(0.15)
+    await allowed(client, close_proxy(proxy="shell"))
+    await eventually(becomes(client, "offline"))
+    await allowed(client, new_proxy(name="n2", unique_id="def456", proxy="ssh-def456"))
+    await eventually(becomes(client, "online", "nodemaintenances-def456"))
+
+
+async def test_without_a_unique_id_meta_the_frps_user_is_the_unique_id(client: Client) -> None:
+    body = new_proxy(name="edge-7")
+    body["content"]["user"]["metas"] = {}
+    await allowed(client, body)
+    await eventually(becomes(client, "online", "nodemaintenances-edge-7"))
+
+
+async def test_work_and_user_connections_are_accepted_without_a_store_write(
+    client: Client,
+) -> None:
+    await allowed(client, plugin_body("NewWorkConn", {"user": {}, "run_id": "r1"}))
+    await allowed(client, plugin_body("NewUserConn", {"user": {}, "proxy_name": "node1.ssh"}))
+    await settled(client)
+    assert client.app[WRITER].writes == 0
+
+
+async def test_pings_persist_the_heartbeat_at_most_once_per_interval(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(
+        create_app(settings_for(tmp_path, heartbeat_persist_interval=3600))
+    )
+    await allowed(client, new_proxy())
+    await settled(client)
+    for _ in range(20):
+        await allowed(client, ping())
+    await settled(client)
+    obj = await nm(client)
+    assert obj is not None
+    assert obj["status"]["lastHeartbeatTime"] != ""
+    assert client.app[WRITER].writes == 2  # the NewProxy, then the first heartbeat only
+
+
+BAD_REQUESTS: list[tuple[str, object, str]] = [
+    ("malformed JSON", b"{not json", "not JSON"),
+    ("a JSON array", [1, 2], "not a JSON object"),
+    ("unknown op", plugin_body("Logout", {}), "unsupported op 'Logout'"),
+    ("no content", {"version": "0.1.0", "op": "Login"}, "content must be a JSON object"),
+    ("NewProxy without proxy_name", plugin_body("NewProxy", {"user": {}}), "proxy_name"),
+    ("CloseProxy without user", plugin_body("CloseProxy", {"proxy_name": "a"}), "user"),
+    ("wrong type", plugin_body("Ping", {"user": {"user": 5}}), "user.user"),
+    ("port out of range", new_proxy(port=70000), "remote_port"),
+    ("invalid unique_id", login(unique_id="Not_Valid"), "cannot form the object name"),
+    ("no unique_id at all", login(name="", unique_id=None), "unique_id is empty"),
+    ("too long unique_id", new_proxy(unique_id="a" * 240), "too long"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"), [(b, r) for _, b, r in BAD_REQUESTS], ids=[i for i, _, _ in BAD_REQUESTS]
+)
+async def test_bad_plugin_requests_are_rejected_with_a_reason_and_change_nothing(
+    client: Client, body: object, reason: str
+) -> None:
+    await allowed(client, new_proxy())
+    await settled(client)
+    before = await nm(client)
+    if isinstance(body, bytes):
+        resp = await client.post("/frps/handler", data=body)
+        answer = await resp.json()
+    else:
+        answer = await send(client, body)
+    assert answer["reject"] is True
+    assert reason in answer["reject_reason"]
+    await settled(client)
+    assert await nm(client) == before
+    await allowed(client, ping())  # still serving
+
+
+def lock_database(tmp_path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(tmp_path / "frpa.db", isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    return db
+
+
+@pytest.mark.parametrize(("mode", "rejected"), [("open", False), ("closed", True)])
+async def test_the_failure_mode_decides_whether_a_failing_store_rejects_nodes(
+    tmp_path: Path, aiohttp_client: AiohttpClient, mode: str, rejected: bool
+) -> None:
+    client = await aiohttp_client(create_app(settings_for(tmp_path, plugin_failure_mode=mode)))
+    await client.app[WRITER].drained()
+    lock = lock_database(tmp_path)
+    try:
+        await allowed(client, new_proxy())
+        writer = client.app[WRITER]
+
+        async def failing() -> bool:
+            return writer.failing
+
+        await eventually(failing, what="store failure noticed")
+        answer = await send(client, login(name="n2", unique_id="def456"))
+        assert answer["reject"] is rejected
+        if rejected:
+            assert "cannot store node state" in answer["reject_reason"]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    await eventually(becomes(client, "online"), what="queued write stored after recovery")
