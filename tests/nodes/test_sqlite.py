@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from nodes.model import NodeChange, NodeState, UniqueId, apply_change
+from nodes.sqlite import SqliteStore
+from nodes.store import InvalidStoreUrlError, StoreError, check_store_url
+
+T0 = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def online(uid: str, port: int = 16022) -> NodeState:
+    return apply_change(
+        None, UniqueId(uid), NodeChange(reason="t", at=T0, status="online", remote_port=port)
+    )
+
+
+async def test_apply_creates_then_updates_and_counts_resource_versions(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.apply([online("a1"), online("b2")])
+    await store.apply([online("a1", 17000)])
+    obj = await store.get("nodemaintenances-a1")
+    assert obj is not None
+    assert obj["metadata"]["resourceVersion"] == "2"
+    assert obj["spec"]["services"][0]["proxyPort"] == "17000"
+    assert [o["metadata"]["name"] for o in await store.list()] == [
+        "nodemaintenances-a1",
+        "nodemaintenances-b2",
+    ]
+    await store.close()
+
+
+async def test_a_locked_database_fails_the_whole_batch_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.apply([online("a1")])
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreError, match="locked"):
+        await store.apply([online("a1", 1), online("b2")])
+    other.execute("ROLLBACK")
+    other.close()
+    assert [o["spec"]["services"][0]["proxyPort"] for o in await store.list()] == ["16022"]
+    await store.close()
+
+
+def test_an_acknowledged_write_survives_a_kill_9_of_the_process(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    writer = f"""
+import asyncio, sys, time
+from datetime import datetime, UTC
+from nodes.model import NodeChange, NodeState, UniqueId, apply_change
+from nodes.sqlite import SqliteStore
+async def main():
+    store = SqliteStore({str(path)!r})
+    for i in range(200):
+        state = apply_change(None, UniqueId(f"n{{i}}"),
+                             NodeChange(reason="t", at=datetime.now(UTC), status="online"))
+        await store.apply([state])
+        print(i, flush=True)
+    time.sleep(60)
+asyncio.run(main())
+"""
+    with subprocess.Popen(
+        [sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        acknowledged = [proc.stdout.readline() for _ in range(200)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert acknowledged[-1].strip() == "199"
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT body FROM nodemaintenances").fetchall()
+    assert len(rows) == 200
+    assert all(json.loads(body)["kind"] == "NodeMaintenance" for (body,) in rows)
+
+
+@pytest.mark.parametrize("url", ["sqlite://x.db", "postgres:///x", "sqlite:///", "frpa.db"])
+def test_unsupported_store_urls_are_refused(url: str) -> None:
+    with pytest.raises(InvalidStoreUrlError):
+        check_store_url(url)
+
+
+def test_store_urls_name_relative_and_absolute_files() -> None:
+    assert check_store_url("sqlite:///frpa.db") == "frpa.db"
+    assert check_store_url("sqlite:////var/lib/frpa.db") == "/var/lib/frpa.db"
