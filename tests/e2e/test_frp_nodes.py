@@ -1,0 +1,102 @@
+"""Real frps and frpc 0.65 drive the adapter, started with its own command; REST reads back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.peers import FrpSetup, Processes, frp_binaries
+from tests.support import eventually, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def frp(tmp_path: Path) -> Iterator[FrpSetup]:
+    processes = Processes(tmp_path)
+    frps, frpc = frp_binaries(tmp_path)
+    setup = FrpSetup(processes, frps, frpc)
+    try:
+        setup.start_adapter()
+        setup.start_frps()
+        yield setup
+    finally:
+        processes.stop_all()
+
+
+async def fetch(frp: FrpSetup, unique_id: str) -> dict[str, Any] | None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{frp.adapter_url}/frp_fetch/nodemaintenances-{unique_id}") as resp,
+    ):
+        if resp.status == 404:
+            return None
+        assert resp.status == 200
+        body: dict[str, Any] = (await resp.json())["data"]
+        return body
+
+
+async def dashboard_port(frp: FrpSetup, proxy: str) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{frp.dashboard_url}/api/proxy/tcp/{proxy}",
+            headers={"Authorization": aiohttp.encode_basic_auth("admin", "admin")},
+        ) as resp,
+    ):
+        return str((await resp.json(content_type=None))["conf"]["remotePort"])
+
+
+async def until_status(frp: FrpSetup, unique_id: str, status: str) -> dict[str, Any]:
+    seen: dict[str, Any] | None = None
+
+    async def check() -> bool:
+        nonlocal seen
+        seen = await fetch(frp, unique_id)
+        return seen is not None and seen["status"] == status
+
+    try:
+        await eventually(check, within=20, what=f"{unique_id} {status}")
+    except AssertionError:
+        raise AssertionError(
+            f"last seen {seen}\nadapter log:\n{frp.processes.log('adapter')}"
+        ) from None
+    assert seen is not None
+    return seen
+
+
+async def test_nodes_go_online_and_offline_with_their_frpc(frp: FrpSetup) -> None:
+    port1 = free_port()
+    frp.start_frpc("node1", "e2e-node-1", remote_port=port1)
+    frp.start_frpc("node2", "e2e-node-2", remote_port=0)
+
+    node1 = await until_status(frp, "e2e-node-1", "online")
+    assert node1 == {
+        "frp_server_ip_address": "127.0.0.1",
+        "proxy_port": str(port1),
+        "status": "online",
+    }
+    node2 = await until_status(frp, "e2e-node-2", "online")
+    assert node2["proxy_port"] == await dashboard_port(frp, "node2.ssh")
+
+    frp.processes.stop("node1")
+    await until_status(frp, "e2e-node-1", "offline")
+    assert (await fetch(frp, "e2e-node-2")) == node2
+
+    frp.start_frpc("node1", "e2e-node-1", remote_port=port1)
+    assert (await until_status(frp, "e2e-node-1", "online"))["proxy_port"] == str(port1)
+    assert (await fetch(frp, "e2e-node-2")) == node2
+
+
+async def test_a_node_whose_unique_id_is_invalid_cannot_log_in(frp: FrpSetup) -> None:
+    frp.start_frpc("bad", "Not_A_Name", remote_port=0)
+
+    async def refused() -> bool:
+        return "cannot form the object name" in frp.processes.log("bad")
+
+    await eventually(refused, within=15, what="frpc told why its login was refused")
+    assert await fetch(frp, "Not_A_Name") is None
