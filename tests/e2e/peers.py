@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -37,12 +38,10 @@ def frp_binaries(directory: Path) -> tuple[Path, Path]:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 15.0) -> None:
-    import socket  # noqa: PLC0415
-
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
