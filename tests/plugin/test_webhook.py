@@ -290,6 +290,19 @@ async def test_pings_persist_the_heartbeat_at_most_once_per_interval(
     assert client.app[WRITER].writes == 2  # the NewProxy, then the first heartbeat only
 
 
+async def test_repeated_identical_pings_each_reach_the_node(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(create_app(settings_for(tmp_path, heartbeat_persist_interval=0)))
+    await allowed(client, new_proxy())
+    await settled(client)
+    writes = client.app[WRITER].writes
+    for _ in range(3):
+        await allowed(client, ping())  # the same bytes each time, as frps sends them
+        await settled(client)
+    assert client.app[WRITER].writes == writes + 3
+
+
 BAD_REQUESTS: list[tuple[str, object, str]] = [
     ("malformed JSON", b"{not json", "not JSON"),
     ("a JSON array", [1, 2], "not a JSON object"),
