@@ -50,7 +50,11 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _nodes(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = open_store(settings.store_url)
+    store = await open_store(
+        settings.store_url,
+        event_namespace=settings.event_namespace,
+        event_min_interval=settings.event_min_interval,
+    )
     writer = NodeWriter(store)
     registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
     async with contextlib.AsyncExitStack() as stack:

@@ -34,13 +34,15 @@ class Settings:
     heartbeat_persist_interval: float = 60.0
     plugin_failure_mode: FailureMode = "open"
     shutdown_timeout: float = 10.0
+    event_namespace: str = "default"
+    event_min_interval: float = 30.0
     log_level: str = "INFO"
 
 
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
 OPTIONS: dict[str, tuple[str, str]] = {
     "address": ("FRP_ADAPTER_ADDRESS", "host:port to listen on (default :8888)"),
-    "store": ("FRPA_STORE", "node store URL (default sqlite:///frpa.db)"),
+    "store": ("FRPA_STORE", "kubernetes, or a SQLite URL (default sqlite:///frpa.db)"),
     "frps-address": ("FRPA_FRPS_ADDRESS", "frps address SSH dials, recorded in every NM"),
     "frps-api": ("FRP_SERVER_API", "frps dashboard API URL, e.g. http://127.0.0.1:7500"),
     "frps-api-user": ("FRP_SERVER_HTTPAUTHUSERNAME", "frps dashboard user"),
@@ -55,6 +57,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "open: our own failure lets frpc in; closed: it rejects (default open)",
     ),
     "shutdown-timeout": ("FRPA_SHUTDOWN_TIMEOUT", "seconds to drain writes on exit (default 10)"),
+    "event-namespace": ("FRPA_EVENT_NAMESPACE", "namespace of NM Kubernetes Events (default)"),
+    "event-min-interval": (
+        "FRPA_EVENT_MIN_INTERVAL",
+        "at most one Kubernetes Event per node this often, seconds (default 30)",
+    ),
     "log-level": ("FRPA_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
 }
 PASSWORD_ENV = "FRP_SERVER_HTTPAUTHPASSWORD"  # noqa: S105  (a variable name)
@@ -88,6 +95,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         ),
         plugin_failure_mode=_failure_mode(value("plugin-failure-mode") or "open"),
         shutdown_timeout=_seconds("shutdown-timeout", value, defaults.shutdown_timeout),
+        event_namespace=value("event-namespace") or defaults.event_namespace,
+        event_min_interval=_seconds("event-min-interval", value, defaults.event_min_interval),
         log_level=_log_level(value("log-level") or defaults.log_level),
     )
 

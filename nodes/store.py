@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from nodes.model import JsonObject, NodeState
+from nodes.model import JsonObject, NodeState, UniqueId
 
 
 class StoreError(Exception):
-    """A backend could not complete an operation; what was asked may be retried."""
+    """A backend could not complete an operation; what was asked may be retried.
+
+    `failed` names the nodes of a write that were not stored (None: all of them).
+    """
+
+    def __init__(self, message: str, *, failed: frozenset[UniqueId] | None = None) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 class InvalidStoreUrlError(ValueError):
@@ -27,18 +34,37 @@ class NodeStore(Protocol):
     async def close(self) -> None: ...
 
 
-def open_store(url: str) -> NodeStore:
-    """The backend a `FRPA_STORE` URL names (see `check_store_url`)."""
-    from nodes.sqlite import SqliteStore  # noqa: PLC0415  (only the named backend is loaded)
+KUBERNETES = "kubernetes"
 
-    return SqliteStore(check_store_url(url))
+
+async def open_store(url: str, *, event_namespace: str, event_min_interval: float) -> NodeStore:
+    """The backend a `FRPA_STORE` value names (see `check_store_url`)."""
+    # Only the named backend is imported: kubernetes_asyncio is heavy and unused on SQLite.
+    if check_store_url(url) == KUBERNETES:
+        from nodes.kubernetes import KubernetesStore, connect  # noqa: PLC0415
+
+        return KubernetesStore(
+            await connect(),
+            event_namespace=event_namespace,
+            event_min_interval=event_min_interval,
+        )
+    from nodes.sqlite import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(sqlite_path(url))
 
 
 def check_store_url(url: str) -> str:
-    """The SQLite path of `sqlite:///relative.db` or `sqlite:////absolute.db`."""
+    """`kubernetes`, `sqlite:///relative.db` or `sqlite:////absolute.db`; else an error."""
+    if url != KUBERNETES:
+        sqlite_path(url)
+    return url
+
+
+def sqlite_path(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if scheme == "sqlite" and sep and rest.startswith("/") and rest != "/":
         return rest[1:]
     raise InvalidStoreUrlError(
-        f"unsupported store {url!r}: use sqlite:///relative/file.db or sqlite:////absolute/file.db"
+        f"unsupported store {url!r}: use kubernetes, sqlite:///relative/file.db "
+        "or sqlite:////absolute/file.db"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from nodes.model import NodeState, UniqueId
@@ -74,28 +75,31 @@ class NodeWriter:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = self._take_batch()
-            try:
-                await self._store.apply([item.state for item in batch.values()])
-            except Exception as e:
-                self._requeue(batch)
+            failed = await self._write(batch)
+            self._in_flight.clear()
+            self._requeue({uid: item for uid, item in batch.items() if uid in failed})
+            self._stored({uid: item for uid, item in batch.items() if uid not in failed})
+            if failed:
                 self.failing = True
-                if isinstance(e, StoreError):
-                    logger.warning("store write failed, %d node(s) queued: %s", self.backlog, e)
-                else:
-                    logger.exception("store write raised, %d node(s) queued", self.backlog)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
-                continue
-            finally:
-                self._in_flight.clear()
-            if self.failing:
-                logger.info("store writes recovered")
-            self.failing = False
-            delay = self._retry_initial
-            self.writes += len(batch)
-            self._wake_waiters(batch)
-            if not self._pending:
-                self._idle.set()
+            else:
+                if self.failing:
+                    logger.info("store writes recovered")
+                self.failing = False
+                delay = self._retry_initial
+
+    async def _write(self, batch: dict[UniqueId, _Pending]) -> Collection[UniqueId]:
+        """The nodes of `batch` that were not stored."""
+        try:
+            await self._store.apply([item.state for item in batch.values()])
+        except StoreError as e:
+            logger.warning("store write failed, %d node(s) stay queued: %s", len(batch), e)
+            return batch if e.failed is None else e.failed
+        except Exception:
+            logger.exception("store write raised, %d node(s) stay queued", len(batch))
+            return batch
+        return ()
 
     async def drained(self) -> None:
         """Return once nothing is queued or being written."""
@@ -112,7 +116,8 @@ class NodeWriter:
         for uid, item in batch.items():
             self._pending.setdefault(uid, item)
 
-    def _wake_waiters(self, batch: dict[UniqueId, _Pending]) -> None:
+    def _stored(self, batch: dict[UniqueId, _Pending]) -> None:
+        self.writes += len(batch)
         for uid, item in batch.items():
             waiters = self._waiters.pop(uid, [])
             still = [(t, f) for t, f in waiters if t > item.seq]
@@ -121,3 +126,5 @@ class NodeWriter:
                     future.set_result(None)
             if still:
                 self._waiters[uid] = still
+        if not self._pending and not self._in_flight:
+            self._idle.set()

@@ -13,7 +13,7 @@ import pytest
 
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.sqlite import SqliteStore
-from nodes.store import InvalidStoreUrlError, StoreError, check_store_url
+from nodes.store import InvalidStoreUrlError, StoreError, check_store_url, sqlite_path
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -91,6 +91,7 @@ def test_unsupported_store_urls_are_refused(url: str) -> None:
         check_store_url(url)
 
 
-def test_store_urls_name_relative_and_absolute_files() -> None:
-    assert check_store_url("sqlite:///frpa.db") == "frpa.db"
-    assert check_store_url("sqlite:////var/lib/frpa.db") == "/var/lib/frpa.db"
+def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
+    assert check_store_url("kubernetes") == "kubernetes"
+    assert sqlite_path("sqlite:///frpa.db") == "frpa.db"
+    assert sqlite_path("sqlite:////var/lib/frpa.db") == "/var/lib/frpa.db"

@@ -1,0 +1,285 @@
+"""NodeMaintenance custom resources in a Kubernetes cluster: the one module that imports
+kubernetes_asyncio.
+
+Reads come from a cache fed by list + watch (re-listed on 410 Gone), so REST reads and
+writes do not cost an API request each; the cache also sees what others change (a
+`kubectl edit`). A write is a read-modify-write against the cached object, guarded by its
+resourceVersion: a 409 Conflict re-reads the object and tries again, a bounded number of
+times. A new NM costs two writes (create, then its status: the status subresource ignores
+status on create); a status change costs one merge-patch of `/status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId, nm_name, render_nm
+from nodes.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+PLURAL = "nodemaintenances"
+_MERGE_PATCH = "application/merge-patch+json"
+_REQUEST_TIMEOUT = 10.0
+_WATCH_SECONDS = 300
+_CONFLICT_ATTEMPTS = 5
+_CONCURRENT_WRITES = 64
+_RELIST_BACKOFF_MAX = 30.0
+# Errors a later retry may cure; anything else (400, 403, 422) is this write's own fault.
+_TRANSIENT = (429, 500, 502, 503, 504)
+
+
+async def connect() -> client.ApiClient:
+    """In-cluster config first, else the kubeconfig (`KUBECONFIG` or ~/.kube/config)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except ConfigException:
+        try:
+            await config.load_kube_config(client_configuration=configuration)
+        except (ConfigException, OSError) as e:
+            raise StoreError(f"no in-cluster config and no usable kubeconfig: {e}") from e
+    return client.ApiClient(configuration)
+
+
+def _api_error(e: ApiException) -> str:
+    # Error bodies can be long (kmock sends tracebacks); the status and reason suffice.
+    return f"HTTP {e.status} {e.reason}"
+
+
+class KubernetesStore:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        event_namespace: str,
+        event_min_interval: float,
+    ) -> None:
+        self._api = api
+        self._objects = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._event_namespace = event_namespace
+        self._event_min_interval = event_min_interval
+        self._cache: dict[str, JsonObject] = {}
+        self._synced = asyncio.Event()
+        self._last_event: dict[UniqueId, float] = {}
+        self._writes = asyncio.Semaphore(_CONCURRENT_WRITES)
+        self._event_tasks: set[asyncio.Task[None]] = set()
+        self._watcher = asyncio.create_task(self._watch_forever(), name="nm-watch")
+        self.api_writes = 0
+
+    async def close(self) -> None:
+        tasks = [self._watcher, *self._event_tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._api.close()
+
+    async def get(self, name: str) -> JsonObject | None:
+        if self._synced.is_set():
+            return self._cache.get(name)
+        return await self._fetch(name)
+
+    async def list(self) -> list[JsonObject]:
+        if self._synced.is_set():
+            return [self._cache[name] for name in sorted(self._cache)]
+        try:
+            listing = await self._objects.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, _request_timeout=_REQUEST_TIMEOUT
+            )
+        except ApiException as e:
+            raise StoreError(f"listing {PLURAL} failed: {_api_error(e)}") from e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StoreError(f"listing {PLURAL} failed: {e!r}") from e
+        return sorted(listing["items"], key=lambda obj: obj["metadata"]["name"])
+
+    async def apply(self, states: Sequence[NodeState]) -> None:
+        results = await asyncio.gather(*(self._apply_one(s) for s in states))
+        failed = {s.unique_id: error for s, error in zip(states, results, strict=True) if error}
+        if failed:
+            first = next(iter(failed.values()))
+            raise StoreError(
+                f"{len(failed)} of {len(states)} node(s) not written, e.g. {first}",
+                failed=frozenset(failed),
+            )
+
+    async def _apply_one(self, state: NodeState) -> str | None:
+        """None once the node's NM matches `state`, else why it does not (yet)."""
+        name = nm_name(state.unique_id)
+        async with self._writes:
+            try:
+                for _ in range(_CONFLICT_ATTEMPTS):
+                    try:
+                        await self._write(state, name)
+                    except ApiException as e:
+                        if e.status != 409:
+                            raise
+                        self._cache.pop(name, None)  # stale: read it afresh
+                        continue
+                    return None
+                return f"{name}: still conflicting after {_CONFLICT_ATTEMPTS} attempts"
+            except ApiException as e:
+                if e.status not in _TRANSIENT:
+                    logger.error("%s: the API refused the write: %s", name, _api_error(e))
+                return f"{name}: {_api_error(e)}"
+            except (aiohttp.ClientError, TimeoutError) as e:
+                return f"{name}: {e!r}"
+
+    async def _write(self, state: NodeState, name: str) -> None:
+        existing = self._cache.get(name) or await self._fetch(name)
+        if existing is None:
+            desired = render_nm(state, None)
+            existing = await self._call(
+                self._objects.create_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                {key: value for key, value in desired.items() if key != "status"},
+            )
+        desired = render_nm(state, existing)
+        rv = {"resourceVersion": existing["metadata"].get("resourceVersion")}
+        if desired["spec"] != existing.get("spec"):
+            existing = await self._call(
+                self._objects.patch_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                name,
+                {"metadata": rv, "spec": desired["spec"]},
+                _content_type=_MERGE_PATCH,
+            )
+            rv = {"resourceVersion": existing["metadata"].get("resourceVersion")}
+        before = existing.get("status") or {}
+        status = desired["status"]
+        if "bindStatus" in before:
+            del status["bindStatus"]  # another controller owns it once it exists
+        if any(before.get(key) != value for key, value in status.items()):
+            await self._call(
+                self._objects.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                PLURAL,
+                name,
+                {"metadata": rv, "status": status},
+                _content_type=_MERGE_PATCH,
+            )
+            self._record_transition(state, existing, before)
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> JsonObject:
+        obj: JsonObject = await method(*args, _request_timeout=_REQUEST_TIMEOUT, **kwargs)
+        self.api_writes += 1
+        self._cache[obj["metadata"]["name"]] = obj
+        return obj
+
+    async def _fetch(self, name: str) -> JsonObject | None:
+        try:
+            obj: JsonObject = await self._objects.get_cluster_custom_object(
+                GROUP, VERSION, PLURAL, name, _request_timeout=_REQUEST_TIMEOUT
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise StoreError(f"reading {name} failed: {_api_error(e)}") from e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StoreError(f"reading {name} failed: {e!r}") from e
+        return obj
+
+    def _record_transition(self, state: NodeState, obj: JsonObject, before: JsonObject) -> None:
+        """A Kubernetes Event per online/offline change, at most one per node per interval."""
+        services = before.get("services") or [{}]
+        if services[0].get("status") == state.status:
+            return
+        now = time.monotonic()
+        last = self._last_event.get(state.unique_id)
+        if last is not None and now - last < self._event_min_interval:
+            return
+        self._last_event[state.unique_id] = now
+        online = state.status == "online"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        name = obj["metadata"]["name"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}"},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": name,
+                "uid": obj["metadata"].get("uid", ""),
+            },
+            "reason": "FrpConnected" if online else "FrpDisconnected",
+            "message": f"node {state.unique_id} is {state.status} ({state.reason})",
+            "type": "Normal" if online else "Warning",
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": "frp-adapter"},
+        }
+        self._spawn_event(event)
+
+    def _spawn_event(self, event: JsonObject) -> None:
+        task = asyncio.create_task(self._post_event(event))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _post_event(self, event: JsonObject) -> None:
+        try:
+            # The client serialises a plain dict as it is, like the custom objects.
+            await self._core.create_namespaced_event(
+                self._event_namespace,
+                event,  # type: ignore[arg-type]
+                _request_timeout=_REQUEST_TIMEOUT,
+            )
+        except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+            # Events are a convenience for `kubectl describe`; the NM's status is the record.
+            logger.warning("event for %s not recorded: %s", event["involvedObject"]["name"], e)
+
+    async def _watch_forever(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._list_and_watch()
+                backoff = 1.0
+            except ApiException as e:
+                if e.status == 410:
+                    logger.info("watch of %s expired (410 Gone): listing again", PLURAL)
+                    continue
+                logger.warning("watching %s failed: %s", PLURAL, _api_error(e))
+            except (aiohttp.ClientError, TimeoutError) as e:
+                logger.warning("watching %s failed: %r", PLURAL, e)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _RELIST_BACKOFF_MAX)
+
+    async def _list_and_watch(self) -> None:
+        listing = await self._objects.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, _request_timeout=_REQUEST_TIMEOUT
+        )
+        self._cache = {obj["metadata"]["name"]: obj for obj in listing["items"]}
+        self._synced.set()
+        async with watch.Watch().stream(
+            self._objects.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+            resource_version=listing["metadata"].get("resourceVersion"),
+            timeout_seconds=_WATCH_SECONDS,
+            _request_timeout=_WATCH_SECONDS + 30,
+        ) as stream:
+            async for event in stream:
+                obj = event["raw_object"]
+                name = obj.get("metadata", {}).get("name")
+                if event["type"] in ("ADDED", "MODIFIED") and name:
+                    self._cache[name] = obj
+                elif event["type"] == "DELETED" and name:
+                    self._cache.pop(name, None)
