@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_nodes)
     app.router.add_post("/frps/handler", _frps_handler)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
     original.add_routes(app.router)
     v1.add_routes(app.router)
     return app
@@ -46,6 +47,21 @@ async def _frps_handler(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready as soon as the plugin path answers, which needs no store; the store is shown."""
+    writer = request.app[WRITER]
+    return web.json_response(
+        {
+            "status": "ready",
+            "store": {
+                "loaded": request.app[LOADED].done(),
+                "failing": writer.failing,
+                "backlog": writer.backlog,
+            },
+        }
+    )
 
 
 async def _nodes(app: web.Application) -> AsyncIterator[None]:

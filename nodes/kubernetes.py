@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,7 +48,10 @@ async def connect() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except ConfigException:
         try:
-            await config.load_kube_config(client_configuration=configuration)
+            # Read KUBECONFIG now: the library reads it once, when it is imported.
+            await config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
         except (ConfigException, OSError) as e:
             raise StoreError(f"no in-cluster config and no usable kubeconfig: {e}") from e
     return client.ApiClient(configuration)
@@ -119,14 +123,13 @@ class KubernetesStore:
         name = nm_name(state.unique_id)
         async with self._writes:
             try:
-                for _ in range(_CONFLICT_ATTEMPTS):
+                for attempt in range(_CONFLICT_ATTEMPTS):
                     try:
-                        await self._write(state, name)
+                        await self._write(state, name, reread=attempt > 0)
                     except ApiException as e:
                         if e.status != 409:
                             raise
-                        self._cache.pop(name, None)  # stale: read it afresh
-                        continue
+                        continue  # someone else wrote it first: read it afresh
                     return None
                 return f"{name}: still conflicting after {_CONFLICT_ATTEMPTS} attempts"
             except ApiException as e:
@@ -136,8 +139,11 @@ class KubernetesStore:
             except (aiohttp.ClientError, TimeoutError) as e:
                 return f"{name}: {e!r}"
 
-    async def _write(self, state: NodeState, name: str) -> None:
-        existing = self._cache.get(name) or await self._fetch(name)
+    async def _write(self, state: NodeState, name: str, *, reread: bool) -> None:
+        if reread or not self._synced.is_set():
+            existing = await self._fetch(name)
+        else:
+            existing = self._cache.get(name)
         if existing is None:
             desired = render_nm(state, None)
             existing = await self._call(

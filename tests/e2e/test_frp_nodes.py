@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +10,35 @@ import aiohttp
 import pytest
 
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries
+from tests.kube import running_kube
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(params=["sqlite", "kubernetes"])
+async def store_env(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    """The adapter's store: an SQLite file, or NodeMaintenances on a Kubernetes API peer."""
+    if request.param == "sqlite":
+        yield {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}"}
+        return
+    async with running_kube(tmp_path) as (_, kubeconfig):
+        yield {"FRPA_STORE": "kubernetes", "KUBECONFIG": str(kubeconfig)}
+
+
 @pytest.fixture
-def frp(tmp_path: Path) -> Iterator[FrpSetup]:
+async def frp(tmp_path: Path, store_env: dict[str, str]) -> AsyncIterator[FrpSetup]:
     processes = Processes(tmp_path)
     frps, frpc = frp_binaries(tmp_path)
-    setup = FrpSetup(processes, frps, frpc)
+    setup = FrpSetup(processes, frps, frpc, store_env)
     try:
-        setup.start_adapter()
-        setup.start_frps()
+        await setup.start_adapter()
+        await setup.start_frps()
         yield setup
     finally:
-        processes.stop_all()
+        await processes.stop_all()
 
 
 async def fetch(frp: FrpSetup, unique_id: str) -> dict[str, Any] | None:
@@ -83,7 +96,7 @@ async def test_nodes_go_online_and_offline_with_their_frpc(frp: FrpSetup) -> Non
     node2 = await until_status(frp, "e2e-node-2", "online")
     assert node2["proxy_port"] == await dashboard_port(frp, "node2.ssh")
 
-    frp.processes.stop("node1")
+    await frp.processes.stop("node1")
     await until_status(frp, "e2e-node-1", "offline")
     assert (await fetch(frp, "e2e-node-2")) == node2
 

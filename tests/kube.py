@@ -1,0 +1,150 @@
+"""A Kubernetes API peer for tests and benchmarks: kmock's emulator, extended as its
+docstring invites where the adapter depends on behaviour kmock does not model.
+
+- kubernetes-asyncio asks for watches with `watch=True`; the API server parses booleans
+  leniently, kmock only knows `watch=true`.
+- resourceVersion: every write of a NodeMaintenance bumps it, and a write that carries a
+  stale one is refused with 409 Conflict, as the API server does.
+- The status subresource: create and patches of the main resource ignore `status`; a
+  patch of `/status` changes only `status`.
+- A create is answered 201 Created, as the API server does (clients parse only that).
+- Faults on demand: `fail_writes` answers the next N writes with 503 and changes nothing;
+  `expire_next_watch` ends the next watch with a 410 Gone error event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import jsonschema
+import kmock
+import yaml
+from kmock._internal import enums, rendering
+
+from nodes.model import GROUP, VERSION
+
+NM_RESOURCE = kmock.resource(GROUP, VERSION, "nodemaintenances")
+CRD = Path(__file__).parents[1] / "manifests" / "crd.yaml"
+
+
+class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources[NM_RESOURCE] = kmock.ResourceInfo(kind="NodeMaintenance", namespaced=False)
+        self.fail_writes = 0
+        self.expire_next_watch = False
+        self.conflicts = 0
+        self._versions = itertools.count(1)
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.query.get("watch") == "True":
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
+        return await super().__call__(raw_request)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.resource == NM_RESOURCE and request.action in (
+            enums.action.CREATE,
+            enums.action.UPDATE,
+        ):
+            if self.fail_writes:
+                self.fail_writes -= 1
+                raise kmock.KubernetesError(
+                    status=503, reason="ServiceUnavailable", message="injected fault"
+                )
+            self._as_the_api_server_would(request)
+        response = await super()._handle(request)
+        if request.action == enums.action.CREATE and response.status == 200:
+            response.set_status(201)  # what the API server answers, and clients expect
+        return response
+
+    def _as_the_api_server_would(self, request: rendering.Request) -> None:
+        data: dict[str, Any] = request.data
+        metadata = data.setdefault("metadata", {})
+        if request.action == enums.action.CREATE:
+            data.pop("status", None)
+            metadata["uid"] = str(uuid.uuid4())
+            metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            current = self.node_maintenances().get(str(request.name), {})
+            current_rv = current.get("metadata", {}).get("resourceVersion")
+            sent_rv = metadata.get("resourceVersion")
+            if sent_rv is not None and sent_rv != current_rv:
+                self.conflicts += 1
+                raise kmock.KubernetesError(
+                    status=409, reason="Conflict", message="the object has been modified"
+                )
+            for field in list(data):
+                keep = field == "status" if request.subresource == "status" else field != "status"
+                if field != "metadata" and not keep:
+                    del data[field]
+        metadata["resourceVersion"] = str(next(self._versions))
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        if self.expire_next_watch:
+            self.expire_next_watch = False
+            yield b""
+            yield {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "code": 410,
+                    "reason": "Expired",
+                    "message": "too old resource version",
+                },
+            }
+            return
+        async for item in super()._serve_watch(request):
+            yield item
+
+    @property
+    def requests(self) -> list[rendering.Request]:
+        """Every request served so far, parsed."""
+        return list(self._requests)
+
+    def node_maintenances(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: obj.raw
+            for (resource, _, name), obj in self.objects.items()
+            if resource == NM_RESOURCE and not obj.deleted
+        }
+
+
+@contextlib.asynccontextmanager
+async def running_kube(directory: Path) -> AsyncIterator[tuple[NodeMaintenanceEmulator, Path]]:
+    """The emulator served on 127.0.0.1, with a kubeconfig naming it; on exit, every
+    NodeMaintenance written must validate against the CRD."""
+    async with NodeMaintenanceEmulator() as emulator, kmock.Server(emulator) as server:
+        yield emulator, write_kubeconfig(directory / "kubeconfig", str(server.url))
+        assert_valid_against_crd(emulator.node_maintenances())
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
+
+
+def assert_valid_against_crd(objects: dict[str, dict[str, Any]]) -> None:
+    """Every object validates against the openAPIV3Schema of manifests/crd.yaml."""
+    crd = yaml.safe_load(CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for obj in objects.values():
+        jsonschema.validate(obj, schema)

@@ -1,0 +1,232 @@
+"""The Kubernetes backend against a Kubernetes API peer (kmock, extended in tests/kube.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kmock._internal import enums
+
+from nodes.kubernetes import KubernetesStore
+from nodes.model import NodeChange, NodeState, UniqueId, apply_change
+from nodes.store import StoreError, open_store
+from nodes.writer import NodeWriter
+from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator
+from tests.support import eventually
+
+NM = "nodemaintenances-abc123"
+
+
+def state(uid: str = "abc123", status: str = "online", port: int = 16022) -> NodeState:
+    return apply_change(
+        None,
+        UniqueId(uid),
+        NodeChange(
+            reason="NewProxy" if status == "online" else "CloseProxy",
+            at=datetime.now(UTC),
+            status="online" if status == "online" else "offline",
+            frps_address="203.0.113.7",
+            remote_port=port,
+        ),
+    )
+
+
+@pytest.fixture
+async def store(kube: NodeMaintenanceEmulator) -> AsyncIterator[KubernetesStore]:
+    store = await open_store("kubernetes", event_namespace="frp-adapter", event_min_interval=30)
+    assert isinstance(store, KubernetesStore)
+    yield store
+    await store.close()
+
+
+def nm_writes(kube: NodeMaintenanceEmulator) -> list[Any]:
+    return [
+        r
+        for r in kube.requests
+        if r.resource == NM_RESOURCE and r.action in (enums.action.CREATE, enums.action.UPDATE)
+    ]
+
+
+def events(kube: NodeMaintenanceEmulator) -> list[dict[str, Any]]:
+    return [
+        r.data
+        for r in kube.requests
+        if r.method == enums.method.POST and r.url.path.endswith("/events")
+    ]
+
+
+async def test_a_new_node_is_created_then_its_status_set_in_two_writes(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state()])
+    obj = kube.node_maintenances()[NM]
+    assert obj["spec"]["services"][0]["proxyPort"] == "16022"
+    assert obj["status"]["services"][0]["status"] == "online"
+    assert obj["status"]["bindStatus"]["phase"] == "Unbound"
+    create, status = nm_writes(kube)
+    assert create.action == enums.action.CREATE
+    assert "status" not in create.data
+    assert status.url.path.endswith(f"/nodemaintenances/{NM}/status")
+
+
+async def test_a_status_change_is_one_merge_patch_of_the_status_subresource(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state()])
+    before = len(nm_writes(kube))
+    await store.apply([state(status="offline")])
+    (patch,) = nm_writes(kube)[before:]
+    assert patch.url.path.endswith(f"/nodemaintenances/{NM}/status")
+    assert patch.headers["Content-Type"] == "application/merge-patch+json"
+    body = json.loads(patch.body)
+    assert set(body) == {"metadata", "status"}
+    assert body["metadata"]["resourceVersion"]
+    assert "bindStatus" not in body["status"]  # another controller owns it once it exists
+    assert body["status"]["conditions"][0]["status"] is False
+    assert kube.node_maintenances()[NM]["status"]["services"][0]["status"] == "offline"
+
+
+async def test_an_unchanged_state_costs_no_write(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    online = state()
+    await store.apply([online])
+    before = len(nm_writes(kube))
+    await store.apply([online])
+    assert len(nm_writes(kube)) == before
+
+
+async def test_a_conflict_rereads_the_object_and_keeps_what_others_wrote(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state()])
+    # Another controller binds the node; our cache has not seen it (no watch event).
+    obj = kube.objects[NM_RESOURCE, None, NM]
+    obj.patch(
+        {"metadata": {"resourceVersion": "999"}, "status": {"bindStatus": {"phase": "Bound"}}}
+    )
+    await store.apply([state(status="offline")])
+    assert kube.conflicts == 1
+    assert kube.node_maintenances()[NM]["status"]["bindStatus"]["phase"] == "Bound"
+    assert kube.node_maintenances()[NM]["status"]["services"][0]["status"] == "offline"
+
+
+async def test_5xx_answers_are_retried_and_nothing_is_lost(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    writer = NodeWriter(store, retry_initial=0.01, retry_max=0.05)
+    task = asyncio.create_task(writer.run())
+    try:
+        kube.fail_writes = 7
+        for i in range(10):
+            writer.submit(state(f"n{i}", port=20000 + i))
+        await asyncio.wait_for(writer.drained(), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    stored = kube.node_maintenances()
+    assert sorted(stored) == sorted(f"nodemaintenances-n{i}" for i in range(10))
+    assert all(o["status"]["services"][0]["status"] == "online" for o in stored.values())
+
+
+async def test_a_failing_write_names_the_nodes_it_did_not_store(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state("a1")])
+    kube.fail_writes = 1
+    with pytest.raises(StoreError) as failure:
+        await store.apply([state("a1", status="offline")])
+    assert failure.value.failed == frozenset([UniqueId("a1")])
+
+
+async def test_the_cache_sees_changes_made_by_others(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state()])
+    fetches = len([r for r in kube.requests if r.action == enums.action.FETCH])
+    async with kube.patch(  # as `kubectl edit` would
+        f"/apis/edge.harmonycloud.cn/v1alpha1/nodemaintenances/{NM}",
+        json={"spec": {"hostName": "edited-by-kubectl"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    ) as resp:
+        assert resp.status == 200
+
+    async def seen() -> bool:
+        obj = await store.get(NM)
+        return obj is not None and obj["spec"]["hostName"] == "edited-by-kubectl"
+
+    await eventually(seen, what="watch event in the cache")
+    list_requests = [r for r in kube.requests if r.action == enums.action.LIST]
+    assert len(list_requests) == 1
+    assert len([r for r in kube.requests if r.action == enums.action.FETCH]) == fetches
+
+
+async def test_an_expired_watch_is_followed_by_a_fresh_list(
+    kube: NodeMaintenanceEmulator,
+) -> None:
+    kube.expire_next_watch = True
+    store = await open_store("kubernetes", event_namespace="ns", event_min_interval=30)
+    try:
+
+        async def listed_twice() -> bool:
+            return len([r for r in kube.requests if r.action == enums.action.LIST]) >= 2
+
+        await eventually(listed_twice, what="a re-list after 410 Gone")
+        await store.apply([state()])
+
+        async def cached() -> bool:
+            return await store.get(NM) is not None
+
+        await eventually(cached)
+    finally:
+        await store.close()
+
+
+async def test_each_transition_records_an_event_but_a_flapping_node_only_one(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state()])
+    await eventually(_count(kube, 1), what="FrpConnected event")
+    (connected,) = events(kube)
+    assert connected["reason"] == "FrpConnected"
+    assert connected["type"] == "Normal"
+    assert connected["involvedObject"]["name"] == NM
+    assert connected["involvedObject"]["uid"]
+    for status in ["offline", "online"] * 5:
+        await store.apply([state(status=status)])
+    await asyncio.sleep(0.2)
+    assert len(events(kube)) == 1
+
+
+async def test_events_follow_every_transition_when_they_are_far_apart(
+    kube: NodeMaintenanceEmulator,
+) -> None:
+    store = await open_store("kubernetes", event_namespace="ns", event_min_interval=0)
+    try:
+        await store.apply([state()])
+        await store.apply([state(status="offline")])
+        await eventually(_count(kube, 2), what="two events")
+        assert [e["reason"] for e in events(kube)] == ["FrpConnected", "FrpDisconnected"]
+        assert events(kube)[1]["type"] == "Warning"
+    finally:
+        await store.close()
+
+
+def _count(kube: NodeMaintenanceEmulator, n: int) -> Any:
+    async def check() -> bool:
+        return len(events(kube)) >= n
+
+    return check
+
+
+async def test_without_any_cluster_config_the_store_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(StoreError, match="no in-cluster config and no usable kubeconfig"):
+        await open_store("kubernetes", event_namespace="ns", event_min_interval=30)

@@ -1,0 +1,57 @@
+"""manifests/ validate against the Kubernetes API schemas and agree with the application."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from api.settings import Settings
+
+MANIFESTS = Path(__file__).parents[1] / "manifests"
+
+
+def documents() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted(MANIFESTS.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc", [d for _, d in documents()], ids=[f"{n}:{d['kind']}" for n, d in documents()]
+)
+def test_every_manifest_validates_strictly(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_kustomization_names_every_manifest() -> None:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    named = set(kustomization["resources"])
+    assert named == {p.name for p in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_the_pod_outlives_the_apps_shutdown_drain() -> None:
+    (deployment,) = [d for _, d in documents() if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    shutdown = float(env.get("FRPA_SHUTDOWN_TIMEOUT") or Settings().shutdown_timeout)
+    assert pod["terminationGracePeriodSeconds"] > shutdown
+    assert env["FRPA_STORE"] == "kubernetes"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["privileged"] is False
+
+
+def test_the_example_frps_toml_registers_only_the_ops_on_the_connect_path() -> None:
+    config = tomllib.loads((MANIFESTS / "frps.toml").read_text())
+    (plugin,) = config["httpPlugins"]
+    assert plugin["path"] == "/frps/handler"
+    assert plugin["ops"] == ["Login", "NewProxy", "CloseProxy"]
