@@ -8,6 +8,11 @@ docstring invites where the adapter depends on behaviour kmock does not model.
 - The status subresource: create and patches of the main resource ignore `status`; a
   patch of `/status` changes only `status`.
 - A create is answered 201 Created, as the API server does (clients parse only that).
+- kmock matches each request against its reactions by re-scanning its whole request
+  history (quadratic in a storm). It matches as the request arrives, before any await,
+  so `history_limit` may keep as little as the newest request; `nm_writes` counts the
+  NM writes whatever the history keeps. Answers to NM writes look the object up by its
+  key rather than scanning every stored object.
 - Faults on demand: `fail_writes` answers the next N writes with 503 and changes nothing;
   `expire_next_watch` ends the next watch with a 410 Gone error event.
 """
@@ -41,11 +46,15 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         self.fail_writes = 0
         self.expire_next_watch = False
         self.conflicts = 0
+        self.nm_writes = 0
+        self.history_limit: int | None = None
         self._versions = itertools.count(1)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.query.get("watch") == "True":
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
+        if self.history_limit and len(self._requests) > 2 * self.history_limit:
+            del self._requests[: -self.history_limit]
         return await super().__call__(raw_request)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
@@ -59,6 +68,7 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
                     status=503, reason="ServiceUnavailable", message="injected fault"
                 )
             self._as_the_api_server_would(request)
+            self.nm_writes += 1
         response = await super()._handle(request)
         if request.action == enums.action.CREATE and response.status == 200:
             response.set_status(201)  # what the API server answers, and clients expect
@@ -72,7 +82,8 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
             metadata["uid"] = str(uuid.uuid4())
             metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         else:
-            current = self.node_maintenances().get(str(request.name), {})
+            key = (NM_RESOURCE, None, str(request.name))
+            current = self.objects[key].raw if key in self.objects else {}
             current_rv = current.get("metadata", {}).get("resourceVersion")
             sent_rv = metadata.get("resourceVersion")
             if sent_rv is not None and sent_rv != current_rv:
@@ -85,6 +96,16 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
                 if field != "metadata" and not keep:
                     del data[field]
         metadata["resourceVersion"] = str(next(self._versions))
+
+    async def _serve_create(self, request: rendering.Request) -> Any:
+        if request.resource != NM_RESOURCE:
+            return await super()._serve_create(request)
+        return self.objects[NM_RESOURCE, None, request.data["metadata"]["name"]].raw
+
+    async def _serve_update(self, request: rendering.Request) -> Any:
+        if request.resource != NM_RESOURCE:
+            return await super()._serve_update(request)
+        return self.objects[NM_RESOURCE, None, str(request.name)].last.raw
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
         if self.expire_next_watch:
@@ -146,5 +167,6 @@ def assert_valid_against_crd(objects: dict[str, dict[str, Any]]) -> None:
     """Every object validates against the openAPIV3Schema of manifests/crd.yaml."""
     crd = yaml.safe_load(CRD.read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    validator = jsonschema.validators.validator_for(schema)(schema)
     for obj in objects.values():
-        jsonschema.validate(obj, schema)
+        validator.validate(obj)
