@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.peers import Processes, wait_for_port
+from tests.e2e.peers import Processes
 from tests.kube import running_kube
 from tests.support import free_port, login, new_proxy
 
@@ -69,29 +69,20 @@ async def play_frps(port: int, requests: Iterator[bytes]) -> int:
 
 async def run_storm(
     nodes: int, env: dict[str, str], workdir: Path, online: Callable[[], Awaitable[int]]
-) -> tuple[float, float] | None:
-    """Seconds until all `nodes` are online, and plugin requests/s; None if never."""
+) -> tuple[float, float, float] | None:
+    """Seconds until all `nodes` are online, plugin requests/s and the adapter's CPU
+    seconds; None if never."""
     port = free_port()
     processes = Processes(workdir)
-    processes.start(
-        "adapter",
-        [sys.executable, "-m", "api", "serve"],
-        env={
-            **os.environ,
-            "PYTHONPATH": sys.path[0],
-            "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",
-            "FRPA_LOG_LEVEL": "WARNING",
-            **env,
-        },
-    )
     try:
-        await wait_for_port(port, processes.running["adapter"])
+        await processes.start_adapter(port, {"FRPA_LOG_LEVEL": "WARNING", **env})
         start = time.perf_counter()
         sent = await play_frps(port, storm(port, nodes))
         answered = time.perf_counter() - start
         while time.perf_counter() - start < GIVE_UP_SECONDS:
             if await online() >= nodes:
-                return time.perf_counter() - start, sent / answered
+                cpu = cpu_seconds(processes.running["adapter"].pid)
+                return time.perf_counter() - start, sent / answered, cpu
             await asyncio.sleep(0.1)
         return None
     finally:
@@ -140,13 +131,19 @@ async def kubernetes_storm(nodes: int) -> str:
             return report(result, kube.nm_writes / nodes)
 
 
-def report(result: tuple[float, float] | None, writes_per_node: float) -> str:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(result: tuple[float, float, float] | None, writes_per_node: float) -> str:
     if result is None:
         return f"NOT all online within {GIVE_UP_SECONDS:.0f} s; {writes_per_node:.2f} writes/node"
-    seconds, rps = result
+    seconds, rps, cpu = result
     return (
         f"all online in {seconds:6.1f} s  {rps:7.0f} plugin req/s  "
-        f"{writes_per_node:.2f} writes/node"
+        f"{writes_per_node:.2f} writes/node  adapter CPU {cpu:5.1f} s"
     )
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.peers import Processes, wait_for_port
+from tests.e2e.peers import Processes
 from tests.kube import running_kube
 from tests.support import free_port, new_proxy
 
@@ -17,19 +15,9 @@ async def test_sigterm_stores_the_writes_still_queued_before_exiting(tmp_path: P
     async with running_kube(tmp_path) as (kube, kubeconfig):
         port = free_port()
         processes = Processes(tmp_path)
-        processes.start(
-            "adapter",
-            [sys.executable, "-m", "api", "serve"],
-            env={
-                **os.environ,
-                "PYTHONPATH": str(Path(__file__).parents[2]),
-                "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",
-                "FRPA_STORE": "kubernetes",
-                "KUBECONFIG": str(kubeconfig),
-            },
-        )
+        env = {"FRPA_STORE": "kubernetes", "KUBECONFIG": str(kubeconfig)}
         try:
-            await wait_for_port(port, processes.running["adapter"])
+            await processes.start_adapter(port, env)
             kube.fail_writes = 3  # the write is retried with backoff, still queued at SIGTERM
             async with (
                 aiohttp.ClientSession() as session,

@@ -65,6 +65,21 @@ class Processes:
                 args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
             )
 
+    async def start_adapter(self, port: int, env: dict[str, str]) -> None:
+        """`python -m api serve` on 127.0.0.1:`port`, this checkout first on its path."""
+        inherited = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        self.start(
+            "adapter",
+            [sys.executable, "-m", "api", "serve"],
+            env={
+                **inherited,
+                "PYTHONPATH": str(Path(__file__).parents[2]),
+                "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",
+                **env,
+            },
+        )
+        await wait_for_port(port, self.running["adapter"])
+
     async def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> int:
         proc = self.running.pop(name)
         proc.send_signal(sig)
@@ -104,14 +119,9 @@ class FrpSetup:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     async def start_adapter(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-        self.processes.start(
-            "adapter",
-            [sys.executable, "-m", "api", "serve"],
-            env={
-                **env,
-                "PYTHONPATH": str(Path(__file__).parents[2]),
-                "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{self.adapter_port}",
+        await self.processes.start_adapter(
+            self.adapter_port,
+            {
                 "FRPA_FRPS_ADDRESS": "127.0.0.1",
                 "FRP_SERVER_API": self.dashboard_url,
                 "FRP_SERVER_HTTPAUTHUSERNAME": DASHBOARD_USER,
@@ -120,7 +130,6 @@ class FrpSetup:
                 **self.store_env,
             },
         )
-        await wait_for_port(self.adapter_port, self.processes.running["adapter"])
 
     async def start_frps(self) -> None:
         config = self.processes.workdir / "frps.toml"
