@@ -88,6 +88,7 @@ class NodeState:
     host_name: str | None = None
     mac_address: str | None = None
     run_id: str = ""
+    proxy_name: str = ""
     client_address: str = ""
     frpc_version: str = ""
     last_heartbeat: datetime | None = None
@@ -105,6 +106,7 @@ class NodeChange:
     host_name: str | None = None
     mac_address: str | None = None
     run_id: str | None = None
+    proxy_name: str | None = None
     client_address: str | None = None
     frpc_version: str | None = None
     last_heartbeat: datetime | None = None
@@ -203,6 +205,7 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     status["lastHeartbeatTime"] = format_time(state.last_heartbeat) if state.last_heartbeat else ""
     status["reason"] = state.reason
     status["runId"] = state.run_id
+    status["proxyName"] = state.proxy_name
     status["clientAddress"] = state.client_address
     status["frpcVersion"] = state.frpc_version
     return obj
@@ -255,6 +258,7 @@ def state_from_nm(obj: JsonObject) -> NodeState:
         host_name=str(spec.get("hostName", "")),
         mac_address=str(spec.get("macAddress", "")),
         run_id=str(status.get("runId", "")),
+        proxy_name=str(status.get("proxyName", "")),
         client_address=str(status.get("clientAddress", "")),
         frpc_version=str(status.get("frpcVersion", "")),
         last_heartbeat=parse_time(status.get("lastHeartbeatTime")),

@@ -62,7 +62,6 @@ class SshProxyTracker:
         self._dashboard = dashboard
         self._logins: dict[UniqueId, _LoginMemo] = {}
         self._opened_at: dict[UniqueId, float] = {}
-        self._ssh_proxy_names: dict[UniqueId, str] = {}
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
 
@@ -74,14 +73,14 @@ class SshProxyTracker:
         """A tcp proxy with metas `role = "ssh"`, or named `ssh` or `ssh-<unique_id>`.
 
         frps reports names as `<user>.<name>`; CloseProxy carries no proxy metas, so a
-        proxy recognised by its role is remembered from its NewProxy.
+        proxy recognised by its role is known by the name its node's state records.
         """
         if isinstance(event, NewProxy):
             if event.proxy_type != "tcp":
                 return False
             if event.metas.get("role") == "ssh":
                 return True
-        elif self._ssh_proxy_names.get(uid) == event.proxy_name:
+        elif (node := self._registry.get(uid)) and node.proxy_name == event.proxy_name:
             return True
         name = event.proxy_name.removeprefix(f"{owner.user}.") if owner.user else event.proxy_name
         return name in ("ssh", f"ssh-{uid}")
@@ -103,7 +102,6 @@ class SshProxyTracker:
         self._cancel(self._closing, uid)
         self._cancel(self._port_lookups, uid)
         self._opened_at[uid] = time.monotonic()
-        self._ssh_proxy_names[uid] = event.proxy_name
         memo = self._logins.pop(uid, None)
         change = NodeChange(
             reason="NewProxy",
@@ -112,6 +110,7 @@ class SshProxyTracker:
             frps_address=self._frps_address,
             remote_port=event.remote_port or None,
             run_id=event.user.run_id,
+            proxy_name=event.proxy_name,
             client_address=memo.client_address if memo else None,
             frpc_version=memo.frpc_version if memo else None,
             host_name=memo.host_name or None if memo else None,
@@ -149,7 +148,7 @@ class SshProxyTracker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _online_with_looked_up_port(self, uid: UniqueId, change: NodeChange) -> None:
-        port = await self._look_up_port(uid)
+        port = await self._look_up_port(uid, str(change.proxy_name))
         if port is None:
             logger.warning("node %s: remote port of its SSH proxy is unknown", uid)
             change = replace(change, reason="NewProxyPortUnknown")
@@ -157,10 +156,9 @@ class SshProxyTracker:
             change = replace(change, remote_port=port)
         self._registry.transition(uid, change)
 
-    async def _look_up_port(self, uid: UniqueId) -> int | None:
+    async def _look_up_port(self, uid: UniqueId, name: str) -> int | None:
         if self._dashboard is None:
             return None
-        name = self._ssh_proxy_names[uid]
         for _ in range(_PORT_LOOKUP_ATTEMPTS):
             try:
                 info = await self._dashboard.tcp_proxy(name)

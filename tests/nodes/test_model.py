@@ -60,6 +60,7 @@ def test_an_nm_reads_back_as_the_state_it_was_rendered_from() -> None:
             host_name="edge",
             mac_address="52:54:00:00:00:01",
             run_id="r1",
+            proxy_name="node1.ssh",
             client_address="198.51.100.9:1",
             frpc_version="0.65.0",
             last_heartbeat=T0,
