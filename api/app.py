@@ -10,17 +10,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
 
 from api import original, v1
-from api.keys import LOADED, PLUGIN, REGISTRY, SETTINGS, STORE, WRITER
+from api.keys import LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, STORE, WRITER
 from api.settings import Settings
 from nodes.registry import NodeRegistry
 from nodes.store import NodeStore, StoreError, open_store
 from nodes.writer import NodeWriter
 from plugin.dashboard import FrpsDashboard
+from plugin.reconciler import FrpsReconciler
 from plugin.tracker import SshProxyTracker
 from plugin.webhook import PluginEndpoint
 
@@ -52,6 +54,15 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     """Ready as soon as the plugin path answers, which needs no store; the store is shown."""
     writer = request.app[WRITER]
+    reconciler = request.app[RECONCILER]
+    frps = None
+    if reconciler is not None:
+        frps = {
+            "reconciliations": reconciler.runs,
+            "corrections": reconciler.corrections,
+            "failures": reconciler.failures,
+            "last_error": reconciler.last_error,
+        }
     return web.json_response(
         {
             "status": "ready",
@@ -60,6 +71,7 @@ async def _readyz(request: web.Request) -> web.Response:
                 "failing": writer.failing,
                 "backlog": writer.backlog,
             },
+            "frps": frps,
         }
     )
 
@@ -99,12 +111,32 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             fail_closed=settings.plugin_failure_mode == "closed",
             store_failing=lambda: writer.failing,
         )
+        app[LOADED] = loaded = asyncio.create_task(_load(registry, store), name="node-load")
+        app[RECONCILER] = reconciler = (
+            FrpsReconciler(
+                registry,
+                dashboard,
+                interval=settings.reconcile_interval,
+                frps_address=settings.frps_address,
+            )
+            if dashboard
+            else None
+        )
         writer_task = asyncio.create_task(writer.run(), name="node-writer")
-        app[LOADED] = asyncio.create_task(_load(registry, store), name="node-load")
+        background = [
+            loaded,
+            asyncio.create_task(
+                _expire_heartbeats(registry, settings.heartbeat_timeout), name="heartbeat-expiry"
+            ),
+        ]
+        if reconciler:
+            background.append(asyncio.create_task(reconciler.run(loaded), name="reconciler"))
         try:
             yield
         finally:
-            app[LOADED].cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await tracker.close()
             try:
                 async with asyncio.timeout(settings.shutdown_timeout):
@@ -112,7 +144,13 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             except TimeoutError:
                 logger.error("shutting down with %d node write(s) not stored", writer.backlog)
             writer_task.cancel()
-            await asyncio.gather(writer_task, app[LOADED], return_exceptions=True)
+            await asyncio.gather(writer_task, return_exceptions=True)
+
+
+async def _expire_heartbeats(registry: NodeRegistry, silence: float) -> None:
+    while True:
+        await asyncio.sleep(max(silence / 3, 0.05))
+        registry.expire_heartbeats(datetime.now(UTC), silence)
 
 
 async def _load(registry: NodeRegistry, store: NodeStore) -> int:

@@ -10,6 +10,7 @@ from api.settings import Settings
 from nodes.registry import NodeRegistry
 from nodes.store import NodeStore
 from nodes.writer import NodeWriter
+from plugin.reconciler import FrpsReconciler
 from plugin.webhook import PluginEndpoint
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -18,3 +19,4 @@ WRITER = web.AppKey("writer", NodeWriter)
 REGISTRY = web.AppKey("registry", NodeRegistry)
 PLUGIN = web.AppKey("plugin", PluginEndpoint)
 LOADED = web.AppKey("loaded", asyncio.Task[int])
+RECONCILER = web.AppKey[FrpsReconciler | None]("reconciler")

@@ -32,6 +32,8 @@ class Settings:
     unique_id_meta_key: str = "unique_id"
     close_grace_period: float = 2.0
     heartbeat_persist_interval: float = 60.0
+    heartbeat_timeout: float = 90.0
+    reconcile_interval: float = 60.0
     plugin_failure_mode: FailureMode = "open"
     shutdown_timeout: float = 10.0
     event_namespace: str = "default"
@@ -51,6 +53,14 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "heartbeat-persist-interval": (
         "FRPA_HEARTBEAT_PERSIST_INTERVAL",
         "store a node's last Ping at most this often, seconds (default 60)",
+    ),
+    "heartbeat-timeout": (
+        "FRPA_HEARTBEAT_TIMEOUT",
+        "offline a pinging node silent this long, seconds (default 90: 3 x frpc's 30 s)",
+    ),
+    "reconcile-interval": (
+        "FRPA_RECONCILE_INTERVAL",
+        "check every node against frps's dashboard this often, seconds (default 60)",
     ),
     "plugin-failure-mode": (
         "FRPA_PLUGIN_FAILURE_MODE",
@@ -93,6 +103,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         heartbeat_persist_interval=_seconds(
             "heartbeat-persist-interval", value, defaults.heartbeat_persist_interval
         ),
+        heartbeat_timeout=_seconds("heartbeat-timeout", value, defaults.heartbeat_timeout),
+        reconcile_interval=_seconds("reconcile-interval", value, defaults.reconcile_interval),
         plugin_failure_mode=_failure_mode(value("plugin-failure-mode") or "open"),
         shutdown_timeout=_seconds("shutdown-timeout", value, defaults.shutdown_timeout),
         event_namespace=value("event-namespace") or defaults.event_namespace,

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from nodes.model import (
+    OFFLINE,
     ONLINE,
     InvalidUniqueIdError,
     NodeChange,
@@ -25,6 +26,8 @@ from nodes.writer import NodeWriter
 
 logger = logging.getLogger(__name__)
 
+HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
+
 
 class NodeRegistry:
     def __init__(self, writer: NodeWriter, *, heartbeat_persist_interval: float) -> None:
@@ -32,9 +35,17 @@ class NodeRegistry:
         self._heartbeat_persist_interval = timedelta(seconds=heartbeat_persist_interval)
         self._states: dict[UniqueId, NodeState] = {}
         self._heartbeats: dict[UniqueId, datetime] = {}
+        self._changes: dict[UniqueId, int] = {}
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
         return self._states.get(unique_id)
+
+    def states(self) -> list[NodeState]:
+        return list(self._states.values())
+
+    def changes(self) -> dict[UniqueId, int]:
+        """How often each node changed in this process: compare two to see what moved."""
+        return dict(self._changes)
 
     def transition(self, unique_id: UniqueId, change: NodeChange) -> NodeState:
         current = self._states.get(unique_id)
@@ -45,6 +56,7 @@ class NodeRegistry:
         if new is current:
             return new
         self._states[unique_id] = new
+        self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
         if current is None or new.status != current.status:
             logger.info(
                 "node %s %s -> %s (%s) run_id=%s",
@@ -61,11 +73,29 @@ class NodeRegistry:
         """Remember a Ping; persist it only every `heartbeat_persist_interval` per node."""
         self._heartbeats[unique_id] = at
         state = self._states.get(unique_id)
+        if state is not None and state.reason == HEARTBEAT_TIMEOUT:
+            self.transition(unique_id, NodeChange(reason="Ping", at=at, status=ONLINE))
+            return
         if state is None or state.status != ONLINE:
             return
         last = state.last_heartbeat
         if last is None or at - last >= self._heartbeat_persist_interval:
             self.transition(unique_id, NodeChange(reason=state.reason, at=at, last_heartbeat=at))
+
+    def expire_heartbeats(self, now: datetime, timeout: float) -> list[UniqueId]:
+        """Offline every online node whose Pings stopped `timeout` seconds ago.
+
+        Only nodes that have been sending Pings (frpc with a heartbeat) are judged so.
+        """
+        limit = timedelta(seconds=timeout)
+        expired = [
+            uid
+            for uid, last in self._heartbeats.items()
+            if now - last > limit and (state := self._states.get(uid)) and state.status == ONLINE
+        ]
+        for uid in expired:
+            self.transition(uid, NodeChange(reason=HEARTBEAT_TIMEOUT, at=now, status=OFFLINE))
+        return expired
 
     async def load(self, store: NodeStore) -> int:
         """Seed memory from the store; nodes already changed by events since start-up win."""

@@ -37,7 +37,24 @@ class FrpsDashboard:
 
     async def tcp_proxy(self, name: str) -> ProxyInfo | None:
         """frps's record of one tcp proxy; None if frps has never seen it."""
-        url = f"{self.base_url}/api/proxy/tcp/{name}"
+        body = await self._get(f"/api/proxy/tcp/{name}")
+        return None if body is None else _proxy_info(body)
+
+    async def tcp_proxies(self) -> dict[str, ProxyInfo]:
+        """Every tcp proxy frps knows (online, or offline since it last started), by name."""
+        body = await self._get("/api/proxy/tcp")
+        proxies = body.get("proxies") if body else None
+        if not isinstance(proxies, list):
+            raise DashboardError("GET /api/proxy/tcp: no proxies list")
+        return {
+            str(proxy["name"]): _proxy_info(proxy)
+            for proxy in proxies
+            if isinstance(proxy, dict) and proxy.get("name")
+        }
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        """The JSON object at `path`; None for 404."""
+        url = f"{self.base_url}{path}"
         try:
             async with self._session.get(url, headers=self._headers, timeout=self._timeout) as resp:
                 if resp.status == 404:
@@ -50,9 +67,13 @@ class FrpsDashboard:
             raise DashboardError(f"GET {url}: {e!r}") from e
         if not isinstance(body, dict):
             raise DashboardError(f"GET {url}: not a JSON object")
-        conf = body.get("conf") or {}
-        port = conf.get("remotePort") if isinstance(conf, dict) else None
-        return ProxyInfo(
-            online=body.get("status") == "online",
-            remote_port=port if isinstance(port, int) and port > 0 else None,
-        )
+        return body
+
+
+def _proxy_info(body: dict[str, Any]) -> ProxyInfo:
+    conf = body.get("conf") or {}
+    port = conf.get("remotePort") if isinstance(conf, dict) else None
+    return ProxyInfo(
+        online=body.get("status") == "online",
+        remote_port=port if isinstance(port, int) and port > 0 else None,
+    )

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from api.settings import Settings
 
 
@@ -96,3 +98,39 @@ def ping(name: str = "node1", unique_id: str = "abc123") -> dict[str, Any]:
 
 def plugin_body(op: str, content: dict[str, Any]) -> dict[str, Any]:
     return {"version": "0.1.0", "op": op, "content": content}
+
+
+class FakeDashboard:
+    """frps's dashboard API (`GET /api/proxy/tcp[/{name}]`) from a dict of proxy states,
+    answering as frps 0.65 does: JSON labelled text/plain, 404 "no proxy info found"."""
+
+    def __init__(self) -> None:
+        self.proxies: dict[str, dict[str, Any]] = {}
+        self.lookups = 0
+        self.listings = 0
+        self.broken = False
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/proxy/tcp", self.proxy_list)
+        app.router.add_get("/api/proxy/tcp/{name}", self.proxy)
+        return app
+
+    async def proxy(self, request: web.Request) -> web.Response:
+        self.lookups += 1
+        assert request.headers["Authorization"].startswith("Basic ")
+        proxy = self.proxies.get(request.match_info["name"])
+        if proxy is None:
+            return web.Response(status=404, text="no proxy info found")
+        return web.json_response(proxy, content_type="text/plain")
+
+    async def proxy_list(self, request: web.Request) -> web.Response:
+        self.listings += 1
+        if self.broken:
+            return web.Response(status=500, text="broken")
+        proxies = [{"name": name, **proxy} for name, proxy in self.proxies.items()]
+        return web.json_response({"proxies": proxies}, content_type="text/plain")
+
+
+def online(port: int) -> dict[str, Any]:
+    return {"status": "online", "conf": {"remotePort": port}}

@@ -113,3 +113,19 @@ async def test_a_node_whose_unique_id_is_invalid_cannot_log_in(frp: FrpSetup) ->
 
     await eventually(refused, within=15, what="frpc told why its login was refused")
     assert await fetch(frp, "Not_A_Name") is None
+
+
+async def test_a_node_that_left_while_the_adapter_was_down_is_offline_after_restart(
+    frp: FrpSetup,
+) -> None:
+    frp.start_frpc("node1", "stays", remote_port=free_port())
+    frp.start_frpc("node2", "leaves", remote_port=0)
+    await until_status(frp, "stays", "online")
+    await until_status(frp, "leaves", "online")
+
+    await frp.processes.stop("adapter")
+    await frp.processes.stop("node2")  # frps's CloseProxy finds no adapter: it is lost
+    await frp.start_adapter()
+
+    await until_status(frp, "leaves", "offline")
+    assert (await fetch(frp, "stays") or {}).get("status") == "online"

@@ -20,10 +20,12 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from api.app import create_app
 from api.keys import WRITER
 from tests.support import (
+    FakeDashboard,
     close_proxy,
     eventually,
     login,
     new_proxy,
+    online,
     ping,
     plugin_body,
     settings_for,
@@ -31,31 +33,6 @@ from tests.support import (
 
 Client = TestClient[web.Request, web.Application]
 NM = "nodemaintenances-abc123"
-
-
-class FakeDashboard:
-    """frps's dashboard API: `GET /api/proxy/tcp/{name}` from a dict of proxy states."""
-
-    def __init__(self) -> None:
-        self.proxies: dict[str, dict[str, Any]] = {}
-        self.calls = 0
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/api/proxy/tcp/{name}", self.proxy)
-        return app
-
-    async def proxy(self, request: web.Request) -> web.Response:
-        self.calls += 1
-        assert request.headers["Authorization"].startswith("Basic ")
-        proxy = self.proxies.get(request.match_info["name"])
-        if proxy is None:
-            return web.Response(status=404, text="no proxy info found")
-        return web.json_response(proxy, content_type="text/plain")
-
-
-def online(port: int) -> dict[str, Any]:
-    return {"status": "online", "conf": {"remotePort": port}}
 
 
 @pytest.fixture
@@ -208,7 +185,7 @@ async def test_a_close_that_frps_contradicts_leaves_the_node_online(
     await allowed(client, close_proxy(run_id="r1"))
     await asyncio.sleep(0.3)
     await settled(client)
-    assert dashboard.calls == 1
+    assert dashboard.lookups == 1
     assert status_of(await nm(client)) == "online"
 
 

@@ -1,0 +1,117 @@
+"""Reconciliation with frps's dashboard and heartbeat expiry, through the app on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from api.app import create_app
+from api.keys import RECONCILER, WRITER
+from tests.support import FakeDashboard, eventually, new_proxy, online, ping, settings_for
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def nm(client: Client, uid: str) -> dict[str, Any]:
+    resp = await client.get(f"/api/v1/nodes/nodemaintenances-{uid}")
+    assert resp.status == 200
+    obj: dict[str, Any] = await resp.json()
+    return obj
+
+
+async def status(client: Client, uid: str) -> tuple[str, str]:
+    obj = await nm(client, uid)
+    return obj["status"]["services"][0]["status"], obj["status"]["reason"]
+
+
+async def post(client: Client, body: object) -> None:
+    resp = await client.post("/frps/handler", json=body)
+    assert (await resp.json())["reject"] is False
+
+
+async def with_dashboard(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    dashboard: FakeDashboard,
+    **settings: Any,
+) -> Client:
+    server = await aiohttp_server(dashboard.app())
+    frps_api = str(server.make_url("")).rstrip("/")
+    return await aiohttp_client(create_app(settings_for(tmp_path, frps_api=frps_api, **settings)))
+
+
+async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_down(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    dashboard = FakeDashboard()
+    dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
+    first = await with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
+    await post(first, new_proxy("n1", "n1", port=16001))
+    await post(first, new_proxy("n2", "n2", port=16002))
+    await first.app[WRITER].drained()
+    await first.close()
+
+    # While the adapter is down, n2 leaves (its CloseProxy is lost) and n1's port moves.
+    dashboard.proxies = {"n1.ssh": online(16011), "n2.ssh": {"status": "offline", "conf": None}}
+    second = await with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
+
+    async def corrected() -> bool:
+        return await status(second, "n2") == ("offline", "Reconciled")
+
+    await eventually(corrected, what="n2 offline after the first reconciliation")
+    await second.app[WRITER].drained()
+    assert await status(second, "n1") == ("online", "Reconciled")
+    assert (await nm(second, "n1"))["spec"]["services"][0]["proxyPort"] == "16011"
+    reconciler = second.app[RECONCILER]
+    assert reconciler is not None
+    assert reconciler.corrections == 2
+
+
+async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    dashboard = FakeDashboard()
+    dashboard.proxies = {"n1.ssh": online(16001)}
+    client = await with_dashboard(
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=0.05
+    )
+    await post(client, new_proxy("n1", "n1", port=16001))
+    dashboard.broken = True
+    dashboard.proxies = {}
+    await asyncio.sleep(0.3)
+
+    async def counted() -> bool:
+        body = await (await client.get("/readyz")).json()
+        return bool(body["frps"]["failures"] >= 2 and "HTTP 500" in body["frps"]["last_error"])
+
+    await eventually(counted, what="failures visible on /readyz")
+    assert await status(client, "n1") == ("online", "NewProxy")
+
+
+async def test_a_node_whose_pings_stop_goes_offline_and_its_next_ping_brings_it_back(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(
+        create_app(settings_for(tmp_path, heartbeat_timeout=0.3, heartbeat_persist_interval=0))
+    )
+    await post(client, new_proxy("pinger", "pinger"))
+    await post(client, new_proxy("quiet", "quiet"))  # frpc without a heartbeat: no Pings
+    await post(client, ping("pinger", "pinger"))
+
+    async def expired() -> bool:
+        return await status(client, "pinger") == ("offline", "HeartbeatTimeout")
+
+    await eventually(expired, what="heartbeat expiry")
+    assert (await status(client, "quiet"))[0] == "online"
+    await post(client, ping("pinger", "pinger"))
+
+    async def back() -> bool:
+        return await status(client, "pinger") == ("online", "Ping")
+
+    await eventually(back, what="online again on the next Ping")
