@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from api import original, v1
 from api.keys import LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, STORE, WRITER
+from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
 from nodes.registry import NodeRegistry
 from nodes.store import NodeStore, StoreError, open_store
@@ -38,6 +40,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/frps/handler", _frps_handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    setup_metrics(app)
+    app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
     original.add_routes(app.router)
     v1.add_routes(app.router)
     return app

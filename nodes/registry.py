@@ -36,6 +36,7 @@ class NodeRegistry:
         self._states: dict[UniqueId, NodeState] = {}
         self._heartbeats: dict[UniqueId, datetime] = {}
         self._changes: dict[UniqueId, int] = {}
+        self.heartbeat_expiries = 0
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
         return self._states.get(unique_id)
@@ -93,6 +94,7 @@ class NodeRegistry:
             for uid, last in self._heartbeats.items()
             if now - last > limit and (state := self._states.get(uid)) and state.status == ONLINE
         ]
+        self.heartbeat_expiries += len(expired)
         for uid in expired:
             self.transition(uid, NodeChange(reason=HEARTBEAT_TIMEOUT, at=now, status=OFFLINE))
         return expired

@@ -47,6 +47,7 @@ class NodeWriter:
         self._idle.set()
         self.failing = False
         self.writes = 0
+        self.failures = 0
 
     def submit(self, state: NodeState) -> None:
         self._seq += 1
@@ -80,6 +81,7 @@ class NodeWriter:
             self._requeue({uid: item for uid, item in batch.items() if uid in failed})
             self._stored({uid: item for uid, item in batch.items() if uid not in failed})
             if failed:
+                self.failures += len(failed)
                 self.failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +30,14 @@ _ALLOW = b'{"reject":false,"unchange":true}'
 # Bounded (oldest forgotten first) to about 10 MB; a forgotten body is just parsed again.
 _PING_MEMORY = 16384
 _PING_MAX_BODY = 2048
+# Ops that carry nothing for us: answered at once.
+_CHEAP_OPS = (frps.NEW_WORK_CONN, frps.NEW_USER_CONN)
 
 
 class _InvalidRequestError(Exception):
-    pass
+    def __init__(self, message: str, op: str = "invalid") -> None:
+        super().__init__(message)
+        self.op = op
 
 
 class PluginEndpoint:
@@ -52,6 +57,8 @@ class PluginEndpoint:
             frps.PING: (frps.PingSchema(), tracker.ping),
         }
         self._pings: dict[bytes, frps.Ping] = {}
+        # (op, allowed|rejected) -> requests; "invalid" stands for an op not understood.
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     async def handle(self, request: web.Request) -> web.Response:
         reason = self.decide(await request.read())
@@ -61,30 +68,37 @@ class PluginEndpoint:
 
     def decide(self, body: bytes) -> str | None:
         """None to let frps go on, else the reason to reject the operation."""
+        op, reason = self._decide(body)
+        # Only known ops become labels: an op name is whatever the request says.
+        label = op if op in self._ops or op in _CHEAP_OPS else "invalid"
+        self.counts[label, "allowed" if reason is None else "rejected"] += 1
+        return reason
+
+    def _decide(self, body: bytes) -> tuple[str, str | None]:
         op: str = frps.PING
         event: object | None = self._pings.get(body)
         if event is None:
             try:
                 op, event = self._parse(body)
             except _InvalidRequestError as e:
-                return str(e)
+                return e.op, str(e)
             if event is None:
-                return None
+                return op, None
             if isinstance(event, frps.Ping) and len(body) <= _PING_MAX_BODY:
                 if len(self._pings) >= _PING_MEMORY:
                     del self._pings[next(iter(self._pings))]
                 self._pings[body] = event
         try:
             if self._fail_closed and op in (frps.LOGIN, frps.NEW_PROXY) and self._store_failing():
-                return "frp-adapter cannot store node state right now; try again later"
+                return op, "frp-adapter cannot store node state right now; try again later"
             self._ops[op][1](event)
         except InvalidUniqueIdError as e:
-            return f"{op} refused: {e}"
+            return op, f"{op} refused: {e}"
         except Exception:
             logger.exception("%s request failed inside frp-adapter", op)
             if self._fail_closed:
-                return "frp-adapter failed to handle the request; try again later"
-        return None
+                return op, "frp-adapter failed to handle the request; try again later"
+        return op, None
 
     def _parse(self, body: bytes) -> tuple[str, object | None]:
         """The op and its validated event; None for ops that carry nothing for us."""
@@ -99,15 +113,15 @@ class PluginEndpoint:
         if not isinstance(op, str) or not op:
             raise _InvalidRequestError("invalid plugin request: no op")
         if not isinstance(content, dict):
-            raise _InvalidRequestError(f"invalid {op} request: content must be a JSON object")
-        if op in (frps.NEW_WORK_CONN, frps.NEW_USER_CONN):
+            raise _InvalidRequestError(f"invalid {op} request: content must be a JSON object", op)
+        if op in _CHEAP_OPS:
             return op, None
         if op not in self._ops:
             raise _InvalidRequestError(f"invalid plugin request: unsupported op {op!r}")
         try:
             return op, self._ops[op][0].load(content)
         except ValidationError as e:
-            raise _InvalidRequestError(f"invalid {op} request: {_flatten(e.messages)}") from e
+            raise _InvalidRequestError(f"invalid {op} request: {_flatten(e.messages)}", op) from e
 
 
 def _flatten(messages: object, path: str = "") -> str:

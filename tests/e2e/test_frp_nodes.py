@@ -104,6 +104,14 @@ async def test_nodes_go_online_and_offline_with_their_frpc(frp: FrpSetup) -> Non
     assert (await until_status(frp, "e2e-node-1", "online"))["proxy_port"] == str(port1)
     assert (await fetch(frp, "e2e-node-2")) == node2
 
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{frp.adapter_url}/metrics") as resp,
+    ):
+        metrics = await resp.text()
+    assert 'frpa_nodes{frps="127.0.0.1",status="online"} 2.0' in metrics
+    assert 'frpa_plugin_requests_total{op="CloseProxy",result="allowed"} 1.0' in metrics
+
 
 async def test_a_node_whose_unique_id_is_invalid_cannot_log_in(frp: FrpSetup) -> None:
     frp.start_frpc("bad", "Not_A_Name", remote_port=0)

@@ -1,0 +1,105 @@
+"""Prometheus metrics, on a registry the app owns.
+
+Counts are kept as plain integers by the parts that do the work and read at scrape time
+by one collector, so the plugin path pays nothing for them; only the HTTP latency
+histogram is observed per request, labelled by route template (never the raw path).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.keys import PLUGIN, RECONCILER, REGISTRY, SETTINGS, WRITER
+from nodes.store import KUBERNETES
+
+METRICS = web.AppKey("metrics", CollectorRegistry)
+_LATENCY = web.AppKey("latency", Histogram)
+
+
+def setup_metrics(app: web.Application) -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(AdapterCollector(app))
+    app[METRICS] = registry
+    app[_LATENCY] = Histogram(
+        "frpa_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route template",
+        ["route", "method"],
+        registry=registry,
+        buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5),
+    )
+    app.middlewares.append(_time_requests)
+
+
+@web.middleware
+async def _time_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        request.app[_LATENCY].labels(template, request.method).observe(time.perf_counter() - start)
+
+
+class AdapterCollector(Collector):
+    """Reads the app's parts at scrape time; before start-up it yields nothing."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        if PLUGIN not in self._app:
+            return
+        app = self._app
+        settings = app[SETTINGS]
+        nodes = GaugeMetricFamily(
+            "frpa_nodes", "Nodes by status and frps server", labels=["status", "frps"]
+        )
+        by_status = Counter(
+            (state.status, state.frps_address or "") for state in app[REGISTRY].states()
+        )
+        for status in ("online", "offline"):
+            by_status.setdefault((status, settings.frps_address), 0)
+        for (status, frps), count in sorted(by_status.items()):
+            nodes.add_metric([status, frps], count)
+        yield nodes
+
+        requests = CounterMetricFamily(
+            "frpa_plugin_requests", "frps plugin requests by op and result", labels=["op", "result"]
+        )
+        for (op, result), count in sorted(app[PLUGIN].counts.items()):
+            requests.add_metric([op, result], count)
+        yield requests
+
+        backend = KUBERNETES if settings.store_url == KUBERNETES else "sqlite"
+        writer = app[WRITER]
+        writes = CounterMetricFamily("frpa_store_writes", "Node writes stored", labels=["backend"])
+        writes.add_metric([backend], writer.writes)
+        yield writes
+        failures = CounterMetricFamily(
+            "frpa_store_write_failures", "Node writes failed (and queued again)", labels=["backend"]
+        )
+        failures.add_metric([backend], writer.failures)
+        yield failures
+
+        yield CounterMetricFamily(
+            "frpa_heartbeat_expiries",
+            "Nodes set offline because their Pings stopped",
+            value=app[REGISTRY].heartbeat_expiries,
+        )
+        reconciler = app[RECONCILER]
+        if reconciler is not None:
+            for name, text, value in (
+                ("frpa_reconciliations", "Reconciliations with frps done", reconciler.runs),
+                ("frpa_reconcile_corrections", "Nodes corrected", reconciler.corrections),
+                ("frpa_reconcile_failures", "Reconciliations failed", reconciler.failures),
+            ):
+                yield CounterMetricFamily(name, text, value=value)
