@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -34,6 +35,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(_serve(parsed))
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, with a state transition's fields as keys of their own."""
+
+    FIELDS = ("node", "from", "to", "reason", "run_id")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{key: getattr(record, key) for key in self.FIELDS if hasattr(record, key)},
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
 def _print_unique_id() -> int:
     try:
         print(unique_id_from_macs(physical_macs()))
@@ -49,9 +68,13 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as e:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLogFormatter()
+        if settings.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     try:
         web.run_app(
             create_app(settings),

@@ -39,6 +39,7 @@ class Settings:
     event_namespace: str = "default"
     event_min_interval: float = 30.0
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
 
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
@@ -73,6 +74,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "at most one Kubernetes Event per node this often, seconds (default 30)",
     ),
     "log-level": ("FRPA_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "log-format": ("FRPA_LOG_FORMAT", "text or json (default text)"),
 }
 PASSWORD_ENV = "FRP_SERVER_HTTPAUTHPASSWORD"  # noqa: S105  (a variable name)
 
@@ -110,6 +112,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         event_namespace=value("event-namespace") or defaults.event_namespace,
         event_min_interval=_seconds("event-min-interval", value, defaults.event_min_interval),
         log_level=_log_level(value("log-level") or defaults.log_level),
+        log_format=_log_format(value("log-format") or defaults.log_format),
     )
 
 
@@ -155,6 +158,14 @@ def _failure_mode(text: str) -> FailureMode:
     if text == "closed":
         return "closed"
     raise SettingsError(f"FRPA_PLUGIN_FAILURE_MODE must be open or closed, not {text!r}")
+
+
+def _log_format(text: str) -> Literal["text", "json"]:
+    if text == "text":
+        return "text"
+    if text == "json":
+        return "json"
+    raise SettingsError(f"FRPA_LOG_FORMAT must be text or json, not {text!r}")
 
 
 def _log_level(text: str) -> str:

@@ -59,13 +59,21 @@ class NodeRegistry:
         self._states[unique_id] = new
         self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
         if current is None or new.status != current.status:
+            before = current.status if current else "unknown"
             logger.info(
                 "node %s %s -> %s (%s) run_id=%s",
                 unique_id,
-                current.status if current else "unknown",
+                before,
                 new.status,
                 new.reason,
                 new.run_id or "-",
+                extra={
+                    "node": unique_id,
+                    "from": before,
+                    "to": new.status,
+                    "reason": new.reason,
+                    "run_id": new.run_id,
+                },
             )
         self._writer.submit(new)
         return new

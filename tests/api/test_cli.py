@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import aiohttp
 import pytest
+
+from tests.e2e.peers import Processes
+from tests.support import free_port, new_proxy
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,6 +33,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         (["--close-grace-period", "soon"], {}, "FRPA_CLOSE_GRACE_PERIOD must be seconds"),
         ([], {"FRPA_PLUGIN_FAILURE_MODE": "maybe"}, "must be open or closed"),
         (["--log-level", "loud"], {}, "FRPA_LOG_LEVEL must be"),
+        ([], {"FRPA_LOG_FORMAT": "xml"}, "FRPA_LOG_FORMAT must be text or json"),
     ],
 )
 def test_invalid_settings_exit_2_with_one_clear_line(
@@ -45,3 +52,32 @@ def test_unique_id_prints_a_20_hex_digit_id_or_says_why_not() -> None:
         int(result.stdout, 16)
     else:
         assert result.stderr.startswith("frp-adapter: cannot compute unique_id")
+
+
+async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path: Path) -> None:
+    port = free_port()
+    processes = Processes(tmp_path)
+    env = {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}", "FRPA_LOG_FORMAT": "json"}
+    try:
+        await processes.start_adapter(port, env)
+        async with aiohttp.ClientSession() as session:
+            for body in (new_proxy(run_id="r9"), new_proxy(run_id="r9")):
+                async with session.post(f"http://127.0.0.1:{port}/frps/handler", json=body):
+                    pass
+    finally:
+        await processes.stop_all()
+    lines = [json.loads(line) for line in processes.log("adapter").splitlines()]
+    transitions = [line for line in lines if "to" in line]
+    assert transitions == [
+        {
+            "time": transitions[0]["time"],
+            "level": "INFO",
+            "logger": "nodes.registry",
+            "message": "node abc123 unknown -> online (NewProxy) run_id=r9",
+            "node": "abc123",
+            "from": "unknown",
+            "to": "online",
+            "reason": "NewProxy",
+            "run_id": "r9",
+        }
+    ]
