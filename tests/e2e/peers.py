@@ -7,6 +7,7 @@ is asynchronous, so a peer served by the test's own event loop (kmock) keeps ans
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -118,7 +119,7 @@ class FrpSetup:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    async def start_adapter(self) -> None:
+    async def start_adapter(self, **env: str) -> None:
         await self.processes.start_adapter(
             self.adapter_port,
             {
@@ -128,10 +129,11 @@ class FrpSetup:
                 "FRP_SERVER_HTTPAUTHPASSWORD": DASHBOARD_PASSWORD,
                 "FRPA_CLOSE_GRACE_PERIOD": "0.5",
                 **self.store_env,
+                **env,
             },
         )
 
-    async def start_frps(self) -> None:
+    async def start_frps(self, ops: tuple[str, ...] = ("Login", "NewProxy", "CloseProxy")) -> None:
         config = self.processes.workdir / "frps.toml"
         config.write_text(
             f"""
@@ -147,14 +149,16 @@ auth.token = "{FRP_TOKEN}"
 name = "frp-adapter"
 addr = "127.0.0.1:{self.adapter_port}"
 path = "/frps/handler"
-ops = ["Login", "NewProxy", "CloseProxy"]
+ops = {json.dumps(list(ops))}
 """
         )
         self.processes.start("frps", [str(self.frps), "-c", str(config)])
         await wait_for_port(self.frps_port, self.processes.running["frps"])
         await wait_for_port(self.dashboard_port, self.processes.running["frps"])
 
-    def start_frpc(self, node: str, unique_id: str, remote_port: int = 0) -> None:
+    def start_frpc(
+        self, node: str, unique_id: str, remote_port: int = 0, heartbeat: int | None = None
+    ) -> None:
         config = self.processes.workdir / f"frpc-{node}.toml"
         config.write_text(
             f"""
@@ -164,6 +168,7 @@ user = "{node}"
 auth.token = "{FRP_TOKEN}"
 metadatas.unique_id = "{unique_id}"
 loginFailExit = false
+{f"transport.heartbeatInterval = {heartbeat}" if heartbeat else ""}
 [[proxies]]
 name = "ssh"
 type = "tcp"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,93 @@ async def test_a_node_that_left_while_the_adapter_was_down_is_offline_after_rest
 
     await until_status(frp, "leaves", "offline")
     assert (await fetch(frp, "stays") or {}).get("status") == "online"
+
+
+async def test_after_an_frps_restart_every_node_is_online_again_without_flapping(
+    frp: FrpSetup,
+) -> None:
+    nodes = [(f"node{i}", f"restart-{i}", free_port()) for i in range(10)]
+    for node, uid, port in nodes:
+        frp.start_frpc(node, uid, remote_port=port)
+    for _, uid, _ in nodes:
+        await until_status(frp, uid, "online")
+    before = await stored_versions(frp)
+
+    await frp.processes.stop("frps", signal.SIGKILL)  # no CloseProxy at all
+    await frp.start_frps()  # every frpc logs in again, with its old run_id
+
+    async def reconnected() -> bool:
+        proxies = await dashboard_proxies(frp)
+        if any(f"{node}.ssh" not in proxies for node, _, _ in nodes):
+            return False
+        for _, uid, _ in nodes:
+            if (await fetch(frp, uid) or {}).get("status") != "online":
+                return False
+        return True
+
+    await eventually(reconnected, within=60, what="all 10 nodes back through the new frps")
+    await asyncio.sleep(1.5)  # past the grace period: nothing may flip afterwards
+    for _, uid, port in nodes:
+        assert await fetch(frp, uid) == {
+            "frp_server_ip_address": "127.0.0.1",
+            "proxy_port": str(port),
+            "status": "online",
+        }
+    after = await stored_versions(frp)
+    if after is not None and before is not None:
+        assert all(after[uid] - before[uid] <= 2 for _, uid, _ in nodes), (before, after)
+
+
+async def test_a_frozen_frpc_with_a_heartbeat_goes_offline_then_online_when_thawed(
+    frp: FrpSetup,
+) -> None:
+    await frp.processes.stop("adapter")
+    await frp.processes.stop("frps")
+    await frp.start_adapter(FRPA_HEARTBEAT_TIMEOUT="3")
+    await frp.start_frps(ops=("Login", "NewProxy", "CloseProxy", "Ping"))
+    frp.start_frpc("frozen", "frozen-node", remote_port=free_port(), heartbeat=1)
+    await until_status(frp, "frozen-node", "online")
+
+    frp.processes.running["frozen"].send_signal(signal.SIGSTOP)  # a dead host, as frps sees it
+    try:
+        await until_status(frp, "frozen-node", "offline")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{frp.adapter_url}/api/v1/nodes/nodemaintenances-frozen-node") as resp,
+        ):
+            assert (await resp.json())["status"]["reason"] == "HeartbeatTimeout"
+    finally:
+        frp.processes.running["frozen"].send_signal(signal.SIGCONT)
+    await until_status(frp, "frozen-node", "online")
+
+
+async def dashboard_proxies(frp: FrpSetup) -> set[str]:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{frp.dashboard_url}/api/proxy/tcp",
+                headers={"Authorization": aiohttp.encode_basic_auth("admin", "admin")},
+            ) as resp,
+        ):
+            body = await resp.json(content_type=None)
+    except aiohttp.ClientError:
+        return set()
+    return {p["name"] for p in body["proxies"] if p["status"] == "online"}
+
+
+async def stored_versions(frp: FrpSetup) -> dict[str, int] | None:
+    """Each NM's resourceVersion: how many writes it took (SQLite counts from 1)."""
+    if not frp.store_env["FRPA_STORE"].startswith("sqlite"):
+        return None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{frp.adapter_url}/api/v1/nodes") as resp,
+    ):
+        items = (await resp.json())["items"]
+    return {
+        obj["metadata"]["name"].removeprefix("nodemaintenances-"): int(
+            obj["metadata"]["resourceVersion"]
+        )
+        for obj in items
+    }
