@@ -23,6 +23,7 @@ from nodes.model import (
     ONLINE,
     InvalidUniqueIdError,
     NodeChange,
+    NodeStatus,
     UniqueId,
     nm_name,
     parse_unique_id,
@@ -100,7 +101,8 @@ async def frp_update(request: web.Request) -> web.Response:
         data = _load(_update_schema, await _params(request))
         uid = _unique_id(data["unique_id"])
         await _loaded(request)
-        _transition(request, uid, data, reason="FrpUpdate", status=data["status"])
+        status: NodeStatus = OFFLINE if data["status"] == OFFLINE else ONLINE
+        _transition(request, uid, data, reason="FrpUpdate", status=status)
         await _stored(request, [uid])
     except _FailureError as e:
         return _failure(e)
@@ -175,7 +177,12 @@ def _unique_id(value: str) -> UniqueId:
 
 
 def _transition(
-    request: web.Request, uid: UniqueId, data: dict[str, Any], *, reason: str, status: Any
+    request: web.Request,
+    uid: UniqueId,
+    data: dict[str, Any],
+    *,
+    reason: str,
+    status: NodeStatus,
 ) -> None:
     request.app[REGISTRY].transition(
         uid,
