@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +32,9 @@ from plugin.webhook import PluginEndpoint
 logger = logging.getLogger(__name__)
 
 _LOAD_RETRY_SECONDS = 2.0
+# After a node logs in again with its old run_id (frps restarted), the nodes frps served
+# get this long to come back before frps's view decides who is offline.
+RELOGIN_SETTLE_SECONDS = 20.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -100,23 +104,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 user=settings.frps_api_user,
                 password=settings.frps_api_password,
             )
-        tracker = SshProxyTracker(
-            registry,
-            frps_address=settings.frps_address,
-            unique_id_meta_key=settings.unique_id_meta_key,
-            close_grace_period=settings.close_grace_period,
-            dashboard=dashboard,
-        )
-        app[STORE] = store
-        app[WRITER] = writer
-        app[REGISTRY] = registry
-        app[PLUGIN] = PluginEndpoint(
-            tracker,
-            fail_closed=settings.plugin_failure_mode == "closed",
-            store_failing=lambda: writer.failing,
-        )
-        app[LOADED] = loaded = asyncio.create_task(_load(registry, store), name="node-load")
-        app[RECONCILER] = reconciler = (
+        reconciler = (
             FrpsReconciler(
                 registry,
                 dashboard,
@@ -126,6 +114,26 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             if dashboard
             else None
         )
+        tracker = SshProxyTracker(
+            registry,
+            frps_address=settings.frps_address,
+            unique_id_meta_key=settings.unique_id_meta_key,
+            close_grace_period=settings.close_grace_period,
+            dashboard=dashboard,
+            on_relogin=(
+                partial(reconciler.reconcile_soon, RELOGIN_SETTLE_SECONDS) if reconciler else None
+            ),
+        )
+        app[STORE] = store
+        app[RECONCILER] = reconciler
+        app[WRITER] = writer
+        app[REGISTRY] = registry
+        app[PLUGIN] = PluginEndpoint(
+            tracker,
+            fail_closed=settings.plugin_failure_mode == "closed",
+            store_failing=lambda: writer.failing,
+        )
+        app[LOADED] = loaded = asyncio.create_task(_load(registry, store), name="node-load")
         writer_task = asyncio.create_task(writer.run(), name="node-writer")
         background = [
             loaded,
@@ -142,6 +150,8 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await tracker.close()
+            if reconciler:
+                await reconciler.close()
             try:
                 async with asyncio.timeout(settings.shutdown_timeout):
                     await writer.drained()

@@ -36,6 +36,7 @@ class FrpsReconciler:
         self._dashboard = dashboard
         self._interval = interval
         self._frps_address = frps_address
+        self._soon: asyncio.Task[int] | None = None
         self.runs = 0
         self.corrections = 0
         self.failures = 0
@@ -47,6 +48,20 @@ class FrpsReconciler:
         while True:
             await self.reconcile()
             await asyncio.sleep(self._interval)
+
+    def reconcile_soon(self, delay: float) -> None:
+        """One extra reconciliation `delay` seconds from now, however often asked meanwhile."""
+        if self._soon is None or self._soon.done():
+            self._soon = asyncio.create_task(self._reconcile_after(delay), name="reconcile-soon")
+
+    async def close(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            await asyncio.gather(self._soon, return_exceptions=True)
+
+    async def _reconcile_after(self, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return await self.reconcile()
 
     async def reconcile(self) -> int:
         """Correct every node frps disagrees with; the number corrected."""

@@ -54,12 +54,14 @@ class SshProxyTracker:
         unique_id_meta_key: str,
         close_grace_period: float,
         dashboard: FrpsDashboard | None,
+        on_relogin: Callable[[], None] | None = None,
     ) -> None:
         self._registry = registry
         self._frps_address = frps_address
         self._meta_key = unique_id_meta_key
         self._grace = close_grace_period
         self._dashboard = dashboard
+        self._on_relogin = on_relogin
         self._logins: dict[UniqueId, _LoginMemo] = {}
         self._opened_at: dict[UniqueId, float] = {}
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
@@ -87,6 +89,17 @@ class SshProxyTracker:
 
     def login(self, event: Login) -> None:
         uid = self.unique_id(event.user, event.metas)
+        node = self._registry.get(uid)
+        if (
+            self._on_relogin is not None
+            and event.run_id
+            and node is not None
+            and node.status == ONLINE
+            and node.run_id == event.run_id
+        ):
+            # frpc logs in again with its old run_id: its control is gone (frps restarted,
+            # or the network blipped), and frps sends no CloseProxy when it restarts.
+            self._on_relogin()
         now = time.monotonic()
         self._logins.pop(uid, None)
         self._logins[uid] = _LoginMemo(now, event.client_address, event.version, event.hostname)

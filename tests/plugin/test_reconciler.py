@@ -6,13 +6,23 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+import api.app
 from api.app import create_app
 from api.keys import RECONCILER, WRITER
-from tests.support import FakeDashboard, eventually, new_proxy, online, ping, settings_for
+from tests.support import (
+    FakeDashboard,
+    eventually,
+    login,
+    new_proxy,
+    online,
+    ping,
+    settings_for,
+)
 
 Client = TestClient[web.Request, web.Application]
 
@@ -115,3 +125,35 @@ async def test_a_node_whose_pings_stop_goes_offline_and_its_next_ping_brings_it_
         return await status(client, "pinger") == ("online", "Ping")
 
     await eventually(back, what="online again on the next Ping")
+
+
+async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(api.app, "RELOGIN_SETTLE_SECONDS", 0.2)
+    dashboard = FakeDashboard()
+    dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
+    client = await with_dashboard(
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=3600
+    )
+    await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
+    await post(client, new_proxy("n2", "n2", port=16002, run_id="r2"))
+    await client.app[WRITER].drained()
+    listings = dashboard.listings
+
+    # frps restarted (no CloseProxy); n1 comes back with its old run_id, n2 does not.
+    dashboard.proxies = {"n1.ssh": online(16001)}
+    relogin = login("n1", "n1")
+    relogin["content"]["run_id"] = "r1"
+    await post(client, relogin)
+    await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
+
+    async def n2_offline() -> bool:
+        return await status(client, "n2") == ("offline", "Reconciled")
+
+    await eventually(n2_offline, what="n2 offline soon after the relogin")
+    assert dashboard.listings == listings + 1
+    assert await status(client, "n1") == ("online", "NewProxy")
