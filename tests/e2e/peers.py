@@ -82,9 +82,13 @@ class Processes:
         await wait_for_port(port, self.running["adapter"])
 
     async def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> int:
+        self.running[name].send_signal(sig)
+        return await self.wait(name)
+
+    async def wait(self, name: str) -> int:
+        """The process's exit code, once it exits (killed after 60 s)."""
         proc = self.running.pop(name)
-        proc.send_signal(sig)
-        for _ in range(300):
+        for _ in range(1200):
             if proc.poll() is not None:
                 return proc.returncode
             await asyncio.sleep(0.05)
