@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from api.app import create_app
 from api.settings import Settings
 
 
@@ -134,3 +137,26 @@ class FakeDashboard:
 
 def online(port: int) -> dict[str, Any]:
     return {"status": "online", "conf": {"remotePort": port}}
+
+
+async def app_with_dashboard(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    dashboard: FakeDashboard,
+    **settings: Any,
+) -> TestClient[web.Request, web.Application]:
+    """The adapter on a temp store, with `dashboard` served as its frps dashboard API."""
+    server = await aiohttp_server(dashboard.app())
+    frps_api = str(server.make_url("")).rstrip("/")
+    return await aiohttp_client(
+        create_app(
+            settings_for(
+                tmp_path,
+                frps_api=frps_api,
+                frps_api_user="admin",
+                frps_api_password="admin",
+                **settings,
+            )
+        )
+    )

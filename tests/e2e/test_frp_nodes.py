@@ -55,15 +55,20 @@ async def fetch(frp: FrpSetup, unique_id: str) -> dict[str, Any] | None:
         return body
 
 
-async def dashboard_port(frp: FrpSetup, proxy: str) -> str:
+async def dashboard(frp: FrpSetup, path: str) -> Any:
+    """JSON from frps's dashboard API (labelled text/plain, as frps does)."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(
-            f"{frp.dashboard_url}/api/proxy/tcp/{proxy}",
+            f"{frp.dashboard_url}{path}",
             headers={"Authorization": aiohttp.encode_basic_auth("admin", "admin")},
         ) as resp,
     ):
-        return str((await resp.json(content_type=None))["conf"]["remotePort"])
+        return await resp.json(content_type=None)
+
+
+async def dashboard_port(frp: FrpSetup, proxy: str) -> str:
+    return str((await dashboard(frp, f"/api/proxy/tcp/{proxy}"))["conf"]["remotePort"])
 
 
 async def until_status(frp: FrpSetup, unique_id: str, status: str) -> dict[str, Any]:
@@ -201,16 +206,9 @@ async def test_a_frozen_frpc_with_a_heartbeat_goes_offline_then_online_when_thaw
 
 async def dashboard_proxies(frp: FrpSetup) -> set[str]:
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(
-                f"{frp.dashboard_url}/api/proxy/tcp",
-                headers={"Authorization": aiohttp.encode_basic_auth("admin", "admin")},
-            ) as resp,
-        ):
-            body = await resp.json(content_type=None)
+        body = await dashboard(frp, "/api/proxy/tcp")
     except aiohttp.ClientError:
-        return set()
+        return set()  # frps is still starting
     return {p["name"] for p in body["proxies"] if p["status"] == "online"}
 
 

@@ -16,6 +16,7 @@ from api.app import create_app
 from api.keys import RECONCILER, WRITER
 from tests.support import (
     FakeDashboard,
+    app_with_dashboard,
     eventually,
     login,
     new_proxy,
@@ -44,24 +45,12 @@ async def post(client: Client, body: object) -> None:
     assert (await resp.json())["reject"] is False
 
 
-async def with_dashboard(
-    tmp_path: Path,
-    aiohttp_client: AiohttpClient,
-    aiohttp_server: AiohttpServer,
-    dashboard: FakeDashboard,
-    **settings: Any,
-) -> Client:
-    server = await aiohttp_server(dashboard.app())
-    frps_api = str(server.make_url("")).rstrip("/")
-    return await aiohttp_client(create_app(settings_for(tmp_path, frps_api=frps_api, **settings)))
-
-
 async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_down(
     tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
 ) -> None:
     dashboard = FakeDashboard()
     dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
-    first = await with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
+    first = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
     await post(first, new_proxy("n1", "n1", port=16001))
     await post(first, new_proxy("n2", "n2", port=16002))
     await first.app[WRITER].drained()
@@ -69,7 +58,7 @@ async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_
 
     # While the adapter is down, n2 leaves (its CloseProxy is lost) and n1's port moves.
     dashboard.proxies = {"n1.ssh": online(16011), "n2.ssh": {"status": "offline", "conf": None}}
-    second = await with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
+    second = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
 
     async def corrected() -> bool:
         return await status(second, "n2") == ("offline", "Reconciled")
@@ -88,7 +77,7 @@ async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
 ) -> None:
     dashboard = FakeDashboard()
     dashboard.proxies = {"n1.ssh": online(16001)}
-    client = await with_dashboard(
+    client = await app_with_dashboard(
         tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=0.05
     )
     await post(client, new_proxy("n1", "n1", port=16001))
@@ -136,7 +125,7 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     monkeypatch.setattr(api.app, "RELOGIN_SETTLE_SECONDS", 0.2)
     dashboard = FakeDashboard()
     dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
-    client = await with_dashboard(
+    client = await app_with_dashboard(
         tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=3600
     )
     await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))

@@ -21,6 +21,7 @@ from api.app import create_app
 from api.keys import WRITER
 from tests.support import (
     FakeDashboard,
+    app_with_dashboard,
     close_proxy,
     eventually,
     login,
@@ -54,14 +55,7 @@ async def client_with_dashboard(
     aiohttp_server: AiohttpServer,
     dashboard: FakeDashboard,
 ) -> Client:
-    server = await aiohttp_server(dashboard.app())
-    settings = settings_for(
-        tmp_path,
-        frps_api=str(server.make_url("")).rstrip("/"),
-        frps_api_user="admin",
-        frps_api_password="admin",
-    )
-    return await aiohttp_client(create_app(settings))
+    return await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
 
 
 async def send(client: Client, body: object) -> dict[str, Any]:
