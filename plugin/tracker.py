@@ -103,10 +103,9 @@ class SshProxyTracker:
         now = time.monotonic()
         self._logins.pop(uid, None)
         self._logins[uid] = _LoginMemo(now, event.client_address, event.version, event.hostname)
-        for old_uid, memo in list(self._logins.items()):
-            if now - memo.at < LOGIN_MEMORY_SECONDS:
-                break
-            del self._logins[old_uid]
+        # Oldest first (insertion order); the Login just kept is fresh, so this stops.
+        while now - self._logins[oldest := next(iter(self._logins))].at >= LOGIN_MEMORY_SECONDS:
+            del self._logins[oldest]
 
     def new_proxy(self, event: NewProxy) -> None:
         uid = self.unique_id(event.user.user, event.user.metas)

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+import plugin.tracker
 from api.app import create_app
 from api.keys import WRITER
 from tests.support import (
@@ -121,6 +122,20 @@ async def test_ssh_new_proxy_makes_the_node_online_with_its_port_and_login_detai
     assert obj["status"]["clientAddress"] == "198.51.100.9:57098"
     assert obj["status"]["frpcVersion"] == "0.65.0"
     assert obj["status"]["runId"] == "r1"
+
+
+async def test_what_a_login_told_is_forgotten_after_a_while(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plugin.tracker, "LOGIN_MEMORY_SECONDS", 0.05)
+    await allowed(client, login())
+    await asyncio.sleep(0.1)
+    await allowed(client, login(name="n2", unique_id="def456"))  # prunes the first
+    await allowed(client, new_proxy())
+    await eventually(becomes(client, "online"))
+    obj = await nm(client)
+    assert obj is not None
+    assert obj["status"]["clientAddress"] == ""
 
 
 async def test_login_alone_stores_nothing(client: Client) -> None:
