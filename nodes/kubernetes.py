@@ -138,6 +138,8 @@ class KubernetesStore:
                 return f"{name}: {_api_error(e)}"
             except (aiohttp.ClientError, TimeoutError) as e:
                 return f"{name}: {e!r}"
+            except StoreError as e:  # the re-read failed
+                return str(e)
 
     async def _write(self, state: NodeState, name: str, *, reread: bool) -> None:
         if reread or not self._synced.is_set():

@@ -230,3 +230,17 @@ async def test_without_any_cluster_config_the_store_says_so(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(StoreError, match="no in-cluster config and no usable kubeconfig"):
         await open_store("kubernetes", event_namespace="ns", event_min_interval=30)
+
+
+async def test_a_failing_reread_fails_only_its_own_node(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state("a1"), state("b2")])
+    # b2 conflicts (changed behind our cache); its re-read then meets a failing API.
+    obj = kube.objects[NM_RESOURCE, None, "nodemaintenances-b2"]
+    obj.patch({"metadata": {"resourceVersion": "999"}})
+    kube["get", "/apis/edge.harmonycloud.cn/v1alpha1/nodemaintenances/nodemaintenances-b2"] << 503
+    with pytest.raises(StoreError) as failure:
+        await store.apply([state("a1", status="offline"), state("b2", status="offline")])
+    assert failure.value.failed == frozenset([UniqueId("b2")])
+    assert kube.node_maintenances()["nodemaintenances-a1"]["status"]["reason"] == "CloseProxy"
