@@ -81,7 +81,6 @@ class KubernetesStore:
         self._writes = asyncio.Semaphore(_CONCURRENT_WRITES)
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._watcher = asyncio.create_task(self._watch_forever(), name="nm-watch")
-        self.api_writes = 0
 
     async def close(self) -> None:
         tasks = [self._watcher, *self._event_tasks]
@@ -186,7 +185,6 @@ class KubernetesStore:
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> JsonObject:
         obj: JsonObject = await method(*args, _request_timeout=_REQUEST_TIMEOUT, **kwargs)
-        self.api_writes += 1
         self._cache[obj["metadata"]["name"]] = obj
         return obj
 
