@@ -59,10 +59,9 @@ async def test_every_answered_new_proxy_is_stored_across_a_sigterm_mid_storm(
                 return  # cut off by the shutdown: frpc would log in again
 
     async with running_kube(tmp_path) as (kube, kubeconfig):
+        kube.history_limit = 1  # a storm: keep kmock linear (see tests/kube.py)
         processes = Processes(tmp_path)
-        # As in manifests/deployment.yaml: the Python API peer is slow, so allow time.
         env = {"FRPA_STORE": "kubernetes", "KUBECONFIG": str(kubeconfig)}
-        env["FRPA_SHUTDOWN_TIMEOUT"] = "25"
         try:
             await processes.start_adapter(port, env)
             async with aiohttp.ClientSession() as session:
