@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from api import original, v1
-from api.keys import LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, STORE, WRITER
+from api import original, shell, v1
+from api.keys import LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, STORE, WRITER
 from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
 from nodes.registry import NodeRegistry
@@ -28,6 +28,7 @@ from plugin.dashboard import FrpsDashboard
 from plugin.reconciler import FrpsReconciler
 from plugin.tracker import SshProxyTracker
 from plugin.webhook import PluginEndpoint
+from ssh.connector import SshConnector
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
     original.add_routes(app.router)
     v1.add_routes(app.router)
+    shell.add_routes(app.router)
     return app
 
 
@@ -128,6 +130,14 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
         app[RECONCILER] = reconciler
         app[WRITER] = writer
         app[REGISTRY] = registry
+        app[SSH] = SshConnector(
+            registry,
+            user=settings.ssh_user,
+            key_file=settings.ssh_key_file,
+            password=settings.ssh_password,
+            known_hosts=settings.ssh_known_hosts,
+            connect_timeout=settings.ssh_connect_timeout,
+        )
         app[PLUGIN] = PluginEndpoint(
             tracker,
             fail_closed=settings.plugin_failure_mode == "closed",

@@ -12,6 +12,7 @@ from nodes.store import NodeStore
 from nodes.writer import NodeWriter
 from plugin.reconciler import FrpsReconciler
 from plugin.webhook import PluginEndpoint
+from ssh.connector import SshConnector
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", NodeStore)
@@ -20,3 +21,4 @@ REGISTRY = web.AppKey("registry", NodeRegistry)
 PLUGIN = web.AppKey("plugin", PluginEndpoint)
 LOADED = web.AppKey("loaded", asyncio.Task[int])
 RECONCILER = web.AppKey[FrpsReconciler | None]("reconciler")
+SSH = web.AppKey("ssh", SshConnector)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.keys import PLUGIN, RECONCILER, REGISTRY, SETTINGS, WRITER
+from api.keys import PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, WRITER
 from nodes.store import KUBERNETES
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
@@ -95,6 +95,19 @@ class AdapterCollector(Collector):
             "Nodes set offline because their Pings stopped",
             value=app[REGISTRY].heartbeat_expiries,
         )
+        ssh = app[SSH]
+        yield GaugeMetricFamily(
+            "frpa_ssh_shell_sessions", "Shell sessions open on nodes", value=ssh.shells_active
+        )
+        execs = CounterMetricFamily(
+            "frpa_ssh_exec_calls",
+            "Commands run on nodes, by result (ok, failed, timeout, error)",
+            labels=["result"],
+        )
+        for result in ("ok", "failed", "timeout", "error"):
+            execs.add_metric([result], ssh.exec_results[result])
+        yield execs
+
         reconciler = app[RECONCILER]
         if reconciler is not None:
             for name, text, value in (

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from api.keys import LOADED, REGISTRY, STORE, WRITER
+from api.keys import LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -31,11 +31,14 @@ from nodes.model import (
     unique_id_of,
 )
 from nodes.store import StoreError
-from schemas.rest import FrpCreateSchema, FrpUpdateSchema
+from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
+from ssh.connector import NodeNotFoundError, SshError
+from ssh.session import run_command
 
 STORE_WAIT_SECONDS = 10.0
 _create_schema = FrpCreateSchema()
 _update_schema = FrpUpdateSchema()
+_exec_schema = OriginalExecSchema()
 
 
 class _FailureError(Exception):
@@ -50,6 +53,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/frp_create", frp_create)
     router.add_put("/frp_update", frp_update)
     router.add_put("/nm_useless", nm_useless)
+    router.add_post("/reverse_proxy_shell", reverse_proxy_shell)
+    router.add_post("/reverse_shell_command/{nm_name}", reverse_shell_command)
 
 
 def _success(data: object) -> web.Response:
@@ -130,6 +135,55 @@ async def nm_useless(request: web.Request) -> web.Response:
     except _FailureError as e:
         return _failure(e)
     return _success(f"{len(uids)} nodemaintenances are offline now")
+
+
+async def reverse_proxy_shell(request: web.Request) -> web.Response:
+    """Run `cmd` on node `nm_name` (form fields), answering as the original did."""
+    return await _exec(request, request.match_info.get("nm_name"))
+
+
+async def reverse_shell_command(request: web.Request) -> web.Response:
+    """The original's earlier exec route: the node in the path, `cmd` in the form."""
+    return await _exec(request, request.match_info["nm_name"])
+
+
+async def _exec(request: web.Request, name: str | None) -> web.Response:
+    settings = request.app[SETTINGS]
+    connector = request.app[SSH]
+    try:
+        data = _load(_exec_schema, await _params(request))
+        name = name or data["nm_name"]
+        if not name:
+            raise _FailureError(400, "invalid parameters: nm_name: Missing data")
+        target = connector.target(name)
+    except _FailureError as e:
+        return _failure(e)
+    except NodeNotFoundError as e:
+        return _failure(_FailureError(404, str(e)))
+    except SshError as e:
+        # The original answered 400 for an offline node.
+        return _failure(_FailureError(400, str(e)))
+    cmd = data["cmd"]
+    try:
+        result = await run_command(
+            connector,
+            target,
+            cmd,
+            time_limit=settings.exec_timeout,
+            output_limit=settings.exec_output_limit,
+        )
+    except SshError as e:
+        return _failure(_FailureError(400, f"ssh client create failed, err is: {e}"))
+    if result.timed_out:
+        why = f"timed out after {settings.exec_timeout:g} s"
+    elif result.exit_status is None:
+        why = "Process exited without an exit status (killed by a signal)"
+    elif result.exit_status != 0:
+        why = f"Process exited with status {result.exit_status}"
+    else:
+        output = result.stdout.decode(errors="replace").strip()
+        return _success(f"execute shell command {cmd} successfully,the result is: {output}")
+    return _failure(_FailureError(400, f"execute shell command {cmd} failed, err is: {why}"))
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nodes.store import InvalidStoreUrlError, check_store_url
+from ssh.connector import read_client_key
 
 FailureMode = Literal["open", "closed"]
 
@@ -40,6 +41,14 @@ class Settings:
     event_min_interval: float = 30.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    ssh_user: str = "root"
+    ssh_key_file: str | None = None
+    ssh_password: str = field(default="", repr=False)
+    ssh_known_hosts: str | None = None
+    ssh_connect_timeout: float = 10.0
+    exec_timeout: float = 60.0
+    exec_output_limit: int = 1 << 20
+    ws_heartbeat: float = 20.0
 
 
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
@@ -75,8 +84,28 @@ OPTIONS: dict[str, tuple[str, str]] = {
     ),
     "log-level": ("FRPA_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     "log-format": ("FRPA_LOG_FORMAT", "text or json (default text)"),
+    "ssh-user": ("FRPA_SSH_USER", "user the adapter logs in to nodes' sshd as (default root)"),
+    "ssh-key-file": ("FRPA_SSH_KEY_FILE", "private key file for nodes' sshd"),
+    "ssh-known-hosts": (
+        "FRPA_SSH_KNOWN_HOSTS",
+        "known_hosts file naming nodes by NM name; without it host keys are pinned on first use",
+    ),
+    "ssh-connect-timeout": (
+        "FRPA_SSH_CONNECT_TIMEOUT",
+        "seconds to connect and log in to a node's sshd (default 10)",
+    ),
+    "exec-timeout": ("FRPA_EXEC_TIMEOUT", "default seconds an exec may run (default 60)"),
+    "exec-output-limit": (
+        "FRPA_EXEC_OUTPUT_LIMIT",
+        "bytes of stdout and of stderr an exec keeps (default 1048576)",
+    ),
+    "ws-heartbeat": (
+        "FRPA_WS_HEARTBEAT",
+        "seconds between WebSocket pings on shell sessions (default 20)",
+    ),
 }
 PASSWORD_ENV = "FRP_SERVER_HTTPAUTHPASSWORD"  # noqa: S105  (a variable name)
+SSH_PASSWORD_ENV = "FRPA_SSH_PASSWORD"  # noqa: S105  (a variable name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +142,14 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         event_min_interval=_seconds("event-min-interval", value, defaults.event_min_interval),
         log_level=_log_level(value("log-level") or defaults.log_level),
         log_format=_log_format(value("log-format") or defaults.log_format),
+        ssh_user=value("ssh-user") or defaults.ssh_user,
+        ssh_key_file=_ssh_key_file(value("ssh-key-file")),
+        ssh_password=environ.get(SSH_PASSWORD_ENV, ""),
+        ssh_known_hosts=_readable_file("ssh-known-hosts", value("ssh-known-hosts")),
+        ssh_connect_timeout=_seconds("ssh-connect-timeout", value, defaults.ssh_connect_timeout),
+        exec_timeout=_seconds("exec-timeout", value, defaults.exec_timeout),
+        exec_output_limit=_bytes("exec-output-limit", value, defaults.exec_output_limit),
+        ws_heartbeat=_seconds("ws-heartbeat", value, defaults.ws_heartbeat),
     )
 
 
@@ -150,6 +187,36 @@ def _seconds(flag: str, value: Callable[[str], str | None], default: float) -> f
     if not 0 <= seconds <= 86400:
         raise SettingsError(f"{OPTIONS[flag][0]} must be seconds between 0 and 86400, not {text!r}")
     return seconds
+
+
+def _bytes(flag: str, value: Callable[[str], str | None], default: int) -> int:
+    text = value(flag)
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 < int(text) <= 1 << 30:
+        raise SettingsError(f"{OPTIONS[flag][0]} must be bytes between 1 and 2**30, not {text!r}")
+    return int(text)
+
+
+def _ssh_key_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        read_client_key(path)
+    except ValueError as e:
+        raise SettingsError(f"FRPA_SSH_KEY_FILE: {e}") from e
+    return path
+
+
+def _readable_file(flag: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise SettingsError(f"{OPTIONS[flag][0]}: cannot read {path!r}: {e.strerror}") from e
+    return path
 
 
 def _failure_mode(text: str) -> FailureMode:

@@ -1,21 +1,41 @@
-"""The versioned read API: whole NodeMaintenance objects. Errors: `{"error", "details"}`."""
+"""The versioned API: whole NodeMaintenance objects, and exec. Errors: `{"error", "details"}`.
+
+The shell WebSocket of this API is in `api.shell`.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-from marshmallow import ValidationError
+import asyncio
+import json
+from typing import Any
 
-from api.keys import STORE
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from api.keys import SETTINGS, SSH, STORE
 from nodes.model import ssh_endpoint
 from nodes.store import StoreError
-from schemas.rest import NodeListQuerySchema
+from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
+from ssh.connector import SshError
+from ssh.session import ExecResult, run_command
 
 _list_query = NodeListQuerySchema()
+_exec_schema = ExecSchema()
+_batch_schema = BatchExecSchema()
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/nodes", list_nodes)
     router.add_get("/api/v1/nodes/{nm_name}", get_node)
+    router.add_post("/api/v1/nodes/{nm_name}/exec", exec_node)
+    router.add_delete("/api/v1/nodes/{nm_name}/host-key", unpin_host_key)
+    router.add_post("/api/v1/exec", exec_batch)
+
+
+class _InputError(Exception):
+    def __init__(self, details: object) -> None:
+        super().__init__(str(details))
+        self.details = details
 
 
 def _error(status: int, error: str, details: object) -> web.Response:
@@ -46,3 +66,96 @@ async def get_node(request: web.Request) -> web.Response:
     if obj is None:
         return _error(404, "not found", {"name": name})
     return web.json_response(obj)
+
+
+async def exec_node(request: web.Request) -> web.Response:
+    """`{"cmd", "timeout"?}` -> `{"exit_status", "stdout", "stderr", "duration_ms", ...}`."""
+    try:
+        data = await _json_input(request, _exec_schema)
+        result = await _run(request, request.match_info["nm_name"], data)
+    except _InputError as e:
+        return _error(400, "invalid input", e.details)
+    except SshError as e:
+        return _error(e.status, e.kind, str(e))
+    return web.json_response(result)
+
+
+async def exec_batch(request: web.Request) -> web.StreamResponse:
+    """`{"cmd", "nodes": [...] | "status": "online", "concurrency"?, "timeout"?}` -> NDJSON.
+
+    One line per node as soon as that node is done: a hung node delays only its own line
+    (bounded by the connect timeout plus the command's timeout).
+    """
+    try:
+        data = await _json_input(request, _batch_schema)
+    except _InputError as e:
+        return _error(400, "invalid input", e.details)
+    connector = request.app[SSH]
+    names: list[str] = data["nodes"] or connector.online()
+    names = list(dict.fromkeys(names))
+    limit = asyncio.Semaphore(data["concurrency"])
+
+    async def one(name: str) -> dict[str, Any]:
+        async with limit:
+            try:
+                return {"node": name, **await _run(request, name, data)}
+            except SshError as e:
+                return {"node": name, "error": e.kind, "details": str(e)}
+
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(name)) for name in names]
+        for done in asyncio.as_completed(tasks):
+            line = json.dumps(await done, ensure_ascii=False) + "\n"
+            await response.write(line.encode())
+    await response.write_eof()
+    return response
+
+
+async def unpin_host_key(request: web.Request) -> web.Response:
+    """Forget a node's pinned sshd host key (after a reinstall): the next dial pins anew."""
+    name = request.match_info["nm_name"]
+    try:
+        request.app[SSH].unpin(name)
+    except SshError as e:
+        return _error(e.status, e.kind, str(e))
+    return web.json_response({"unpinned": name})
+
+
+async def _json_input(request: web.Request, schema: Schema) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as e:
+        raise _InputError(f"the body is not valid JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise _InputError("the body must be a JSON object")
+    try:
+        data: dict[str, Any] = schema.load(body)
+    except ValidationError as e:
+        raise _InputError(e.messages) from e
+    return data
+
+
+async def _run(request: web.Request, name: str, data: dict[str, Any]) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    connector = request.app[SSH]
+    result = await run_command(
+        connector,
+        connector.target(name),
+        data["cmd"],
+        time_limit=data["timeout"] or settings.exec_timeout,
+        output_limit=settings.exec_output_limit,
+    )
+    return _result(result)
+
+
+def _result(result: ExecResult) -> dict[str, Any]:
+    return {
+        "exit_status": result.exit_status,
+        "stdout": result.stdout.decode(errors="replace"),
+        "stderr": result.stderr.decode(errors="replace"),
+        "duration_ms": result.duration_ms,
+        "truncated": result.truncated,
+        "timed_out": result.timed_out,
+    }

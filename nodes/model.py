@@ -92,6 +92,8 @@ class NodeState:
     client_address: str = ""
     frpc_version: str = ""
     last_heartbeat: datetime | None = None
+    # The sshd host key pinned on first use, OpenSSH format; "" when none is pinned.
+    ssh_host_key: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +112,7 @@ class NodeChange:
     client_address: str | None = None
     frpc_version: str | None = None
     last_heartbeat: datetime | None = None
+    ssh_host_key: str | None = None
 
 
 _CHANGEABLE = tuple(
@@ -208,6 +211,7 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     status["proxyName"] = state.proxy_name
     status["clientAddress"] = state.client_address
     status["frpcVersion"] = state.frpc_version
+    status["sshHostKey"] = state.ssh_host_key
     return obj
 
 
@@ -262,4 +266,5 @@ def state_from_nm(obj: JsonObject) -> NodeState:
         client_address=str(status.get("clientAddress", "")),
         frpc_version=str(status.get("frpcVersion", "")),
         last_heartbeat=parse_time(status.get("lastHeartbeatTime")),
+        ssh_host_key=str(status.get("sshHostKey", "")),
     )

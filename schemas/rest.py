@@ -1,4 +1,4 @@
-"""Input of the original frp_adapter REST API (query string, form or JSON body).
+"""Input of the REST API: the original frp_adapter's (query string, form or JSON body) and ours.
 
 The patched frps of the original sent these as a query string; forms send empty strings
 for empty fields, which count as absent here. Unknown keys are an error.
@@ -6,9 +6,18 @@ for empty fields, which count as absent here. Unknown keys are an error.
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, pre_load, validate
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 _port = validate.Range(min=1, max=65535)
 _address = validate.Length(min=1, max=253)
@@ -45,3 +54,73 @@ class NodeListQuerySchema(Schema):
         unknown = RAISE
 
     status = fields.String(load_default=None, validate=validate.OneOf(["online", "offline"]))
+
+
+def _text_encoding(name: str) -> None:
+    try:
+        info = codecs.lookup(name)
+    except LookupError as e:
+        raise ValidationError(f"unknown encoding {name!r}") from e
+    if not info._is_text_encoding:
+        raise ValidationError(f"{name!r} is not a text encoding")
+
+
+_terminal_size = validate.Range(min=1, max=10000)
+
+
+class ShellQuerySchema(Schema):
+    """`?cols=&rows=&encoding=` of a shell WebSocket; the route supplies the size defaults."""
+
+    class Meta:
+        unknown = RAISE
+
+    cols = fields.Integer(validate=_terminal_size)
+    rows = fields.Integer(validate=_terminal_size)
+    encoding = fields.String(load_default="utf-8", validate=_text_encoding)
+
+
+class ResizeSchema(Schema):
+    """`{"type": "resize", "cols": N, "rows": M}`, a shell's control frame."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, validate=validate.Equal("resize"))
+    cols = fields.Integer(required=True, strict=True, validate=_terminal_size)
+    rows = fields.Integer(required=True, strict=True, validate=_terminal_size)
+
+
+_command = validate.Length(min=1, max=65536)
+_timeout = validate.Range(min=0, min_inclusive=False, max=86400)
+
+
+class OriginalExecSchema(_RestInput):
+    """The original's exec form: `nm_name` (when not in the path) and `cmd`."""
+
+    nm_name = fields.String(load_default=None)
+    cmd = fields.String(required=True, validate=_command)
+
+
+class ExecSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    cmd = fields.String(required=True, validate=_command)
+    timeout = fields.Float(load_default=None, validate=_timeout)
+
+
+class BatchExecSchema(ExecSchema):
+    """Run `cmd` on the listed `nodes` (NM names), or on every node with `status`."""
+
+    nodes = fields.List(
+        fields.String(validate=validate.Length(min=1, max=253)),
+        load_default=None,
+        validate=validate.Length(min=1, max=10000),
+    )
+    status = fields.String(load_default=None, validate=validate.OneOf(["online"]))
+    concurrency = fields.Integer(load_default=32, strict=True, validate=validate.Range(1, 1024))
+
+    @validates_schema
+    def one_selector(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("nodes") is None) == (data.get("status") is None):
+            raise ValidationError('give either "nodes" or "status": "online"')

@@ -34,6 +34,10 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"FRPA_PLUGIN_FAILURE_MODE": "maybe"}, "must be open or closed"),
         (["--log-level", "loud"], {}, "FRPA_LOG_LEVEL must be"),
         ([], {"FRPA_LOG_FORMAT": "xml"}, "FRPA_LOG_FORMAT must be text or json"),
+        ([], {"FRPA_SSH_KEY_FILE": "/nonexistent"}, "FRPA_SSH_KEY_FILE: cannot use"),
+        (["--ssh-key-file", "/etc/hostname"], {}, "as an SSH private key: Invalid private key"),
+        ([], {"FRPA_SSH_KNOWN_HOSTS": "/nonexistent"}, "FRPA_SSH_KNOWN_HOSTS: cannot read"),
+        (["--exec-output-limit", "0"], {}, "FRPA_EXEC_OUTPUT_LIMIT must be bytes"),
     ],
 )
 def test_invalid_settings_exit_2_with_one_clear_line(

@@ -1,0 +1,180 @@
+"""Interactive shells on nodes over WebSocket: the original route and the versioned one.
+
+Client frames are keystrokes, except a text frame holding
+`{"type": "resize", "cols": N, "rows": M}`, which resizes the PTY. The original route
+(`/reverse_proxy/{nm_name}`) sends the output as text frames; the versioned one
+(`/api/v1/nodes/{nm_name}/shell`) as binary frames, as xterm.js's attach addon takes
+them, and JSON text frames for control: `{"type": "exit", "exit_status": N}` when the
+shell ends, `{"type": "error", "message": ...}` when it cannot start or a frame is bad.
+
+Output is forwarded as soon as it is read, and read only once the previous frame is
+written out, so a slow browser holds back the node (through the SSH window) rather than
+the adapter's memory; keystrokes likewise wait for the node to take the previous ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from marshmallow import ValidationError
+
+from api.keys import SETTINGS, SSH
+from schemas.rest import ResizeSchema, ShellQuerySchema
+from ssh.connector import SshError
+from ssh.session import Shell, open_shell
+
+logger = logging.getLogger(__name__)
+
+# The original's PTY when no size was given: it passed rows 88, cols 33 to RequestPty.
+ORIGINAL_SIZE = (33, 88)
+DEFAULT_SIZE = (80, 24)
+# Keystrokes and resizes are small; a paste of a few hundred KiB still fits.
+MAX_FRAME = 1 << 20
+_EXIT_WAIT_SECONDS = 5.0
+
+_query_schema = ShellQuerySchema()
+_resize_schema = ResizeSchema()
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/reverse_proxy/{nm_name}", original_shell)
+    router.add_get("/api/v1/nodes/{nm_name}/shell", shell)
+
+
+async def original_shell(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, binary=False, default_size=ORIGINAL_SIZE)
+
+
+async def shell(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, binary=True, default_size=DEFAULT_SIZE)
+
+
+async def _serve(
+    request: web.Request, *, binary: bool, default_size: tuple[int, int]
+) -> web.StreamResponse:
+    connector = request.app[SSH]
+    name = request.match_info["nm_name"]
+    try:
+        query = _query_schema.load(dict(request.query))
+        target = connector.target(name)
+    except ValidationError as e:
+        return _refuse(binary, 400, "invalid query", e.messages)
+    except SshError as e:
+        return _refuse(binary, e.status, e.kind, str(e))
+    cols = query.get("cols", default_size[0])
+    rows = query.get("rows", default_size[1])
+    heartbeat = request.app[SETTINGS].ws_heartbeat or None
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME)
+    await ws.prepare(request)
+    try:
+        async with open_shell(connector, target, cols=cols, rows=rows) as session:
+            logger.info("shell on %s opened (%dx%d)", name, cols, rows)
+            bridge = _Bridge(ws, session, query["encoding"], binary)
+            if await bridge.run() and binary:
+                await _send_control(ws, {"type": "exit", "exit_status": bridge.exit_status})
+    except SshError as e:
+        logger.warning("shell on %s failed: %s", name, e)
+        with contextlib.suppress(ConnectionError):
+            if binary:
+                await _send_control(ws, {"type": "error", "message": str(e)})
+            else:
+                await ws.send_str(f"{e}\r\n")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=e.kind.encode())
+    await ws.close()
+    logger.info("shell on %s closed", name)
+    return ws
+
+
+def _refuse(binary: bool, status: int, error: str, details: Any) -> web.Response:
+    if binary:
+        return web.json_response({"error": error, "details": details}, status=status)
+    message = details if isinstance(details, str) else f"{error}: {json.dumps(details)}"
+    return web.json_response({"code": status, "error": {"message": message}}, status=status)
+
+
+async def _send_control(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    if not ws.closed:
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(json.dumps(message))
+
+
+class _Bridge:
+    def __init__(
+        self, ws: web.WebSocketResponse, session: Shell, encoding: str, binary: bool
+    ) -> None:
+        self._ws = ws
+        self._session = session
+        self._encoding = codecs.lookup(encoding).name
+        self._binary = binary
+        self.exit_status: int | None = None
+
+    async def run(self) -> bool:
+        """True when the shell ended (see `exit_status`), False when the client went first."""
+        output = asyncio.create_task(self._output())
+        keystrokes = asyncio.create_task(self._keystrokes())
+        try:
+            await asyncio.wait((output, keystrokes), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (output, keystrokes):
+                task.cancel()
+            await asyncio.gather(output, keystrokes, return_exceptions=True)
+        if output.cancelled():
+            return False
+        if (error := output.exception()) is not None:
+            if isinstance(error, ConnectionError):
+                return False
+            raise error
+        async with asyncio.timeout(_EXIT_WAIT_SECONDS):
+            self.exit_status = await self._session.exit_status()
+        return True
+
+    async def _output(self) -> None:
+        if self._binary and self._encoding == "utf-8":
+            while data := await self._session.read():
+                await self._ws.send_bytes(data)
+            return
+        # Decoded incrementally: a multibyte character split between reads waits for its end.
+        decoder = codecs.getincrementaldecoder(self._encoding)(errors="replace")
+        while data := await self._session.read():
+            await self._send_text(decoder.decode(data))
+        await self._send_text(decoder.decode(b"", final=True))
+
+    async def _send_text(self, text: str) -> None:
+        if not text:
+            return
+        if self._binary:
+            await self._ws.send_bytes(text.encode())
+        else:
+            await self._ws.send_str(text)
+
+    async def _keystrokes(self) -> None:
+        async for msg in self._ws:
+            if msg.type == WSMsgType.BINARY:
+                await self._session.write(msg.data)
+            elif msg.type == WSMsgType.TEXT and not await self._resized(msg.data):
+                await self._session.write(msg.data.encode(self._encoding, errors="replace"))
+
+    async def _resized(self, text: str) -> bool:
+        """Resize if `text` is a resize frame; anything else is keystrokes (as the original)."""
+        if not text.startswith("{"):
+            return False
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            return False
+        if not isinstance(frame, dict) or frame.get("type") != "resize":
+            return False
+        try:
+            resize = _resize_schema.load(frame)
+        except ValidationError as e:
+            if self._binary:
+                await _send_control(self._ws, {"type": "error", "message": e.messages})
+            return True
+        self._session.resize(resize["cols"], resize["rows"])
+        return True

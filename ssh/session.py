@@ -1,0 +1,156 @@
+"""What runs on a node once connected: an interactive shell on a PTY, or one command.
+
+Both read the node's output only as fast as the caller consumes it, so SSH flow control
+(the channel window) holds a fast node back instead of the adapter buffering for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncssh
+
+from ssh.connector import SshConnector, SshError, SshTarget
+
+_READ_SIZE = 1 << 16
+
+
+class Shell:
+    """A login shell on a PTY: bytes in, bytes out, resizable."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._process = process
+
+    async def read(self) -> bytes:
+        """The next output the node sent, b"" once the shell ended."""
+        return await self._process.stdout.read(_READ_SIZE)
+
+    async def write(self, data: bytes) -> None:
+        self._process.stdin.write(data)
+        await self._process.stdin.drain()
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._process.change_terminal_size(cols, rows)
+
+    async def exit_status(self) -> int | None:
+        """The shell's exit status once it ended (None if it was killed by a signal)."""
+        completed = await self._process.wait(check=False)
+        return completed.exit_status if completed.exit_signal is None else None
+
+
+@asynccontextmanager
+async def open_shell(
+    connector: SshConnector, target: SshTarget, *, cols: int, rows: int
+) -> AsyncIterator[Shell]:
+    async with connector.connect(target) as conn:
+        process = await conn.create_process(
+            term_type="xterm", term_size=(cols, rows), encoding=None
+        )
+        connector.shells_active += 1
+        try:
+            yield Shell(process)
+        finally:
+            connector.shells_active -= 1
+            process.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_status: int | None  # None: killed by a signal or by the timeout
+    stdout: bytes
+    stderr: bytes
+    duration_ms: int
+    truncated: bool
+    timed_out: bool
+
+
+async def run_command(
+    connector: SshConnector,
+    target: SshTarget,
+    command: str,
+    *,
+    time_limit: float,
+    output_limit: int,
+) -> ExecResult:
+    """Run `command` without a PTY; keep the first `output_limit` bytes of stdout and of stderr.
+
+    After `time_limit` seconds (counted from the start of the command, once logged in) the
+    result is reported as timed out and the channel closed, and the node kills the
+    command's process group: sshd refuses SSH signal requests from a root login, and a
+    command without a PTY outlives its channel, so the kill is the node's own `timeout`
+    (coreutils or busybox), armed with the limit rounded up to whole seconds.
+    """
+    try:
+        result = await _run(
+            connector, target, command, time_limit=time_limit, output_limit=output_limit
+        )
+    except SshError:
+        connector.exec_results["error"] += 1
+        raise
+    outcome = "timeout" if result.timed_out else "ok" if result.exit_status == 0 else "failed"
+    connector.exec_results[outcome] += 1
+    return result
+
+
+async def _run(
+    connector: SshConnector,
+    target: SshTarget,
+    command: str,
+    *,
+    time_limit: float,
+    output_limit: int,
+) -> ExecResult:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    timed_out = False
+    exit_status: int | None = None
+    out = _Capture(output_limit)
+    err = _Capture(output_limit)
+    async with connector.connect(target) as conn:
+        armed = f'exec timeout -s KILL {math.ceil(time_limit)} "$SHELL" -c {shlex.quote(command)}'
+        process = await conn.create_process(armed, encoding=None)
+        process.stdin.write_eof()
+        try:
+            async with asyncio.timeout(time_limit):
+                await asyncio.gather(out.drain(process.stdout), err.drain(process.stderr))
+                completed = await process.wait(check=False)
+            exit_status = completed.exit_status if completed.exit_signal is None else None
+        except TimeoutError:
+            timed_out = True
+            process.close()
+    return ExecResult(
+        exit_status=exit_status,
+        stdout=out.data(),
+        stderr=err.data(),
+        duration_ms=round((loop.time() - started) * 1000),
+        truncated=out.truncated or err.truncated,
+        timed_out=timed_out,
+    )
+
+
+class _Capture:
+    """Keeps the first `limit` bytes of a stream, reading (and dropping) the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.truncated = False
+
+    async def drain(self, reader: asyncssh.SSHReader[bytes]) -> None:
+        while data := await reader.read(_READ_SIZE):
+            room = self._limit - self._size
+            if len(data) > room:
+                self.truncated = True
+                data = data[:room]
+            if data:
+                self._chunks.append(data)
+                self._size += len(data)
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)

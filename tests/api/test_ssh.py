@@ -1,0 +1,349 @@
+"""Shell and exec on a node, against a real OpenSSH sshd on 127.0.0.1.
+
+The node is registered with `/frp_create` pointing straight at sshd (the end-to-end tests
+put real frps/frpc in between); everything from the HTTP request to sshd is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from api.app import create_app
+from api.keys import SSH
+from api.metrics import METRICS
+from tests.sshd import Sshd, running_sshd
+from tests.support import eventually, free_port, settings_for
+
+Client = TestClient[web.Request, web.Application]
+NODE = "nodemaintenances-abc123"
+
+
+@pytest.fixture
+async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
+    async with running_sshd(tmp_path / "ssh") as server:
+        yield server
+
+
+async def adapter(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd, **settings: Any
+) -> Client:
+    values: dict[str, Any] = {"ssh_user": sshd.user, "ssh_key_file": str(sshd.user_key)}
+    return await aiohttp_client(create_app(settings_for(tmp_path, **{**values, **settings})))
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd) -> Client:
+    client = await adapter(aiohttp_client, tmp_path, sshd)
+    await register(client, "abc123", sshd.port)
+    return client
+
+
+async def register(client: Client, uid: str, port: int, status: str = "online") -> None:
+    resp = await client.post(
+        "/frp_create", data={"frp_server_ip_address": "127.0.0.1", "unique_id": uid, "port": port}
+    )
+    assert resp.status == 200, await resp.text()
+    if status == "offline":
+        resp = await client.put("/frp_update", data={"unique_id": uid, "status": "offline"})
+        assert resp.status == 200, await resp.text()
+
+
+async def run(client: Client, cmd: str, node: str = NODE, **extra: Any) -> tuple[int, Any]:
+    resp = await client.post(f"/api/v1/nodes/{node}/exec", json={"cmd": cmd, **extra})
+    return resp.status, await resp.json()
+
+
+async def test_exec_returns_exit_status_and_both_streams(client: Client) -> None:
+    status, body = await run(client, "echo out; echo err >&2; exit 3")
+    assert status == 200, body
+    assert body["exit_status"] == 3
+    assert body["stdout"] == "out\n"
+    assert body["stderr"] == "err\n"
+    assert body["truncated"] is False
+    assert body["timed_out"] is False
+    assert body["duration_ms"] >= 0
+
+
+async def test_exec_output_is_capped_and_says_so(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(aiohttp_client, tmp_path, sshd, exec_output_limit=1000)
+    await register(client, "abc123", sshd.port)
+    status, body = await run(client, "head -c 500000 /dev/zero | tr '\\0' x; echo done >&2")
+    assert status == 200, body
+    assert body["stdout"] == "x" * 1000
+    assert body["stderr"] == "done\n"
+    assert body["truncated"] is True
+    assert body["exit_status"] == 0
+
+
+async def test_exec_timeout_kills_the_remote_command(client: Client, tmp_path: Path) -> None:
+    marker = tmp_path / "survived"
+    status, body = await run(client, f"sleep 3 && touch {marker}", timeout=0.5)
+    assert status == 200, body
+    assert body["timed_out"] is True
+    assert body["exit_status"] is None
+    assert body["duration_ms"] < 3000
+    await asyncio.sleep(3.5)
+    assert not marker.exists(), "the command outlived its timeout"
+
+
+async def test_exec_refuses_unknown_and_offline_nodes_before_dialling(
+    client: Client, sshd: Sshd
+) -> None:
+    status, body = await run(client, "true", node="nodemaintenances-nosuch")
+    assert (status, body["error"]) == (404, "not found")
+    await register(client, "gone", sshd.port, status="offline")
+    status, body = await run(client, "true", node="nodemaintenances-gone")
+    assert (status, body["error"]) == (409, "node offline")
+    assert client.app[SSH].exec_results["error"] == 0  # refused before any dial
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"cmd": ""}, {"cmd": "true", "timeout": 0}, {"cmd": "true", "extra": 1}, [1], "x"],
+)
+async def test_exec_rejects_bad_input_clearly(client: Client, body: Any) -> None:
+    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", json=body)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid input"
+
+
+async def test_original_exec_routes_answer_with_the_original_envelope(client: Client) -> None:
+    resp = await client.post("/reverse_proxy_shell", data={"nm_name": NODE, "cmd": "echo  hi "})
+    assert await resp.json() == {
+        "code": 200,
+        "data": "execute shell command echo  hi  successfully,the result is: hi",
+    }
+    resp = await client.post(f"/reverse_shell_command/{NODE}", data={"cmd": "uname"})
+    assert (await resp.json())["data"].endswith("the result is: Linux")
+    resp = await client.post(f"/reverse_shell_command/{NODE}", data={"cmd": "exit 2"})
+    assert resp.status == 400
+    assert await resp.json() == {
+        "code": 400,
+        "error": {
+            "message": "execute shell command exit 2 failed, err is: Process exited with status 2"
+        },
+    }
+    resp = await client.post("/reverse_proxy_shell", data={"cmd": "true"})
+    assert resp.status == 400
+    resp = await client.post("/reverse_proxy_shell", data={"nm_name": "nodemaintenances-x"})
+    assert resp.status == 400
+    resp = await client.post(
+        "/reverse_proxy_shell", data={"nm_name": "nodemaintenances-x", "cmd": "true"}
+    )
+    assert resp.status == 404
+
+
+async def test_first_host_key_is_pinned_and_a_changed_one_refused_until_unpinned(
+    client: Client, sshd: Sshd, tmp_path: Path
+) -> None:
+    assert (await run(client, "true"))[0] == 200
+    resp = await client.get(f"/api/v1/nodes/{NODE}")
+    assert (await resp.json())["status"]["sshHostKey"] == sshd.host_public_key()
+
+    async with running_sshd(tmp_path / "ssh", name="reinstalled") as other:
+        await register(client, "abc123", other.port)
+        status, body = await run(client, "true")
+        assert (status, body["error"]) == (502, "host key not trusted")
+        assert "DELETE /api/v1/nodes/nodemaintenances-abc123/host-key" in body["details"]
+        ws_status = (await client.get(f"/api/v1/nodes/{NODE}")).status
+        assert ws_status == 200
+
+        resp = await client.delete(f"/api/v1/nodes/{NODE}/host-key")
+        assert resp.status == 200
+        status, body = await run(client, "echo again")
+        assert (status, body["stdout"]) == (200, "again\n")
+        resp = await client.get(f"/api/v1/nodes/{NODE}")
+        assert (await resp.json())["status"]["sshHostKey"] == other.host_public_key()
+
+
+async def test_known_hosts_file_names_nodes_by_nm_name(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{NODE} {sshd.host_public_key()}\n")
+    client = await adapter(aiohttp_client, tmp_path, sshd, ssh_known_hosts=str(known_hosts))
+    await register(client, "abc123", sshd.port)
+    await register(client, "other", sshd.port)
+    assert (await run(client, "true"))[0] == 200
+    status, body = await run(client, "true", node="nodemaintenances-other")
+    assert (status, body["error"]) == (502, "host key not trusted")
+    resp = await client.get(f"/api/v1/nodes/{NODE}")
+    assert (await resp.json())["status"]["sshHostKey"] == ""  # nothing pinned with a file
+
+
+async def test_without_credentials_exec_says_what_to_set(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(aiohttp_client, tmp_path, sshd, ssh_key_file=None)
+    await register(client, "abc123", sshd.port)
+    status, body = await run(client, "true")
+    assert status == 503
+    assert "FRPA_SSH_KEY_FILE" in body["details"]
+
+
+async def test_batch_exec_streams_each_node_as_it_finishes(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(aiohttp_client, tmp_path, sshd, ssh_connect_timeout=3)
+    for i in range(5):
+        await register(client, f"n{i}", sshd.port)
+    await register(client, "down", sshd.port, status="offline")
+    # A node whose port accepts but never speaks SSH: it hangs until the connect timeout.
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, w: accepted.append(w), "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    await register(client, "hung", silent_port)
+    nodes = [f"nodemaintenances-{u}" for u in ("hung", "n0", "n1", "n2", "n3", "n4", "down")]
+    try:
+        resp = await client.post("/api/v1/exec", json={"cmd": "echo $((6*7))", "nodes": nodes})
+        assert resp.status == 200
+        assert resp.content_type == "application/x-ndjson"
+        lines = [json.loads(line) async for line in resp.content]
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    by_node = {line["node"]: line for line in lines}
+    assert sorted(by_node) == sorted(nodes)
+    for i in range(5):
+        assert by_node[f"nodemaintenances-n{i}"]["stdout"] == "42\n"
+    assert by_node["nodemaintenances-down"]["error"] == "node offline"
+    assert by_node["nodemaintenances-hung"]["error"] == "ssh failed"
+    assert lines[-1]["node"] == "nodemaintenances-hung", "the hung node held the others back"
+
+
+async def test_batch_exec_on_every_online_node(client: Client, sshd: Sshd) -> None:
+    await register(client, "second", sshd.port)
+    await register(client, "off", sshd.port, status="offline")
+    resp = await client.post("/api/v1/exec", json={"cmd": "echo ok", "status": "online"})
+    lines = [json.loads(line) async for line in resp.content]
+    assert sorted(line["node"] for line in lines) == [NODE, "nodemaintenances-second"]
+    resp = await client.post("/api/v1/exec", json={"cmd": "true", "status": "online", "nodes": []})
+    assert resp.status == 400
+
+
+async def test_exec_calls_are_counted_in_metrics(client: Client) -> None:
+    await run(client, "true")
+    await run(client, "false")
+    await run(client, "sleep 5", timeout=0.2)
+    metrics = client.app[METRICS]
+    for result, count in (("ok", 1), ("failed", 1), ("timeout", 1), ("error", 0)):
+        value = metrics.get_sample_value("frpa_ssh_exec_calls_total", {"result": result})
+        assert value == count, result
+
+
+async def read_until(ws: aiohttp.ClientWebSocketResponse, text: str, within: float = 10) -> str:
+    """Output up to `text`; binary frames are a byte stream (as xterm.js decodes them)."""
+    seen = ""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    async with asyncio.timeout(within):
+        while text not in seen:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                seen += decoder.decode(msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                seen += msg.data
+            else:
+                raise AssertionError(f"closed before {text!r}: {seen!r}")
+    return seen
+
+
+async def test_versioned_shell_runs_resizes_and_reports_the_exit_status(client: Client) -> None:
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
+        await ws.send_bytes(b"stty size\r")
+        await read_until(ws, "24 80")
+        await ws.send_str(json.dumps({"type": "resize", "cols": 132, "rows": 43}))
+        await ws.send_str("stty size\r")
+        await read_until(ws, "43 132")
+        await ws.send_str(json.dumps({"type": "resize", "cols": 0, "rows": 43}))
+        error = await ws.receive_json(timeout=5)
+        assert error["type"] == "error"
+        await ws.send_str("exit 7\r")
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                assert json.loads(msg.data) == {"type": "exit", "exit_status": 7}
+                break
+            assert msg.type == aiohttp.WSMsgType.BINARY
+        assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
+
+
+async def test_original_shell_sends_text_with_the_original_default_size(client: Client) -> None:
+    async with client.ws_connect(f"/reverse_proxy/{NODE}") as ws:
+        await ws.send_str("stty size\r")
+        await read_until(ws, "88 33")
+        await ws.send_str('{"type":"resize","cols":100,"rows":30}')
+        await ws.send_str("stty size; exit\r")
+        await read_until(ws, "30 100")
+        msg = await ws.receive(timeout=10)
+        while msg.type == aiohttp.WSMsgType.TEXT:
+            msg = await ws.receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE
+
+
+@pytest.mark.parametrize("route", ["/reverse_proxy/{}", "/api/v1/nodes/{}/shell"])
+async def test_a_character_split_between_reads_arrives_whole(client: Client, route: str) -> None:
+    # 中文 in UTF-8 is e4 b8 ad e6 96 87: the node writes it in two pieces, 0.3 s apart.
+    split = "printf '\\344\\270'; sleep 0.3; printf '\\255\\346\\226\\207!\\n'"
+    async with client.ws_connect(route.format(NODE)) as ws:
+        await ws.send_str(f"{split}\r")
+        seen = await read_until(ws, "中文!")
+        assert "\ufffd" not in seen
+
+
+async def test_a_gbk_terminal_is_transcoded(client: Client) -> None:
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell?encoding=gbk") as ws:
+        await ws.send_str("printf '\\326\\320\\316\\304!\\n'\r")  # 中文 in GBK
+        await read_until(ws, "中文!")
+
+
+async def test_shell_refusals_come_before_the_upgrade(client: Client) -> None:
+    resp = await client.get("/api/v1/nodes/nodemaintenances-nosuch/shell")
+    assert resp.status == 404
+    resp = await client.get(f"/api/v1/nodes/{NODE}/shell?cols=0")
+    assert resp.status == 400
+    resp = await client.get(f"/api/v1/nodes/{NODE}/shell?encoding=base64")
+    assert resp.status == 400
+    resp = await client.get("/reverse_proxy/nodemaintenances-nosuch")
+    assert (await resp.json())["code"] == 404
+
+
+async def test_closing_the_websocket_closes_the_ssh_session(client: Client) -> None:
+    connector = client.app[SSH]
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
+        await ws.send_str("echo ready\r")
+        await read_until(ws, "ready")
+        assert connector.shells_active == 1
+    await eventually(lambda: _zero(connector.shells_active), within=5, what="session closed")
+
+
+async def _zero(value: int) -> bool:
+    return value == 0
+
+
+async def test_an_unreachable_node_is_reported_on_the_socket(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(aiohttp_client, tmp_path, sshd)
+    await register(client, "abc123", free_port())  # nothing listens there
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
+        message = await ws.receive_json(timeout=10)
+        assert message["type"] == "error"
+        assert "cannot reach sshd" in message["message"]
+        closing = await ws.receive(timeout=5)
+        assert closing.type == aiohttp.WSMsgType.CLOSE
+        assert closing.data == aiohttp.WSCloseCode.INTERNAL_ERROR
