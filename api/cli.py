@@ -1,8 +1,10 @@
-"""`frp-adapter [serve] [--flags]` runs the adapter; `frp-adapter unique-id` prints the id."""
+"""`frp-adapter [serve] [--flags]` runs the adapter; `unique-id` prints this host's id;
+`ssh NM_NAME` and `exec NM_NAME -- CMD` talk to a running adapter."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -11,12 +13,13 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from api import client
 from api.app import create_app
 from api.settings import SettingsError, add_arguments, load_settings
 from nodes.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
 from nodes.store import StoreError
 
-_COMMANDS = ("serve", "unique-id")
+_COMMANDS = ("serve", "unique-id", "ssh", "exec")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,10 +32,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("serve", help="run the adapter (the default)"))
     commands.add_parser("unique-id", help="print this host's unique_id for frpc's metadatas")
+    shell = commands.add_parser("ssh", help="open a shell on a node (NM name)")
+    _add_url(shell)
+    shell.add_argument("nm_name")
+    remote = commands.add_parser("exec", help="run a command on a node: exec NM_NAME -- CMD")
+    _add_url(remote)
+    remote.add_argument("--timeout", type=float, help="seconds (default: the adapter's)")
+    remote.add_argument("nm_name")
+    remote.add_argument("cmd", nargs=argparse.REMAINDER)
     parsed = parser.parse_args(args)
     if parsed.command == "unique-id":
         sys.exit(_print_unique_id())
+    if parsed.command == "ssh":
+        sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name)))
+    if parsed.command == "exec":
+        command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
+        if not command:
+            parser.error("exec needs a command: exec NM_NAME -- CMD")
+        sys.exit(asyncio.run(client.run(parsed.url, parsed.nm_name, command, parsed.timeout)))
     sys.exit(_serve(parsed))
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("FRPA_URL", client.DEFAULT_URL),
+        help=f"the running adapter [FRPA_URL, default {client.DEFAULT_URL}]",
+    )
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -1,0 +1,167 @@
+"""`frp-adapter ssh` and `frp-adapter exec`: a terminal's client of a running adapter.
+
+Both speak the versioned API at `--url` (`FRPA_URL`, default http://127.0.0.1:8888) and
+exit as ssh does: with the remote exit status, 255 when the node cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import termios
+import tty
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+
+DEFAULT_URL = "http://127.0.0.1:8888"
+UNREACHABLE = 255
+TIMED_OUT = 124  # as GNU timeout exits
+_CONNECT_SECONDS = 30.0
+
+
+async def ssh(url: str, name: str) -> int:
+    """An interactive shell on node `name`, in this terminal (raw mode while it lasts)."""
+    cols, rows = _terminal_size()
+    shell_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/shell?cols={cols}&rows={rows}"
+    timeout = aiohttp.ClientWSTimeout(ws_close=5)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS)
+    ) as session:
+        try:
+            ws = await session.ws_connect(shell_url, heartbeat=20, timeout=timeout)
+        except aiohttp.WSServerHandshakeError as e:
+            return _fail(f"{name}: {e.status} {_why(e.status)}")
+        except aiohttp.ClientError as e:
+            return _fail(f"cannot reach the adapter at {url}: {e}")
+        async with ws:
+            with _raw_terminal():
+                return await _Terminal(ws).run()
+
+
+async def run(url: str, name: str, command: list[str], time_limit: float | None) -> int:
+    """Run `command` on node `name`; its output goes to stdout and stderr.
+
+    The words of `command` are joined with spaces for the node's shell, as ssh does.
+    """
+    body: dict[str, Any] = {"cmd": " ".join(command)}
+    if time_limit is not None:
+        body["timeout"] = time_limit
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.post(
+                f"{url.rstrip('/')}/api/v1/nodes/{name}/exec", json=body
+            ) as resp:
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, ValueError) as e:
+            return _fail(f"cannot reach the adapter at {url}: {e}")
+    if resp.status != 200:
+        return _fail(f"{name}: {answer.get('error')}: {answer.get('details')}")
+    sys.stdout.write(answer["stdout"])
+    sys.stderr.write(answer["stderr"])
+    if answer["truncated"]:
+        _fail("(output truncated)")
+    if answer["timed_out"]:
+        _fail(f"{name}: timed out after {answer['duration_ms']} ms")
+        return TIMED_OUT
+    status = answer["exit_status"]
+    return status if isinstance(status, int) else UNREACHABLE
+
+
+class _Terminal:
+    """Keystrokes and resizes go out through one queue, in order; output comes back."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._status = UNREACHABLE
+        self._outbox: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=64)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        senders = [asyncio.create_task(self._keystrokes()), asyncio.create_task(self._send())]
+        loop.add_signal_handler(signal.SIGWINCH, self._resized)
+        try:
+            await self._output()
+        finally:
+            loop.remove_signal_handler(signal.SIGWINCH)
+            for task in senders:
+                task.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+        return self._status
+
+    def _resized(self) -> None:
+        cols, rows = _terminal_size()
+        with contextlib.suppress(asyncio.QueueFull):  # the next SIGWINCH will tell again
+            self._outbox.put_nowait(json.dumps({"type": "resize", "cols": cols, "rows": rows}))
+
+    async def _send(self) -> None:
+        while True:
+            frame = await self._outbox.get()
+            if isinstance(frame, bytes):
+                await self._ws.send_bytes(frame)
+            else:
+                await self._ws.send_str(frame)
+
+    async def _keystrokes(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        fd = sys.stdin.fileno()
+        # A duplicate, so closing the pipe transport leaves our stdin open.
+        stdin = os.fdopen(os.dup(fd), "rb", 0)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), stdin
+        )
+        try:
+            while data := await reader.read(4096):
+                await self._outbox.put(data)
+        finally:
+            transport.close()
+            os.set_blocking(fd, True)  # the duplicate shared our stdin's non-blocking flag
+
+    async def _output(self) -> None:
+        out = sys.stdout.buffer
+        async for msg in self._ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                out.write(msg.data)
+                out.flush()
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                control = json.loads(msg.data)
+                if control.get("type") == "exit":
+                    status = control.get("exit_status")
+                    self._status = status if isinstance(status, int) else UNREACHABLE
+                elif control.get("type") == "error":
+                    _fail(f"\r\n{control.get('message')}\r")
+
+
+def _why(status: int) -> str:
+    return {404: "no such node", 409: "node offline", 400: "bad request"}.get(status, "refused")
+
+
+def _fail(message: str) -> int:
+    print(f"frp-adapter: {message}", file=sys.stderr)
+    return UNREACHABLE
+
+
+def _terminal_size() -> tuple[int, int]:
+    size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((80, 24))
+    return size.columns, size.lines
+
+
+@contextlib.contextmanager
+def _raw_terminal() -> Iterator[None]:
+    """Raw mode, so keystrokes (Ctrl-C too) go to the node; restored however we leave."""
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd, termios.TCSADRAIN)  # keeps what was typed ahead (TCSAFLUSH drops it)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -1,0 +1,133 @@
+"""`frp-adapter ssh` and `frp-adapter exec`, run as processes against an adapter and sshd.
+
+`ssh` runs on a real pseudo-terminal, as an operator's terminal would drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pty
+import signal
+import struct
+import sys
+import termios
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from api.app import create_app
+from tests.sshd import Sshd, running_sshd
+from tests.support import settings_for
+
+NODE = "nodemaintenances-abc123"
+
+
+@pytest.fixture
+async def url(tmp_path: Path, aiohttp_server: AiohttpServer) -> AsyncIterator[str]:
+    async with running_sshd(tmp_path / "ssh") as sshd:
+        server = await aiohttp_server(create_app(settings(tmp_path, sshd)))
+        url = str(server.make_url("")).rstrip("/")
+        await register(url, sshd)
+        yield url
+
+
+def settings(tmp_path: Path, sshd: Sshd) -> object:
+    return settings_for(tmp_path, ssh_user=sshd.user, ssh_key_file=str(sshd.user_key))
+
+
+async def register(url: str, sshd: Sshd) -> None:
+    form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "abc123", "port": sshd.port}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/frp_create", data=form) as resp,
+    ):
+        assert resp.status == 200
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_exec_prints_both_streams_and_exits_with_the_remote_status(url: str) -> None:
+    code, out, err = await cli(
+        "exec", "--url", url, NODE, "--", "echo", "out;", "echo err >&2;", "exit 3"
+    )
+    assert (code, out, err) == (3, "out\n", "err\n")
+
+
+async def test_exec_says_why_a_node_cannot_run_it(url: str) -> None:
+    code, _, err = await cli("exec", "--url", url, "nodemaintenances-nosuch", "--", "true")
+    assert code == 255
+    assert "not found" in err
+    code, _, err = await cli("exec", "--url", url, "--timeout", "0.3", NODE, "--", "sleep 5")
+    assert code == 124
+    assert "timed out" in err
+
+
+async def test_ssh_drives_a_remote_shell_from_a_terminal(url: str) -> None:
+    primary, secondary = pty.openpty()
+    set_size(secondary, cols=100, rows=30)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api",
+        "ssh",
+        "--url",
+        url,
+        NODE,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    seen = b""
+
+    async def until(text: bytes) -> None:
+        nonlocal seen
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(15):
+            while text not in seen:
+                readable = asyncio.Event()
+                loop.add_reader(primary, readable.set)
+                try:
+                    await readable.wait()
+                finally:
+                    loop.remove_reader(primary)
+                seen += os.read(primary, 65536)
+
+    try:
+        await until(b"# " if os.getuid() == 0 else b"$ ")  # the remote prompt: raw mode is on
+        os.write(primary, b"stty size\r")
+        await until(b"30 100")
+        set_size(primary, cols=120, rows=40)
+        process.send_signal(signal.SIGWINCH)
+        await asyncio.sleep(0.3)
+        os.write(primary, b"stty size\r")
+        await until(b"40 120")
+        os.write(primary, b"exit 5\r")
+        assert await asyncio.wait_for(process.wait(), 15) == 5
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(primary)
+
+
+def set_size(fd: int, *, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
