@@ -21,6 +21,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from api.app import create_app
+from api.settings import Settings
 from tests.sshd import Sshd, running_sshd
 from tests.support import settings_for
 
@@ -36,7 +37,7 @@ async def url(tmp_path: Path, aiohttp_server: AiohttpServer) -> AsyncIterator[st
         yield url
 
 
-def settings(tmp_path: Path, sshd: Sshd) -> object:
+def settings(tmp_path: Path, sshd: Sshd) -> Settings:
     return settings_for(tmp_path, ssh_user=sshd.user, ssh_key_file=str(sshd.user_key))
 
 
