@@ -161,7 +161,12 @@ ops = {json.dumps(list(ops))}
         await wait_for_port(self.dashboard_port, self.processes.running["frps"])
 
     def start_frpc(
-        self, node: str, unique_id: str, remote_port: int = 0, heartbeat: int | None = None
+        self,
+        node: str,
+        unique_id: str,
+        remote_port: int = 0,
+        heartbeat: int | None = None,
+        local_port: int = 22,
     ) -> None:
         config = self.processes.workdir / f"frpc-{node}.toml"
         config.write_text(
@@ -177,7 +182,7 @@ loginFailExit = false
 name = "ssh"
 type = "tcp"
 localIP = "127.0.0.1"
-localPort = 22
+localPort = {local_port}
 remotePort = {remote_port}
 """
         )
