@@ -101,6 +101,9 @@ def _serve(args: argparse.Namespace) -> int:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=settings.log_level, handlers=[handler])
+    if settings.log_level != "DEBUG":
+        # asyncssh logs every connection and channel at INFO: one exec is a dozen lines.
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
         web.run_app(
             create_app(settings),

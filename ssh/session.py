@@ -7,8 +7,8 @@ Both read the node's output only as fast as the caller consumes it, so SSH flow 
 from __future__ import annotations
 
 import asyncio
-import math
-import shlex
+import contextlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +18,10 @@ import asyncssh
 from ssh.connector import SshConnector, SshError, SshTarget
 
 _READ_SIZE = 1 << 16
+_ANNOUNCE_PID = "printf 'frpa-exec-pgid=%s\\n' \"$$\" >&2\n"
+_PID_LINE = re.compile(rb"frpa-exec-pgid=(\d+)\n")
+_HEAD_LIMIT = 4096
+_KILL_SECONDS = 5.0
 
 
 class Shell:
@@ -80,10 +84,11 @@ async def run_command(
     """Run `command` without a PTY; keep the first `output_limit` bytes of stdout and of stderr.
 
     After `time_limit` seconds (counted from the start of the command, once logged in) the
-    result is reported as timed out and the channel closed, and the node kills the
-    command's process group: sshd refuses SSH signal requests from a root login, and a
-    command without a PTY outlives its channel, so the kill is the node's own `timeout`
-    (coreutils or busybox), armed with the limit rounded up to whole seconds.
+    result is reported as timed out and the command's process group is killed. A command
+    without a PTY outlives its channel, and sshd refuses SSH signal requests from a root
+    login, so the command's shell first reports its pid on stderr (sshd starts every
+    session with setsid(), so that pid is also the process group) and the kill is a
+    `kill -KILL -- -<pgid>` on a second channel. That report is removed from stderr.
     """
     try:
         result = await _run(
@@ -110,10 +115,9 @@ async def _run(
     timed_out = False
     exit_status: int | None = None
     out = _Capture(output_limit)
-    err = _Capture(output_limit)
+    err = _Capture(output_limit, announced=True)
     async with connector.connect(target) as conn:
-        armed = f'exec timeout -s KILL {math.ceil(time_limit)} "$SHELL" -c {shlex.quote(command)}'
-        process = await conn.create_process(armed, encoding=None)
+        process = await conn.create_process(_ANNOUNCE_PID + command, encoding=None)
         process.stdin.write_eof()
         try:
             async with asyncio.timeout(time_limit):
@@ -123,6 +127,8 @@ async def _run(
         except TimeoutError:
             timed_out = True
             process.close()
+            if err.pgid is not None:
+                await _kill_group(conn, err.pgid)
     return ExecResult(
         exit_status=exit_status,
         stdout=out.data(),
@@ -133,24 +139,59 @@ async def _run(
     )
 
 
-class _Capture:
-    """Keeps the first `limit` bytes of a stream, reading (and dropping) the rest."""
+async def _kill_group(conn: asyncssh.SSHClientConnection, pgid: int) -> None:
+    with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+        async with asyncio.timeout(_KILL_SECONDS):
+            await conn.run(f"kill -KILL -- -{pgid}", check=False)
 
-    def __init__(self, limit: int) -> None:
+
+class _Capture:
+    """Keeps the first `limit` bytes of a stream, reading (and dropping) the rest.
+
+    When `announced`, the stream starts with the line `_ANNOUNCE_PID` prints (possibly
+    after the login shell's own warnings): it is taken out, and its pid kept as `pgid`.
+    """
+
+    def __init__(self, limit: int, *, announced: bool = False) -> None:
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
+        self._head: bytes | None = b"" if announced else None
         self.truncated = False
+        self.pgid: int | None = None
 
     async def drain(self, reader: asyncssh.SSHReader[bytes]) -> None:
         while data := await reader.read(_READ_SIZE):
-            room = self._limit - self._size
-            if len(data) > room:
-                self.truncated = True
-                data = data[:room]
-            if data:
-                self._chunks.append(data)
-                self._size += len(data)
+            self._keep(self._take_pid(data) if self._head is not None else data)
+        self._release()
+
+    def _release(self) -> None:
+        """Keep what was held back for an announcement that never came."""
+        if self._head:
+            self._keep(self._head)
+        self._head = None
+
+    def _take_pid(self, data: bytes) -> bytes:
+        head = (self._head or b"") + data
+        if match := _PID_LINE.search(head):
+            self.pgid = int(match[1])
+            self._head = None
+            return head[: match.start()] + head[match.end() :]
+        if len(head) > _HEAD_LIMIT:
+            self._head = None
+            return head
+        self._head = head
+        return b""
+
+    def _keep(self, data: bytes) -> None:
+        room = self._limit - self._size
+        if len(data) > room:
+            self.truncated = True
+            data = data[:room]
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
 
     def data(self) -> bytes:
+        self._release()
         return b"".join(self._chunks)

@@ -1,0 +1,138 @@
+"""`uptime` on N nodes: the adapter's batch exec vs parallel-ssh vs ssh one node at a time.
+
+    python bench/batch_exec.py [--nodes 50 200] [--concurrency 100]
+
+N nodes are N NodeMaintenances pointing at one real OpenSSH sshd on 127.0.0.1 (each a
+separate SSH connection, as N edge nodes would be). Printed per N: seconds until every
+node's output is in, for (a) `POST /api/v1/exec` on the adapter (`python -m api serve`),
+timed in this process until the last NDJSON line; (b) parallel-ssh's ParallelSSHClient
+(gevent + libssh2, so it runs in a process of its own, timed there from the first
+connect to the last output; its interpreter start-up is not counted); (c) `ssh` run once
+per node, one after another. Ratios against the adapter follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.peers import Processes
+from tests.sshd import Sshd, running_sshd
+from tests.support import free_port
+
+PARALLEL_SSH = textwrap.dedent(
+    """
+    import sys, time
+    from pssh.clients import ParallelSSHClient
+    nodes, port, user, key, concurrency = sys.argv[1:]
+    start = time.perf_counter()
+    client = ParallelSSHClient(["127.0.0.1"] * int(nodes), port=int(port), user=user,
+                               pkey=key, pool_size=int(concurrency), allow_agent=False)
+    output = client.run_command("uptime")
+    client.join(output)
+    lines = sum(1 for host in output for line in host.stdout if "load average" in line)
+    assert lines == int(nodes), lines
+    print(time.perf_counter() - start)
+    """
+)
+
+
+async def adapter_batch(url: str, nodes: int, concurrency: int) -> float:
+    names = [f"nodemaintenances-batch-{i}" for i in range(nodes)]
+    body = {"cmd": "uptime", "nodes": names, "concurrency": concurrency}
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        async with session.post(f"{url}/api/v1/exec", json=body) as resp:
+            lines = [json.loads(line) async for line in resp.content]
+        elapsed = time.perf_counter() - start
+    failed = [line for line in lines if line.get("exit_status") != 0]
+    assert len(lines) == nodes
+    assert not failed, failed[:3]
+    return elapsed
+
+
+def parallel_ssh(sshd: Sshd, nodes: int, concurrency: int) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", PARALLEL_SSH, str(nodes), str(sshd.port), sshd.user,
+         str(sshd.user_key), str(concurrency)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    return float(result.stdout)
+
+
+async def sequential_ssh(sshd: Sshd, nodes: int) -> float:
+    start = time.perf_counter()
+    for _ in range(nodes):
+        process = await asyncio.create_subprocess_exec(
+            "ssh", "-q", "-i", str(sshd.user_key), "-p", str(sshd.port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            f"{sshd.user}@127.0.0.1", "uptime",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        assert b"load average" in out
+    return time.perf_counter() - start
+
+
+async def main(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        processes = Processes(workdir)
+        async with AsyncExitStack() as stack:
+            sshd = await stack.enter_async_context(running_sshd(workdir / "ssh"))
+            stack.push_async_callback(processes.stop_all)
+            port = free_port()
+            await processes.start_adapter(
+                port,
+                {
+                    "FRPA_STORE": f"sqlite:///{workdir / 'frpa.db'}",
+                    "FRPA_SSH_USER": sshd.user,
+                    "FRPA_SSH_KEY_FILE": str(sshd.user_key),
+                    "FRPA_LOG_LEVEL": "WARNING",
+                },
+            )
+            url = f"http://127.0.0.1:{port}"
+            async with aiohttp.ClientSession() as session:
+                for i in range(max(args.nodes)):
+                    form = {
+                        "frp_server_ip_address": "127.0.0.1",
+                        "unique_id": f"batch-{i}",
+                        "port": sshd.port,
+                    }
+                    async with session.post(f"{url}/frp_create", data=form) as resp:
+                        assert resp.status == 200, await resp.text()
+            await adapter_batch(url, 5, 5)  # first dials pin each node's host key
+            for nodes in args.nodes:
+                ours = await adapter_batch(url, nodes, args.concurrency)
+                theirs = parallel_ssh(sshd, nodes, args.concurrency)
+                one_by_one = await sequential_ssh(sshd, nodes)
+                rows.append((nodes, ours, theirs, one_by_one))
+
+    print(f"uptime on N nodes, concurrency {args.concurrency}; seconds until all output is in")
+    print(f"{'N':>5} {'adapter':>9} {'parallel-ssh':>13} {'sequential ssh':>15} "
+          f"{'pssh/adapter':>13} {'seq/adapter':>12}")  # fmt: skip
+    for nodes, ours, theirs, one_by_one in rows:
+        print(
+            f"{nodes:>5} {ours:>9.2f} {theirs:>13.2f} {one_by_one:>15.2f} "
+            f"{theirs / ours:>13.2f} {one_by_one / ours:>12.2f}"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--concurrency", type=int, default=100)
+    asyncio.run(main(parser.parse_args()))
