@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from api import original, shell, v1
-from api.keys import LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from api.auth import Access
+from api.keys import ACCESS, LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, STORE, WRITER
 from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
 from nodes.registry import NodeRegistry
@@ -41,11 +43,20 @@ RELOGIN_SETTLE_SECONDS = 20.0
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
+    app[ACCESS] = Access(
+        tokens_file=settings.api_tokens_file,
+        insecure=settings.insecure_no_auth,
+        allowed_origins=settings.allowed_origins,
+    )
+    app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(_nodes)
+    # The secret, when set, is a path segment: frps can send no header.
     app.router.add_post("/frps/handler", _frps_handler)
+    app.router.add_post("/frps/handler/{secret}", _frps_handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     setup_metrics(app)
+    app.middlewares.append(app[ACCESS].middleware)
     app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
     original.add_routes(app.router)
     v1.add_routes(app.router)
@@ -54,7 +65,32 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _frps_handler(request: web.Request) -> web.Response:
+    secret = request.app[SETTINGS].plugin_secret.encode()
+    given = request.match_info.get("secret", "").encode()
+    if not hmac.compare_digest(given, secret):
+        request.app[PLUGIN].counts["unauthorized", "rejected"] += 1
+        raise web.HTTPNotFound()
     return await request.app[PLUGIN].handle(request)
+
+
+async def _access(app: web.Application) -> AsyncIterator[None]:
+    access = app[ACCESS]
+    if access.insecure:
+        logger.warning(
+            "FRPA_INSECURE_NO_AUTH=1: anyone who reaches this port can open shells and run "
+            "commands on every node, and change every node's state"
+        )
+    elif not app[SETTINGS].api_tokens_file:
+        logger.warning(
+            "no FRPA_API_TOKENS_FILE: node reads and writes are open to anyone who reaches "
+            "this port; shell and exec are disabled"
+        )
+    watcher = asyncio.create_task(access.watch(), name="api-tokens-watch")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -43,13 +43,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = parser.parse_args(args)
     if parsed.command == "unique-id":
         sys.exit(_print_unique_id())
+    token = os.environ.get("FRPA_TOKEN")
     if parsed.command == "ssh":
-        sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name)))
+        sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
     if parsed.command == "exec":
         command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
         if not command:
             parser.error("exec needs a command: exec NM_NAME -- CMD")
-        sys.exit(asyncio.run(client.run(parsed.url, parsed.nm_name, command, parsed.timeout)))
+        sys.exit(
+            asyncio.run(client.run(parsed.url, parsed.nm_name, command, parsed.timeout, token))
+        )
     sys.exit(_serve(parsed))
 
 

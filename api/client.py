@@ -1,7 +1,8 @@
 """`frp-adapter ssh` and `frp-adapter exec`: a terminal's client of a running adapter.
 
-Both speak the versioned API at `--url` (`FRPA_URL`, default http://127.0.0.1:8888) and
-exit as ssh does: with the remote exit status, 255 when the node cannot be reached.
+Both speak the versioned API at `--url` (`FRPA_URL`, default http://127.0.0.1:8888), with
+the bearer token in `FRPA_TOKEN` (a `--token` flag would show it in `ps`), and exit as
+ssh does: with the remote exit status, 255 when the node cannot be reached.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ TIMED_OUT = 124  # as GNU timeout exits
 _CONNECT_SECONDS = 30.0
 
 
-async def ssh(url: str, name: str) -> int:
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def ssh(url: str, name: str, token: str | None) -> int:
     """An interactive shell on node `name`, in this terminal (raw mode while it lasts)."""
     cols, rows = _terminal_size()
     shell_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/shell?cols={cols}&rows={rows}"
     timeout = aiohttp.ClientWSTimeout(ws_close=5)
     async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS)
+        timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS), headers=_headers(token)
     ) as session:
         try:
             ws = await session.ws_connect(shell_url, heartbeat=20, timeout=timeout)
@@ -44,7 +49,9 @@ async def ssh(url: str, name: str) -> int:
                 return await _Terminal(ws).run()
 
 
-async def run(url: str, name: str, command: list[str], time_limit: float | None) -> int:
+async def run(
+    url: str, name: str, command: list[str], time_limit: float | None, token: str | None
+) -> int:
     """Run `command` on node `name`; its output goes to stdout and stderr.
 
     The words of `command` are joined with spaces for the node's shell, as ssh does.
@@ -52,7 +59,7 @@ async def run(url: str, name: str, command: list[str], time_limit: float | None)
     body: dict[str, Any] = {"cmd": " ".join(command)}
     if time_limit is not None:
         body["timeout"] = time_limit
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=_headers(token)) as session:
         try:
             async with session.post(
                 f"{url.rstrip('/')}/api/v1/nodes/{name}/exec", json=body
@@ -139,7 +146,15 @@ class _Terminal:
 
 
 def _why(status: int) -> str:
-    return {404: "no such node", 409: "node offline", 400: "bad request"}.get(status, "refused")
+    reasons = {
+        400: "bad request",
+        401: "a valid token is needed in FRPA_TOKEN",
+        403: "forbidden",
+        404: "no such node",
+        409: "node offline",
+        503: "shell is disabled on the adapter",
+    }
+    return reasons.get(status, "refused")
 
 
 def _fail(message: str) -> int:

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from api.auth import Access
 from api.settings import Settings
 from nodes.registry import NodeRegistry
 from nodes.store import NodeStore
@@ -22,3 +23,4 @@ PLUGIN = web.AppKey("plugin", PluginEndpoint)
 LOADED = web.AppKey("loaded", asyncio.Task[int])
 RECONCILER = web.AppKey[FrpsReconciler | None]("reconciler")
 SSH = web.AppKey("ssh", SshConnector)
+ACCESS = web.AppKey("access", Access)

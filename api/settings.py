@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from api.auth import TokensFileError, read_tokens
 from nodes.store import InvalidStoreUrlError, check_store_url
 from ssh.connector import read_client_key
 
@@ -49,6 +50,10 @@ class Settings:
     exec_timeout: float = 60.0
     exec_output_limit: int = 1 << 20
     ws_heartbeat: float = 20.0
+    api_tokens_file: str | None = None
+    insecure_no_auth: bool = False
+    allowed_origins: frozenset[str] = frozenset()
+    plugin_secret: str = field(default="", repr=False)
 
 
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
@@ -103,9 +108,22 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "FRPA_WS_HEARTBEAT",
         "seconds between WebSocket pings on shell sessions (default 20)",
     ),
+    "api-tokens-file": (
+        "FRPA_API_TOKENS_FILE",
+        "bearer tokens, one `token name role` per line (roles: read, operator, admin)",
+    ),
+    "insecure-no-auth": (
+        "FRPA_INSECURE_NO_AUTH",
+        "1: serve shell and exec without any authentication (never on a shared network)",
+    ),
+    "allowed-origins": (
+        "FRPA_ALLOWED_ORIGINS",
+        "comma-separated browser origins allowed to open shells, besides this host's own",
+    ),
 }
 PASSWORD_ENV = "FRP_SERVER_HTTPAUTHPASSWORD"  # noqa: S105  (a variable name)
 SSH_PASSWORD_ENV = "FRPA_SSH_PASSWORD"  # noqa: S105  (a variable name)
+PLUGIN_SECRET_ENV = "FRPA_PLUGIN_SECRET"  # noqa: S105  (a variable name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +168,14 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         exec_timeout=_seconds("exec-timeout", value, defaults.exec_timeout),
         exec_output_limit=_bytes("exec-output-limit", value, defaults.exec_output_limit),
         ws_heartbeat=_seconds("ws-heartbeat", value, defaults.ws_heartbeat),
+        api_tokens_file=_tokens_file(value("api-tokens-file")),
+        insecure_no_auth=_flag("insecure-no-auth", value("insecure-no-auth")),
+        allowed_origins=frozenset(
+            origin.strip().rstrip("/")
+            for origin in (value("allowed-origins") or "").split(",")
+            if origin.strip()
+        ),
+        plugin_secret=_plugin_secret(environ.get(PLUGIN_SECRET_ENV, "")),
     )
 
 
@@ -196,6 +222,31 @@ def _bytes(flag: str, value: Callable[[str], str | None], default: int) -> int:
     if not text.isdigit() or not 0 < int(text) <= 1 << 30:
         raise SettingsError(f"{OPTIONS[flag][0]} must be bytes between 1 and 2**30, not {text!r}")
     return int(text)
+
+
+def _tokens_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        read_tokens(path)
+    except TokensFileError as e:
+        raise SettingsError(f"FRPA_API_TOKENS_FILE: {e}") from e
+    return path
+
+
+def _flag(flag: str, text: str | None) -> bool:
+    if text is None or text in ("0", "false"):
+        return False
+    if text in ("1", "true"):
+        return True
+    raise SettingsError(f"{OPTIONS[flag][0]} must be 1 or 0, not {text!r}")
+
+
+def _plugin_secret(secret: str) -> str:
+    # It is a path segment frps sends: keep it to characters that need no escaping.
+    if secret and (len(secret) < 16 or not all(c.isalnum() or c in "-_" for c in secret)):
+        raise SettingsError(f"{PLUGIN_SECRET_ENV} must be at least 16 letters, digits, '-' or '_'")
+    return secret
 
 
 def _ssh_key_file(path: str | None) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from marshmallow import ValidationError
 
+from api.auth import WS_PROTOCOL
 from api.keys import SETTINGS, SSH
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.connector import SshError
@@ -70,7 +71,9 @@ async def _serve(
     cols = query.get("cols", default_size[0])
     rows = query.get("rows", default_size[1])
     heartbeat = request.app[SETTINGS].ws_heartbeat or None
-    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME)
+    ws = web.WebSocketResponse(
+        heartbeat=heartbeat, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
+    )
     await ws.prepare(request)
     try:
         async with open_shell(connector, target, cols=cols, rows=rows) as session:

@@ -160,3 +160,21 @@ async def app_with_dashboard(
             )
         )
     )
+
+
+# One bearer token per role, as FRPA_API_TOKENS_FILE lists them.
+TOKENS = {
+    "read": "read-token-0123456789",
+    "operator": "operator-token-0123456789",
+    "admin": "admin-token-0123456789",
+}
+
+
+def tokens_file(directory: Path) -> Path:
+    path = directory / "tokens"
+    path.write_text("".join(f"{token} {role}-user {role}\n" for role, token in TOKENS.items()))
+    return path
+
+
+def bearer(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}

@@ -23,7 +23,7 @@ from pytest_aiohttp import AiohttpServer
 from api.app import create_app
 from api.settings import Settings
 from tests.sshd import Sshd, running_sshd
-from tests.support import settings_for
+from tests.support import TOKENS, bearer, settings_for, tokens_file
 
 NODE = "nodemaintenances-abc123"
 
@@ -38,24 +38,30 @@ async def url(tmp_path: Path, aiohttp_server: AiohttpServer) -> AsyncIterator[st
 
 
 def settings(tmp_path: Path, sshd: Sshd) -> Settings:
-    return settings_for(tmp_path, ssh_user=sshd.user, ssh_key_file=str(sshd.user_key))
+    return settings_for(
+        tmp_path,
+        ssh_user=sshd.user,
+        ssh_key_file=str(sshd.user_key),
+        api_tokens_file=str(tokens_file(tmp_path)),
+    )
 
 
 async def register(url: str, sshd: Sshd) -> None:
     form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "abc123", "port": sshd.port}
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=bearer("admin")) as session,
         session.post(f"{url}/frp_create", data=form) as resp,
     ):
         assert resp.status == 200
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
+async def cli(*args: str, token: str = TOKENS["operator"]) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "api",
         *args,
+        env={**os.environ, "FRPA_TOKEN": token},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -72,6 +78,9 @@ async def test_exec_prints_both_streams_and_exits_with_the_remote_status(url: st
 
 
 async def test_exec_says_why_a_node_cannot_run_it(url: str) -> None:
+    code, _, err = await cli("exec", "--url", url, NODE, "--", "true", token=TOKENS["read"])
+    assert code == 255
+    assert "read-user (read) may not do this" in err
     code, _, err = await cli("exec", "--url", url, "nodemaintenances-nosuch", "--", "true")
     assert code == 255
     assert "not found" in err
@@ -95,6 +104,7 @@ async def test_ssh_drives_a_remote_shell_from_a_terminal(url: str) -> None:
         stdout=secondary,
         stderr=secondary,
         start_new_session=True,
+        env={**os.environ, "FRPA_TOKEN": TOKENS["operator"]},
     )
     os.close(secondary)
     seen = b""

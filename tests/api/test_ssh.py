@@ -23,7 +23,7 @@ from api.app import create_app
 from api.keys import SSH
 from api.metrics import METRICS
 from tests.sshd import Sshd, running_sshd
-from tests.support import eventually, free_port, settings_for
+from tests.support import bearer, eventually, free_port, settings_for, tokens_file
 
 Client = TestClient[web.Request, web.Application]
 NODE = "nodemaintenances-abc123"
@@ -38,8 +38,13 @@ async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
 async def adapter(
     aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd, **settings: Any
 ) -> Client:
-    values: dict[str, Any] = {"ssh_user": sshd.user, "ssh_key_file": str(sshd.user_key)}
-    return await aiohttp_client(create_app(settings_for(tmp_path, **{**values, **settings})))
+    values: dict[str, Any] = {
+        "ssh_user": sshd.user,
+        "ssh_key_file": str(sshd.user_key),
+        "api_tokens_file": str(tokens_file(tmp_path)),
+    }
+    app = create_app(settings_for(tmp_path, **{**values, **settings}))
+    return await aiohttp_client(app, headers=bearer("admin"))
 
 
 @pytest.fixture

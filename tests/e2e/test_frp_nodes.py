@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries
 from tests.kube import running_kube
-from tests.support import eventually, free_port
+from tests.support import bearer, eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ async def frp(tmp_path: Path, store_env: dict[str, str]) -> AsyncIterator[FrpSet
 
 async def fetch(frp: FrpSetup, unique_id: str) -> dict[str, Any] | None:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=bearer("read")) as session,  # in case tokens are on
         session.get(f"{frp.adapter_url}/frp_fetch/nodemaintenances-{unique_id}") as resp,
     ):
         if resp.status == 404:

@@ -6,6 +6,7 @@ Each "node" is an frpc exposing the same sshd; the adapter dials frps's port for
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import json
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import pytest
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries
 from tests.e2e.test_frp_nodes import until_status
 from tests.sshd import Sshd, running_sshd
+from tests.support import TOKENS, bearer, tokens_file
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +39,10 @@ async def frp(tmp_path: Path, sshd: Sshd) -> AsyncIterator[FrpSetup]:
     setup = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}"})
     try:
         await setup.start_adapter(
-            FRPA_SSH_USER=sshd.user, FRPA_SSH_KEY_FILE=str(sshd.user_key), FRPA_WS_HEARTBEAT="5"
+            FRPA_SSH_USER=sshd.user,
+            FRPA_SSH_KEY_FILE=str(sshd.user_key),
+            FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
+            FRPA_WS_HEARTBEAT="5",
         )
         await setup.start_frps()
         for uid in NODES:
@@ -55,7 +60,7 @@ def nm(uid: str) -> str:
 
 async def exec_v1(frp: FrpSetup, uid: str, cmd: str) -> tuple[int, Any]:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=bearer("admin")) as session,
         session.post(f"{frp.adapter_url}/api/v1/nodes/{nm(uid)}/exec", json={"cmd": cmd}) as resp,
     ):
         return resp.status, await resp.json()
@@ -94,10 +99,17 @@ class Screen:
 
 @pytest.mark.parametrize("route", ["/api/v1/nodes/{}/shell", "/reverse_proxy/{}"])
 async def test_a_shell_through_frps_runs_resizes_and_exits(frp: FrpSetup, route: str) -> None:
+    # As a browser connects: no headers, the token offered as a subprotocol, an Origin.
+    token = base64.urlsafe_b64encode(TOKENS["operator"].encode()).decode().rstrip("=")
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(frp.adapter_url + route.format(nm(NODES[0]))) as ws,
+        session.ws_connect(
+            frp.adapter_url + route.format(nm(NODES[0])),
+            protocols=("frp-adapter.v1", f"base64url.bearer.authorization.k8s.io.{token}"),
+            origin=frp.adapter_url,
+        ) as ws,
     ):
+        assert ws.protocol == "frp-adapter.v1"
         screen = Screen(ws)
         await ws.send_str("echo $((6*7))-$SSH_CONNECTION\r")
         await screen.until("42-127.0.0.1")
@@ -114,7 +126,7 @@ async def test_a_shell_through_frps_runs_resizes_and_exits(frp: FrpSetup, route:
 async def test_exec_on_both_original_routes_and_the_versioned_one(frp: FrpSetup) -> None:
     status, body = await exec_v1(frp, NODES[1], "hostname >/dev/null && echo fine")
     assert (status, body["stdout"], body["exit_status"]) == (200, "fine\n", 0)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=bearer("admin")) as session:
         for url, form in (
             ("/reverse_proxy_shell", {"nm_name": nm(NODES[1]), "cmd": "echo a b"}),
             (f"/reverse_shell_command/{nm(NODES[2])}", {"cmd": "echo a b"}),
@@ -135,7 +147,7 @@ async def test_batch_exec_reports_the_offline_node_and_runs_on_the_others(
     await until_status(frp, "leaver", "offline")
     names = [nm(uid) for uid in [*NODES, "leaver"]]
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=bearer("admin")) as session,
         session.post(
             f"{frp.adapter_url}/api/v1/exec", json={"cmd": "uptime", "nodes": names}
         ) as resp,
@@ -151,16 +163,20 @@ async def test_batch_exec_reports_the_offline_node_and_runs_on_the_others(
 
 async def test_a_changed_host_key_is_refused(frp: FrpSetup, sshd: Sshd, tmp_path: Path) -> None:
     assert (await exec_v1(frp, NODES[3], "true"))[0] == 200  # pins the key
-    await frp.processes.stop("adapter")  # and sshd is replaced on the same port
+    await frp.processes.stop("adapter")  # restarted below: the pin must come from the store
     # Another sshd, with a new host key, behind the same frpc (a reinstalled node).
     async with running_sshd(tmp_path / "ssh", name="reinstalled") as other:
         frp.start_frpc("moved", "moved", local_port=other.port)
-        await frp.start_adapter(FRPA_SSH_USER=sshd.user, FRPA_SSH_KEY_FILE=str(sshd.user_key))
+        await frp.start_adapter(
+            FRPA_SSH_USER=sshd.user,
+            FRPA_SSH_KEY_FILE=str(sshd.user_key),
+            FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
+        )
         await until_status(frp, "moved", "online")
         # The stored pin survives the restart; point NODES[3]'s NM at the reinstalled sshd.
         port = (await until_status(frp, "moved", "online"))["proxy_port"]
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(headers=bearer("admin")) as session,
             session.put(
                 f"{frp.adapter_url}/frp_update",
                 data={"unique_id": NODES[3], "status": "online", "port": port},
@@ -179,7 +195,7 @@ async def test_chinese_text_survives_frame_boundaries(frp: FrpSetup) -> None:
     escaped = "".join(f"\\{byte:03o}" for byte in line.encode())
     command = f"for i in $(seq 2000); do printf '{escaped}\\n'; done; echo END-$((1+1))\r"
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=bearer("admin")) as session,
         session.ws_connect(f"{frp.adapter_url}/reverse_proxy/{nm(NODES[4])}") as ws,
     ):
         screen = Screen(ws)
@@ -197,7 +213,7 @@ async def test_50_mb_through_a_shell_with_a_slow_reader_stays_bounded(frp: FrpSe
     before = peak_rss_mb(pid)
     total = 50_000_000
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=bearer("admin")) as session,
         session.ws_connect(f"{frp.adapter_url}/api/v1/nodes/{nm(NODES[0])}/shell") as ws,
     ):
         # Q, written as \121 so that the echoed command line holds none.

@@ -1,0 +1,258 @@
+"""Who may call what: bearer tokens, three roles, and one table of access rules.
+
+Every route has its rule in `RULES`; a route without one is refused, so a new route
+cannot be left open by mistake. Tokens come from `FRPA_API_TOKENS_FILE`, one
+`token name role` per line (`#` starts a comment; the token may be given as
+`sha256:<hex digest>` so the file need not hold secrets), reloaded when it changes. Only
+SHA-256 digests of tokens are kept in memory and compared.
+
+A token travels in `Authorization: Bearer <token>`, or, for WebSocket upgrades (browsers
+cannot set headers on those), as the subprotocol
+`base64url.bearer.authorization.k8s.io.<token, base64url without padding>`, the form
+Kubernetes accepts for exec; the client also offers `frp-adapter.v1`, which is the one
+selected. A WebSocket upgrade carrying an `Origin` is refused unless that origin is this
+host or in `FRPA_ALLOWED_ORIGINS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from urllib.parse import urlsplit
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+logger = logging.getLogger(__name__)
+
+WS_PROTOCOL = "frp-adapter.v1"
+_WS_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."  # noqa: S105  (a prefix)
+_RELOAD_SECONDS = 2.0
+
+
+class Role(IntEnum):
+    """Each role may do what the ones below it may."""
+
+    READ = 1  # fetch and list nodes
+    OPERATOR = 2  # shells and commands on nodes
+    ADMIN = 3  # create, update and retire nodes; clear host-key pins
+
+
+ROLE_NAMES = {"read": Role.READ, "operator": Role.OPERATOR, "admin": Role.ADMIN}
+
+# (method, route template) -> the role it needs, or None: open to anyone.
+RULES: Mapping[tuple[str, str], Role | None] = {
+    ("GET", "/"): None,
+    ("GET", "/healthz"): None,
+    ("GET", "/readyz"): None,
+    ("GET", "/metrics"): None,
+    ("POST", "/frps/handler"): None,  # frps cannot send headers: see FRPA_PLUGIN_SECRET
+    ("POST", "/frps/handler/{secret}"): None,
+    ("GET", "/frp_fetch/{nm_name}"): Role.READ,
+    ("GET", "/api/v1/nodes"): Role.READ,
+    ("GET", "/api/v1/nodes/{nm_name}"): Role.READ,
+    ("GET", "/reverse_proxy/{nm_name}"): Role.OPERATOR,
+    ("GET", "/api/v1/nodes/{nm_name}/shell"): Role.OPERATOR,
+    ("POST", "/reverse_proxy_shell"): Role.OPERATOR,
+    ("POST", "/reverse_shell_command/{nm_name}"): Role.OPERATOR,
+    ("POST", "/api/v1/nodes/{nm_name}/exec"): Role.OPERATOR,
+    ("POST", "/api/v1/exec"): Role.OPERATOR,
+    ("POST", "/frp_create"): Role.ADMIN,
+    ("PUT", "/frp_update"): Role.ADMIN,
+    ("PUT", "/nm_useless"): Role.ADMIN,
+    ("DELETE", "/api/v1/nodes/{nm_name}/host-key"): Role.ADMIN,
+}
+
+
+class TokensFileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    name: str
+    role: Role
+
+
+ANONYMOUS = Identity("anonymous", Role.ADMIN)  # who calls when authentication is off
+IDENTITY = web.RequestKey("identity", Identity)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_tokens(text: str, source: str) -> dict[str, Identity]:
+    """Token digest -> identity, from the lines of a tokens file."""
+    tokens: dict[str, Identity] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        where = f"{source}:{number}"
+        if len(fields) != 3:
+            raise TokensFileError(f"{where}: expected `token name role`, got {len(fields)} fields")
+        token, name, role = fields
+        if role not in ROLE_NAMES:
+            raise TokensFileError(f"{where}: role must be read, operator or admin, not {role!r}")
+        if token.startswith("sha256:"):
+            key = token.removeprefix("sha256:").lower()
+            if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+                raise TokensFileError(f"{where}: sha256: must be followed by 64 hex digits")
+        elif len(token) < 16:
+            raise TokensFileError(f"{where}: token of {name!r} is shorter than 16 characters")
+        else:
+            key = digest(token)
+        if key in tokens:
+            raise TokensFileError(f"{where}: the token of {name!r} is given twice")
+        tokens[key] = Identity(name, ROLE_NAMES[role])
+    if not tokens:
+        raise TokensFileError(f"{source}: no tokens")
+    return tokens
+
+
+def read_tokens(path: str) -> dict[str, Identity]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_tokens(f.read(), path)
+    except OSError as e:
+        raise TokensFileError(f"cannot read {path}: {e.strerror}") from e
+
+
+class Access:
+    """Decides every request: reads tokens, applies `RULES`, checks WebSocket origins."""
+
+    def __init__(
+        self, *, tokens_file: str | None, insecure: bool, allowed_origins: frozenset[str]
+    ) -> None:
+        self._tokens_file = tokens_file
+        self._tokens = read_tokens(tokens_file) if tokens_file else {}
+        self._stamp = _stamp(tokens_file) if tokens_file else None
+        self.insecure = insecure
+        self._allowed_origins = allowed_origins
+        self.denied = 0
+
+    @property
+    def commands_enabled(self) -> bool:
+        """Shell and exec run only for authenticated callers, or when explicitly insecure."""
+        return bool(self._tokens_file) or self.insecure
+
+    async def watch(self) -> None:
+        """Reload the tokens file whenever it changes; a broken edit keeps the old tokens."""
+        if not self._tokens_file:
+            return
+        while True:
+            await asyncio.sleep(_RELOAD_SECONDS)
+            stamp = _stamp(self._tokens_file)
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            try:
+                self._tokens = read_tokens(self._tokens_file)
+            except TokensFileError as e:
+                logger.error("keeping the previous API tokens: %s", e)
+                continue
+            logger.info("reloaded %d API token(s) from %s", len(self._tokens), self._tokens_file)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if resource is None:  # no route matched: let aiohttp answer 404/405
+            return await handler(request)
+        method = "GET" if request.method == "HEAD" else request.method
+        key = (method, resource.canonical)
+        if key not in RULES:
+            return self._deny(request, 403, "forbidden", f"no access rule for {method} {key[1]}")
+        needed = RULES[key]
+        if needed is None:
+            return await handler(request)
+        if needed == Role.OPERATOR and not self.commands_enabled:
+            return _answer(
+                request,
+                503,
+                "shell and exec are disabled",
+                "no API tokens are configured: set FRPA_API_TOKENS_FILE "
+                "(or FRPA_INSECURE_NO_AUTH=1 to run them without authentication)",
+            )
+        if _is_websocket(request) and not self._origin_allowed(request):
+            origin = request.headers[hdrs.ORIGIN]
+            return self._deny(request, 403, "forbidden", f"origin {origin} is not allowed")
+        if not self._tokens_file:
+            request[IDENTITY] = ANONYMOUS
+            return await handler(request)
+        token = _presented_token(request)
+        identity = self._tokens.get(digest(token)) if token else None
+        if identity is None:
+            why = "a valid bearer token is required" if token is None else "unknown token"
+            return self._deny(request, 401, "unauthorized", why)
+        if identity.role < needed:
+            return self._deny(
+                request,
+                403,
+                "forbidden",
+                f"{identity.name} ({identity.role.name.lower()}) may not do this: "
+                f"it needs {needed.name.lower()}",
+            )
+        request[IDENTITY] = identity
+        return await handler(request)
+
+    def _deny(self, request: web.Request, status: int, error: str, details: str) -> web.Response:
+        self.denied += 1
+        logger.warning(
+            "denied %s %s from %s: %s", request.method, request.path, request.remote, details
+        )
+        return _answer(request, status, error, details)
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is None:  # not a browser; the token is what counts
+            return True
+        return origin in self._allowed_origins or urlsplit(origin).netloc == request.host
+
+
+def _answer(request: web.Request, status: int, error: str, details: str) -> web.Response:
+    headers = {hdrs.WWW_AUTHENTICATE: "Bearer"} if status == 401 else None
+    if _is_original(request):
+        body: dict[str, object] = {"code": status, "error": {"message": f"{error}: {details}"}}
+    else:
+        body = {"error": error, "details": details}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _is_original(request: web.Request) -> bool:
+    return not request.path.startswith("/api/")
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+
+
+def _presented_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    for offered in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","):
+        protocol = offered.strip()
+        if protocol.startswith(_WS_TOKEN_PREFIX):
+            encoded = protocol.removeprefix(_WS_TOKEN_PREFIX)
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return ""
+    return None
+
+
+def _stamp(path: str) -> tuple[float, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime, stat.st_size

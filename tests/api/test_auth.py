@@ -1,0 +1,219 @@
+"""Access rules: every route and every role, tokens on WebSockets, origins, the plugin secret."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from api.app import create_app
+from api.auth import RULES, Role, TokensFileError, parse_tokens
+from api.metrics import METRICS
+from tests.support import TOKENS, bearer, eventually, login, settings_for, tokens_file
+
+Client = TestClient[web.Request, web.Application]
+NODE = "nodemaintenances-abc123"
+ROLES = {"read": Role.READ, "operator": Role.OPERATOR, "admin": Role.ADMIN}
+
+
+@pytest.fixture
+async def client(tmp_path: Path, aiohttp_client: AiohttpClient) -> Client:
+    settings = settings_for(tmp_path, api_tokens_file=str(tokens_file(tmp_path)))
+    return await aiohttp_client(create_app(settings))
+
+
+def url_of(template: str) -> str:
+    return template.replace("{nm_name}", NODE).replace("{secret}", "x")
+
+
+async def call(client: Client, method: str, template: str, **kwargs: Any) -> int:
+    async with client.request(method, url_of(template), **kwargs) as resp:
+        return resp.status
+
+
+def test_every_route_has_an_access_rule(tmp_path: Path) -> None:
+    app = create_app(settings_for(tmp_path))
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    assert routes == set(RULES)
+
+
+@pytest.mark.parametrize(
+    ("method", "template"), [key for key, role in RULES.items() if role is not None]
+)
+async def test_each_role_is_allowed_exactly_what_its_rule_says(
+    client: Client, method: str, template: str
+) -> None:
+    needed = RULES[method, template]
+    assert needed is not None
+    for name, role in ROLES.items():
+        status = await call(client, method, template, headers=bearer(name))
+        if role >= needed:
+            assert status not in (401, 403), (name, status)
+        else:
+            assert status == 403, (name, status)
+    assert await call(client, method, template) == 401
+    assert await call(client, method, template, headers={"Authorization": "Bearer nope"}) == 401
+
+
+async def test_open_routes_need_no_token(client: Client) -> None:
+    for path in ("/", "/healthz", "/readyz", "/metrics"):
+        assert await call(client, "GET", path) == 200, path
+    resp = await client.post("/frps/handler", json=login())
+    assert resp.status == 200
+
+
+async def test_denials_use_each_api_s_error_shape(client: Client) -> None:
+    resp = await client.get(f"/frp_fetch/{NODE}")
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+    assert await resp.json() == {
+        "code": 401,
+        "error": {"message": "unauthorized: a valid bearer token is required"},
+    }
+    resp = await client.post(
+        f"/api/v1/nodes/{NODE}/exec", json={"cmd": "id"}, headers=bearer("read")
+    )
+    assert await resp.json() == {
+        "error": "forbidden",
+        "details": "read-user (read) may not do this: it needs operator",
+    }
+
+
+async def test_without_tokens_reads_and_writes_stay_open_and_commands_are_off(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(create_app(settings_for(tmp_path)))
+    resp = await client.post(
+        "/frp_create", data={"frp_server_ip_address": "1.2.3.4", "unique_id": "abc123", "port": 1}
+    )
+    assert resp.status == 200
+    assert (await client.get(f"/frp_fetch/{NODE}")).status == 200
+    for method, template in [key for key, role in RULES.items() if role == Role.OPERATOR]:
+        assert await call(client, method, template) == 503, template
+    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": "id"})
+    assert "FRPA_API_TOKENS_FILE" in (await resp.json())["details"]
+
+
+async def test_insecure_mode_opens_commands_without_a_token(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(create_app(settings_for(tmp_path, insecure_no_auth=True)))
+    # Unknown node: 404 from the handler itself, so the request got past access control.
+    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": "id"})
+    assert resp.status == 404
+
+
+def websocket_token(token: str) -> str:
+    encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+    return f"base64url.bearer.authorization.k8s.io.{encoded}"
+
+
+async def test_a_websocket_token_travels_as_a_subprotocol(client: Client, tmp_path: Path) -> None:
+    resp = await client.post(
+        "/frp_create",
+        data={"frp_server_ip_address": "127.0.0.1", "unique_id": "abc123", "port": 1},
+        headers=bearer("admin"),
+    )
+    assert resp.status == 200
+    # Accepted: the handshake completes (the shell then fails: nothing listens on port 1).
+    async with client.ws_connect(
+        f"/api/v1/nodes/{NODE}/shell",
+        protocols=("frp-adapter.v1", websocket_token(TOKENS["operator"])),
+    ) as ws:
+        assert ws.protocol == "frp-adapter.v1"
+        assert (await ws.receive_json(timeout=15))["type"] == "error"
+    for token, status in ((TOKENS["read"], 403), ("wrong-token-0123456789", 401), ("", 401)):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(
+                f"/api/v1/nodes/{NODE}/shell", protocols=("frp-adapter.v1", websocket_token(token))
+            )
+        assert refused.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://evil.example", False),
+        ("https://ops.example", True),  # in FRPA_ALLOWED_ORIGINS
+        (None, True),  # not a browser
+        ("same", True),  # this host
+    ],
+)
+async def test_websocket_origins_are_checked(
+    tmp_path: Path, aiohttp_client: AiohttpClient, origin: str | None, allowed: bool
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        api_tokens_file=str(tokens_file(tmp_path)),
+        allowed_origins=frozenset({"https://ops.example"}),
+    )
+    client = await aiohttp_client(create_app(settings))
+    if origin == "same":
+        origin = f"http://{client.host}:{client.port}"
+    headers = {**bearer("operator"), "Upgrade": "websocket", "Connection": "Upgrade"}
+    if origin:
+        headers["Origin"] = origin
+    # The unknown node answers 404 once access control let the upgrade through.
+    status = await call(client, "GET", "/api/v1/nodes/{nm_name}/shell", headers=headers)
+    assert status == (404 if allowed else 403)
+
+
+async def test_the_plugin_secret_hides_the_endpoint_from_anyone_without_it(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    secret = "s3cret-path-0123456789"
+    client = await aiohttp_client(create_app(settings_for(tmp_path, plugin_secret=secret)))
+    assert (await client.post("/frps/handler", json=login())).status == 404
+    assert (await client.post("/frps/handler/wrong-secret-000000", json=login())).status == 404
+    resp = await client.post(f"/frps/handler/{secret}", json=login())
+    assert await resp.json() == {"reject": False, "unchange": True}
+    wrong = client.app[METRICS].get_sample_value(
+        "frpa_plugin_requests_total", {"op": "unauthorized", "result": "rejected"}
+    )
+    assert wrong == 2
+
+
+async def test_the_tokens_file_is_reloaded_when_it_changes(client: Client, tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    fresh = "fresh-token-0123456789"
+    path.write_text(f"{fresh} newcomer read\n")
+
+    async def fresh_works() -> bool:
+        return (
+            await call(client, "GET", "/api/v1/nodes", headers={"Authorization": f"Bearer {fresh}"})
+            == 200
+        )
+
+    await eventually(fresh_works, within=10, what="the new token accepted")
+    assert await call(client, "GET", "/api/v1/nodes", headers=bearer("read")) == 401
+    path.write_text("garbage\n")
+    await asyncio.sleep(3)
+    assert await fresh_works(), "a broken edit must keep the previous tokens"
+
+
+def test_tokens_file_lines_are_checked_and_may_hold_digests() -> None:
+    digest = hashlib.sha256(b"long-enough-token-0123").hexdigest()
+    tokens = parse_tokens(f"# ops\nsha256:{digest} alice operator  # comment\n", "t")
+    assert tokens[digest].name == "alice"
+    assert tokens[digest].role == Role.OPERATOR
+    for text, message in (
+        ("only-two fields\n", "expected `token name role`"),
+        ("long-enough-token-0123 bob root\n", "role must be read, operator or admin"),
+        ("short bob read\n", "shorter than 16"),
+        ("sha256:abc bob read\n", "64 hex digits"),
+        ("# nothing\n", "no tokens"),
+        ("long-enough-token-0123 a read\nlong-enough-token-0123 b read\n", "given twice"),
+    ):
+        with pytest.raises(TokensFileError, match=message):
+            parse_tokens(text, "t")
