@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from functools import partial
@@ -19,8 +20,21 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from api import original, shell, v1
+from api.audit import AuditLog
 from api.auth import Access
-from api.keys import ACCESS, LOADED, PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from api.keys import (
+    ACCESS,
+    AUDIT,
+    LOADED,
+    PLUGIN,
+    RECONCILER,
+    REGISTRY,
+    SETTINGS,
+    SHELLS_BY_USER,
+    SSH,
+    STORE,
+    WRITER,
+)
 from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
 from nodes.registry import NodeRegistry
@@ -48,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
         insecure=settings.insecure_no_auth,
         allowed_origins=settings.allowed_origins,
     )
+    app[SHELLS_BY_USER] = Counter()
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(_nodes)
     # The secret, when set, is a path segment: frps can send no header.
@@ -85,12 +100,14 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
             "no FRPA_API_TOKENS_FILE: node reads and writes are open to anyone who reaches "
             "this port; shell and exec are disabled"
         )
+    app[AUDIT] = AuditLog(app[SETTINGS].audit_log)
     watcher = asyncio.create_task(access.watch(), name="api-tokens-watch")
     try:
         yield
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        app[AUDIT].close()
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from aiohttp import web
 
+from api.audit import AuditLog
 from api.auth import Access
 from api.settings import Settings
 from nodes.registry import NodeRegistry
@@ -24,3 +26,5 @@ LOADED = web.AppKey("loaded", asyncio.Task[int])
 RECONCILER = web.AppKey[FrpsReconciler | None]("reconciler")
 SSH = web.AppKey("ssh", SshConnector)
 ACCESS = web.AppKey("access", Access)
+AUDIT = web.AppKey("audit", AuditLog)
+SHELLS_BY_USER = web.AppKey("shells_by_user", Counter[str])

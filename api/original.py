@@ -18,6 +18,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.keys import LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from api.v1 import run_audited
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -33,7 +34,6 @@ from nodes.model import (
 from nodes.store import StoreError
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
 from ssh.connector import NodeNotFoundError, SshError
-from ssh.session import run_command
 
 STORE_WAIT_SECONDS = 10.0
 _create_schema = FrpCreateSchema()
@@ -165,13 +165,7 @@ async def _exec(request: web.Request, name: str | None) -> web.Response:
         return _failure(_FailureError(400, str(e)))
     cmd = data["cmd"]
     try:
-        result = await run_command(
-            connector,
-            target,
-            cmd,
-            time_limit=settings.exec_timeout,
-            output_limit=settings.exec_output_limit,
-        )
+        result = await run_audited(request, target.name, cmd, settings.exec_timeout)
     except SshError as e:
         return _failure(_FailureError(400, f"ssh client create failed, err is: {e}"))
     if result.timed_out:

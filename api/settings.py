@@ -7,6 +7,7 @@ is the one line the CLI prints before exiting with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -54,6 +55,10 @@ class Settings:
     insecure_no_auth: bool = False
     allowed_origins: frozenset[str] = frozenset()
     plugin_secret: str = field(default="", repr=False)
+    audit_log: str | None = None
+    shell_recordings: str | None = None
+    max_shells_per_user: int = 10
+    exec_timeout_max: float = 3600.0
 
 
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
@@ -120,6 +125,19 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "FRPA_ALLOWED_ORIGINS",
         "comma-separated browser origins allowed to open shells, besides this host's own",
     ),
+    "audit-log": ("FRPA_AUDIT_LOG", "file to append shell and exec audit records to; - for stdout"),
+    "shell-recordings": (
+        "FRPA_SHELL_RECORDINGS",
+        "directory to record every shell session in, asciicast v2 (asciinema play)",
+    ),
+    "max-shells-per-user": (
+        "FRPA_MAX_SHELLS_PER_USER",
+        "shells one token may hold open at once (default 10)",
+    ),
+    "exec-timeout-max": (
+        "FRPA_EXEC_TIMEOUT_MAX",
+        "the longest timeout an exec call may ask for, seconds (default 3600)",
+    ),
 }
 PASSWORD_ENV = "FRP_SERVER_HTTPAUTHPASSWORD"  # noqa: S105  (a variable name)
 SSH_PASSWORD_ENV = "FRPA_SSH_PASSWORD"  # noqa: S105  (a variable name)
@@ -176,6 +194,10 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
             if origin.strip()
         ),
         plugin_secret=_plugin_secret(environ.get(PLUGIN_SECRET_ENV, "")),
+        audit_log=_audit_log(value("audit-log")),
+        shell_recordings=_directory("shell-recordings", value("shell-recordings")),
+        max_shells_per_user=_count("max-shells-per-user", value, defaults.max_shells_per_user),
+        exec_timeout_max=_seconds("exec-timeout-max", value, defaults.exec_timeout_max),
     )
 
 
@@ -232,6 +254,32 @@ def _tokens_file(path: str | None) -> str | None:
     except TokensFileError as e:
         raise SettingsError(f"FRPA_API_TOKENS_FILE: {e}") from e
     return path
+
+
+def _audit_log(path: str | None) -> str | None:
+    if path is None or path == "-":
+        return path
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise SettingsError(f"FRPA_AUDIT_LOG: cannot append to {path!r}: {e.strerror}") from e
+    return path
+
+
+def _directory(flag: str, path: str | None) -> str | None:
+    if path is not None and not (os.path.isdir(path) and os.access(path, os.W_OK)):
+        raise SettingsError(f"{OPTIONS[flag][0]}: {path!r} is not a writable directory")
+    return path
+
+
+def _count(flag: str, value: Callable[[str], str | None], default: int) -> int:
+    text = value(flag)
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 < int(text) <= 100000:
+        raise SettingsError(f"{OPTIONS[flag][0]} must be a whole number from 1, not {text!r}")
+    return int(text)
 
 
 def _flag(flag: str, text: str | None) -> bool:

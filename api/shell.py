@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from marshmallow import ValidationError
 
+from api import audit
 from api.auth import WS_PROTOCOL
-from api.keys import SETTINGS, SSH
+from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SSH
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.connector import SshError
 from ssh.session import Shell, open_shell
@@ -68,20 +69,40 @@ async def _serve(
         return _refuse(binary, 400, "invalid query", e.messages)
     except SshError as e:
         return _refuse(binary, e.status, e.kind, str(e))
+    settings = request.app[SETTINGS]
+    record = audit.start_record(request, "shell", name)
+    open_shells = request.app[SHELLS_BY_USER]
+    if open_shells[record.user] >= settings.max_shells_per_user:
+        return _refuse(
+            binary,
+            429,
+            "too many shells",
+            f"{record.user} has {open_shells[record.user]} shells open "
+            f"(FRPA_MAX_SHELLS_PER_USER={settings.max_shells_per_user})",
+        )
     cols = query.get("cols", default_size[0])
     rows = query.get("rows", default_size[1])
-    heartbeat = request.app[SETTINGS].ws_heartbeat or None
     ws = web.WebSocketResponse(
-        heartbeat=heartbeat, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
+        heartbeat=settings.ws_heartbeat or None, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
     )
     await ws.prepare(request)
+    open_shells[record.user] += 1
+    bridge: _Bridge | None = None
+    recording = None
     try:
         async with open_shell(connector, target, cols=cols, rows=rows) as session:
-            logger.info("shell on %s opened (%dx%d)", name, cols, rows)
-            bridge = _Bridge(ws, session, query["encoding"], binary)
-            if await bridge.run() and binary:
+            logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
+            if settings.shell_recordings:
+                path = audit.recording_path(settings.shell_recordings, record)
+                recording = audit.Recording(path, cols=cols, rows=rows, node=name, user=record.user)
+            bridge = _Bridge(ws, session, query["encoding"], binary, recording)
+            ended = await bridge.run()
+            record.result = "exited" if ended else "client closed"
+            record.exit_status = bridge.exit_status
+            if ended and binary:
                 await _send_control(ws, {"type": "exit", "exit_status": bridge.exit_status})
     except SshError as e:
+        record.result = f"error: {e.kind}"
         logger.warning("shell on %s failed: %s", name, e)
         with contextlib.suppress(ConnectionError):
             if binary:
@@ -89,6 +110,13 @@ async def _serve(
             else:
                 await ws.send_str(f"{e}\r\n")
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=e.kind.encode())
+    finally:
+        open_shells[record.user] -= 1
+        if recording is not None:
+            recording.close()
+        if bridge is not None:
+            record.bytes_in, record.bytes_out = bridge.bytes_in, bridge.bytes_out
+        request.app[AUDIT].write(record)
     await ws.close()
     logger.info("shell on %s closed", name)
     return ws
@@ -109,13 +137,21 @@ async def _send_control(ws: web.WebSocketResponse, message: dict[str, Any]) -> N
 
 class _Bridge:
     def __init__(
-        self, ws: web.WebSocketResponse, session: Shell, encoding: str, binary: bool
+        self,
+        ws: web.WebSocketResponse,
+        session: Shell,
+        encoding: str,
+        binary: bool,
+        recording: audit.Recording | None,
     ) -> None:
         self._ws = ws
+        self._recording = recording
         self._session = session
         self._encoding = codecs.lookup(encoding).name
         self._binary = binary
         self.exit_status: int | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     async def run(self) -> bool:
         """True when the shell ended (see `exit_status`), False when the client went first."""
@@ -140,13 +176,20 @@ class _Bridge:
     async def _output(self) -> None:
         if self._binary and self._encoding == "utf-8":
             while data := await self._session.read():
+                self._seen(data)
                 await self._ws.send_bytes(data)
             return
         # Decoded incrementally: a multibyte character split between reads waits for its end.
         decoder = codecs.getincrementaldecoder(self._encoding)(errors="replace")
         while data := await self._session.read():
+            self._seen(data)
             await self._send_text(decoder.decode(data))
         await self._send_text(decoder.decode(b"", final=True))
+
+    def _seen(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self._recording is not None:
+            self._recording.output(data)
 
     async def _send_text(self, text: str) -> None:
         if not text:
@@ -159,9 +202,13 @@ class _Bridge:
     async def _keystrokes(self) -> None:
         async for msg in self._ws:
             if msg.type == WSMsgType.BINARY:
-                await self._session.write(msg.data)
+                await self._write(msg.data)
             elif msg.type == WSMsgType.TEXT and not await self._resized(msg.data):
-                await self._session.write(msg.data.encode(self._encoding, errors="replace"))
+                await self._write(msg.data.encode(self._encoding, errors="replace"))
+
+    async def _write(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        await self._session.write(data)
 
     async def _resized(self, text: str) -> bool:
         """Resize if `text` is a resize frame; anything else is keystrokes (as the original)."""
@@ -180,4 +227,6 @@ class _Bridge:
                 await _send_control(self._ws, {"type": "error", "message": e.messages})
             return True
         self._session.resize(resize["cols"], resize["rows"])
+        if self._recording is not None:
+            self._recording.resize(resize["cols"], resize["rows"])
         return True

@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from api.keys import SETTINGS, SSH, STORE
+from api import audit
+from api.keys import AUDIT, SETTINGS, SSH, STORE
 from nodes.model import ssh_endpoint
 from nodes.store import StoreError
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
@@ -134,20 +135,44 @@ async def _json_input(request: web.Request, schema: Schema) -> dict[str, Any]:
         data: dict[str, Any] = schema.load(body)
     except ValidationError as e:
         raise _InputError(e.messages) from e
+    ceiling = request.app[SETTINGS].exec_timeout_max
+    if data.get("timeout") and data["timeout"] > ceiling:
+        raise _InputError({"timeout": [f"at most {ceiling:g} s (FRPA_EXEC_TIMEOUT_MAX)"]})
     return data
 
 
 async def _run(request: web.Request, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    settings = request.app[SETTINGS]
+    time_limit = data["timeout"] or request.app[SETTINGS].exec_timeout
+    return _result(await run_audited(request, name, data["cmd"], time_limit))
+
+
+async def run_audited(
+    request: web.Request, name: str, command: str, time_limit: float
+) -> ExecResult:
+    """Run `command` on node `name` for the caller of `request`, leaving an audit record."""
     connector = request.app[SSH]
-    result = await run_command(
-        connector,
-        connector.target(name),
-        data["cmd"],
-        time_limit=data["timeout"] or settings.exec_timeout,
-        output_limit=settings.exec_output_limit,
-    )
-    return _result(result)
+    record = audit.start_record(request, "exec", name, command)
+    try:
+        result = await run_command(
+            connector,
+            connector.target(name),
+            command,
+            time_limit=time_limit,
+            output_limit=request.app[SETTINGS].exec_output_limit,
+        )
+    except SshError as e:
+        record.result = f"error: {e.kind}"
+        request.app[AUDIT].write(record)
+        raise
+    except asyncio.CancelledError:
+        record.result = "cancelled"
+        request.app[AUDIT].write(record)
+        raise
+    record.result = "timeout" if result.timed_out else "exited"
+    record.exit_status = result.exit_status
+    record.bytes_out = len(result.stdout) + len(result.stderr)
+    request.app[AUDIT].write(record)
+    return result
 
 
 def _result(result: ExecResult) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -352,3 +353,56 @@ async def test_an_unreachable_node_is_reported_on_the_socket(
         closing = await ws.receive(timeout=5)
         assert closing.type == aiohttp.WSMsgType.CLOSE
         assert closing.data == aiohttp.WSCloseCode.INTERNAL_ERROR
+
+
+async def test_exec_and_shell_leave_audit_records(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    client = await adapter(aiohttp_client, tmp_path, sshd, audit_log=str(log))
+    await register(client, "abc123", sshd.port)
+    await run(client, "printf hello; exit 2")
+    await run(client, "true", node="nodemaintenances-nosuch")
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
+        await ws.send_str("echo typed\r")
+        await read_until(ws, "typed\r\n")
+        await ws.send_str("exit 3\r")
+        while (await ws.receive(timeout=10)).type != aiohttp.WSMsgType.CLOSE:
+            pass
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    executed, refused, shell = records
+    assert executed["event"] == "exec"
+    assert executed["command"] == "printf hello; exit 2"
+    assert (executed["user"], executed["role"]) == ("admin-user", "admin")
+    assert (executed["exit_status"], executed["result"], executed["bytes_out"]) == (2, "exited", 5)
+    assert executed["remote"] == "127.0.0.1"
+    assert executed["start"] <= executed["end"]
+    assert refused["result"] == "error: not found"
+    assert shell["event"] == "shell"
+    assert (shell["node"], shell["exit_status"], shell["result"]) == (NODE, 3, "exited")
+    assert shell["bytes_in"] == len("echo typed\r") + len("exit 3\r")
+    assert shell["bytes_out"] > len("typed")
+
+
+async def test_limits_answer_with_a_clear_4xx(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(
+        aiohttp_client, tmp_path, sshd, max_shells_per_user=1, exec_timeout_max=10
+    )
+    await register(client, "abc123", sshd.port)
+    status, body = await run(client, "true", timeout=11)
+    assert status == 400
+    assert "FRPA_EXEC_TIMEOUT_MAX" in json.dumps(body)
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
+        await ws.send_str("echo one\r")
+        await read_until(ws, "one\r\n")
+        resp = await client.get(f"/api/v1/nodes/{NODE}/shell")
+        assert resp.status == 429
+        assert (await resp.json())["error"] == "too many shells"
+        await ws.send_bytes(b"x" * (2 << 20))  # a frame over the 1 MiB limit
+        closing = await ws.receive(timeout=5)
+        assert closing.type == aiohttp.WSMsgType.CLOSE
+        assert closing.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", data=io.BytesIO(b"x" * (2 << 20)))
+    assert resp.status == 413

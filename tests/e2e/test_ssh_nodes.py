@@ -9,6 +9,8 @@ import asyncio
 import base64
 import codecs
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ async def frp(tmp_path: Path, sshd: Sshd) -> AsyncIterator[FrpSetup]:
             FRPA_SSH_KEY_FILE=str(sshd.user_key),
             FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
             FRPA_WS_HEARTBEAT="5",
+            FRPA_AUDIT_LOG=str(tmp_path / "audit.jsonl"),
+            FRPA_SHELL_RECORDINGS=str(tmp_path),
         )
         await setup.start_frps()
         for uid in NODES:
@@ -121,6 +125,39 @@ async def test_a_shell_through_frps_runs_resizes_and_exits(frp: FrpSetup, route:
             pass
         if route.startswith("/api/v1/"):
             assert screen.control == [{"type": "exit", "exit_status": 4}]
+
+
+async def test_a_shell_session_is_audited_and_recorded(frp: FrpSetup, tmp_path: Path) -> None:
+    async with (
+        aiohttp.ClientSession(headers=bearer("operator")) as session,
+        session.ws_connect(f"{frp.adapter_url}/api/v1/nodes/{nm(NODES[2])}/shell") as ws,
+    ):
+        screen = Screen(ws)
+        await ws.send_str("echo recorded-$((40+2))\r")
+        await screen.until("recorded-42")
+        await ws.send_str("exit\r")
+        while await screen.next():
+            pass
+    (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert record["event"] == "shell"
+    assert record["node"] == nm(NODES[2])
+    assert (record["user"], record["role"]) == ("operator-user", "operator")
+    assert (record["exit_status"], record["result"]) == (0, "exited")
+    assert record["bytes_in"] == len("echo recorded-$((40+2))\r") + len("exit\r")
+    assert record["bytes_out"] > 0
+    name, replay = replayed(tmp_path)
+    assert nm(NODES[2]) in name
+    assert "recorded-42" in replay
+
+
+def replayed(directory: Path) -> tuple[str, str]:
+    """The one recording's file name, and what asciinema's own player shows of it."""
+    (cast,) = directory.glob("*.cast")
+    replay = subprocess.run(
+        [sys.executable, "-m", "asciinema", "cat", str(cast)],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return cast.name, replay.stdout
 
 
 async def test_exec_on_both_original_routes_and_the_versioned_one(frp: FrpSetup) -> None:
