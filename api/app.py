@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from api.auth import Access
 from api.keys import (
     ACCESS,
     AUDIT,
+    LEADERSHIP,
     LOADED,
     PLUGIN,
     RECONCILER,
@@ -38,7 +41,7 @@ from api.keys import (
 from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
 from nodes.registry import NodeRegistry
-from nodes.store import NodeStore, StoreError, open_store
+from nodes.store import Leadership, NodeStore, StoreError, open_store
 from nodes.writer import NodeWriter
 from plugin.dashboard import FrpsDashboard
 from plugin.reconciler import FrpsReconciler
@@ -129,6 +132,7 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": "ready",
+            "leading": request.app[LEADERSHIP].leading,
             "store": {
                 "loaded": request.app[LOADED].done(),
                 "failing": writer.failing,
@@ -148,6 +152,9 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
     )
     writer = NodeWriter(store)
     registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
+    # Other replicas' writes, seen through the store, keep this one's memory current.
+    store.subscribe(registry.observe)
+    leadership = store.leadership(f"{socket.gethostname()}-{os.getpid()}")
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         dashboard = None
@@ -165,6 +172,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 dashboard,
                 interval=settings.reconcile_interval,
                 frps_address=settings.frps_address,
+                leading=lambda: leadership.leading,
             )
             if dashboard
             else None
@@ -180,6 +188,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             ),
         )
         app[STORE] = store
+        app[LEADERSHIP] = leadership
         app[RECONCILER] = reconciler
         app[WRITER] = writer
         app[REGISTRY] = registry
@@ -198,10 +207,15 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
         )
         app[LOADED] = loaded = asyncio.create_task(_load(registry, store), name="node-load")
         writer_task = asyncio.create_task(writer.run(), name="node-writer")
+        # A replica that wins the lead checks frps at once: the last leader may have died
+        # with answered events it never stored.
+        on_gain = partial(reconciler.reconcile_soon, 0) if reconciler else (lambda: None)
         background = [
             loaded,
+            asyncio.create_task(leadership.run(on_gain), name="leader-election"),
             asyncio.create_task(
-                _expire_heartbeats(registry, settings.heartbeat_timeout), name="heartbeat-expiry"
+                _expire_heartbeats(registry, leadership, settings.heartbeat_timeout),
+                name="heartbeat-expiry",
             ),
         ]
         if reconciler:
@@ -212,6 +226,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await leadership.release()
             await tracker.close()
             if reconciler:
                 await reconciler.close()
@@ -224,10 +239,14 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(writer_task, return_exceptions=True)
 
 
-async def _expire_heartbeats(registry: NodeRegistry, silence: float) -> None:
+async def _expire_heartbeats(
+    registry: NodeRegistry, leadership: Leadership, silence: float
+) -> None:
+    """On the leader only: a replica hears only some of a node's Pings."""
     while True:
         await asyncio.sleep(max(silence / 3, 0.05))
-        registry.expire_heartbeats(datetime.now(UTC), silence)
+        if leadership.leading:
+            registry.expire_heartbeats(datetime.now(UTC), silence)
 
 
 async def _load(registry: NodeRegistry, store: NodeStore) -> int:

@@ -11,7 +11,7 @@ from api.audit import AuditLog
 from api.auth import Access
 from api.settings import Settings
 from nodes.registry import NodeRegistry
-from nodes.store import NodeStore
+from nodes.store import Leadership, NodeStore
 from nodes.writer import NodeWriter
 from plugin.reconciler import FrpsReconciler
 from plugin.webhook import PluginEndpoint
@@ -28,3 +28,4 @@ SSH = web.AppKey("ssh", SshConnector)
 ACCESS = web.AppKey("access", Access)
 AUDIT = web.AppKey("audit", AuditLog)
 SHELLS_BY_USER = web.AppKey("shells_by_user", Counter[str])
+LEADERSHIP = web.AppKey("leadership", Leadership)

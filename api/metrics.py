@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.keys import PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, WRITER
+from api.keys import LEADERSHIP, PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, WRITER
 from nodes.store import KUBERNETES
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
@@ -90,6 +90,11 @@ class AdapterCollector(Collector):
         failures.add_metric([backend], writer.failures)
         yield failures
 
+        yield GaugeMetricFamily(
+            "frpa_leader",
+            "1 on the replica that runs reconciliation and heartbeat expiry",
+            value=int(app[LEADERSHIP].leading),
+        )
         yield CounterMetricFamily(
             "frpa_heartbeat_expiries",
             "Nodes set offline because their Pings stopped",

@@ -1,5 +1,5 @@
-"""NodeMaintenance custom resources in a Kubernetes cluster: the one module that imports
-kubernetes_asyncio.
+"""NodeMaintenance custom resources in a Kubernetes cluster, and leader election among
+replicas on a Lease: the one module that imports kubernetes_asyncio.
 
 Reads come from a cache fed by list + watch (re-listed on 410 Gone), so REST reads and
 writes do not cost an API request each; the cache also sees what others change (a
@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,7 +80,14 @@ class KubernetesStore:
         self._last_event: dict[UniqueId, float] = {}
         self._writes = asyncio.Semaphore(_CONCURRENT_WRITES)
         self._event_tasks: set[asyncio.Task[None]] = set()
+        self._subscribers: list[Callable[[JsonObject], None]] = []
         self._watcher = asyncio.create_task(self._watch_forever(), name="nm-watch")
+
+    def subscribe(self, on_change: Callable[[JsonObject], None]) -> None:
+        self._subscribers.append(on_change)
+
+    def leadership(self, identity: str) -> LeaseLeadership:
+        return LeaseLeadership(self._api, namespace=self._event_namespace, identity=identity)
 
     async def close(self) -> None:
         tasks = [self._watcher, *self._event_tasks]
@@ -273,6 +280,8 @@ class KubernetesStore:
         )
         self._cache = {obj["metadata"]["name"]: obj for obj in listing["items"]}
         self._synced.set()
+        for obj in listing["items"]:
+            self._notify(obj)
         async with watch.Watch().stream(
             self._objects.list_cluster_custom_object,
             GROUP,
@@ -287,5 +296,129 @@ class KubernetesStore:
                 name = obj.get("metadata", {}).get("name")
                 if event["type"] in ("ADDED", "MODIFIED") and name:
                     self._cache[name] = obj
+                    self._notify(obj)
                 elif event["type"] == "DELETED" and name:
                     self._cache.pop(name, None)
+
+    def _notify(self, obj: JsonObject) -> None:
+        for on_change in self._subscribers:
+            on_change(obj)
+
+
+LEASE_NAME = "frp-adapter-leader"
+LEASE_SECONDS = 15
+_LEASE_RETRY_SECONDS = 2.0
+
+
+class LeaseLeadership:
+    """Leader election on a `coordination.k8s.io/v1` Lease, as client-go does it.
+
+    The holder renews the Lease every retry period; another replica takes it over once
+    it has seen the same record, unrenewed, for a whole lease duration by its own clock
+    (no clocks are compared across machines). Every write carries the resourceVersion
+    it read, so of two replicas racing for an expired Lease exactly one wins. A leader
+    that cannot renew steps down before its Lease could have been taken.
+    """
+
+    def __init__(self, api: client.ApiClient, *, namespace: str, identity: str) -> None:
+        self._leases = client.CoordinationV1Api(api)
+        self._namespace = namespace
+        self.identity = identity
+        self._observed: tuple[object, ...] | None = None
+        self._observed_at = 0.0
+        self._renewed_at: float | None = None
+
+    @property
+    def leading(self) -> bool:
+        renewed = self._renewed_at
+        # Step down a retry period early: by then another replica may be about to take over.
+        margin = LEASE_SECONDS - 2 * _LEASE_RETRY_SECONDS
+        return renewed is not None and time.monotonic() - renewed < margin
+
+    async def run(self, on_gain: Callable[[], None]) -> None:
+        while True:
+            was_leading = self.leading
+            try:
+                await self._try_to_lead()
+            except ApiException as e:
+                if e.status != 409:  # 409: another replica wrote first; read again next time
+                    logger.warning("leader election: %s", _api_error(e))
+            except (aiohttp.ClientError, TimeoutError) as e:
+                logger.warning("leader election: %r", e)
+            if self.leading and not was_leading:
+                logger.info("leading as %s", self.identity)
+                on_gain()
+            elif was_leading and not self.leading:
+                logger.warning("no longer leading (%s)", self.identity)
+            await asyncio.sleep(_LEASE_RETRY_SECONDS)
+
+    async def release(self) -> None:
+        if not self.leading:
+            return
+        self._renewed_at = None
+        try:
+            await self._leases.patch_namespaced_lease(
+                LEASE_NAME,
+                self._namespace,
+                {"spec": {"holderIdentity": None, "leaseDurationSeconds": 1}},
+                _content_type=_MERGE_PATCH,  # type: ignore[call-arg]  # taken, not typed
+                _request_timeout=_REQUEST_TIMEOUT,
+            )
+        except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+            logger.warning("could not release the leader lease: %s", e)
+
+    async def _try_to_lead(self) -> None:
+        now = time.monotonic()
+        try:
+            lease = await self._leases.read_namespaced_lease(
+                LEASE_NAME, self._namespace, _request_timeout=_REQUEST_TIMEOUT
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            await self._leases.create_namespaced_lease(
+                self._namespace,
+                {  # type: ignore[arg-type]
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": LEASE_NAME},
+                    "spec": self._spec(acquired=True, transitions=0),
+                },
+                _request_timeout=_REQUEST_TIMEOUT,
+            )
+            self._renewed_at = now
+            return
+        spec = lease.spec
+        record = (spec.holder_identity, spec.renew_time, lease.metadata.resource_version)
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        duration = spec.lease_duration_seconds or LEASE_SECONDS
+        mine = spec.holder_identity == self.identity
+        if not mine and spec.holder_identity and now - self._observed_at < duration:
+            self._renewed_at = None
+            return
+        await self._leases.patch_namespaced_lease(
+            LEASE_NAME,
+            self._namespace,
+            {
+                "metadata": {"resourceVersion": lease.metadata.resource_version},
+                "spec": self._spec(
+                    acquired=not mine, transitions=(spec.lease_transitions or 0) + (not mine)
+                ),
+            },
+            _content_type=_MERGE_PATCH,  # type: ignore[call-arg]  # taken, not typed
+            _request_timeout=_REQUEST_TIMEOUT,
+        )
+        self._renewed_at = now
+
+    def _spec(self, *, acquired: bool, transitions: int) -> JsonObject:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec: JsonObject = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": stamp,
+            "leaseTransitions": transitions,
+        }
+        if acquired:
+            spec["acquireTime"] = stamp
+        return spec

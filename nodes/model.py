@@ -251,12 +251,13 @@ def state_from_nm(obj: JsonObject) -> NodeState:
     spec = obj.get("spec", {})
     epoch = datetime.fromtimestamp(0, UTC)
     last_transition = parse_time(status.get("lastTransitionTime")) or epoch
+    service = _find_named(status.get("services"), _ssh_service_name(uid))
     return NodeState(
         unique_id=uid,
         status=ONLINE if endpoint.status == ONLINE else OFFLINE,
         reason=str(status.get("reason", "")),
         last_transition=last_transition,
-        updated_at=last_transition,
+        updated_at=parse_time(service.get("lastUpdate")) or last_transition,
         frps_address=endpoint.frps_address,
         remote_port=int(endpoint.proxy_port) if endpoint.proxy_port.isdigit() else None,
         host_name=str(spec.get("hostName", "")),

@@ -15,6 +15,7 @@ from nodes.model import (
     OFFLINE,
     ONLINE,
     InvalidUniqueIdError,
+    JsonObject,
     NodeChange,
     NodeState,
     UniqueId,
@@ -94,18 +95,50 @@ class NodeRegistry:
     def expire_heartbeats(self, now: datetime, timeout: float) -> list[UniqueId]:
         """Offline every online node whose Pings stopped `timeout` seconds ago.
 
-        Only nodes that have been sending Pings (frpc with a heartbeat) are judged so.
+        Only nodes that have sent Pings since they last came online (frpc with a
+        heartbeat) are judged so. A Ping counts whichever replica got it: this one's, or
+        the last one stored (replicas store a node's Ping every persist interval).
         """
         limit = timedelta(seconds=timeout)
-        expired = [
-            uid
-            for uid, last in self._heartbeats.items()
-            if now - last > limit and (state := self._states.get(uid)) and state.status == ONLINE
-        ]
+        expired = []
+        for uid, state in self._states.items():
+            if state.status != ONLINE:
+                continue
+            last = max(
+                (t for t in (self._heartbeats.get(uid), state.last_heartbeat) if t is not None),
+                default=None,
+            )
+            if last is not None and last > state.last_transition and now - last > limit:
+                expired.append(uid)
         self.heartbeat_expiries += len(expired)
         for uid in expired:
             self.transition(uid, NodeChange(reason=HEARTBEAT_TIMEOUT, at=now, status=OFFLINE))
         return expired
+
+    def observe(self, obj: JsonObject) -> None:
+        """Adopt a node's state as another replica stored it, without writing it again.
+
+        Our own state wins while we have a write of the node pending, or when it is newer
+        (the store keeps times to the second); our own writes echo back unchanged.
+        """
+        try:
+            stored = state_from_nm(obj)
+        except InvalidUniqueIdError:
+            return
+        uid = stored.unique_id
+        current = self._states.get(uid)
+        if self._writer.pending(uid):
+            return
+        if current is not None:
+            if _to_the_second(current) == stored or stored.updated_at < _second(current.updated_at):
+                return
+            heartbeat = max(
+                (t for t in (current.last_heartbeat, stored.last_heartbeat) if t is not None),
+                default=None,
+            )
+            stored = replace(stored, last_heartbeat=heartbeat)
+        self._states[uid] = stored
+        self._changes[uid] = self._changes.get(uid, 0) + 1
 
     async def load(self, store: NodeStore) -> int:
         """Seed memory from the store; nodes already changed by events since start-up win."""
@@ -119,3 +152,17 @@ class NodeRegistry:
             if self._states.setdefault(state.unique_id, state) is state:
                 loaded += 1
         return loaded
+
+
+def _second(at: datetime) -> datetime:
+    return at.replace(microsecond=0)
+
+
+def _to_the_second(state: NodeState) -> NodeState:
+    """`state` as the store keeps it: times to the second."""
+    return replace(
+        state,
+        last_transition=_second(state.last_transition),
+        updated_at=_second(state.updated_at),
+        last_heartbeat=_second(state.last_heartbeat) if state.last_heartbeat else None,
+    )

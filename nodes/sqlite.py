@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nodes.model import JsonObject, NodeState, nm_name, render_nm
-from nodes.store import StoreError
+from nodes.store import SoleLeader, StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodemaintenances (
@@ -35,6 +35,12 @@ class SqliteStore:
             self._db.execute(_SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {path!r}: {e}") from e
+
+    def subscribe(self, on_change: Callable[[JsonObject], None]) -> None:
+        """Nothing to hear of: one process writes the file, and it knows what it wrote."""
+
+    def leadership(self, identity: str) -> SoleLeader:
+        return SoleLeader()
 
     async def apply(self, states: Sequence[NodeState]) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nodes.model import JsonObject, NodeState, UniqueId
@@ -23,6 +23,31 @@ class InvalidStoreUrlError(ValueError):
     pass
 
 
+class Leadership(Protocol):
+    """Whether this process is the one replica that runs the cluster-wide chores."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    async def run(self, on_gain: Callable[[], None]) -> None:
+        """Keep trying to lead, and keep leading once it does; `on_gain` on each win."""
+
+    async def release(self) -> None:
+        """Step down, so another replica takes over at once rather than after a timeout."""
+
+
+class SoleLeader:
+    """A store only one process writes (an SQLite file) needs no election: it leads."""
+
+    leading = True
+
+    async def run(self, on_gain: Callable[[], None]) -> None:
+        on_gain()
+
+    async def release(self) -> None:
+        pass
+
+
 class NodeStore(Protocol):
     async def apply(self, states: Sequence[NodeState]) -> None:
         """Create or update the NM of every state, keeping what others own; raises StoreError."""
@@ -30,6 +55,11 @@ class NodeStore(Protocol):
     async def get(self, name: str) -> JsonObject | None: ...
 
     async def list(self) -> list[JsonObject]: ...
+
+    def subscribe(self, on_change: Callable[[JsonObject], None]) -> None:
+        """Call `on_change` with every NM that changes in the store, whoever changed it."""
+
+    def leadership(self, identity: str) -> Leadership: ...
 
     async def close(self) -> None: ...
 

@@ -59,6 +59,10 @@ class NodeWriter:
     def backlog(self) -> int:
         return len(self._pending) + len(self._in_flight)
 
+    def pending(self, unique_id: UniqueId) -> bool:
+        """Whether a state of this node is queued or being written."""
+        return unique_id in self._pending or unique_id in self._in_flight
+
     async def flushed(self, unique_id: UniqueId) -> None:
         """Return once everything submitted so far for this node is stored."""
         pending = self._pending.get(unique_id)

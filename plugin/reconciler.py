@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from nodes.model import OFFLINE, ONLINE, NodeChange
+from nodes.model import (
+    OFFLINE,
+    ONLINE,
+    InvalidUniqueIdError,
+    NodeChange,
+    UniqueId,
+    parse_unique_id,
+)
 from nodes.registry import NodeRegistry
-from plugin.dashboard import DashboardError, FrpsDashboard
+from plugin.dashboard import DashboardError, FrpsDashboard, ProxyInfo
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,10 @@ class FrpsReconciler:
         *,
         interval: float,
         frps_address: str,
+        leading: Callable[[], bool],
     ) -> None:
         self._registry = registry
+        self._leading = leading
         self._dashboard = dashboard
         self._interval = interval
         self._frps_address = frps_address
@@ -43,10 +53,12 @@ class FrpsReconciler:
         self.last_error: str | None = None
 
     async def run(self, loaded: asyncio.Future[int]) -> None:
-        """Reconcile once the stored nodes are in memory, then every interval."""
+        """Reconcile once the stored nodes are in memory, then every interval (when leading;
+        a replica that wins the lead is asked to reconcile at once with `reconcile_soon`)."""
         await loaded
         while True:
-            await self.reconcile()
+            if self._leading():
+                await self.reconcile()
             await asyncio.sleep(self._interval)
 
     def reconcile_soon(self, delay: float) -> None:
@@ -61,7 +73,7 @@ class FrpsReconciler:
 
     async def _reconcile_after(self, delay: float) -> int:
         await asyncio.sleep(delay)
-        return await self.reconcile()
+        return await self.reconcile() if self._leading() else 0
 
     async def reconcile(self) -> int:
         """Correct every node frps disagrees with; the number corrected."""
@@ -101,7 +113,46 @@ class FrpsReconciler:
                 continue
             self._registry.transition(uid, change)
             corrected += 1
+        corrected += self._discover(proxies)
         self.corrections += corrected
         if corrected:
             logger.info("reconciliation corrected %d node(s)", corrected)
         return corrected
+
+    def _discover(self, proxies: dict[str, ProxyInfo]) -> int:
+        """Online SSH proxies named `ssh-<unique_id>` of nodes nothing here knows.
+
+        Their NewProxy was answered but never stored (a replica killed before writing it);
+        only such a name says which node a proxy in frps's list belongs to.
+        """
+        known = {state.proxy_name for state in self._registry.states()}
+        found = 0
+        for name, proxy in proxies.items():
+            uid = _unique_id_in(name)
+            if uid is None or not proxy.online or name in known or self._registry.get(uid):
+                continue
+            self._registry.transition(
+                uid,
+                NodeChange(
+                    reason=RECONCILED,
+                    at=datetime.now(UTC),
+                    status=ONLINE,
+                    remote_port=proxy.remote_port,
+                    frps_address=self._frps_address,
+                    proxy_name=name,
+                ),
+            )
+            found += 1
+        return found
+
+
+def _unique_id_in(proxy_name: str) -> UniqueId | None:
+    """The id in `<user>.ssh-<unique_id>` (or `ssh-<unique_id>`), if it is one."""
+    _, dot, rest = proxy_name.rpartition(".ssh-")
+    candidate = rest if dot else proxy_name.removeprefix("ssh-")
+    if not dot and not proxy_name.startswith("ssh-"):
+        return None
+    try:
+        return parse_unique_id(candidate)
+    except InvalidUniqueIdError:
+        return None
