@@ -3,8 +3,9 @@ docstring invites where the adapter depends on behaviour kmock does not model.
 
 - kubernetes-asyncio asks for watches with `watch=True`; the API server parses booleans
   leniently, kmock only knows `watch=true`.
-- resourceVersion: every write of a NodeMaintenance bumps it, and a write that carries a
-  stale one is refused with 409 Conflict, as the API server does.
+- resourceVersion: every write of a NodeMaintenance or a Lease bumps it, a write that
+  carries a stale one is refused with 409 Conflict, as the API server does (leader
+  election relies on it).
 - The status subresource: create and patches of the main resource ignore `status`; a
   patch of `/status` changes only `status`.
 - A create is answered 201 Created, as the API server does (clients parse only that).
@@ -36,6 +37,7 @@ from kmock._internal import enums, rendering
 from nodes.model import GROUP, VERSION
 
 NM_RESOURCE = kmock.resource(GROUP, VERSION, "nodemaintenances")
+LEASE_RESOURCE = kmock.resource("coordination.k8s.io", "v1", "leases")
 CRD = Path(__file__).parents[1] / "manifests" / "crd.yaml"
 
 
@@ -58,6 +60,11 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.resource == LEASE_RESOURCE and request.action in (
+            enums.action.CREATE,
+            enums.action.UPDATE,
+        ):
+            self._as_the_api_server_would(request)
         if request.resource == NM_RESOURCE and request.action in (
             enums.action.CREATE,
             enums.action.UPDATE,
@@ -77,12 +84,12 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
     def _as_the_api_server_would(self, request: rendering.Request) -> None:
         data: dict[str, Any] = request.data
         metadata = data.setdefault("metadata", {})
-        if request.action == enums.action.CREATE:
+        if request.action == enums.action.CREATE:  # kmock itself refuses an existing name
             data.pop("status", None)
             metadata["uid"] = str(uuid.uuid4())
             metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         else:
-            key = (NM_RESOURCE, None, str(request.name))
+            key = (request.resource, request.namespace, str(request.name))
             current = self.objects[key].raw if key in self.objects else {}
             current_rv = current.get("metadata", {}).get("resourceVersion")
             sent_rv = metadata.get("resourceVersion")
@@ -129,6 +136,13 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
     def requests(self) -> list[rendering.Request]:
         """Every request served so far, parsed."""
         return list(self._requests)
+
+    def lease_holder(self, name: str, namespace: str) -> str | None:
+        key = (LEASE_RESOURCE, namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        holder: str | None = self.objects[key].raw.get("spec", {}).get("holderIdentity")
+        return holder
 
     def node_maintenances(self) -> dict[str, dict[str, Any]]:
         return {

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from kmock._internal import enums
 
+from nodes import kubernetes
 from nodes.kubernetes import KubernetesStore
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
+from nodes.registry import NodeRegistry
 from nodes.store import StoreError, open_store
 from nodes.writer import NodeWriter
 from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator
@@ -244,3 +246,90 @@ async def test_a_failing_reread_fails_only_its_own_node(
         await store.apply([state("a1", status="offline"), state("b2", status="offline")])
     assert failure.value.failed == frozenset([UniqueId("b2")])
     assert kube.node_maintenances()["nodemaintenances-a1"]["status"]["reason"] == "CloseProxy"
+
+
+async def open_replica() -> KubernetesStore:
+    store = await open_store("kubernetes", event_namespace="frp-adapter", event_min_interval=30)
+    assert isinstance(store, KubernetesStore)
+    return store
+
+
+async def test_one_replica_leads_and_another_takes_over_when_it_stops_renewing(
+    kube: NodeMaintenanceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kubernetes, "LEASE_SECONDS", 3)
+    monkeypatch.setattr(kubernetes, "_LEASE_RETRY_SECONDS", 0.3)
+    first, second = await open_replica(), await open_replica()
+    a, b = first.leadership("replica-a"), second.leadership("replica-b")
+    gains: list[str] = []
+    run_a = asyncio.create_task(a.run(lambda: gains.append("a")))
+    try:
+        await eventually(lambda: _true(a.leading), within=5, what="a leads")
+        run_b = asyncio.create_task(b.run(lambda: gains.append("b")))
+        try:
+            await asyncio.sleep(1.5)
+            assert (a.leading, b.leading) == (True, False)
+            assert kube.lease_holder(kubernetes.LEASE_NAME, "frp-adapter") == "replica-a"
+            run_a.cancel()  # a dies without releasing: b waits out the lease
+            await asyncio.gather(run_a, return_exceptions=True)
+            await eventually(lambda: _true(b.leading), within=10, what="b takes over")
+            assert not a.leading  # a stepped down on its own: it could not renew
+            assert kube.lease_holder(kubernetes.LEASE_NAME, "frp-adapter") == "replica-b"
+            await b.release()
+            assert kube.lease_holder(kubernetes.LEASE_NAME, "frp-adapter") is None
+            assert gains == ["a", "b"]
+        finally:
+            run_b.cancel()
+            await asyncio.gather(run_b, return_exceptions=True)
+    finally:
+        run_a.cancel()
+        await asyncio.gather(run_a, return_exceptions=True)
+        await first.close()
+        await second.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_replica_adopts_what_another_stored_but_not_over_its_own_pending_write(
+    kube: NodeMaintenanceEmulator,
+) -> None:
+    first, second = await open_replica(), await open_replica()
+    try:
+        writer_a, writer_b = NodeWriter(first), NodeWriter(second)
+        registry_a = NodeRegistry(writer_a, heartbeat_persist_interval=60)
+        registry_b = NodeRegistry(writer_b, heartbeat_persist_interval=60)
+        second.subscribe(registry_b.observe)
+        tasks = [asyncio.create_task(w.run()) for w in (writer_a, writer_b)]
+        try:
+            uid = UniqueId("abc123")
+            registry_a.transition(
+                uid,
+                NodeChange(
+                    reason="NewProxy", at=datetime.now(UTC), status="online", remote_port=7001
+                ),
+            )
+            await writer_a.flushed(uid)
+
+            async def b_sees(port: int, status: str) -> bool:
+                seen = registry_b.get(uid)
+                return seen is not None and (seen.remote_port, seen.status) == (port, status)
+
+            await eventually(lambda: b_sees(7001, "online"), what="b adopts a's write")
+            assert not writer_b.pending(uid)  # adopted, not written again
+            assert kube.nm_writes == 2
+
+            await asyncio.sleep(1.1)  # the store keeps times to the second
+            registry_a.transition(
+                uid, NodeChange(reason="CloseProxy", at=datetime.now(UTC), status="offline")
+            )
+            await writer_a.flushed(uid)
+            await eventually(lambda: b_sees(7001, "offline"), what="b adopts the offline")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await first.close()
+        await second.close()
