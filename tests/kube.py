@@ -89,6 +89,7 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
             metadata["uid"] = str(uuid.uuid4())
             metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         else:
+            assert request.resource is not None  # only NM and Lease writes come here
             key = (request.resource, request.namespace, str(request.name))
             current = self.objects[key].raw if key in self.objects else {}
             current_rv = current.get("metadata", {}).get("resourceVersion")
