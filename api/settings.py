@@ -34,7 +34,7 @@ class Settings:
     frps_api_password: str = field(default="", repr=False)
     unique_id_meta_key: str = "unique_id"
     close_grace_period: float = 2.0
-    heartbeat_persist_interval: float = 60.0
+    heartbeat_persist_interval: float = 30.0
     heartbeat_timeout: float = 90.0
     reconcile_interval: float = 60.0
     plugin_failure_mode: FailureMode = "open"
@@ -72,7 +72,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "close-grace-period": ("FRPA_CLOSE_GRACE_PERIOD", "seconds a CloseProxy waits (default 2)"),
     "heartbeat-persist-interval": (
         "FRPA_HEARTBEAT_PERSIST_INTERVAL",
-        "store a node's last Ping at most this often, seconds (default 60)",
+        "store a node's last Ping at most this often, seconds (default 30)",
     ),
     "heartbeat-timeout": (
         "FRPA_HEARTBEAT_TIMEOUT",

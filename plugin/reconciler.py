@@ -120,16 +120,19 @@ class FrpsReconciler:
         return corrected
 
     def _discover(self, proxies: dict[str, ProxyInfo]) -> int:
-        """Online SSH proxies named `ssh-<unique_id>` of nodes nothing here knows.
+        """Online SSH proxies named `ssh-<unique_id>` whose node records no SSH proxy.
 
-        Their NewProxy was answered but never stored (a replica killed before writing it);
-        only such a name says which node a proxy in frps's list belongs to.
+        Their NewProxy was answered but never (or only half) stored: a replica was killed
+        before writing it. Only such a name says which node a proxy in frps's list is of.
         """
         known = {state.proxy_name for state in self._registry.states()}
         found = 0
         for name, proxy in proxies.items():
             uid = _unique_id_in(name)
-            if uid is None or not proxy.online or name in known or self._registry.get(uid):
+            if uid is None or not proxy.online or name in known:
+                continue
+            state = self._registry.get(uid)
+            if state is not None and state.proxy_name:
                 continue
             self._registry.transition(
                 uid,

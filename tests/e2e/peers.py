@@ -66,11 +66,11 @@ class Processes:
                 args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
             )
 
-    async def start_adapter(self, port: int, env: dict[str, str]) -> None:
+    async def start_adapter(self, port: int, env: dict[str, str], name: str = "adapter") -> None:
         """`python -m api serve` on 127.0.0.1:`port`, this checkout first on its path."""
         inherited = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.start(
-            "adapter",
+            name,
             [sys.executable, "-m", "api", "serve"],
             env={
                 **inherited,
@@ -79,7 +79,7 @@ class Processes:
                 **env,
             },
         )
-        await wait_for_port(port, self.running["adapter"])
+        await wait_for_port(port, self.running[name])
 
     async def stop(self, name: str, sig: signal.Signals = signal.SIGTERM) -> int:
         self.running[name].send_signal(sig)
@@ -123,9 +123,9 @@ class FrpSetup:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    async def start_adapter(self, **env: str) -> None:
+    async def start_adapter(self, name: str = "adapter", port: int = 0, **env: str) -> None:
         await self.processes.start_adapter(
-            self.adapter_port,
+            port or self.adapter_port,
             {
                 "FRPA_FRPS_ADDRESS": "127.0.0.1",
                 "FRP_SERVER_API": self.dashboard_url,
@@ -135,9 +135,14 @@ class FrpSetup:
                 **self.store_env,
                 **env,
             },
+            name,
         )
 
-    async def start_frps(self, ops: tuple[str, ...] = ("Login", "NewProxy", "CloseProxy")) -> None:
+    async def start_frps(
+        self,
+        ops: tuple[str, ...] = ("Login", "NewProxy", "CloseProxy"),
+        plugin_port: int | None = None,
+    ) -> None:
         config = self.processes.workdir / "frps.toml"
         config.write_text(
             f"""
@@ -151,7 +156,7 @@ auth.method = "token"
 auth.token = "{FRP_TOKEN}"
 [[httpPlugins]]
 name = "frp-adapter"
-addr = "127.0.0.1:{self.adapter_port}"
+addr = "127.0.0.1:{plugin_port or self.adapter_port}"
 path = "/frps/handler"
 ops = {json.dumps(list(ops))}
 """
@@ -167,6 +172,7 @@ ops = {json.dumps(list(ops))}
         remote_port: int = 0,
         heartbeat: int | None = None,
         local_port: int = 22,
+        proxy: str = "ssh",
     ) -> None:
         config = self.processes.workdir / f"frpc-{node}.toml"
         config.write_text(
@@ -179,7 +185,7 @@ metadatas.unique_id = "{unique_id}"
 loginFailExit = false
 {f"transport.heartbeatInterval = {heartbeat}" if heartbeat else ""}
 [[proxies]]
-name = "ssh"
+name = "{proxy}"
 type = "tcp"
 localIP = "127.0.0.1"
 localPort = {local_port}

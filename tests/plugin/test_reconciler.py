@@ -146,3 +146,30 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     await eventually(n2_offline, what="n2 offline soon after the relogin")
     assert dashboard.listings == listings + 1
     assert await status(client, "n1") == ("online", "NewProxy")
+
+
+async def test_an_online_proxy_named_after_its_node_is_recovered_if_nothing_stored_it(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    """A replica killed between answering NewProxy and storing it: frps has the proxy."""
+    dashboard = FakeDashboard()
+    dashboard.proxies = {
+        "edge7.ssh-node-7": online(16007),  # <user>.ssh-<unique_id>
+        "ssh-node-8": online(16008),  # no user
+        "edge9.ssh": online(16009),  # names no node: nothing to recover
+        "edge10.ssh-Not_An_Id": online(16010),
+    }
+    client = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
+    reconciler = client.app[RECONCILER]
+    assert reconciler is not None
+    await eventually(lambda: _ran(reconciler.runs), what="the start-up reconciliation")
+    await client.app[WRITER].drained()
+    assert await status(client, "node-7") == ("online", "Reconciled")
+    assert (await nm(client, "node-7"))["status"]["proxyName"] == "edge7.ssh-node-7"
+    assert (await nm(client, "node-8"))["spec"]["services"][0]["proxyPort"] == "16008"
+    resp = await client.get("/api/v1/nodes")
+    assert len((await resp.json())["items"]) == 2
+
+
+async def _ran(runs: int) -> bool:
+    return runs > 0
