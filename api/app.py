@@ -29,8 +29,8 @@ from api.keys import (
     AUDIT,
     LEADERSHIP,
     LOADED,
-    PLUGIN,
-    RECONCILER,
+    PLUGINS,
+    RECONCILERS,
     REGISTRY,
     SETTINGS,
     SHELLS_BY_USER,
@@ -68,9 +68,12 @@ def create_app(settings: Settings) -> web.Application:
     app[SHELLS_BY_USER] = Counter()
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(_nodes)
-    # The secret, when set, is a path segment: frps can send no header.
+    # The secret, when set, is a path segment: frps can send no header. The first frps
+    # also answers at the original path.
     app.router.add_post("/frps/handler", _frps_handler)
     app.router.add_post("/frps/handler/{secret}", _frps_handler)
+    app.router.add_post("/frps/{server}/handler", _frps_handler)
+    app.router.add_post("/frps/{server}/handler/{secret}", _frps_handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     setup_metrics(app)
@@ -83,12 +86,16 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _frps_handler(request: web.Request) -> web.Response:
-    secret = request.app[SETTINGS].plugin_secret.encode()
+    settings = request.app[SETTINGS]
+    plugins = request.app[PLUGINS]
+    server = request.match_info.get("server", settings.servers()[0].name)
+    secret = settings.plugin_secret.encode()
     given = request.match_info.get("secret", "").encode()
-    if not hmac.compare_digest(given, secret):
-        request.app[PLUGIN].counts["unauthorized", "rejected"] += 1
+    endpoint = plugins.get(server)
+    if endpoint is None or not hmac.compare_digest(given, secret):
+        next(iter(plugins.values())).counts["unauthorized", "rejected"] += 1
         raise web.HTTPNotFound()
-    return await request.app[PLUGIN].handle(request)
+    return await endpoint.handle(request)
 
 
 async def _access(app: web.Application) -> AsyncIterator[None]:
@@ -120,15 +127,15 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     """Ready as soon as the plugin path answers, which needs no store; the store is shown."""
     writer = request.app[WRITER]
-    reconciler = request.app[RECONCILER]
-    frps = None
-    if reconciler is not None:
-        frps = {
+    frps = {
+        name: {
             "reconciliations": reconciler.runs,
             "corrections": reconciler.corrections,
             "failures": reconciler.failures,
             "last_error": reconciler.last_error,
         }
+        for name, reconciler in request.app[RECONCILERS].items()
+    }
     return web.json_response(
         {
             "status": "ready",
@@ -157,39 +164,48 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
     leadership = store.leadership(f"{socket.gethostname()}-{os.getpid()}")
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
-        dashboard = None
-        if settings.frps_api:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
-            dashboard = FrpsDashboard(
-                session,
-                settings.frps_api,
-                user=settings.frps_api_user,
-                password=settings.frps_api_password,
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        reconcilers: dict[str, FrpsReconciler] = {}
+        trackers: dict[str, SshProxyTracker] = {}
+        for server in settings.servers():
+            dashboard = (
+                FrpsDashboard(
+                    session,
+                    server.api,
+                    user=settings.frps_api_user,
+                    password=settings.frps_api_password,
+                )
+                if server.api
+                else None
             )
-        reconciler = (
-            FrpsReconciler(
+            reconciler = (
+                FrpsReconciler(
+                    registry,
+                    dashboard,
+                    interval=settings.reconcile_interval,
+                    frps_address=server.address,
+                    leading=lambda: leadership.leading,
+                )
+                if dashboard
+                else None
+            )
+            if reconciler:
+                reconcilers[server.name] = reconciler
+            trackers[server.name] = SshProxyTracker(
                 registry,
-                dashboard,
-                interval=settings.reconcile_interval,
-                frps_address=settings.frps_address,
-                leading=lambda: leadership.leading,
+                frps_address=server.address,
+                unique_id_meta_key=settings.unique_id_meta_key,
+                close_grace_period=settings.close_grace_period,
+                dashboard=dashboard,
+                on_relogin=(
+                    partial(reconciler.reconcile_soon, RELOGIN_SETTLE_SECONDS)
+                    if reconciler
+                    else None
+                ),
             )
-            if dashboard
-            else None
-        )
-        tracker = SshProxyTracker(
-            registry,
-            frps_address=settings.frps_address,
-            unique_id_meta_key=settings.unique_id_meta_key,
-            close_grace_period=settings.close_grace_period,
-            dashboard=dashboard,
-            on_relogin=(
-                partial(reconciler.reconcile_soon, RELOGIN_SETTLE_SECONDS) if reconciler else None
-            ),
-        )
         app[STORE] = store
         app[LEADERSHIP] = leadership
-        app[RECONCILER] = reconciler
+        app[RECONCILERS] = reconcilers
         app[WRITER] = writer
         app[REGISTRY] = registry
         app[SSH] = SshConnector(
@@ -200,16 +216,23 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             known_hosts=settings.ssh_known_hosts,
             connect_timeout=settings.ssh_connect_timeout,
         )
-        app[PLUGIN] = PluginEndpoint(
-            tracker,
-            fail_closed=settings.plugin_failure_mode == "closed",
-            store_failing=lambda: writer.failing,
-        )
+        app[PLUGINS] = {
+            name: PluginEndpoint(
+                tracker,
+                fail_closed=settings.plugin_failure_mode == "closed",
+                store_failing=lambda: writer.failing,
+            )
+            for name, tracker in trackers.items()
+        }
         app[LOADED] = loaded = asyncio.create_task(_load(registry, store), name="node-load")
         writer_task = asyncio.create_task(writer.run(), name="node-writer")
+
         # A replica that wins the lead checks frps at once: the last leader may have died
         # with answered events it never stored.
-        on_gain = partial(reconciler.reconcile_soon, 0) if reconciler else (lambda: None)
+        def on_gain() -> None:
+            for reconciler in reconcilers.values():
+                reconciler.reconcile_soon(0)
+
         background = [
             loaded,
             asyncio.create_task(leadership.run(on_gain), name="leader-election"),
@@ -218,8 +241,10 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 name="heartbeat-expiry",
             ),
         ]
-        if reconciler:
-            background.append(asyncio.create_task(reconciler.run(loaded), name="reconciler"))
+        background.extend(
+            asyncio.create_task(reconciler.run(loaded), name=f"reconciler-{name}")
+            for name, reconciler in reconcilers.items()
+        )
         try:
             yield
         finally:
@@ -227,8 +252,9 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await leadership.release()
-            await tracker.close()
-            if reconciler:
+            for tracker in trackers.values():
+                await tracker.close()
+            for reconciler in reconcilers.values():
                 await reconciler.close()
             try:
                 async with asyncio.timeout(settings.shutdown_timeout):

@@ -55,6 +55,8 @@ RULES: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): None,
     ("POST", "/frps/handler"): None,  # frps cannot send headers: see FRPA_PLUGIN_SECRET
     ("POST", "/frps/handler/{secret}"): None,
+    ("POST", "/frps/{server}/handler"): None,
+    ("POST", "/frps/{server}/handler/{secret}"): None,
     ("GET", "/frp_fetch/{nm_name}"): Role.READ,
     ("GET", "/api/v1/nodes"): Role.READ,
     ("GET", "/api/v1/nodes/{nm_name}"): Role.READ,

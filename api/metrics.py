@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.keys import LEADERSHIP, PLUGIN, RECONCILER, REGISTRY, SETTINGS, SSH, WRITER
+from api.keys import LEADERSHIP, PLUGINS, RECONCILERS, REGISTRY, SETTINGS, SSH, WRITER
 from nodes.store import KUBERNETES
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
@@ -56,7 +56,7 @@ class AdapterCollector(Collector):
         self._app = app
 
     def collect(self) -> Iterator[Metric]:
-        if PLUGIN not in self._app:
+        if PLUGINS not in self._app:
             return
         app = self._app
         settings = app[SETTINGS]
@@ -67,7 +67,8 @@ class AdapterCollector(Collector):
             (state.status, state.frps_address or "") for state in app[REGISTRY].states()
         )
         for status in ("online", "offline"):
-            by_status.setdefault((status, settings.frps_address), 0)
+            for server in settings.servers():
+                by_status.setdefault((status, server.address), 0)
         for (status, frps), count in sorted(by_status.items()):
             nodes.add_metric([status, frps], count)
         yield nodes
@@ -75,7 +76,10 @@ class AdapterCollector(Collector):
         requests = CounterMetricFamily(
             "frpa_plugin_requests", "frps plugin requests by op and result", labels=["op", "result"]
         )
-        for (op, result), count in sorted(app[PLUGIN].counts.items()):
+        counts: Counter[tuple[str, str]] = Counter()
+        for endpoint in app[PLUGINS].values():
+            counts.update(endpoint.counts)
+        for (op, result), count in sorted(counts.items()):
             requests.add_metric([op, result], count)
         yield requests
 
@@ -113,11 +117,13 @@ class AdapterCollector(Collector):
             execs.add_metric([result], ssh.exec_results[result])
         yield execs
 
-        reconciler = app[RECONCILER]
-        if reconciler is not None:
-            for name, text, value in (
-                ("frpa_reconciliations", "Reconciliations with frps done", reconciler.runs),
-                ("frpa_reconcile_corrections", "Nodes corrected", reconciler.corrections),
-                ("frpa_reconcile_failures", "Reconciliations failed", reconciler.failures),
-            ):
-                yield CounterMetricFamily(name, text, value=value)
+        reconcilers = app[RECONCILERS]
+        for name, text, attribute in (
+            ("frpa_reconciliations", "Reconciliations with frps done", "runs"),
+            ("frpa_reconcile_corrections", "Nodes corrected", "corrections"),
+            ("frpa_reconcile_failures", "Reconciliations failed", "failures"),
+        ):
+            family = CounterMetricFamily(name, text, labels=["frps"])
+            for frps, reconciler in sorted(reconcilers.items()):
+                family.add_metric([frps], getattr(reconciler, attribute))
+            yield family

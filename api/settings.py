@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,6 +24,19 @@ class SettingsError(ValueError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class FrpsServer:
+    """One frps: its plugin calls arrive at `/frps/<name>/handler`; nodes dial `address`."""
+
+    name: str
+    address: str
+    api: str | None  # its dashboard, for reconciliation and random ports
+
+
+DEFAULT_FRPS = "default"
+_SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     host: str = ""
@@ -32,6 +46,8 @@ class Settings:
     frps_api: str | None = None
     frps_api_user: str = ""
     frps_api_password: str = field(default="", repr=False)
+    # FRPA_FRPS_SERVERS; empty: the one server of frps_address and frps_api.
+    frps_servers: tuple[FrpsServer, ...] = ()
     unique_id_meta_key: str = "unique_id"
     close_grace_period: float = 2.0
     heartbeat_persist_interval: float = 30.0
@@ -60,6 +76,10 @@ class Settings:
     max_shells_per_user: int = 10
     exec_timeout_max: float = 3600.0
 
+    def servers(self) -> tuple[FrpsServer, ...]:
+        """Every frps whose plugin calls this adapter answers; the first is the default."""
+        return self.frps_servers or (FrpsServer(DEFAULT_FRPS, self.frps_address, self.frps_api),)
+
 
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
 OPTIONS: dict[str, tuple[str, str]] = {
@@ -68,6 +88,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "frps-address": ("FRPA_FRPS_ADDRESS", "frps address SSH dials, recorded in every NM"),
     "frps-api": ("FRP_SERVER_API", "frps dashboard API URL, e.g. http://127.0.0.1:7500"),
     "frps-api-user": ("FRP_SERVER_HTTPAUTHUSERNAME", "frps dashboard user"),
+    "frps-servers": (
+        "FRPA_FRPS_SERVERS",
+        "several frps: name=address[=dashboard URL], comma-separated (instead of "
+        "FRPA_FRPS_ADDRESS and FRP_SERVER_API)",
+    ),
     "unique-id-meta-key": ("FRPA_UNIQUE_ID_META_KEY", "frpc metadatas key holding the id"),
     "close-grace-period": ("FRPA_CLOSE_GRACE_PERIOD", "seconds a CloseProxy waits (default 2)"),
     "heartbeat-persist-interval": (
@@ -165,6 +190,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         frps_api=_frps_api(frps_api) if frps_api else None,
         frps_api_user=value("frps-api-user") or "",
         frps_api_password=environ.get(PASSWORD_ENV, ""),
+        frps_servers=_frps_servers(value("frps-servers"), value("frps-address") or frps_api),
         unique_id_meta_key=value("unique-id-meta-key") or defaults.unique_id_meta_key,
         close_grace_period=_seconds("close-grace-period", value, defaults.close_grace_period),
         heartbeat_persist_interval=_seconds(
@@ -214,6 +240,34 @@ def _frps_api(url: str) -> str:
     if not base.startswith(("http://", "https://")) or base.endswith("://"):
         raise SettingsError(f"FRP_SERVER_API must be an http(s) URL, not {url!r}")
     return base
+
+
+def _frps_servers(text: str | None, single_given: str | None) -> tuple[FrpsServer, ...]:
+    if text is None:
+        return ()
+    if single_given:
+        raise SettingsError(
+            "FRPA_FRPS_SERVERS names every frps: drop FRPA_FRPS_ADDRESS and FRP_SERVER_API"
+        )
+    servers = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, rest = entry.partition("=")
+        address, _, api = rest.partition("=")
+        if not _SERVER_NAME.fullmatch(name) or not address:
+            raise SettingsError(
+                f"FRPA_FRPS_SERVERS: {entry!r} is not name=address[=dashboard URL] "
+                "(names: lowercase letters, digits and '-')"
+            )
+        servers.append(FrpsServer(name, address, _frps_api(api) if api else None))
+    for what, values in (
+        ("names", [s.name for s in servers]),
+        ("addresses", [s.address for s in servers]),
+    ):
+        if len(set(values)) != len(values):
+            raise SettingsError(f"FRPA_FRPS_SERVERS: frps {what} must differ")
+    if not servers:
+        raise SettingsError("FRPA_FRPS_SERVERS is empty")
+    return tuple(servers)
 
 
 def _store_url(url: str) -> str:

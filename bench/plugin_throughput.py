@@ -28,7 +28,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.app import create_app
-from api.keys import PLUGIN
+from api.keys import PLUGINS
 from api.settings import Settings
 from tests.support import free_port, login, new_proxy, ping
 
@@ -110,7 +110,7 @@ async def own_work_per_request(store_dir: str, n: int = 20000) -> dict[str, floa
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup_ctx: store, writer, tracker
     try:
-        endpoint = app[PLUGIN]
+        endpoint = app[PLUGINS]["default"]
         endpoint.decide(json.dumps(new_proxy()).encode())
         results = {}
         for op, body in BODIES.items():

@@ -91,8 +91,13 @@ class FrpsReconciler:
         after = self._registry.changes()
         for state in self._registry.states():
             # A node changed while the list was read was changed by a newer event: it wins.
+            # A node recorded under another frps's address is that frps's to judge.
             uid = state.unique_id
-            if not state.proxy_name or before.get(uid) != after.get(uid):
+            if (
+                not state.proxy_name
+                or state.frps_address != self._frps_address
+                or before.get(uid) != after.get(uid)
+            ):
                 continue
             proxy = proxies.get(state.proxy_name)
             at = datetime.now(UTC)

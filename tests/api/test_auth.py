@@ -31,7 +31,9 @@ async def client(tmp_path: Path, aiohttp_client: AiohttpClient) -> Client:
 
 
 def url_of(template: str) -> str:
-    return template.replace("{nm_name}", NODE).replace("{secret}", "x")
+    return (
+        template.replace("{nm_name}", NODE).replace("{secret}", "x").replace("{server}", "default")
+    )
 
 
 async def call(client: Client, method: str, template: str, **kwargs: Any) -> int:

@@ -38,6 +38,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         (["--ssh-key-file", "/etc/hostname"], {}, "as an SSH private key: Invalid private key"),
         ([], {"FRPA_SSH_KNOWN_HOSTS": "/nonexistent"}, "FRPA_SSH_KNOWN_HOSTS: cannot read"),
         (["--exec-output-limit", "0"], {}, "FRPA_EXEC_OUTPUT_LIMIT must be bytes"),
+        (
+            ["--frps-servers", "a=1.2.3.4", "--frps-address", "5.6.7.8"],
+            {},
+            "drop FRPA_FRPS_ADDRESS",
+        ),
+        ([], {"FRPA_FRPS_SERVERS": "a=1.2.3.4,a=5.6.7.8"}, "names must differ"),
+        ([], {"FRPA_FRPS_SERVERS": "A_B=1.2.3.4"}, "is not name=address"),
     ],
 )
 def test_invalid_settings_exit_2_with_one_clear_line(

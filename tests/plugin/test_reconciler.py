@@ -13,7 +13,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 import api.app
 from api.app import create_app
-from api.keys import RECONCILER, WRITER
+from api.keys import RECONCILERS, WRITER
+from api.settings import FrpsServer
 from tests.support import (
     FakeDashboard,
     app_with_dashboard,
@@ -67,7 +68,7 @@ async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_
     await second.app[WRITER].drained()
     assert await status(second, "n1") == ("online", "Reconciled")
     assert (await nm(second, "n1"))["spec"]["services"][0]["proxyPort"] == "16011"
-    reconciler = second.app[RECONCILER]
+    reconciler = second.app[RECONCILERS]["default"]
     assert reconciler is not None
     assert reconciler.corrections == 2
 
@@ -87,7 +88,9 @@ async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
 
     async def counted() -> bool:
         body = await (await client.get("/readyz")).json()
-        return bool(body["frps"]["failures"] >= 2 and "HTTP 500" in body["frps"]["last_error"])
+        return bool(
+            (frps := body["frps"]["default"])["failures"] >= 2 and "HTTP 500" in frps["last_error"]
+        )
 
     await eventually(counted, what="failures visible on /readyz")
     assert await status(client, "n1") == ("online", "NewProxy")
@@ -160,7 +163,7 @@ async def test_an_online_proxy_named_after_its_node_is_recovered_if_nothing_stor
         "edge10.ssh-Not_An_Id": online(16010),
     }
     client = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
-    reconciler = client.app[RECONCILER]
+    reconciler = client.app[RECONCILERS]["default"]
     assert reconciler is not None
     await eventually(lambda: _ran(reconciler.runs), what="the start-up reconciliation")
     await client.app[WRITER].drained()
@@ -173,3 +176,40 @@ async def test_an_online_proxy_named_after_its_node_is_recovered_if_nothing_stor
 
 async def _ran(runs: int) -> bool:
     return runs > 0
+
+
+async def test_each_frps_reconciles_only_the_nodes_it_served(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    dashboards = {"east": FakeDashboard(), "west": FakeDashboard()}
+    servers = []
+    for i, (name, dashboard) in enumerate(dashboards.items()):
+        served = await aiohttp_server(dashboard.app())
+        api = str(served.make_url("")).rstrip("/")
+        servers.append(FrpsServer(name, f"198.51.100.{i + 1}", api))
+    dashboards["east"].proxies = {"n1.ssh": online(16001)}
+    dashboards["west"].proxies = {"n2.ssh": online(16002)}
+    settings = settings_for(tmp_path, frps_servers=tuple(servers), reconcile_interval=0.05)
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post("/frps/east/handler", json=new_proxy("n1", "n1", port=16001))
+    assert (await resp.json())["reject"] is False
+    resp = await client.post("/frps/west/handler", json=new_proxy("n2", "n2", port=16002))
+    assert (await resp.json())["reject"] is False
+    assert (await client.post("/frps/north/handler", json=login())).status == 404
+    await client.app[WRITER].drained()
+    addresses = {
+        uid: (await nm(client, uid))["spec"]["services"][0]["frpServerIpAddress"]
+        for uid in ("n1", "n2")
+    }
+    assert addresses == {"n1": "198.51.100.1", "n2": "198.51.100.2"}
+
+    # west loses n2; east never listed n2 and must not judge it.
+    dashboards["west"].proxies = {"n2.ssh": {"status": "offline", "conf": None}}
+
+    async def n2_offline() -> bool:
+        return (await status(client, "n2"))[0] == "offline"
+
+    await eventually(n2_offline, what="west's reconciler sets n2 offline")
+    await asyncio.sleep(0.3)  # several more rounds of both reconcilers
+    assert await status(client, "n1") == ("online", "NewProxy")
+    assert sorted(client.app[RECONCILERS].keys()) == ["east", "west"]
