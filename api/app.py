@@ -43,6 +43,7 @@ from api.settings import Settings
 from nodes.registry import NodeRegistry
 from nodes.store import Leadership, NodeStore, StoreError, open_store
 from nodes.writer import NodeWriter
+from plugin.admission import Admission
 from plugin.dashboard import FrpsDashboard
 from plugin.reconciler import FrpsReconciler
 from plugin.tracker import SshProxyTracker
@@ -165,6 +166,11 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         session = await stack.enter_async_context(aiohttp.ClientSession())
+        admission = Admission(
+            require_registered=settings.require_registered,
+            node_tokens=settings.node_tokens,
+            ports=settings.allowed_ports,
+        )
         reconcilers: dict[str, FrpsReconciler] = {}
         trackers: dict[str, SshProxyTracker] = {}
         for server in settings.servers():
@@ -202,6 +208,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                     if reconciler
                     else None
                 ),
+                admission=admission,
             )
         app[STORE] = store
         app[LEADERSHIP] = leadership

@@ -70,6 +70,7 @@ RULES: Mapping[tuple[str, str], Role | None] = {
     ("PUT", "/frp_update"): Role.ADMIN,
     ("PUT", "/nm_useless"): Role.ADMIN,
     ("DELETE", "/api/v1/nodes/{nm_name}/host-key"): Role.ADMIN,
+    ("POST", "/api/v1/nodes/{nm_name}/frpc-token"): Role.ADMIN,
 }
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.keys import LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
-from api.v1 import run_audited
+from api.v1 import STORE_WAIT_SECONDS, run_audited
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -35,7 +35,6 @@ from nodes.store import StoreError
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
 from ssh.connector import NodeNotFoundError, SshError
 
-STORE_WAIT_SECONDS = 10.0
 _create_schema = FrpCreateSchema()
 _update_schema = FrpUpdateSchema()
 _exec_schema = OriginalExecSchema()

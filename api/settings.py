@@ -72,6 +72,9 @@ class Settings:
     allowed_origins: frozenset[str] = frozenset()
     plugin_secret: str = field(default="", repr=False)
     audit_log: str | None = None
+    require_registered: bool = False
+    node_tokens: bool = False
+    allowed_ports: range | None = None
     shell_recordings: str | None = None
     max_shells_per_user: int = 10
     exec_timeout_max: float = 3600.0
@@ -150,6 +153,18 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "FRPA_ALLOWED_ORIGINS",
         "comma-separated browser origins allowed to open shells, besides this host's own",
     ),
+    "require-registered": (
+        "FRPA_REQUIRE_REGISTERED",
+        "1: refuse the Login of a node that has no NodeMaintenance yet",
+    ),
+    "node-tokens": (
+        "FRPA_NODE_TOKENS",
+        "1: every Login must carry its node's own token in metadatas.token",
+    ),
+    "allowed-ports": (
+        "FRPA_ALLOWED_PORTS",
+        "remote ports SSH proxies may ask for, e.g. 16000-16999",
+    ),
     "audit-log": ("FRPA_AUDIT_LOG", "file to append shell and exec audit records to; - for stdout"),
     "shell-recordings": (
         "FRPA_SHELL_RECORDINGS",
@@ -221,6 +236,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         ),
         plugin_secret=_plugin_secret(environ.get(PLUGIN_SECRET_ENV, "")),
         audit_log=_audit_log(value("audit-log")),
+        require_registered=_flag("require-registered", value("require-registered")),
+        node_tokens=_flag("node-tokens", value("node-tokens")),
+        allowed_ports=_port_range(value("allowed-ports")),
         shell_recordings=_directory("shell-recordings", value("shell-recordings")),
         max_shells_per_user=_count("max-shells-per-user", value, defaults.max_shells_per_user),
         exec_timeout_max=_seconds("exec-timeout-max", value, defaults.exec_timeout_max),
@@ -308,6 +326,17 @@ def _tokens_file(path: str | None) -> str | None:
     except TokensFileError as e:
         raise SettingsError(f"FRPA_API_TOKENS_FILE: {e}") from e
     return path
+
+
+def _port_range(text: str | None) -> range | None:
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit() and 0 < int(first) <= int(last) < 65536):
+        raise SettingsError(
+            f"FRPA_ALLOWED_PORTS must be FIRST-LAST, e.g. 16000-16999, not {text!r}"
+        )
+    return range(int(first), int(last) + 1)
 
 
 def _audit_log(path: str | None) -> str | None:

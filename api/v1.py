@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api import audit
-from api.keys import AUDIT, SETTINGS, SSH, STORE
-from nodes.model import ssh_endpoint
+from api.keys import AUDIT, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from nodes.model import InvalidUniqueIdError, NodeChange, ssh_endpoint, unique_id_of
 from nodes.store import StoreError
+from plugin.admission import token_digest
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
 from ssh.connector import SshError
 from ssh.session import ExecResult, run_command
 
+logger = logging.getLogger(__name__)
+# How long a write waits for the store to confirm it before answering 503 (it stays queued).
+STORE_WAIT_SECONDS = 10.0
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
@@ -30,6 +37,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/nodes/{nm_name}", get_node)
     router.add_post("/api/v1/nodes/{nm_name}/exec", exec_node)
     router.add_delete("/api/v1/nodes/{nm_name}/host-key", unpin_host_key)
+    router.add_post("/api/v1/nodes/{nm_name}/frpc-token", issue_frpc_token)
     router.add_post("/api/v1/exec", exec_batch)
 
 
@@ -122,6 +130,37 @@ async def unpin_host_key(request: web.Request) -> web.Response:
     except SshError as e:
         return _error(e.status, e.kind, str(e))
     return web.json_response({"unpinned": name})
+
+
+async def issue_frpc_token(request: web.Request) -> web.Response:
+    """A new token for the node's frpc (`metadatas.token`); the previous one stops working.
+
+    Shown once: the NM keeps only its SHA-256 digest. Creates the node when it is not known
+    yet, so a node can be admitted before its first Login (FRPA_REQUIRE_REGISTERED).
+    """
+    name = request.match_info["nm_name"]
+    try:
+        uid = unique_id_of(name)
+    except InvalidUniqueIdError as e:
+        return _error(400, "invalid name", str(e))
+    token = secrets.token_urlsafe(32)
+    registry = request.app[REGISTRY]
+    current = registry.get(uid)
+    registry.transition(
+        uid,
+        NodeChange(
+            reason=current.reason if current else "FrpcTokenIssued",
+            at=datetime.now(UTC),
+            frpc_token_hash=token_digest(token),
+        ),
+    )
+    try:
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
+            await request.app[WRITER].flushed(uid)
+    except TimeoutError:
+        return _error(503, "not stored yet", "the store did not confirm the token in time")
+    logger.info("issued a new frpc token for %s", name)
+    return web.json_response({"node": name, "token": token, "frpc": {"metadatas.token": token}})
 
 
 async def _json_input(request: web.Request, schema: Schema) -> dict[str, Any]:

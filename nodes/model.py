@@ -94,6 +94,8 @@ class NodeState:
     last_heartbeat: datetime | None = None
     # The sshd host key pinned on first use, OpenSSH format; "" when none is pinned.
     ssh_host_key: str = ""
+    # SHA-256 of the node's own frpc token (FRPA_NODE_TOKENS); "" when none is issued.
+    frpc_token_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +115,7 @@ class NodeChange:
     frpc_version: str | None = None
     last_heartbeat: datetime | None = None
     ssh_host_key: str | None = None
+    frpc_token_hash: str | None = None
 
 
 _CHANGEABLE = tuple(
@@ -212,6 +215,7 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     status["clientAddress"] = state.client_address
     status["frpcVersion"] = state.frpc_version
     status["sshHostKey"] = state.ssh_host_key
+    status["frpcTokenHash"] = state.frpc_token_hash
     return obj
 
 
@@ -268,4 +272,5 @@ def state_from_nm(obj: JsonObject) -> NodeState:
         frpc_version=str(status.get("frpcVersion", "")),
         last_heartbeat=parse_time(status.get("lastHeartbeatTime")),
         ssh_host_key=str(status.get("sshHostKey", "")),
+        frpc_token_hash=str(status.get("frpcTokenHash", "")),
     )

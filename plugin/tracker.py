@@ -19,6 +19,7 @@ from typing import Any
 
 from nodes.model import OFFLINE, ONLINE, NodeChange, UniqueId, parse_unique_id
 from nodes.registry import NodeRegistry
+from plugin.admission import Admission
 from plugin.dashboard import DashboardError, FrpsDashboard
 from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, Ping
 
@@ -55,8 +56,10 @@ class SshProxyTracker:
         close_grace_period: float,
         dashboard: FrpsDashboard | None,
         on_relogin: Callable[[], None] | None = None,
+        admission: Admission = Admission(),  # noqa: B008  (frozen: one shared default is fine)
     ) -> None:
         self._registry = registry
+        self._admission = admission
         self._frps_address = frps_address
         self._meta_key = unique_id_meta_key
         self._grace = close_grace_period
@@ -88,7 +91,9 @@ class SshProxyTracker:
         return name in ("ssh", f"ssh-{uid}")
 
     def login(self, event: Login) -> None:
+        """Raises AdmissionError for a frpc that must not log in."""
         uid = self.unique_id(event.user, event.metas)
+        self._admission.check_login(self._registry, uid, event.metas)
         node = self._registry.get(uid)
         if (
             self._on_relogin is not None
@@ -108,9 +113,13 @@ class SshProxyTracker:
             del self._logins[oldest]
 
     def new_proxy(self, event: NewProxy) -> None:
+        """Raises AdmissionError for an SSH proxy on a port it must not have."""
         uid = self.unique_id(event.user.user, event.user.metas)
         if not self.is_ssh_proxy(uid, event.user, event):
             return
+        self._admission.check_ssh_port(
+            self._registry, uid, event.remote_port or None, self._frps_address
+        )
         self._cancel(self._closing, uid)
         self._cancel(self._port_lookups, uid)
         self._opened_at[uid] = time.monotonic()

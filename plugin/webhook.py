@@ -19,6 +19,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from nodes.model import InvalidUniqueIdError
+from plugin.admission import AdmissionError
 from plugin.tracker import SshProxyTracker
 from schemas import frps
 
@@ -92,7 +93,7 @@ class PluginEndpoint:
             if self._fail_closed and op in (frps.LOGIN, frps.NEW_PROXY) and self._store_failing():
                 return op, "frp-adapter cannot store node state right now; try again later"
             self._ops[op][1](event)
-        except InvalidUniqueIdError as e:
+        except (InvalidUniqueIdError, AdmissionError) as e:
             return op, f"{op} refused: {e}"
         except Exception:
             logger.exception("%s request failed inside frp-adapter", op)
