@@ -106,7 +106,7 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
             "FRPA_INSECURE_NO_AUTH=1: anyone who reaches this port can open shells and run "
             "commands on every node, and change every node's state"
         )
-    elif not app[SETTINGS].api_tokens_file:
+    elif not app[SETTINGS].api_tokens_file and not app[SETTINGS].kubernetes_auth:
         logger.warning(
             "no FRPA_API_TOKENS_FILE: node reads and writes are open to anyone who reaches "
             "this port; shell and exec are disabled"
@@ -162,6 +162,8 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
     registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
     # Other replicas' writes, seen through the store, keep this one's memory current.
     store.subscribe(registry.observe)
+    if settings.kubernetes_auth:
+        app[ACCESS].reviewer = store.reviewer()
     leadership = store.leadership(f"{socket.gethostname()}-{os.getpid()}")
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)

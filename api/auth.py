@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -29,6 +30,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+
+from nodes.store import Reviewer, ReviewError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ _RELOAD_SECONDS = 2.0
 class Role(IntEnum):
     """Each role may do what the ones below it may."""
 
+    NONE = 0  # a known caller RBAC does not allow
     READ = 1  # fetch and list nodes
     OPERATOR = 2  # shells and commands on nodes
     ADMIN = 3  # create, update and retire nodes; clear host-key pins
@@ -72,6 +76,28 @@ RULES: Mapping[tuple[str, str], Role | None] = {
     ("DELETE", "/api/v1/nodes/{nm_name}/host-key"): Role.ADMIN,
     ("POST", "/api/v1/nodes/{nm_name}/frpc-token"): Role.ADMIN,
 }
+
+
+# With FRPA_KUBERNETES_AUTH: what each guarded route asks a SubjectAccessReview about
+# `nodemaintenances` (verb, subresource), for the NM the path names, else for all.
+KUBERNETES_ATTRIBUTES: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("GET", "/frp_fetch/{nm_name}"): ("get", ""),
+    ("GET", "/api/v1/nodes"): ("list", ""),
+    ("GET", "/api/v1/nodes/{nm_name}"): ("get", ""),
+    ("GET", "/reverse_proxy/{nm_name}"): ("create", "shell"),
+    ("GET", "/api/v1/nodes/{nm_name}/shell"): ("create", "shell"),
+    ("POST", "/reverse_proxy_shell"): ("create", "exec"),
+    ("POST", "/reverse_shell_command/{nm_name}"): ("create", "exec"),
+    ("POST", "/api/v1/nodes/{nm_name}/exec"): ("create", "exec"),
+    ("POST", "/api/v1/exec"): ("create", "exec"),
+    ("POST", "/frp_create"): ("create", ""),
+    ("PUT", "/frp_update"): ("update", ""),
+    ("PUT", "/nm_useless"): ("update", ""),
+    ("DELETE", "/api/v1/nodes/{nm_name}/host-key"): ("update", "status"),
+    ("POST", "/api/v1/nodes/{nm_name}/frpc-token"): ("update", "status"),
+}
+_REVIEW_CACHE_SECONDS = 10.0
+_REVIEW_CACHE_SIZE = 10000
 
 
 class TokensFileError(ValueError):
@@ -142,11 +168,14 @@ class Access:
         self.insecure = insecure
         self._allowed_origins = allowed_origins
         self.denied = 0
+        # Set at start-up when the cluster authenticates and authorizes API callers.
+        self.reviewer: Reviewer | None = None
+        self._reviews: dict[tuple[str, ...], tuple[float, Identity | None]] = {}
 
     @property
     def commands_enabled(self) -> bool:
         """Shell and exec run only for authenticated callers, or when explicitly insecure."""
-        return bool(self._tokens_file) or self.insecure
+        return bool(self._tokens_file) or self.reviewer is not None or self.insecure
 
     async def watch(self) -> None:
         """Reload the tokens file whenever it changes; a broken edit keeps the old tokens."""
@@ -188,10 +217,12 @@ class Access:
         if _is_websocket(request) and not self._origin_allowed(request):
             origin = request.headers[hdrs.ORIGIN]
             return self._deny(request, 403, "forbidden", f"origin {origin} is not allowed")
-        if not self._tokens_file:
+        if not self._tokens_file and self.reviewer is None:
             request[IDENTITY] = ANONYMOUS
             return await handler(request)
         token = _presented_token(request)
+        if self.reviewer is not None:
+            return await self._by_kubernetes(request, handler, token, key, needed)
         identity = self._tokens.get(digest(token)) if token else None
         if identity is None:
             why = "a valid bearer token is required" if token is None else "unknown token"
@@ -206,6 +237,63 @@ class Access:
             )
         request[IDENTITY] = identity
         return await handler(request)
+
+    async def _by_kubernetes(
+        self,
+        request: web.Request,
+        handler: Handler,
+        token: str | None,
+        key: tuple[str, str],
+        needed: Role,
+    ) -> web.StreamResponse:
+        if not token:
+            return self._deny(request, 401, "unauthorized", "a valid bearer token is required")
+        verb, subresource = KUBERNETES_ATTRIBUTES[key]
+        name = request.match_info.get("nm_name")
+        try:
+            identity = await self._review(token, verb, subresource, name, needed)
+        except ReviewError as e:
+            return _answer(request, 503, "cannot check the token", str(e))
+        if identity is None:
+            return self._deny(
+                request, 401, "unauthorized", "the Kubernetes API does not know this token"
+            )
+        if identity.role < needed:
+            target = f"nodemaintenances{'/' + subresource if subresource else ''}"
+            return self._deny(
+                request,
+                403,
+                "forbidden",
+                f"{identity.name} may not {verb} {target} {name or ''}".rstrip(),
+            )
+        request[IDENTITY] = identity
+        return await handler(request)
+
+    async def _review(
+        self, token: str, verb: str, subresource: str, name: str | None, needed: Role
+    ) -> Identity | None:
+        """The caller, with `needed` as its role when RBAC allows the action, else NONE.
+
+        Answers are remembered for a few seconds: a browser's shell or a batch otherwise
+        costs two API calls per request.
+        """
+        assert self.reviewer is not None
+        cache_key = (digest(token), verb, subresource, name or "")
+        now = time.monotonic()
+        cached = self._reviews.get(cache_key)
+        if cached is not None and now - cached[0] < _REVIEW_CACHE_SECONDS:
+            return cached[1]
+        user = await self.reviewer.user(token)
+        identity = None
+        if user is not None:
+            allowed = await self.reviewer.allowed(
+                user, verb=verb, subresource=subresource, name=name
+            )
+            identity = Identity(user["username"], needed if allowed else Role.NONE)
+        if len(self._reviews) >= _REVIEW_CACHE_SIZE:
+            self._reviews.clear()
+        self._reviews[cache_key] = (now, identity)
+        return identity
 
     def _deny(self, request: web.Request, status: int, error: str, details: str) -> web.Response:
         self.denied += 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from api.auth import TokensFileError, read_tokens
-from nodes.store import InvalidStoreUrlError, check_store_url
+from nodes.store import KUBERNETES, InvalidStoreUrlError, check_store_url
 from ssh.connector import read_client_key
 
 FailureMode = Literal["open", "closed"]
@@ -69,6 +69,7 @@ class Settings:
     ws_heartbeat: float = 20.0
     api_tokens_file: str | None = None
     insecure_no_auth: bool = False
+    kubernetes_auth: bool = False
     allowed_origins: frozenset[str] = frozenset()
     plugin_secret: str = field(default="", repr=False)
     audit_log: str | None = None
@@ -144,6 +145,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "api-tokens-file": (
         "FRPA_API_TOKENS_FILE",
         "bearer tokens, one `token name role` per line (roles: read, operator, admin)",
+    ),
+    "kubernetes-auth": (
+        "FRPA_KUBERNETES_AUTH",
+        "1: bearer tokens are the cluster's (TokenReview), allowed by RBAC (SubjectAccessReview)",
     ),
     "insecure-no-auth": (
         "FRPA_INSECURE_NO_AUTH",
@@ -229,6 +234,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         ws_heartbeat=_seconds("ws-heartbeat", value, defaults.ws_heartbeat),
         api_tokens_file=_tokens_file(value("api-tokens-file")),
         insecure_no_auth=_flag("insecure-no-auth", value("insecure-no-auth")),
+        kubernetes_auth=_kubernetes_auth(
+            value("kubernetes-auth"), value("store"), value("api-tokens-file")
+        ),
         allowed_origins=frozenset(
             origin.strip().rstrip("/")
             for origin in (value("allowed-origins") or "").split(",")
@@ -363,6 +371,16 @@ def _count(flag: str, value: Callable[[str], str | None], default: int) -> int:
     if not text.isdigit() or not 0 < int(text) <= 100000:
         raise SettingsError(f"{OPTIONS[flag][0]} must be a whole number from 1, not {text!r}")
     return int(text)
+
+
+def _kubernetes_auth(text: str | None, store: str | None, tokens_file: str | None) -> bool:
+    if not _flag("kubernetes-auth", text):
+        return False
+    if store != KUBERNETES:
+        raise SettingsError("FRPA_KUBERNETES_AUTH needs FRPA_STORE=kubernetes")
+    if tokens_file:
+        raise SettingsError("FRPA_KUBERNETES_AUTH and FRPA_API_TOKENS_FILE: choose one")
+    return True
 
 
 def _flag(flag: str, text: str | None) -> bool:

@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId, nm_name, render_nm
-from nodes.store import StoreError
+from nodes.store import ReviewError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class KubernetesStore:
 
     def leadership(self, identity: str) -> LeaseLeadership:
         return LeaseLeadership(self._api, namespace=self._event_namespace, identity=identity)
+
+    def reviewer(self) -> KubernetesReviewer:
+        return KubernetesReviewer(self._api)
 
     async def close(self) -> None:
         tasks = [self._watcher, *self._event_tasks]
@@ -422,3 +425,61 @@ class LeaseLeadership:
         if acquired:
             spec["acquireTime"] = stamp
         return spec
+
+
+class KubernetesReviewer:
+    """Who a bearer token is (TokenReview) and whether it may act on NMs (SubjectAccessReview).
+
+    Operators are then managed with ordinary RBAC on `nodemaintenances` and its
+    `shell` and `exec` subresources.
+    """
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._authn = client.AuthenticationV1Api(api)
+        self._authz = client.AuthorizationV1Api(api)
+
+    async def user(self, token: str) -> JsonObject | None:
+        """The token's user (`username`, `uid`, `groups`), None if the API does not know it."""
+        review = await self._authn.create_token_review(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token},
+            },  # type: ignore[arg-type]
+            _request_timeout=_REQUEST_TIMEOUT,
+        )
+        status = review.status
+        if status is None or not status.authenticated or status.user is None:
+            return None
+        return {
+            "username": status.user.username or "",
+            "uid": status.user.uid or "",
+            "groups": list(status.user.groups or []),
+        }
+
+    async def allowed(
+        self, user: JsonObject, *, verb: str, subresource: str, name: str | None
+    ) -> bool:
+        attributes: JsonObject = {"group": GROUP, "resource": PLURAL, "verb": verb}
+        if subresource:
+            attributes["subresource"] = subresource
+        if name:
+            attributes["name"] = name
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user["username"],
+                "uid": user["uid"],
+                "groups": user["groups"],
+                "resourceAttributes": attributes,
+            },
+        }
+        try:
+            review = await self._authz.create_subject_access_review(
+                body,  # type: ignore[arg-type]
+                _request_timeout=_REQUEST_TIMEOUT,
+            )
+        except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+            raise ReviewError(f"SubjectAccessReview failed: {e}") from e
+        return bool(review.status and review.status.allowed)

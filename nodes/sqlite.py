@@ -42,6 +42,9 @@ class SqliteStore:
     def leadership(self, identity: str) -> SoleLeader:
         return SoleLeader()
 
+    def reviewer(self) -> None:
+        return None
+
     async def apply(self, states: Sequence[NodeState]) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")

@@ -48,6 +48,21 @@ class SoleLeader:
         pass
 
 
+class ReviewError(Exception):
+    """The cluster could not answer a review; the caller is neither let in nor refused."""
+
+
+class Reviewer(Protocol):
+    """Authentication and authorization by the cluster (TokenReview, SubjectAccessReview);
+    both raise ReviewError when the API cannot answer."""
+
+    async def user(self, token: str) -> JsonObject | None: ...
+
+    async def allowed(
+        self, user: JsonObject, *, verb: str, subresource: str, name: str | None
+    ) -> bool: ...
+
+
 class NodeStore(Protocol):
     async def apply(self, states: Sequence[NodeState]) -> None:
         """Create or update the NM of every state, keeping what others own; raises StoreError."""
@@ -60,6 +75,9 @@ class NodeStore(Protocol):
         """Call `on_change` with every NM that changes in the store, whoever changed it."""
 
     def leadership(self, identity: str) -> Leadership: ...
+
+    def reviewer(self) -> Reviewer | None:
+        """The cluster's reviewer of API tokens, if the store lives in one."""
 
     async def close(self) -> None: ...
 

@@ -14,6 +14,8 @@ docstring invites where the adapter depends on behaviour kmock does not model.
   so `history_limit` may keep as little as the newest request; `nm_writes` counts the
   NM writes whatever the history keeps. Answers to NM writes look the object up by its
   key rather than scanning every stored object.
+- TokenReview and SubjectAccessReview, answered from `users` (token -> username) and
+  `grants` ((username, verb, subresource, NM name or None for any)), as RBAC would.
 - Faults on demand: `fail_writes` answers the next N writes with 503 and changes nothing;
   `expire_next_watch` ends the next watch with a 410 Gone error event.
 """
@@ -38,6 +40,8 @@ from nodes.model import GROUP, VERSION
 
 NM_RESOURCE = kmock.resource(GROUP, VERSION, "nodemaintenances")
 LEASE_RESOURCE = kmock.resource("coordination.k8s.io", "v1", "leases")
+TOKEN_REVIEWS = kmock.resource("authentication.k8s.io", "v1", "tokenreviews")
+ACCESS_REVIEWS = kmock.resource("authorization.k8s.io", "v1", "subjectaccessreviews")
 CRD = Path(__file__).parents[1] / "manifests" / "crd.yaml"
 
 
@@ -50,6 +54,8 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         self.conflicts = 0
         self.nm_writes = 0
         self.history_limit: int | None = None
+        self.users: dict[str, str] = {}
+        self.grants: set[tuple[str, str, str, str | None]] = set()
         self._versions = itertools.count(1)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -60,6 +66,8 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.resource in (TOKEN_REVIEWS, ACCESS_REVIEWS):
+            return aiohttp.web.json_response({**request.data, "status": self._review(request)})
         if request.resource == LEASE_RESOURCE and request.action in (
             enums.action.CREATE,
             enums.action.UPDATE,
@@ -104,6 +112,19 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
                 if field != "metadata" and not keep:
                     del data[field]
         metadata["resourceVersion"] = str(next(self._versions))
+
+    def _review(self, request: rendering.Request) -> dict[str, Any]:
+        spec = request.data["spec"]
+        if request.resource == TOKEN_REVIEWS:
+            user = self.users.get(spec["token"])
+            if user is None:
+                return {"authenticated": False}
+            who = {"username": user, "uid": f"uid-{user}", "groups": ["system:authenticated"]}
+            return {"authenticated": True, "user": who}
+        attributes = spec["resourceAttributes"]
+        asked = (spec["user"], attributes["verb"], attributes.get("subresource", ""))
+        allowed = (*asked, None) in self.grants or (*asked, attributes.get("name")) in self.grants
+        return {"allowed": allowed}
 
     async def _serve_create(self, request: rendering.Request) -> Any:
         if request.resource != NM_RESOURCE:

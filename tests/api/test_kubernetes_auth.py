@@ -1,0 +1,85 @@
+"""FRPA_KUBERNETES_AUTH: tokens reviewed by the cluster, actions allowed by its RBAC."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from api.app import create_app
+from tests.kube import ACCESS_REVIEWS, TOKEN_REVIEWS, NodeMaintenanceEmulator
+from tests.support import settings_for
+
+Client = TestClient[web.Request, web.Application]
+ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789"
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, kube: NodeMaintenanceEmulator, aiohttp_client: AiohttpClient
+) -> Client:
+    # `kube` before `aiohttp_client`: the app must stop before its API peer does.
+    kube.users = {ALICE: "alice", BOB: "bob"}
+    kube.grants = {
+        ("alice", "get", "", None),
+        ("alice", "list", "", None),
+        ("bob", "create", "exec", "nodemaintenances-allowed"),
+        ("bob", "create", "shell", None),
+    }
+    settings = settings_for(tmp_path, store_url="kubernetes", kubernetes_auth=True)
+    return await aiohttp_client(create_app(settings))
+
+
+def as_(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_rbac_decides_reads_and_commands(client: Client) -> None:
+    assert (await client.get("/api/v1/nodes", headers=as_(ALICE))).status == 200
+    resp = await client.post(
+        "/api/v1/nodes/nodemaintenances-allowed/exec", json={"cmd": "id"}, headers=as_(ALICE)
+    )
+    assert resp.status == 403
+    assert (await resp.json())["details"] == (
+        "alice may not create nodemaintenances/exec nodemaintenances-allowed"
+    )
+    # bob may exec on one node only; the unknown node answers 404 past access control.
+    resp = await client.post(
+        "/api/v1/nodes/nodemaintenances-allowed/exec", json={"cmd": "id"}, headers=as_(BOB)
+    )
+    assert resp.status == 404
+    resp = await client.post(
+        "/api/v1/nodes/nodemaintenances-other/exec", json={"cmd": "id"}, headers=as_(BOB)
+    )
+    assert resp.status == 403
+    assert (await client.get("/api/v1/nodes", headers=as_(BOB))).status == 403
+    assert (await client.get("/api/v1/nodes", headers=as_("stranger-0123456789"))).status == 401
+    assert (await client.get("/api/v1/nodes")).status == 401
+
+
+async def test_reviews_are_remembered_for_a_few_seconds(
+    client: Client, kube: NodeMaintenanceEmulator
+) -> None:
+    for _ in range(5):
+        assert (await client.get("/api/v1/nodes", headers=as_(ALICE))).status == 200
+    reviews = [r for r in kube.requests if r.resource in (TOKEN_REVIEWS, ACCESS_REVIEWS)]
+    assert len(reviews) == 2  # one TokenReview, one SubjectAccessReview
+
+
+async def test_a_browser_shell_token_is_reviewed_too(client: Client) -> None:
+    encoded = base64.urlsafe_b64encode(BOB.encode()).decode().rstrip("=")
+    protocols = ("frp-adapter.v1", f"base64url.bearer.authorization.k8s.io.{encoded}")
+    # Allowed, then 404: no such node (refused before any upgrade or dial).
+    with pytest.raises(aiohttp.WSServerHandshakeError) as answer:
+        await client.ws_connect("/api/v1/nodes/nodemaintenances-x/shell", protocols=protocols)
+    assert answer.value.status == 404
+    encoded = base64.urlsafe_b64encode(ALICE.encode()).decode().rstrip("=")
+    protocols = ("frp-adapter.v1", f"base64url.bearer.authorization.k8s.io.{encoded}")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as answer:
+        await client.ws_connect("/api/v1/nodes/nodemaintenances-x/shell", protocols=protocols)
+    assert answer.value.status == 403
