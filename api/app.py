@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from api import original, shell, v1
+from api import openapi, original, shell, v1
 from api.audit import AuditLog
 from api.auth import Access
 from api.keys import (
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     original.add_routes(app.router)
     v1.add_routes(app.router)
     shell.add_routes(app.router)
+    openapi.add_routes(app)
     return app
 
 

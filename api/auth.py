@@ -57,6 +57,7 @@ RULES: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/healthz"): None,
     ("GET", "/readyz"): None,
     ("GET", "/metrics"): None,
+    ("GET", "/api/v1/openapi.json"): None,
     ("POST", "/frps/handler"): None,  # frps cannot send headers: see FRPA_PLUGIN_SECRET
     ("POST", "/frps/handler/{secret}"): None,
     ("POST", "/frps/{server}/handler"): None,

@@ -184,7 +184,10 @@ async def _params(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return params
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as e:  # e.g. multipart/form-data without a boundary
+            raise _FailureError(400, f"the form body cannot be read: {e}") from e
         if any(not isinstance(value, str) for value in form.values()):
             raise _FailureError(400, "file uploads are not accepted")
         return {**params, **form}
