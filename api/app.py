@@ -79,7 +79,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     setup_metrics(app)
     app.middlewares.append(app[ACCESS].middleware)
-    app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
+    if settings.metrics_address is None:
+        app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
+    else:
+        app.cleanup_ctx.append(_metrics_site)
     original.add_routes(app.router)
     v1.add_routes(app.router)
     shell.add_routes(app.router)
@@ -120,6 +123,21 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         app[AUDIT].close()
+
+
+async def _metrics_site(app: web.Application) -> AsyncIterator[None]:
+    """/metrics alone on FRPA_METRICS_ADDRESS, e.g. for a network only Prometheus reaches."""
+    address = app[SETTINGS].metrics_address
+    assert address is not None
+    metrics = web.Application()
+    metrics.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
+    runner = web.AppRunner(metrics, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, address[0] or None, address[1]).start()
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _healthz(request: web.Request) -> web.Response:

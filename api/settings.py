@@ -41,6 +41,8 @@ _SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 class Settings:
     host: str = ""
     port: int = 8888
+    # FRPA_METRICS_ADDRESS: /metrics on a port of its own instead of the API's.
+    metrics_address: tuple[str, int] | None = None
     store_url: str = "sqlite:///frpa.db"
     frps_address: str = "127.0.0.1"
     frps_api: str | None = None
@@ -88,6 +90,10 @@ class Settings:
 # flag -> (environment variable, help); the password has no flag: it would show in `ps`.
 OPTIONS: dict[str, tuple[str, str]] = {
     "address": ("FRP_ADAPTER_ADDRESS", "host:port to listen on (default :8888)"),
+    "metrics-address": (
+        "FRPA_METRICS_ADDRESS",
+        "host:port to serve /metrics on alone, instead of on the API's port",
+    ),
     "store": ("FRPA_STORE", "kubernetes, or a SQLite URL (default sqlite:///frpa.db)"),
     "frps-address": ("FRPA_FRPS_ADDRESS", "frps address SSH dials, recorded in every NM"),
     "frps-api": ("FRP_SERVER_API", "frps dashboard API URL, e.g. http://127.0.0.1:7500"),
@@ -200,11 +206,14 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         return given if given is not None else environ.get(OPTIONS[flag][0]) or None
 
     defaults = Settings()
-    host, port = _address(value("address") or ":8888")
+    host, port = _address(value("address") or ":8888", "FRP_ADAPTER_ADDRESS")
     frps_api = value("frps-api")
     return Settings(
         host=host,
         port=port,
+        metrics_address=_address(metrics, "FRPA_METRICS_ADDRESS")
+        if (metrics := value("metrics-address"))
+        else None,
         store_url=_store_url(value("store") or defaults.store_url),
         frps_address=value("frps-address") or defaults.frps_address,
         frps_api=_frps_api(frps_api) if frps_api else None,
@@ -253,10 +262,10 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     )
 
 
-def _address(text: str) -> tuple[str, int]:
+def _address(text: str, variable: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"FRP_ADAPTER_ADDRESS must be host:port or :port, not {text!r}")
+        raise SettingsError(f"{variable} must be host:port or :port, not {text!r}")
     return host.strip("[]"), int(port)
 
 

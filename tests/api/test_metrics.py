@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
 from api.keys import WRITER
 from api.metrics import METRICS
-from tests.support import login, new_proxy, plugin_body, settings_for
+from tests.support import free_port, login, new_proxy, plugin_body, settings_for
 
 
 async def test_plugin_traffic_shows_in_the_metrics(
@@ -51,3 +52,19 @@ async def test_plugin_traffic_shows_in_the_metrics(
     assert 'route="/api/v1/nodes/{nm_name}"' in text  # the template, never the raw path
     assert "nodemaintenances-abc123" not in text
     assert "Whatever-an-attacker-sends" not in text
+
+
+async def test_metrics_can_have_a_port_of_their_own(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    port = free_port()
+    client = await aiohttp_client(
+        create_app(settings_for(tmp_path, metrics_address=("127.0.0.1", port)))
+    )
+    assert (await client.get("/metrics")).status == 404
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        assert resp.status == 200
+        assert "frpa_plugin_requests_total" in await resp.text()
