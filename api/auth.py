@@ -205,7 +205,7 @@ class Access:
         if key not in RULES:
             return self._deny(request, 403, "forbidden", f"no access rule for {method} {key[1]}")
         needed = RULES[key]
-        if needed is None:
+        if needed is None:  # open: the plugin path goes no further
             return await handler(request)
         if needed == Role.OPERATOR and not self.commands_enabled:
             return _answer(
