@@ -239,7 +239,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         ssh_known_hosts=_readable_file("ssh-known-hosts", value("ssh-known-hosts")),
         ssh_connect_timeout=_seconds("ssh-connect-timeout", value, defaults.ssh_connect_timeout),
         exec_timeout=_seconds("exec-timeout", value, defaults.exec_timeout),
-        exec_output_limit=_bytes("exec-output-limit", value, defaults.exec_output_limit),
+        exec_output_limit=_whole(
+            "exec-output-limit", value, defaults.exec_output_limit, most=1 << 30
+        ),
         ws_heartbeat=_seconds("ws-heartbeat", value, defaults.ws_heartbeat),
         api_tokens_file=_tokens_file(value("api-tokens-file")),
         insecure_no_auth=_flag("insecure-no-auth", value("insecure-no-auth")),
@@ -257,7 +259,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         node_tokens=_flag("node-tokens", value("node-tokens")),
         allowed_ports=_port_range(value("allowed-ports")),
         shell_recordings=_directory("shell-recordings", value("shell-recordings")),
-        max_shells_per_user=_count("max-shells-per-user", value, defaults.max_shells_per_user),
+        max_shells_per_user=_whole(
+            "max-shells-per-user", value, defaults.max_shells_per_user, most=100000
+        ),
         exec_timeout_max=_seconds("exec-timeout-max", value, defaults.exec_timeout_max),
     )
 
@@ -326,12 +330,12 @@ def _seconds(flag: str, value: Callable[[str], str | None], default: float) -> f
     return seconds
 
 
-def _bytes(flag: str, value: Callable[[str], str | None], default: int) -> int:
+def _whole(flag: str, value: Callable[[str], str | None], default: int, *, most: int) -> int:
     text = value(flag)
     if text is None:
         return default
-    if not text.isdigit() or not 0 < int(text) <= 1 << 30:
-        raise SettingsError(f"{OPTIONS[flag][0]} must be bytes between 1 and 2**30, not {text!r}")
+    if not text.isdigit() or not 0 < int(text) <= most:
+        raise SettingsError(f"{OPTIONS[flag][0]} must be from 1 to {most}, not {text!r}")
     return int(text)
 
 
@@ -371,15 +375,6 @@ def _directory(flag: str, path: str | None) -> str | None:
     if path is not None and not (os.path.isdir(path) and os.access(path, os.W_OK)):
         raise SettingsError(f"{OPTIONS[flag][0]}: {path!r} is not a writable directory")
     return path
-
-
-def _count(flag: str, value: Callable[[str], str | None], default: int) -> int:
-    text = value(flag)
-    if text is None:
-        return default
-    if not text.isdigit() or not 0 < int(text) <= 100000:
-        raise SettingsError(f"{OPTIONS[flag][0]} must be a whole number from 1, not {text!r}")
-    return int(text)
 
 
 def _kubernetes_auth(text: str | None, store: str | None, tokens_file: str | None) -> bool:

@@ -29,7 +29,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.peers import Processes
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd, adapter_env, running_sshd
 from tests.support import free_port
 
 PARALLEL_SSH = textwrap.dedent(
@@ -95,15 +95,7 @@ async def main(args: argparse.Namespace) -> None:
             sshd = await stack.enter_async_context(running_sshd(workdir / "ssh"))
             stack.push_async_callback(processes.stop_all)
             port = free_port()
-            await processes.start_adapter(
-                port,
-                {
-                    "FRPA_STORE": f"sqlite:///{workdir / 'frpa.db'}",
-                    "FRPA_SSH_USER": sshd.user,
-                    "FRPA_SSH_KEY_FILE": str(sshd.user_key),
-                    "FRPA_LOG_LEVEL": "WARNING",
-                },
-            )
+            await processes.start_adapter(port, adapter_env(sshd, workdir))
             url = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as session:
                 for i in range(max(args.nodes)):

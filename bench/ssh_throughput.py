@@ -32,7 +32,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.peers import Processes, wait_for_port
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd, adapter_env, running_sshd
 from tests.support import free_port
 
 # Typed with quotes inside so that the echoed command line does not contain the marker.
@@ -147,15 +147,7 @@ async def adapter_shells(
     processes: Processes, sshd: Sshd, workdir: Path
 ) -> AsyncIterator[tuple[Callable[[aiohttp.ClientSession], Awaitable[Shell]], int]]:
     port = free_port()
-    await processes.start_adapter(
-        port,
-        {
-            "FRPA_STORE": f"sqlite:///{workdir / 'frpa.db'}",
-            "FRPA_SSH_USER": sshd.user,
-            "FRPA_SSH_KEY_FILE": str(sshd.user_key),
-            "FRPA_LOG_LEVEL": "WARNING",
-        },
-    )
+    await processes.start_adapter(port, adapter_env(sshd, workdir))
     url = f"http://127.0.0.1:{port}"
     form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "bench", "port": sshd.port}
     async with (

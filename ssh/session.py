@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncssh
@@ -91,9 +91,7 @@ async def run_command(
     `kill -KILL -- -<pgid>` on a second channel. That report is removed from stderr.
     """
     try:
-        result = await _run(
-            connector, target, command, time_limit=time_limit, output_limit=output_limit
-        )
+        result = await _run(connector.connect(target), command, time_limit, output_limit)
     except SshError:
         connector.exec_results["error"] += 1
         raise
@@ -103,10 +101,8 @@ async def run_command(
 
 
 async def _run(
-    connector: SshConnector,
-    target: SshTarget,
+    connection: AbstractAsyncContextManager[asyncssh.SSHClientConnection],
     command: str,
-    *,
     time_limit: float,
     output_limit: int,
 ) -> ExecResult:
@@ -116,7 +112,7 @@ async def _run(
     exit_status: int | None = None
     out = _Capture(output_limit)
     err = _Capture(output_limit, announced=True)
-    async with connector.connect(target) as conn:
+    async with connection as conn:
         process = await conn.create_process(_ANNOUNCE_PID + command, encoding=None)
         process.stdin.write_eof()
         try:

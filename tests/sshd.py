@@ -91,3 +91,14 @@ async def running_sshd(directory: Path, *, name: str = "sshd") -> AsyncIterator[
             process.terminate()
         await process.wait()
         log.close()
+
+
+def adapter_env(sshd: Sshd, directory: Path) -> dict[str, str]:
+    """An adapter that logs in to `sshd`, on an SQLite store in `directory`, for benches."""
+    return {
+        "FRPA_STORE": f"sqlite:///{directory / 'frpa.db'}",
+        "FRPA_SSH_USER": sshd.user,
+        "FRPA_SSH_KEY_FILE": str(sshd.user_key),
+        "FRPA_INSECURE_NO_AUTH": "1",  # loopback only, and no token to pass around
+        "FRPA_LOG_LEVEL": "WARNING",
+    }

@@ -37,7 +37,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"FRPA_SSH_KEY_FILE": "/nonexistent"}, "FRPA_SSH_KEY_FILE: cannot use"),
         (["--ssh-key-file", "/etc/hostname"], {}, "as an SSH private key: Invalid private key"),
         ([], {"FRPA_SSH_KNOWN_HOSTS": "/nonexistent"}, "FRPA_SSH_KNOWN_HOSTS: cannot read"),
-        (["--exec-output-limit", "0"], {}, "FRPA_EXEC_OUTPUT_LIMIT must be bytes"),
+        (["--exec-output-limit", "0"], {}, "FRPA_EXEC_OUTPUT_LIMIT must be from 1 to 1073741824"),
         (
             ["--frps-servers", "a=1.2.3.4", "--frps-address", "5.6.7.8"],
             {},
