@@ -100,5 +100,6 @@ def adapter_env(sshd: Sshd, directory: Path) -> dict[str, str]:
         "FRPA_SSH_USER": sshd.user,
         "FRPA_SSH_KEY_FILE": str(sshd.user_key),
         "FRPA_INSECURE_NO_AUTH": "1",  # loopback only, and no token to pass around
+        "FRPA_MAX_SHELLS_PER_USER": "1000",  # the memory bench holds 100 shells at once
         "FRPA_LOG_LEVEL": "WARNING",
     }
