@@ -1,0 +1,127 @@
+"""A real browser (Debian's Chromium, headless, driven by playwright) opens a shell.
+
+Browsers cannot set headers on a WebSocket: the page offers the token as a subprotocol,
+sends an Origin it cannot forge, and must see its offered `frp-adapter.v1` selected, or
+Chromium fails the connection. The page is served from an origin of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from playwright.async_api import async_playwright
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from api.app import create_app
+from tests.sshd import Sshd, running_sshd
+from tests.support import TOKENS, bearer, settings_for, tokens_file
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# What an xterm.js page does with its attach addon, minus the terminal: keystrokes out,
+# binary output in (decoded as a stream), JSON control frames apart.
+SHELL_IN_THE_PAGE = """
+async ({url, token}) => {
+  const encoded = btoa(token).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+  return await new Promise((resolve) => {
+    const ws = new WebSocket(url, ["frp-adapter.v1",
+                                   "base64url.bearer.authorization.k8s.io." + encoded]);
+    ws.binaryType = "arraybuffer";
+    const decoder = new TextDecoder();
+    let output = "", control = [];
+    ws.onopen = () => {
+      ws.send("echo browser-$((6*7))\\r");
+      ws.send(JSON.stringify({type: "resize", cols: 101, rows: 41}));
+      ws.send("stty size; exit 3\\r");
+    };
+    ws.onmessage = (event) => {
+      if (typeof event.data === "string") control.push(JSON.parse(event.data));
+      else output += decoder.decode(event.data, {stream: true});
+    };
+    ws.onclose = (event) => resolve({protocol: ws.protocol, output, control, code: event.code});
+  });
+}
+"""
+
+
+async def _page(request: web.Request) -> web.Response:
+    return web.Response(text="<html><body>operations</body></html>", content_type="text/html")
+
+
+@pytest.fixture
+async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
+    async with running_sshd(tmp_path / "ssh") as server:
+        yield server
+
+
+async def open_shell_from_a_page(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    sshd: Sshd,
+    *,
+    allow_page: bool,
+) -> dict[str, Any]:
+    page_app = web.Application()
+    page_app.router.add_get("/", _page)
+    page_server = await aiohttp_server(page_app)
+    page_origin = str(page_server.make_url("")).rstrip("/")
+    settings = settings_for(
+        tmp_path,
+        ssh_user=sshd.user,
+        ssh_key_file=str(sshd.user_key),
+        api_tokens_file=str(tokens_file(tmp_path)),
+        allowed_origins=frozenset({page_origin} if allow_page else ()),
+    )
+    adapter = await aiohttp_client(create_app(settings))
+    form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "abc123", "port": sshd.port}
+    resp = await adapter.post("/frp_create", data=form, headers=bearer("admin"))
+    assert resp.status == 200
+    shell_url = f"ws://{adapter.host}:{adapter.port}/api/v1/nodes/nodemaintenances-abc123/shell"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(page_origin)
+            result: dict[str, Any] = await page.evaluate(
+                SHELL_IN_THE_PAGE, {"url": shell_url, "token": TOKENS["operator"]}
+            )
+        finally:
+            await browser.close()
+    return result
+
+
+async def test_a_browser_opens_a_shell_with_its_token_as_a_subprotocol(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sshd: Sshd
+) -> None:
+    result = await open_shell_from_a_page(
+        tmp_path, aiohttp_client, aiohttp_server, sshd, allow_page=True
+    )
+    assert result["protocol"] == "frp-adapter.v1"
+    assert "browser-42" in result["output"]
+    assert "41 101" in result["output"]
+    assert result["control"] == [{"type": "exit", "exit_status": 3}]
+    assert result["code"] == 1000
+
+
+async def test_a_page_from_an_origin_not_allowed_gets_no_shell(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sshd: Sshd
+) -> None:
+    result = await open_shell_from_a_page(
+        tmp_path, aiohttp_client, aiohttp_server, sshd, allow_page=False
+    )
+    assert result["protocol"] == ""
+    assert result["output"] == ""
+    assert result["code"] == 1006  # the handshake was refused (403)
