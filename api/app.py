@@ -91,12 +91,12 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _frps_handler(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
     plugins = request.app[PLUGINS]
-    server = request.match_info.get("server", settings.servers()[0].name)
-    secret = settings.plugin_secret.encode()
+    server = request.match_info.get("server")
+    # The original path serves the first frps (dicts keep their order).
+    endpoint = plugins.get(server) if server else next(iter(plugins.values()))
+    secret = request.app[SETTINGS].plugin_secret.encode()
     given = request.match_info.get("secret", "").encode()
-    endpoint = plugins.get(server)
     if endpoint is None or not hmac.compare_digest(given, secret):
         next(iter(plugins.values())).counts["unauthorized", "rejected"] += 1
         raise web.HTTPNotFound()

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from api.keys import LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
-from api.v1 import STORE_WAIT_SECONDS, run_audited
+from api.keys import LOADED, REGISTRY, SETTINGS, SSH, STORE
+from api.v1 import STORE_WAIT_SECONDS, run_audited, stored
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -257,11 +257,5 @@ async def _loaded(request: web.Request) -> None:
 
 
 async def _stored(request: web.Request, uids: list[UniqueId]) -> None:
-    writer = request.app[WRITER]
-    try:
-        async with asyncio.timeout(STORE_WAIT_SECONDS):
-            await asyncio.gather(*(writer.flushed(uid) for uid in uids))
-    except TimeoutError as e:
-        raise _FailureError(
-            503, "the change is queued but the store did not confirm it in time"
-        ) from e
+    if not await stored(request, uids):
+        raise _FailureError(503, "the change is queued but the store did not confirm it in time")

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from api import audit
 from api.keys import AUDIT, REGISTRY, SETTINGS, SSH, STORE, WRITER
-from nodes.model import InvalidUniqueIdError, NodeChange, ssh_endpoint, unique_id_of
+from nodes.model import InvalidUniqueIdError, NodeChange, UniqueId, ssh_endpoint, unique_id_of
 from nodes.store import StoreError
 from plugin.admission import token_digest
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
@@ -80,7 +81,7 @@ async def get_node(request: web.Request) -> web.Response:
 async def exec_node(request: web.Request) -> web.Response:
     """`{"cmd", "timeout"?}` -> `{"exit_status", "stdout", "stderr", "duration_ms", ...}`."""
     try:
-        data = await _json_input(request, _exec_schema)
+        data = await _exec_input(request, _exec_schema)
         result = await _run(request, request.match_info["nm_name"], data)
     except _InputError as e:
         return _error(400, "invalid input", e.details)
@@ -96,7 +97,7 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     (bounded by the connect timeout plus the command's timeout).
     """
     try:
-        data = await _json_input(request, _batch_schema)
+        data = await _exec_input(request, _batch_schema)
     except _InputError as e:
         return _error(400, "invalid input", e.details)
     connector = request.app[SSH]
@@ -144,26 +145,31 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
     except InvalidUniqueIdError as e:
         return _error(400, "invalid name", str(e))
     token = secrets.token_urlsafe(32)
-    registry = request.app[REGISTRY]
-    current = registry.get(uid)
-    registry.transition(
+    request.app[REGISTRY].amend(
         uid,
         NodeChange(
-            reason=current.reason if current else "FrpcTokenIssued",
-            at=datetime.now(UTC),
-            frpc_token_hash=token_digest(token),
+            reason="FrpcTokenIssued", at=datetime.now(UTC), frpc_token_hash=token_digest(token)
         ),
     )
-    try:
-        async with asyncio.timeout(STORE_WAIT_SECONDS):
-            await request.app[WRITER].flushed(uid)
-    except TimeoutError:
+    if not await stored(request, [uid]):
         return _error(503, "not stored yet", "the store did not confirm the token in time")
     logger.info("issued a new frpc token for %s", name)
     return web.json_response({"node": name, "token": token, "frpc": {"metadatas.token": token}})
 
 
-async def _json_input(request: web.Request, schema: Schema) -> dict[str, Any]:
+async def stored(request: web.Request, uids: Iterable[UniqueId]) -> bool:
+    """Whether the store confirms these nodes' changes within STORE_WAIT_SECONDS; either
+    way they stay queued until stored."""
+    writer = request.app[WRITER]
+    try:
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
+            await asyncio.gather(*(writer.flushed(uid) for uid in uids))
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError as e:

@@ -79,6 +79,14 @@ class NodeRegistry:
         self._writer.submit(new)
         return new
 
+    def amend(self, unique_id: UniqueId, change: NodeChange) -> NodeState:
+        """A change of fields other than the status: a known node keeps its reason, which
+        says why its status is what it is; `change.reason` names a node this creates."""
+        current = self._states.get(unique_id)
+        if current is not None:
+            change = replace(change, reason=current.reason)
+        return self.transition(unique_id, change)
+
     def heartbeat(self, unique_id: UniqueId, at: datetime) -> None:
         """Remember a Ping; persist it only every `heartbeat_persist_interval` per node."""
         self._heartbeats[unique_id] = at
@@ -90,7 +98,7 @@ class NodeRegistry:
             return
         last = state.last_heartbeat
         if last is None or at - last >= self._heartbeat_persist_interval:
-            self.transition(unique_id, NodeChange(reason=state.reason, at=at, last_heartbeat=at))
+            self.amend(unique_id, NodeChange(reason="Ping", at=at, last_heartbeat=at))
 
     def expire_heartbeats(self, now: datetime, timeout: float) -> list[UniqueId]:
         """Offline every online node whose Pings stopped `timeout` seconds ago.

@@ -212,8 +212,7 @@ class SshConnector:
         self._set_pin(uid, "")
 
     def _set_pin(self, uid: UniqueId, key: str) -> None:
-        state = self._registry.get(uid)
-        if state is not None:
-            self._registry.transition(
-                uid, NodeChange(reason=state.reason, at=datetime.now(UTC), ssh_host_key=key)
+        if self._registry.get(uid) is not None:  # a pin never creates a node
+            self._registry.amend(
+                uid, NodeChange(reason="HostKeyPinned", at=datetime.now(UTC), ssh_host_key=key)
             )
