@@ -36,6 +36,7 @@ class NodeRegistry:
         self._heartbeat_persist_interval = timedelta(seconds=heartbeat_persist_interval)
         self._states: dict[UniqueId, NodeState] = {}
         self._heartbeats: dict[UniqueId, datetime] = {}
+        self._pinging_runs: dict[UniqueId, str] = {}  # the run_id of each node's last Ping
         self._changes: dict[UniqueId, int] = {}
         self.heartbeat_expiries = 0
 
@@ -87,9 +88,10 @@ class NodeRegistry:
             change = replace(change, reason=current.reason)
         return self.transition(unique_id, change)
 
-    def heartbeat(self, unique_id: UniqueId, at: datetime) -> None:
+    def heartbeat(self, unique_id: UniqueId, at: datetime, run_id: str) -> None:
         """Remember a Ping; persist it only every `heartbeat_persist_interval` per node."""
         self._heartbeats[unique_id] = at
+        self._pinging_runs[unique_id] = run_id
         state = self._states.get(unique_id)
         if state is not None and state.reason == HEARTBEAT_TIMEOUT:
             self.transition(unique_id, NodeChange(reason="Ping", at=at, status=ONLINE))
@@ -103,20 +105,22 @@ class NodeRegistry:
     def expire_heartbeats(self, now: datetime, timeout: float) -> list[UniqueId]:
         """Offline every online node whose Pings stopped `timeout` seconds ago.
 
-        Only nodes that have sent Pings since they last came online (frpc with a
-        heartbeat) are judged so. A Ping counts whichever replica got it: this one's, or
-        the last one stored (replicas store a node's Ping every persist interval).
+        Only nodes whose frpc sends Pings (has a heartbeat) are judged so: a Ping this
+        replica got from the frpc process now online (same run_id, even if it came before
+        the NewProxy), or the last Ping stored after the node came online (replicas store
+        a node's Ping every persist interval, whichever replica got it).
         """
         limit = timedelta(seconds=timeout)
         expired = []
         for uid, state in self._states.items():
             if state.status != ONLINE:
                 continue
-            last = max(
-                (t for t in (self._heartbeats.get(uid), state.last_heartbeat) if t is not None),
-                default=None,
-            )
-            if last is not None and last > state.last_transition and now - last > limit:
+            pings = []
+            if uid in self._heartbeats and self._pinging_runs[uid] == state.run_id:
+                pings.append(self._heartbeats[uid])
+            if state.last_heartbeat is not None and state.last_heartbeat > state.last_transition:
+                pings.append(state.last_heartbeat)
+            if pings and now - max(pings) > limit:
                 expired.append(uid)
         self.heartbeat_expiries += len(expired)
         for uid in expired:

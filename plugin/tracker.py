@@ -160,7 +160,7 @@ class SshProxyTracker:
 
     def ping(self, event: Ping) -> None:
         uid = self.unique_id(event.user.user, event.user.metas)
-        self._registry.heartbeat(uid, _now())
+        self._registry.heartbeat(uid, _now(), event.user.run_id)
 
     async def close(self) -> None:
         tasks = [*self._closing.values(), *self._port_lookups.values()]

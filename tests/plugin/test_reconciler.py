@@ -119,6 +119,27 @@ async def test_a_node_whose_pings_stop_goes_offline_and_its_next_ping_brings_it_
     await eventually(back, what="online again on the next Ping")
 
 
+async def test_a_frpc_whose_only_ping_came_before_its_new_proxy_still_expires(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    """frpc pings from its Login on; a host that dies right after its NewProxy sent its
+    last Ping before it. A Ping from an earlier frpc process (another run_id) does not
+    make a node without a heartbeat a pinging one."""
+    client = await aiohttp_client(
+        create_app(settings_for(tmp_path, heartbeat_timeout=0.3, heartbeat_persist_interval=0))
+    )
+    await post(client, ping("early", "early"))
+    await post(client, new_proxy("early", "early"))
+    await post(client, ping("restarted", "restarted"))  # run_id r1, then no heartbeat
+    await post(client, new_proxy("restarted", "restarted", run_id="r2"))
+
+    async def expired() -> bool:
+        return await status(client, "early") == ("offline", "HeartbeatTimeout")
+
+    await eventually(expired, what="heartbeat expiry of a node that pinged before NewProxy")
+    assert (await status(client, "restarted"))[0] == "online"
+
+
 async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     tmp_path: Path,
     aiohttp_client: AiohttpClient,
