@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from api.keys import LEADERSHIP, PLUGINS, RECONCILERS, REGISTRY, SETTINGS, SSH, WRITER
 from nodes.store import KUBERNETES
+from plugin.webhook import UNHANDLED_KINDS
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
 
@@ -92,6 +93,18 @@ class AdapterCollector(Collector):
         for (op, result), count in sorted(counts.items()):
             requests.add_metric([op, result], count)
         yield requests
+        unhandled = CounterMetricFamily(
+            "frpa_plugin_unhandled",
+            "frps plugin calls allowed without changing a node, by why: unreadable, "
+            "unidentified (names no node), not_ssh (not a node's SSH proxy), error (ours)",
+            labels=["kind"],
+        )
+        kinds: Counter[str] = Counter(dict.fromkeys(UNHANDLED_KINDS, 0))
+        for endpoint in app[PLUGINS].values():
+            kinds.update(endpoint.unhandled)
+        for kind, count in sorted(kinds.items()):
+            unhandled.add_metric([kind], count)
+        yield unhandled
 
         backend = KUBERNETES if settings.store_url == KUBERNETES else "sqlite"
         writer = app[WRITER]

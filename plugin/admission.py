@@ -35,6 +35,11 @@ class Admission:
     node_tokens: bool = False
     ports: range | None = None
 
+    def check_unidentified(self, why: str) -> None:
+        """A frpc that names no node is let in unless only registered nodes may be."""
+        if self.require_registered or self.node_tokens:
+            raise AdmissionError(f"only registered nodes may log in, this frpc names none: {why}")
+
     def check_login(self, registry: NodeRegistry, uid: UniqueId, metas: Mapping[str, str]) -> None:
         node = registry.get(uid)
         if self.require_registered and node is None:

@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from nodes.model import OFFLINE, ONLINE, NodeChange, UniqueId, parse_unique_id
+from nodes.model import (
+    OFFLINE,
+    ONLINE,
+    InvalidUniqueIdError,
+    NodeChange,
+    UniqueId,
+    parse_unique_id,
+)
 from nodes.registry import NodeRegistry
 from plugin.admission import Admission
 from plugin.dashboard import DashboardError, FrpsDashboard
@@ -40,6 +47,15 @@ class _LoginMemo:
     client_address: str
     frpc_version: str
     host_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Why an event changed no node: `kind` is a metric label, `who` names the frpc."""
+
+    kind: str  # "unidentified" or "not_ssh"
+    who: str
+    why: str
 
 
 def _now() -> datetime:
@@ -70,9 +86,13 @@ class SshProxyTracker:
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
 
-    def unique_id(self, user: str, metas: Mapping[str, str]) -> UniqueId:
-        """The frpc's `metas[<meta key>]`, else its frps user; InvalidUniqueIdError if unusable."""
-        return parse_unique_id(metas.get(self._meta_key) or user)
+    def unique_id(self, user: str, metas: Mapping[str, str]) -> UniqueId | Ignored:
+        """The frpc's `metas[<meta key>]`, else its frps user; Ignored when neither can name
+        an NM (not every frpc of an frps is an edge node)."""
+        try:
+            return parse_unique_id(metas.get(self._meta_key) or user)
+        except InvalidUniqueIdError as e:
+            return Ignored("unidentified", f"user {user!r}", str(e))
 
     def is_ssh_proxy(self, uid: UniqueId, owner: FrpcUser, event: NewProxy | CloseProxy) -> bool:
         """A tcp proxy with metas `role = "ssh"`, or named `ssh` or `ssh-<unique_id>`.
@@ -90,9 +110,12 @@ class SshProxyTracker:
         name = event.proxy_name.removeprefix(f"{owner.user}.") if owner.user else event.proxy_name
         return name in ("ssh", f"ssh-{uid}")
 
-    def login(self, event: Login) -> None:
+    def login(self, event: Login) -> Ignored | None:
         """Raises AdmissionError for a frpc that must not log in."""
         uid = self.unique_id(event.user, event.metas)
+        if isinstance(uid, Ignored):
+            self._admission.check_unidentified(uid.why)
+            return uid
         self._admission.check_login(self._registry, uid, event.metas)
         node = self._registry.get(uid)
         if (
@@ -111,15 +134,16 @@ class SshProxyTracker:
         # Oldest first (insertion order); the Login just kept is fresh, so this stops.
         while now - self._logins[oldest := next(iter(self._logins))].at >= LOGIN_MEMORY_SECONDS:
             del self._logins[oldest]
+        return None
 
-    def new_proxy(self, event: NewProxy) -> None:
+    def new_proxy(self, event: NewProxy) -> Ignored | None:
         """Raises AdmissionError for an SSH proxy on a port it must not have."""
         uid = self.unique_id(event.user.user, event.user.metas)
+        if isinstance(uid, Ignored):
+            return uid
         if not self.is_ssh_proxy(uid, event.user, event):
-            return
-        self._admission.check_ssh_port(
-            self._registry, uid, event.remote_port or None, self._frps_address
-        )
+            return Ignored("not_ssh", uid, f"{event.proxy_type} proxy {event.proxy_name!r}")
+        self._admission.check_ssh_port(self._registry, uid, event.remote_port, self._frps_address)
         self._cancel(self._closing, uid)
         self._cancel(self._port_lookups, uid)
         self._opened_at[uid] = time.monotonic()
@@ -129,7 +153,7 @@ class SshProxyTracker:
             at=_now(),
             status=ONLINE,
             frps_address=self._frps_address,
-            remote_port=event.remote_port or None,
+            remote_port=event.remote_port,
             run_id=event.user.run_id,
             proxy_name=event.proxy_name,
             client_address=memo.client_address if memo else None,
@@ -141,11 +165,16 @@ class SshProxyTracker:
             self._spawn(self._port_lookups, uid, self._online_with_looked_up_port(uid, change))
         else:
             self._registry.transition(uid, change)
+        return None
 
-    def close_proxy(self, event: CloseProxy) -> None:
+    def close_proxy(self, event: CloseProxy) -> Ignored | None:
         uid = self.unique_id(event.user.user, event.user.metas)
-        if not self.is_ssh_proxy(uid, event.user, event) or uid in self._closing:
-            return
+        if isinstance(uid, Ignored):
+            return uid
+        if not self.is_ssh_proxy(uid, event.user, event):
+            return Ignored("not_ssh", uid, f"proxy {event.proxy_name!r}")
+        if uid in self._closing:
+            return None
         opened_at = self._opened_at.get(uid)
         if (
             self._dashboard is None
@@ -155,12 +184,16 @@ class SshProxyTracker:
             # Without frps to ask, a CloseProxy this close behind a NewProxy is the
             # replaced control's (same run_id, sent from a goroutine): it must not win.
             logger.info("node %s: CloseProxy right after NewProxy taken as stale", uid)
-            return
+            return None
         self._spawn(self._closing, uid, self._offline_unless_reopened(uid, event))
+        return None
 
-    def ping(self, event: Ping) -> None:
+    def ping(self, event: Ping) -> Ignored | None:
         uid = self.unique_id(event.user.user, event.user.metas)
+        if isinstance(uid, Ignored):
+            return uid
         self._registry.heartbeat(uid, _now(), event.user.run_id)
+        return None
 
     async def close(self) -> None:
         tasks = [*self._closing.values(), *self._port_lookups.values()]

@@ -1,10 +1,13 @@
-"""`POST /frps/handler`: the frps server-plugin endpoint, on every edge node's connect path.
+"""`POST /frps/handler`: the frps server-plugin endpoint, on every frpc's connect path.
 
-frps refuses every frpc Login while this endpoint is unreachable and waits on it with no
-timeout, so it answers from memory: no store call, no network call, before replying.
-It always answers HTTP 200 with `"unchange": true` (without it frps replaces the content
-and the login fails), and a reject always carries a reason (an empty one makes frpc
-believe it logged in and retry in a tight loop).
+frps calls it for every frpc it serves, edge node or not, refuses the frpc when the call
+fails, and waits on it with no timeout. So it answers from memory (no store or network
+call before replying) and refuses only by decision: an admission rule, or a failing store
+with FRPA_PLUGIN_FAILURE_MODE=closed. What it cannot read, a frpc it cannot identify, a
+proxy it does not track, its own error: the call is allowed, counted by kind, and logged
+once per kind and frpc. It always answers HTTP 200 with `"unchange": true` (without it
+frps replaces the content and the login fails), and a reject always carries a reason (an
+empty one makes frpc believe it logged in and retry in a tight loop).
 """
 
 from __future__ import annotations
@@ -16,11 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from marshmallow import Schema, ValidationError
 
-from nodes.model import InvalidUniqueIdError
 from plugin.admission import AdmissionError
-from plugin.tracker import SshProxyTracker
+from plugin.tracker import Ignored, SshProxyTracker
 from schemas import frps
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,18 @@ _PING_MEMORY = 16384
 _PING_MAX_BODY = 2048
 # Ops that carry nothing for us: answered at once.
 _CHEAP_OPS = (frps.NEW_WORK_CONN, frps.NEW_USER_CONN)
+# (kind, frpc) pairs already logged; forgotten all at once when full, to log them again.
+_TOLD_MEMORY = 10000
+UNREADABLE = "unreadable"
+ERROR = "error"
+UNHANDLED_KINDS = (UNREADABLE, "unidentified", "not_ssh", ERROR)
 
 
-class _InvalidRequestError(Exception):
-    def __init__(self, message: str, op: str = "invalid") -> None:
+class _UnreadableRequestError(Exception):
+    def __init__(self, message: str, op: str = "invalid", who: str = "") -> None:
         super().__init__(message)
         self.op = op
+        self.who = who
 
 
 class PluginEndpoint:
@@ -51,18 +58,28 @@ class PluginEndpoint:
     ) -> None:
         self._fail_closed = fail_closed
         self._store_failing = store_failing
-        self._ops: dict[str, tuple[Schema, Callable[[Any], None]]] = {
-            frps.LOGIN: (frps.LoginSchema(), tracker.login),
-            frps.NEW_PROXY: (frps.NewProxySchema(), tracker.new_proxy),
-            frps.CLOSE_PROXY: (frps.CloseProxySchema(), tracker.close_proxy),
-            frps.PING: (frps.PingSchema(), tracker.ping),
+        self._handlers: dict[str, Callable[[Any], Ignored | None]] = {
+            frps.LOGIN: tracker.login,
+            frps.NEW_PROXY: tracker.new_proxy,
+            frps.CLOSE_PROXY: tracker.close_proxy,
+            frps.PING: tracker.ping,
         }
         self._pings: dict[bytes, frps.Ping] = {}
+        self._told: set[tuple[str, str]] = set()
         # (op, allowed|rejected) -> requests; "invalid" stands for an op not understood.
         self.counts: Counter[tuple[str, str]] = Counter()
+        # Calls allowed without changing any node, by kind: unreadable, unidentified,
+        # not_ssh (a proxy that is not a node's SSH proxy), error (our own failure).
+        self.unhandled: Counter[str] = Counter()
 
     async def handle(self, request: web.Request) -> web.Response:
-        reason = self.decide(await request.read())
+        try:
+            body = await request.read()
+        except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
+            self._note(UNREADABLE, "", f"the body cannot be read: {e}")
+            self.counts["invalid", "allowed"] += 1
+            return web.Response(body=_ALLOW, content_type="application/json")
+        reason = self.decide(body)
         if reason is None:
             return web.Response(body=_ALLOW, content_type="application/json")
         return web.json_response({"reject": True, "reject_reason": reason, "unchange": True})
@@ -71,18 +88,19 @@ class PluginEndpoint:
         """None to let frps go on, else the reason to reject the operation."""
         op, reason = self._decide(body)
         # Only known ops become labels: an op name is whatever the request says.
-        label = op if op in self._ops or op in _CHEAP_OPS else "invalid"
+        label = op if op in self._handlers or op in _CHEAP_OPS else "invalid"
         self.counts[label, "allowed" if reason is None else "rejected"] += 1
         return reason
 
     def _decide(self, body: bytes) -> tuple[str, str | None]:
         op: str = frps.PING
-        event: object | None = self._pings.get(body)
+        event: frps.Event | None = self._pings.get(body)
         if event is None:
             try:
                 op, event = self._parse(body)
-            except _InvalidRequestError as e:
-                return e.op, str(e)
+            except _UnreadableRequestError as e:
+                self._note(UNREADABLE, e.who, str(e))
+                return e.op, None
             if event is None:
                 return op, None
             if isinstance(event, frps.Ping) and len(body) <= _PING_MAX_BODY:
@@ -92,42 +110,68 @@ class PluginEndpoint:
         try:
             if self._fail_closed and op in (frps.LOGIN, frps.NEW_PROXY) and self._store_failing():
                 return op, "frp-adapter cannot store node state right now; try again later"
-            self._ops[op][1](event)
-        except (InvalidUniqueIdError, AdmissionError) as e:
+            ignored = self._handlers[op](event)
+        except AdmissionError as e:
             return op, f"{op} refused: {e}"
         except Exception:
-            logger.exception("%s request failed inside frp-adapter", op)
-            if self._fail_closed:
-                return op, "frp-adapter failed to handle the request; try again later"
+            self._note(ERROR, _who(event), f"{op} failed inside frp-adapter", exc_info=True)
+            return op, None
+        if ignored is not None:
+            self._note(ignored.kind, ignored.who, f"{op}: {ignored.why}")
         return op, None
 
-    def _parse(self, body: bytes) -> tuple[str, object | None]:
-        """The op and its validated event; None for ops that carry nothing for us."""
+    def _note(self, kind: str, who: str, why: str, *, exc_info: bool = False) -> None:
+        """Count a call allowed without a node change; log it once per kind and frpc."""
+        self.unhandled[kind] += 1
+        if (kind, who) in self._told:
+            return
+        if len(self._told) >= _TOLD_MEMORY:
+            self._told.clear()
+        self._told.add((kind, who))
+        level = logging.INFO if kind in ("unidentified", "not_ssh") else logging.WARNING
+        if exc_info:
+            level = logging.ERROR
+        logger.log(
+            level,
+            "frps plugin call allowed, %s (%s): %s; said once per frpc",
+            kind,
+            who or "frpc unknown",
+            why,
+            exc_info=exc_info,
+        )
+
+    def _parse(self, body: bytes) -> tuple[str, frps.Event | None]:
+        """The op and its event; None for ops that carry nothing for us."""
         try:
             envelope = json.loads(body)
-        except ValueError as e:
-            raise _InvalidRequestError("invalid plugin request: the body is not JSON") from e
+        except (ValueError, RecursionError) as e:
+            raise _UnreadableRequestError("the body is not JSON") from e
         if not isinstance(envelope, dict):
-            raise _InvalidRequestError("invalid plugin request: the body is not a JSON object")
+            raise _UnreadableRequestError("the body is not a JSON object")
         op = envelope.get("op")
         content = envelope.get("content")
         if not isinstance(op, str) or not op:
-            raise _InvalidRequestError("invalid plugin request: no op")
-        if not isinstance(content, dict):
-            raise _InvalidRequestError(f"invalid {op} request: content must be a JSON object", op)
+            raise _UnreadableRequestError("no op")
         if op in _CHEAP_OPS:
             return op, None
-        if op not in self._ops:
-            raise _InvalidRequestError(f"invalid plugin request: unsupported op {op!r}")
+        if not isinstance(content, dict):
+            raise _UnreadableRequestError(f"{op}: content must be a JSON object", op)
+        read = frps.READERS.get(op)
+        if read is None:
+            raise _UnreadableRequestError(f"unsupported op {op!r}")
         try:
-            return op, self._ops[op][0].load(content)
-        except ValidationError as e:
-            raise _InvalidRequestError(f"invalid {op} request: {_flatten(e.messages)}", op) from e
+            return op, read(content)
+        except frps.UnreadableError as e:
+            raise _UnreadableRequestError(f"{op}: {e}", op, _user_of(content)) from e
 
 
-def _flatten(messages: object, path: str = "") -> str:
-    if isinstance(messages, dict):
-        return "; ".join(_flatten(v, f"{path}{k}.") for k, v in messages.items())
-    if isinstance(messages, list):
-        return f"{path.rstrip('.')}: {' '.join(map(str, messages))}"
-    return f"{path.rstrip('.')}: {messages}"
+def _who(event: frps.Event) -> str:
+    return event.user if isinstance(event, frps.Login) else event.user.user
+
+
+def _user_of(content: dict[str, Any]) -> str:
+    """Best effort, for a log line: the frps user of a content that cannot be read whole."""
+    user = content.get("user")
+    if isinstance(user, dict):
+        user = user.get("user")
+    return user if isinstance(user, str) else ""

@@ -31,10 +31,12 @@ async def test_plugin_traffic_shows_in_the_metrics(
     def sample(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)
 
-    assert sample("frpa_plugin_requests_total", op="Login", result="allowed") == 1
-    assert sample("frpa_plugin_requests_total", op="Login", result="rejected") == 1
+    assert sample("frpa_plugin_requests_total", op="Login", result="allowed") == 2
     assert sample("frpa_plugin_requests_total", op="NewProxy", result="allowed") == 2
-    assert sample("frpa_plugin_requests_total", op="invalid", result="rejected") == 1
+    assert sample("frpa_plugin_requests_total", op="invalid", result="allowed") == 1
+    assert sample("frpa_plugin_unhandled_total", kind="unidentified") == 1
+    assert sample("frpa_plugin_unhandled_total", kind="unreadable") == 1
+    assert sample("frpa_plugin_unhandled_total", kind="error") == 0
     assert sample("frpa_nodes", status="online", frps="203.0.113.7") == 2
     assert sample("frpa_nodes", status="offline", frps="203.0.113.7") == 0
     assert sample("frpa_store_writes_total", backend="sqlite") == 2

@@ -101,3 +101,16 @@ async def test_ssh_ports_stay_in_range_and_with_their_node(
     assert await answer(client, new_proxy("b", "b", port=None)) is None  # frps picks
     # Not the SSH proxy: not ours to judge.
     assert await answer(client, new_proxy("b", "b", proxy="web", port=80)) is None
+
+
+@pytest.mark.parametrize("rule", ["require_registered", "node_tokens"])
+async def test_a_frpc_that_names_no_node_is_refused_only_where_registration_is_required(
+    tmp_path: Path, aiohttp_client: AiohttpClient, rule: str
+) -> None:
+    anonymous = login(name="", unique_id=None)
+    (tmp_path / "open").mkdir()
+    assert await answer(await adapter(aiohttp_client, tmp_path / "open"), anonymous) is None
+    client = await adapter(aiohttp_client, tmp_path, **{rule: True})
+    assert await answer(client, anonymous) == (
+        "Login refused: only registered nodes may log in, this frpc names none: unique_id is empty"
+    )

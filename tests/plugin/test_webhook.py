@@ -7,6 +7,7 @@ as frps 0.65 does (JSON labelled text/plain, 404 "no proxy info found").
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 import plugin.tracker
 from api.app import create_app
-from api.keys import WRITER
+from api.keys import PLUGINS, WRITER
 from tests.support import (
     FakeDashboard,
     app_with_dashboard,
@@ -289,40 +290,86 @@ async def test_repeated_identical_pings_each_reach_the_node(
     assert client.app[WRITER].writes == writes + 3
 
 
-BAD_REQUESTS: list[tuple[str, object, str]] = [
-    ("malformed JSON", b"{not json", "not JSON"),
-    ("a JSON array", [1, 2], "not a JSON object"),
-    ("unknown op", plugin_body("Logout", {}), "unsupported op 'Logout'"),
-    ("no content", {"version": "0.1.0", "op": "Login"}, "content must be a JSON object"),
-    ("NewProxy without proxy_name", plugin_body("NewProxy", {"user": {}}), "proxy_name"),
-    ("CloseProxy without user", plugin_body("CloseProxy", {"proxy_name": "a"}), "user"),
-    ("wrong type", plugin_body("Ping", {"user": {"user": 5}}), "user.user"),
-    ("port out of range", new_proxy(port=70000), "remote_port"),
-    ("invalid unique_id", login(unique_id="Not_Valid"), "cannot form the object name"),
-    ("no unique_id at all", login(name="", unique_id=None), "unique_id is empty"),
-    ("too long unique_id", new_proxy(unique_id="a" * 240), "too long"),
+def metas_null(op: str) -> dict[str, Any]:
+    """What frps sends for a frpc without `metadatas` (frp's default): `"metas": null`."""
+    makers: dict[str, Callable[[], dict[str, Any]]] = {
+        "Login": login,
+        "NewProxy": new_proxy,
+        "Ping": ping,
+    }
+    body = makers[op]()
+    content = body["content"]
+    holder: dict[str, Any] = content if op == "Login" else content["user"]
+    holder["metas"] = None
+    holder["user"] = "abc123"
+    if op == "NewProxy":
+        content["proxy_name"] = "abc123.ssh"
+        content["metas"] = None
+    return body
+
+
+UNHANDLED: list[tuple[str, object, str]] = [
+    ("malformed JSON", b"{not json", "unreadable"),
+    ("deep nesting", b"[" * 200_000, "unreadable"),
+    ("a JSON array", [1, 2], "unreadable"),
+    ("unknown op", plugin_body("Logout", {}), "unreadable"),
+    ("no content", {"version": "0.1.0", "op": "Login"}, "unreadable"),
+    ("wrong type", plugin_body("Ping", {"user": {"user": 5}}), "unreadable"),
+    ("metas not strings", plugin_body("Ping", {"user": {"metas": {"a": 1}}}), "unreadable"),
+    ("port out of range", new_proxy(port=70000), "unreadable"),
+    ("NewProxy of nobody", plugin_body("NewProxy", {"user": {}}), "unidentified"),
+    ("CloseProxy of nobody", plugin_body("CloseProxy", {"proxy_name": "a"}), "unidentified"),
+    ("invalid unique_id", login(unique_id="Not_Valid"), "unidentified"),
+    ("no user, no unique_id", login(name="", unique_id=None), "unidentified"),
+    ("too long unique_id", new_proxy(unique_id="a" * 240), "unidentified"),
+    ("an http proxy", new_proxy(proxy="web", proxy_type="http"), "not_ssh"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"), [(b, r) for _, b, r in BAD_REQUESTS], ids=[i for i, _, _ in BAD_REQUESTS]
+    ("body", "kind"), [(b, k) for _, b, k in UNHANDLED], ids=[i for i, _, _ in UNHANDLED]
 )
-async def test_bad_plugin_requests_are_rejected_with_a_reason_and_change_nothing(
-    client: Client, body: object, reason: str
+async def test_what_the_adapter_cannot_use_is_allowed_counted_and_logged_once(
+    client: Client, caplog: pytest.LogCaptureFixture, body: object, kind: str
 ) -> None:
+    caplog.set_level(logging.INFO, logger="plugin.webhook")
     await allowed(client, new_proxy())
     await settled(client)
     before = await nm(client)
-    if isinstance(body, bytes):
-        resp = await client.post("/frps/handler", data=body)
-        answer = await resp.json()
-    else:
-        answer = await send(client, body)
-    assert answer["reject"] is True
-    assert reason in answer["reject_reason"]
+    endpoint = client.app[PLUGINS]["default"]
+    for _ in range(3):
+        if isinstance(body, bytes):
+            resp = await client.post("/frps/handler", data=body)
+            assert await resp.json() == {"reject": False, "unchange": True}
+        else:
+            await allowed(client, body)
+    assert endpoint.unhandled[kind] == 3
+    said = [r for r in caplog.records if r.name == "plugin.webhook"]
+    assert len(said) == 1, said
+    assert kind in said[0].getMessage()
     await settled(client)
     assert await nm(client) == before
     await allowed(client, ping())  # still serving
+
+
+@pytest.mark.parametrize("op", ["Login", "NewProxy", "Ping"])
+async def test_metas_null_is_a_frpc_without_metadatas(client: Client, op: str) -> None:
+    await allowed(client, metas_null(op))
+    assert client.app[PLUGINS]["default"].unhandled == {}
+
+
+async def test_a_frpc_without_metadatas_is_identified_by_its_user(client: Client) -> None:
+    await allowed(client, metas_null("NewProxy"))
+    await eventually(becomes(client, "online"), what="node named by its user online")
+
+
+async def test_a_body_that_does_not_match_its_content_encoding_is_allowed(client: Client) -> None:
+    resp = await client.post(
+        "/frps/handler", data=b"not gzip at all", headers={"Content-Encoding": "gzip"}
+    )
+    assert resp.status == 200
+    assert await resp.json() == {"reject": False, "unchange": True}
+    assert client.app[PLUGINS]["default"].unhandled["unreadable"] == 1
 
 
 def lock_database(tmp_path: Path) -> sqlite3.Connection:
