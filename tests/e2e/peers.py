@@ -142,6 +142,7 @@ class FrpSetup:
         self,
         ops: tuple[str, ...] = ("Login", "NewProxy", "CloseProxy"),
         plugin_port: int | None = None,
+        extra: str = "",
     ) -> None:
         config = self.processes.workdir / "frps.toml"
         config.write_text(
@@ -154,6 +155,7 @@ webServer.user = "{DASHBOARD_USER}"
 webServer.password = "{DASHBOARD_PASSWORD}"
 auth.method = "token"
 auth.token = "{FRP_TOKEN}"
+{extra}
 [[httpPlugins]]
 name = "frp-adapter"
 addr = "127.0.0.1:{plugin_port or self.adapter_port}"
