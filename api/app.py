@@ -28,6 +28,7 @@ from api.keys import (
     ACCESS,
     AUDIT,
     LEADERSHIP,
+    LISTS,
     LOADED,
     PLUGINS,
     RECONCILERS,
@@ -56,6 +57,9 @@ _LOAD_RETRY_SECONDS = 2.0
 # After a node logs in again with its old run_id (frps restarted), the nodes frps served
 # get this long to come back before frps's view decides who is offline.
 RELOGIN_SETTLE_SECONDS = 20.0
+# Lists rendering at once: each holds the event loop ~1 ms per chunk of nodes, so a
+# plugin call waits a few ms at most behind all of them.
+CONCURRENT_LISTS = 4
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -67,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
         allowed_origins=settings.allowed_origins,
     )
     app[SHELLS_BY_USER] = Counter()
+    app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(_nodes)
     # The secret, when set, is a path segment: frps can send no header. The first frps
@@ -180,7 +185,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
     writer = NodeWriter(store)
     registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
     # Other replicas' writes, seen through the store, keep this one's memory current.
-    store.subscribe(registry.observe)
+    store.subscribe(registry)
     if settings.kubernetes_auth:
         app[ACCESS].reviewer = store.reviewer()
     leadership = store.leadership(f"{socket.gethostname()}-{os.getpid()}")

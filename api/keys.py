@@ -29,3 +29,6 @@ ACCESS = web.AppKey("access", Access)
 AUDIT = web.AppKey("audit", AuditLog)
 SHELLS_BY_USER = web.AppKey("shells_by_user", Counter[str])
 LEADERSHIP = web.AppKey("leadership", Leadership)
+# Node lists rendering at once; more wait their turn, so readers queue behind each other
+# rather than in front of frps's plugin calls.
+LISTS = web.AppKey("lists", asyncio.Semaphore)

@@ -8,7 +8,6 @@ Writes return once the change is stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -17,8 +16,8 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from api.keys import LOADED, REGISTRY, SETTINGS, SSH, STORE
-from api.v1 import STORE_WAIT_SECONDS, run_audited, stored
+from api.keys import REGISTRY, SETTINGS, SSH
+from api.v1 import loaded, node_object, run_audited, stored
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -31,7 +30,6 @@ from nodes.model import (
     ssh_endpoint,
     unique_id_of,
 )
-from nodes.store import StoreError
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
 from ssh.connector import NodeNotFoundError, SshError
 
@@ -73,12 +71,16 @@ async def home(request: web.Request) -> web.Response:
 async def frp_fetch(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
     try:
-        obj = await request.app[STORE].get(name)
-    except StoreError as e:
-        return _failure(_FailureError(503, f"cannot read nodemaintenances: {e}"))
-    if obj is None:
+        await _loaded(request)
+    except _FailureError as e:
+        return _failure(e)
+    try:
+        state = request.app[REGISTRY].get(unique_id_of(name))
+    except InvalidUniqueIdError:
+        state = None
+    if state is None:
         return _failure(_FailureError(404, f"nodemaintenance {name} not found"))
-    endpoint = ssh_endpoint(obj)
+    endpoint = ssh_endpoint(node_object(request, state))
     return _success(
         {
             "frp_server_ip_address": endpoint.frps_address,
@@ -119,18 +121,10 @@ async def nm_useless(request: web.Request) -> web.Response:
     at = datetime.now(UTC)
     try:
         await _loaded(request)
-        objs = await request.app[STORE].list()
-        uids = []
-        for obj in objs:
-            try:
-                uid = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
-            except InvalidUniqueIdError:
-                continue
+        uids = [state.unique_id for state in registry.states()]
+        for uid in uids:
             registry.transition(uid, NodeChange(reason="NmUseless", at=at, status=OFFLINE))
-            uids.append(uid)
         await _stored(request, uids)
-    except StoreError as e:
-        return _failure(_FailureError(503, f"cannot read nodemaintenances: {e}"))
     except _FailureError as e:
         return _failure(e)
     return _success(f"{len(uids)} nodemaintenances are offline now")
@@ -249,11 +243,8 @@ def _transition(
 
 
 async def _loaded(request: web.Request) -> None:
-    try:
-        async with asyncio.timeout(STORE_WAIT_SECONDS):
-            await asyncio.shield(request.app[LOADED])
-    except TimeoutError as e:
-        raise _FailureError(503, "the node store is not readable yet; try again") from e
+    if not await loaded(request):
+        raise _FailureError(503, "the node store is not readable yet; try again")
 
 
 async def _stored(request: web.Request, uids: list[UniqueId]) -> None:

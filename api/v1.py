@@ -6,6 +6,7 @@ The shell WebSocket of this API is in `api.shell`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import secrets
@@ -17,9 +18,18 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api import audit
-from api.keys import AUDIT, REGISTRY, SETTINGS, SSH, STORE, WRITER
-from nodes.model import InvalidUniqueIdError, NodeChange, UniqueId, ssh_endpoint, unique_id_of
-from nodes.store import StoreError
+from api.keys import AUDIT, LISTS, LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from nodes.model import (
+    InvalidUniqueIdError,
+    JsonObject,
+    NodeChange,
+    NodeState,
+    UniqueId,
+    nm_name,
+    parse_unique_id,
+    render_nm,
+    unique_id_of,
+)
 from plugin.admission import token_digest
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
 from ssh.connector import SshError
@@ -28,6 +38,8 @@ from ssh.session import ExecResult, run_command
 logger = logging.getLogger(__name__)
 # How long a write waits for the store to confirm it before answering 503 (it stays queued).
 STORE_WAIT_SECONDS = 10.0
+# Nodes a list renders between two yields to the event loop (~1 ms of work).
+_RENDER_CHUNK = 50
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
@@ -52,30 +64,80 @@ def _error(status: int, error: str, details: object) -> web.Response:
     return web.json_response({"error": error, "details": details}, status=status)
 
 
-async def list_nodes(request: web.Request) -> web.Response:
-    """`GET /api/v1/nodes[?status=online|offline]` -> `{"items": [NM, ...]}`."""
+async def list_nodes(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v1/nodes[?status=online|offline][&limit=N][&continue=TOKEN]` ->
+    `{"items": [NM, ...], "metadata": {"continue": TOKEN}}` (no token on the last page).
+
+    Answered from memory, a page at a time: a few lists run at once (the rest queue behind
+    them), and each yields to the plugin path after every few nodes it renders.
+    """
     try:
         query = _list_query.load(dict(request.query))
+        after = _after(query["continue_"])
     except ValidationError as e:
         return _error(400, "invalid query", e.messages)
-    try:
-        items = await request.app[STORE].list()
-    except StoreError as e:
-        return _error(503, "store unavailable", str(e))
-    if query["status"]:
-        items = [obj for obj in items if ssh_endpoint(obj).status == query["status"]]
-    return web.json_response({"items": items})
+    if not await loaded(request):
+        return _error(503, "not loaded yet", "the node store is not read yet; try again")
+    async with request.app[LISTS]:
+        states, last = request.app[REGISTRY].page(after, query["limit"], query["status"])
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"items":[')
+        for start in range(0, len(states), _RENDER_CHUNK):
+            objs = (node_object(request, s) for s in states[start : start + _RENDER_CHUNK])
+            chunk = b",".join(json.dumps(obj, separators=(",", ":")).encode() for obj in objs)
+            await response.write(b"," + chunk if start else chunk)
+            await asyncio.sleep(0)
+        metadata = {"continue": _continue_token(last)} if last else {}
+        await response.write(b'],"metadata":' + json.dumps(metadata).encode() + b"}")
+        await response.write_eof()
+    return response
 
 
 async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
-    try:
-        obj = await request.app[STORE].get(name)
-    except StoreError as e:
-        return _error(503, "store unavailable", str(e))
-    if obj is None:
+    if not await loaded(request):
+        return _error(503, "not loaded yet", "the node store is not read yet; try again")
+    state = _state(request, name)
+    if state is None:
         return _error(404, "not found", {"name": name})
-    return web.json_response(obj)
+    return web.json_response(node_object(request, state))
+
+
+def node_object(request: web.Request, state: NodeState) -> JsonObject:
+    """The node's NM as the API shows it: its state in memory, over what others own in the
+    stored object (labels, bindStatus...) where the store keeps a copy in memory."""
+    return render_nm(state, request.app[STORE].cached(nm_name(state.unique_id)))
+
+
+def _state(request: web.Request, name: str) -> NodeState | None:
+    try:
+        return request.app[REGISTRY].get(unique_id_of(name))
+    except InvalidUniqueIdError:
+        return None
+
+
+def _continue_token(last: UniqueId) -> str:
+    return base64.urlsafe_b64encode(last.encode()).decode()
+
+
+def _after(token: str | None) -> UniqueId | None:
+    if token is None:
+        return None
+    try:
+        return parse_unique_id(base64.urlsafe_b64decode(token.encode()).decode())
+    except (ValueError, InvalidUniqueIdError) as e:
+        raise ValidationError({"continue": ["not a token this API gave"]}) from e
+
+
+async def loaded(request: web.Request) -> bool:
+    """Whether the stored nodes are in memory, waiting up to STORE_WAIT_SECONDS for them."""
+    try:
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
+            await asyncio.shield(request.app[LOADED])
+    except TimeoutError:
+        return False
+    return True
 
 
 async def exec_node(request: web.Request) -> web.Response:

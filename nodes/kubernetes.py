@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId, nm_name, render_nm
-from nodes.store import ReviewError, StoreError
+from nodes.store import ReviewError, StoreError, StoreObserver
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,14 @@ class KubernetesStore:
         self._last_event: dict[UniqueId, float] = {}
         self._writes = asyncio.Semaphore(_CONCURRENT_WRITES)
         self._event_tasks: set[asyncio.Task[None]] = set()
-        self._subscribers: list[Callable[[JsonObject], None]] = []
+        self._observers: list[StoreObserver] = []
         self._watcher = asyncio.create_task(self._watch_forever(), name="nm-watch")
 
-    def subscribe(self, on_change: Callable[[JsonObject], None]) -> None:
-        self._subscribers.append(on_change)
+    def subscribe(self, observer: StoreObserver) -> None:
+        self._observers.append(observer)
+
+    def cached(self, name: str) -> JsonObject | None:
+        return self._cache.get(name)
 
     def leadership(self, identity: str) -> LeaseLeadership:
         return LeaseLeadership(self._api, namespace=self._event_namespace, identity=identity)
@@ -281,8 +284,11 @@ class KubernetesStore:
         listing = await self._objects.list_cluster_custom_object(
             GROUP, VERSION, PLURAL, _request_timeout=_REQUEST_TIMEOUT
         )
+        gone = self._cache.keys() - {obj["metadata"]["name"] for obj in listing["items"]}
         self._cache = {obj["metadata"]["name"]: obj for obj in listing["items"]}
         self._synced.set()
+        for name in gone:  # deleted while no watch was open
+            self._notify_deletion(name)
         for obj in listing["items"]:
             self._notify(obj)
         async with watch.Watch().stream(
@@ -302,10 +308,15 @@ class KubernetesStore:
                     self._notify(obj)
                 elif event["type"] == "DELETED" and name:
                     self._cache.pop(name, None)
+                    self._notify_deletion(name)
 
     def _notify(self, obj: JsonObject) -> None:
-        for on_change in self._subscribers:
-            on_change(obj)
+        for observer in self._observers:
+            observer.observe(obj)
+
+    def _notify_deletion(self, name: str) -> None:
+        for observer in self._observers:
+            observer.observe_deletion(name)
 
 
 LEASE_NAME = "frp-adapter-leader"

@@ -7,6 +7,8 @@ hands the result to the writer, so callers on frps's login path never wait on th
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -18,9 +20,11 @@ from nodes.model import (
     JsonObject,
     NodeChange,
     NodeState,
+    NodeStatus,
     UniqueId,
     apply_change,
     state_from_nm,
+    unique_id_of,
 )
 from nodes.store import NodeStore
 from nodes.writer import NodeWriter
@@ -28,6 +32,8 @@ from nodes.writer import NodeWriter
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
+# Stored nodes are read into memory this many at a time, yielding to the plugin in between.
+_LOAD_CHUNK = 500
 
 
 class NodeRegistry:
@@ -38,6 +44,10 @@ class NodeRegistry:
         self._heartbeats: dict[UniqueId, datetime] = {}
         self._pinging_runs: dict[UniqueId, str] = {}  # the run_id of each node's last Ping
         self._changes: dict[UniqueId, int] = {}
+        # Every node's id in name order, for pages; new ids are appended unsorted and
+        # sorted in by the next page read, so the plugin path never pays for the order.
+        self._order: list[UniqueId] = []
+        self._order_sorted = True
         self.heartbeat_expiries = 0
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
@@ -45,6 +55,25 @@ class NodeRegistry:
 
     def states(self) -> list[NodeState]:
         return list(self._states.values())
+
+    def page(
+        self, after: UniqueId | None, limit: int, status: NodeStatus | None = None
+    ) -> tuple[list[NodeState], UniqueId | None]:
+        """Up to `limit` nodes (of `status`) in name order after `after`, and where the next
+        page starts (None: this is the last). Costs the nodes it passes, not the fleet."""
+        if not self._order_sorted:
+            self._order = [uid for uid in self._order if uid in self._states]
+            self._order.sort()  # an already sorted run plus the new ids: about linear
+            self._order_sorted = True
+        found: list[NodeState] = []
+        for i in range(bisect.bisect_right(self._order, after) if after else 0, len(self._order)):
+            state = self._states.get(self._order[i])
+            if state is None or (status is not None and state.status != status):
+                continue
+            if len(found) == limit:
+                return found, found[-1].unique_id
+            found.append(state)
+        return found, None
 
     def changes(self) -> dict[UniqueId, int]:
         """How often each node changed in this process: compare two to see what moved."""
@@ -58,7 +87,7 @@ class NodeRegistry:
         new = apply_change(current, unique_id, change)
         if new is current:
             return new
-        self._states[unique_id] = new
+        self._put(new)
         self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
         if current is None or new.status != current.status:
             before = current.status if current else "unknown"
@@ -149,20 +178,44 @@ class NodeRegistry:
                 default=None,
             )
             stored = replace(stored, last_heartbeat=heartbeat)
-        self._states[uid] = stored
+        self._put(stored)
+
+    def observe_deletion(self, name: str) -> None:
+        """Drop a node whose NM someone deleted from the store, unless we are writing it."""
+        try:
+            unique_id = unique_id_of(name)
+        except InvalidUniqueIdError:
+            return
+        if self._writer.pending(unique_id) or self._states.pop(unique_id, None) is None:
+            return
+        self._heartbeats.pop(unique_id, None)
+        self._pinging_runs.pop(unique_id, None)
+        self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
+        self._order_sorted = False
+
+    def _put(self, state: NodeState) -> None:
+        uid = state.unique_id
+        if uid not in self._states:
+            self._order.append(uid)
+            self._order_sorted = False
+        self._states[uid] = state
         self._changes[uid] = self._changes.get(uid, 0) + 1
 
     async def load(self, store: NodeStore) -> int:
         """Seed memory from the store; nodes already changed by events since start-up win."""
         loaded = 0
-        for obj in await store.list():
-            try:
-                state = state_from_nm(obj)
-            except InvalidUniqueIdError as e:
-                logger.warning("ignoring a stored object that is not ours: %s", e)
-                continue
-            if self._states.setdefault(state.unique_id, state) is state:
-                loaded += 1
+        objs = await store.list()
+        for start in range(0, len(objs), _LOAD_CHUNK):
+            for obj in objs[start : start + _LOAD_CHUNK]:
+                try:
+                    state = state_from_nm(obj)
+                except InvalidUniqueIdError as e:
+                    logger.warning("ignoring a stored object that is not ours: %s", e)
+                    continue
+                if state.unique_id not in self._states:
+                    self._put(state)
+                    loaded += 1
+            await asyncio.sleep(0)
         return loaded
 
 

@@ -63,6 +63,14 @@ class Reviewer(Protocol):
     ) -> bool: ...
 
 
+class StoreObserver(Protocol):
+    """Hears of every NM that changes in the store, whoever changed it."""
+
+    def observe(self, obj: JsonObject) -> None: ...
+
+    def observe_deletion(self, name: str) -> None: ...
+
+
 class NodeStore(Protocol):
     async def apply(self, states: Sequence[NodeState]) -> None:
         """Create or update the NM of every state, keeping what others own; raises StoreError."""
@@ -71,8 +79,11 @@ class NodeStore(Protocol):
 
     async def list(self) -> list[JsonObject]: ...
 
-    def subscribe(self, on_change: Callable[[JsonObject], None]) -> None:
-        """Call `on_change` with every NM that changes in the store, whoever changed it."""
+    def subscribe(self, observer: StoreObserver) -> None: ...
+
+    def cached(self, name: str) -> JsonObject | None:
+        """The NM as last stored or seen, without I/O; None where the backend keeps no copy
+        in memory (SQLite: this process wrote it, and knows what it wrote)."""
 
     def leadership(self, identity: str) -> Leadership: ...
 

@@ -49,11 +49,22 @@ class FrpUpdateSchema(_RestInput):
     status = fields.String(required=True, validate=validate.OneOf(["online", "offline"]))
 
 
+LIST_PAGE_DEFAULT = 500
+LIST_PAGE_MAX = 5000
+
+
 class NodeListQuerySchema(Schema):
+    """Pages as Kubernetes lists have them: `limit` nodes, then `metadata.continue` names
+    where the next page starts; pass it back as `continue`."""
+
     class Meta:
         unknown = RAISE
 
     status = fields.String(load_default=None, validate=validate.OneOf(["online", "offline"]))
+    limit = fields.Integer(
+        load_default=LIST_PAGE_DEFAULT, validate=validate.Range(min=1, max=LIST_PAGE_MAX)
+    )
+    continue_ = fields.String(data_key="continue", load_default=None)
 
 
 def _text_encoding(name: str) -> None:

@@ -113,8 +113,9 @@ async def test_frp_update_never_overwrites_the_bind_status_another_controller_ow
         obj["status"]["bindStatus"] = {"phase": "Bound", "nodeDeploymentReference": "nd-1"}
         other_controller.execute("UPDATE nodemaintenances SET body = ?", (json.dumps(obj),))
     await client.put("/frp_update", data={"unique_id": "abc123", "status": "offline"})
-    resp = await client.get("/api/v1/nodes/nodemaintenances-abc123")
-    status = (await resp.json())["status"]
+    with closing(sqlite3.connect(tmp_path / "frpa.db", isolation_level=None)) as db:
+        (body,) = db.execute("SELECT body FROM nodemaintenances").fetchone()
+    status = json.loads(body)["status"]
     assert status["bindStatus"]["phase"] == "Bound"
     assert status["services"][0]["status"] == "offline"
 

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries
 from tests.e2e.test_frp_nodes import until_status
 from tests.kube import running_kube
-from tests.support import free_port, new_proxy
+from tests.support import eventually, free_port, new_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,18 @@ async def test_nodes_that_connect_while_the_api_server_fails_are_stored_once_it_
             for i in range(3):
                 frp.start_frpc(f"node{i}", f"flaky-{i}", remote_port=free_port())
             for i in range(3):
-                await until_status(frp, f"flaky-{i}", "online")
+                await until_status(frp, f"flaky-{i}", "online")  # answered from memory
+
+            async def stored() -> bool:
+                return all(
+                    obj.get("status", {}).get("services", [{}])[0].get("status") == "online"
+                    for obj in (
+                        kube.node_maintenances().get(f"nodemaintenances-flaky-{i}", {})
+                        for i in range(3)
+                    )
+                )
+
+            await eventually(stored, within=30, what="every node stored once writes work")
             assert kube.fail_writes == 0
         finally:
             await processes.stop_all()

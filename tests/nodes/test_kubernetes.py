@@ -300,7 +300,7 @@ async def test_a_replica_adopts_what_another_stored_but_not_over_its_own_pending
         writer_a, writer_b = NodeWriter(first), NodeWriter(second)
         registry_a = NodeRegistry(writer_a, heartbeat_persist_interval=60)
         registry_b = NodeRegistry(writer_b, heartbeat_persist_interval=60)
-        second.subscribe(registry_b.observe)
+        second.subscribe(registry_b)
         tasks = [asyncio.create_task(w.run()) for w in (writer_a, writer_b)]
         try:
             uid = UniqueId("abc123")
@@ -333,3 +333,28 @@ async def test_a_replica_adopts_what_another_stored_but_not_over_its_own_pending
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_node_deleted_in_the_cluster_is_forgotten_unless_being_written(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    writer = NodeWriter(store)
+    registry = NodeRegistry(writer, heartbeat_persist_interval=60)
+    store.subscribe(registry)
+    uid = UniqueId("abc123")
+    registry.transition(uid, NodeChange(reason="NewProxy", at=datetime.now(UTC), status="online"))
+    writing = asyncio.create_task(writer.run())
+    try:
+        await writer.flushed(uid)
+        await eventually(lambda: _true(store.cached(NM) is not None), what="cached")
+        path = f"/apis/edge.harmonycloud.cn/v1alpha1/nodemaintenances/{NM}"
+        async with kube.delete(path) as resp:
+            assert resp.status == 200
+        await eventually(lambda: _true(registry.get(uid) is None), what="deletion observed")
+        assert registry.page(None, 10) == ([], None)
+        registry.transition(uid, NodeChange(reason="Ping", at=datetime.now(UTC), status="online"))
+        registry.observe_deletion(NM)  # a deletion seen while our write is pending
+        assert registry.get(uid) is not None
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
