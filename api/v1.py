@@ -38,8 +38,8 @@ from ssh.session import ExecResult, run_command
 logger = logging.getLogger(__name__)
 # How long a write waits for the store to confirm it before answering 503 (it stays queued).
 STORE_WAIT_SECONDS = 10.0
-# Nodes a list renders between two yields to the event loop (~1 ms of work).
-_RENDER_CHUNK = 50
+# Nodes a list renders between two yields to the event loop (~0.4 ms of work).
+_RENDER_CHUNK = 20
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()

@@ -1,0 +1,222 @@
+"""Plugin latency while a crowd lists nodes: the connect path must not wait behind readers.
+
+    python bench/reader_load.py [--nodes 5000 50000] [--readers 32 64] [--seconds 8]
+
+N nodes are stored in SQLite before the adapter (`python -m api serve`, pinned to core 0)
+starts. R clients (one process, core 1) each page through `GET /api/v1/nodes` (default
+page, following `continue`) in a loop, while this process sends a plugin Ping every
+10 ms on a keep-alive connection, as frps does, and a real frpc 0.65 logs in through a
+real frps. Printed per N and R: Ping p50/p99/max, list pages/s and whole lists/s, and
+the frpc's time to log in and start its proxy. The peer is the same adapter with no
+readers (R = 0), in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.plugin_throughput import wait_listening
+from nodes.model import NodeState, UniqueId
+from nodes.sqlite import SqliteStore
+from tests.e2e.peers import FRP_TOKEN, FrpSetup, Processes, frp_binaries
+from tests.support import free_port, ping
+
+PING = (
+    b"POST /frps/handler?op=Ping&version=0.1.0 HTTP/1.1\r\nHost: a\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+)
+
+
+async def fill(path: Path, nodes: int) -> None:
+    store = SqliteStore(str(path))
+    now = datetime.now(UTC)
+    for start in range(0, nodes, 5000):
+        await store.apply(
+            [
+                NodeState(
+                    unique_id=UniqueId(f"bench-{i:06}"),
+                    status="online" if i % 4 else "offline",
+                    reason="NewProxy",
+                    last_transition=now,
+                    updated_at=now,
+                    frps_address="127.0.0.1",
+                    remote_port=10000 + i % 50000,
+                    run_id=f"{i:016x}",
+                    proxy_name=f"n{i}.ssh",
+                    client_address="198.51.100.9:40000",
+                    frpc_version="0.65.0",
+                )
+                for i in range(start, min(start + 5000, nodes))
+            ]
+        )
+    await store.close()
+
+
+def readers(port: int, count: int, seconds: float) -> None:
+    """In its own process: `count` clients paging through the node list until time is up."""
+    os.sched_setaffinity(0, {1})
+    os.nice(19)  # the Ping client shares this core: it must not wait behind the crowd
+    pages = lists = 0
+
+    async def one(session: aiohttp.ClientSession, until: float) -> None:
+        nonlocal pages, lists
+        while time.monotonic() < until:
+            token = None
+            while True:
+                params = {"continue": token} if token else {}
+                async with session.get(f"http://127.0.0.1:{port}/api/v1/nodes", params=params) as r:
+                    body = await r.read()
+                pages += 1
+                found = re.search(rb'"continue": ?"([^"]+)"', body[-200:])
+                if not found:
+                    break
+                token = found[1].decode()
+            lists += 1
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120)
+        ) as session:
+            until = time.monotonic() + seconds
+            await asyncio.gather(*(one(session, until) for _ in range(count)))
+
+    started = time.monotonic()
+    asyncio.run(run())
+    elapsed = time.monotonic() - started
+    print(f"READERS {pages / elapsed:.1f} {lists / elapsed:.2f}", flush=True)
+
+
+async def ping_latencies(port: int, seconds: float) -> list[float]:
+    body = __import__("json").dumps(ping()).encode()
+    request = PING % len(body) + body
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    latencies = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        start = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - start)
+        await asyncio.sleep(0.01)
+    writer.close()
+    return latencies
+
+
+async def frpc_login(frp: FrpSetup, name: str) -> tuple[float, float]:
+    """Seconds until a fresh frpc logged in, and until its proxy started."""
+    start = time.monotonic()
+    frp.start_frpc(name, name, remote_port=free_port())
+    logged_in = started = 0.0
+    while not started and time.monotonic() - start < 30:
+        log = frp.processes.log(name)
+        if not logged_in and "login to server success" in log:
+            logged_in = time.monotonic() - start
+        if "start proxy success" in log:
+            started = time.monotonic() - start
+        await asyncio.sleep(0.005)
+    await frp.processes.stop(name)
+    return logged_in, started
+
+
+def quantiles(latencies: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(latencies, n=100)
+    return q[49] * 1000, q[98] * 1000, max(latencies) * 1000
+
+
+async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        db = Path(workdir) / "frpa.db"
+        await fill(db, nodes)
+        processes = Processes(Path(workdir))
+        frps, frpc = frp_binaries(Path(workdir))
+        frp = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{db}"})
+        try:
+            processes.start(
+                "adapter",
+                ["taskset", "-c", "0", sys.executable, "-m", "api", "serve"],
+                env={
+                    **os.environ,
+                    "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                    "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{frp.adapter_port}",
+                    "FRPA_STORE": f"sqlite:///{db}",
+                    "FRPA_LOG_LEVEL": "WARNING",
+                },
+            )
+            wait_listening(frp.adapter_port)
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{frp.adapter_port}/api/v1/nodes?limit=1"
+                async with session.get(url) as resp:  # waits for the load
+                    assert resp.status == 200, await resp.text()
+            await frp.start_frps()
+            for count in [0, *reader_counts]:
+                crowd = None
+                if count:
+                    crowd = subprocess.Popen(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--read",
+                            str(frp.adapter_port),
+                            str(count),
+                            str(seconds + 1),
+                        ],
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                    await asyncio.sleep(1)
+                pings = asyncio.ensure_future(ping_latencies(frp.adapter_port, seconds - 1))
+                await asyncio.sleep(1)
+                login, proxy = await frpc_login(frp, f"probe-{count}")
+                p50, p99, worst = quantiles(await pings)
+                read = "-"
+                if crowd is not None:
+                    out, _ = crowd.communicate()
+                    pages, lists = out.split()[1:3]
+                    read = f"{float(pages):8.1f} {float(lists):8.2f}"
+                print(
+                    f"{nodes:7} {count:3} {p50:8.2f} {p99:8.2f} {worst:8.1f} "
+                    f"{login:7.2f} {proxy:7.2f}   {read}",
+                    flush=True,
+                )
+        finally:
+            await processes.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--readers", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--read", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.read:
+        readers(int(args.read[0]), int(args.read[1]), float(args.read[2]))
+        return
+    os.sched_setaffinity(0, {1})
+    print(f"frp token {FRP_TOKEN!r}; Ping every 10 ms; R = 0 is the peer (no readers)")
+    print(
+        f"{'nodes':>7} {'R':>3} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'login s':>7} {'proxy s':>7}   {'pages/s':>8} {'lists/s':>8}"
+    )
+    for nodes in args.nodes:
+        asyncio.run(run(nodes, args.readers, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
