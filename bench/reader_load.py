@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +35,7 @@ from nodes.sqlite import SqliteStore
 from tests.e2e.peers import FRP_TOKEN, FrpSetup, Processes, frp_binaries
 from tests.support import free_port, ping
 
+ROOT = Path(__file__).resolve().parents[1]
 PING = (
     b"POST /frps/handler?op=Ping&version=0.1.0 HTTP/1.1\r\nHost: a\r\n"
     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -77,7 +78,7 @@ def readers(port: int, count: int, seconds: float) -> None:
         while time.monotonic() < until:
             token = None
             while True:
-                params = {"continue": token} if token else {}
+                params: dict[str, str] = {"continue": token} if token else {}
                 async with session.get(f"http://127.0.0.1:{port}/api/v1/nodes", params=params) as r:
                     body = await r.read()
                 pages += 1
@@ -101,7 +102,7 @@ def readers(port: int, count: int, seconds: float) -> None:
 
 
 async def ping_latencies(port: int, seconds: float) -> list[float]:
-    body = __import__("json").dumps(ping()).encode()
+    body = json.dumps(ping()).encode()
     request = PING % len(body) + body
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     latencies = []
@@ -152,7 +153,7 @@ async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
                 ["taskset", "-c", "0", sys.executable, "-m", "api", "serve"],
                 env={
                     **os.environ,
-                    "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                    "PYTHONPATH": str(ROOT),
                     "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{frp.adapter_port}",
                     "FRPA_STORE": f"sqlite:///{db}",
                     "FRPA_LOG_LEVEL": "WARNING",
@@ -167,17 +168,10 @@ async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
             for count in [0, *reader_counts]:
                 crowd = None
                 if count:
-                    crowd = subprocess.Popen(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--read",
-                            str(frp.adapter_port),
-                            str(count),
-                            str(seconds + 1),
-                        ],
-                        stdout=subprocess.PIPE,
-                        text=True,
+                    crowd = await asyncio.create_subprocess_exec(
+                        *(sys.executable, __file__, "--read", str(frp.adapter_port)),
+                        *(str(count), str(seconds + 1)),
+                        stdout=asyncio.subprocess.PIPE,
                     )
                     await asyncio.sleep(1)
                 pings = asyncio.ensure_future(ping_latencies(frp.adapter_port, seconds - 1))
@@ -186,8 +180,8 @@ async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
                 p50, p99, worst = quantiles(await pings)
                 read = "-"
                 if crowd is not None:
-                    out, _ = crowd.communicate()
-                    pages, lists = out.split()[1:3]
+                    out, _ = await crowd.communicate()
+                    pages, lists = out.decode().split()[1:3]
                     read = f"{float(pages):8.1f} {float(lists):8.2f}"
                 print(
                     f"{nodes:7} {count:3} {p50:8.2f} {p99:8.2f} {worst:8.1f} "
