@@ -39,6 +39,7 @@ from api.keys import (
     STORE,
     WRITER,
 )
+from api.limits import AcceptErrors
 from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
 from nodes.registry import NodeRegistry
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SHELLS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
+    app.cleanup_ctx.append(_accept_errors)
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(_nodes)
     # The secret, when set, is a path segment: frps can send no header. The first frps
@@ -128,6 +130,16 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         app[AUDIT].close()
+
+
+async def _accept_errors(app: web.Application) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    loop.set_exception_handler(AcceptErrors())
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(before)
 
 
 async def _metrics_site(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api import client
 from api.app import create_app
+from api.limits import IDLE_CONNECTION_SECONDS, raise_file_limit
 from api.settings import SettingsError, add_arguments, load_settings
 from nodes.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
 from nodes.store import StoreError
@@ -107,11 +108,13 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.log_level != "DEBUG":
         # asyncssh logs every connection and channel at INFO: one exec is a dozen lines.
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger(__name__).info("open files limit: %d", raise_file_limit())
     try:
         web.run_app(
             create_app(settings),
             host=settings.host or None,
             port=settings.port,
+            keepalive_timeout=IDLE_CONNECTION_SECONDS,
             shutdown_timeout=settings.shutdown_timeout,
             access_log=None,
             print=None,

@@ -1,0 +1,61 @@
+"""What keeps a crowd of connections from taking the plugin path down.
+
+Every connection costs a file descriptor; at the soft limit (often 1024) the listening
+socket can accept no more, and frps's next plugin call on a new connection fails. So the
+soft limit is raised to the hard one, idle connections are closed after
+`IDLE_CONNECTION_SECONDS` (frps's keep-alive connections carry on; Go reconnects when an
+idle one was closed), and when descriptors do run out, asyncio's accept errors (one per
+pending connection per loop tick, each with a traceback) are logged once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+IDLE_CONNECTION_SECONDS = 15.0
+_ACCEPT_ERROR = "socket.accept() out of system resource"
+_ACCEPT_ERROR_INTERVAL = 60.0
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            logger.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, e)
+            return soft
+    return hard
+
+
+class AcceptErrors:
+    """A loop exception handler: accept errors said once per interval, the rest as usual."""
+
+    def __init__(self) -> None:
+        self._said_at = -_ACCEPT_ERROR_INTERVAL
+        self._unsaid = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != _ACCEPT_ERROR:
+            loop.default_exception_handler(context)
+            return
+        self._unsaid += 1
+        now = time.monotonic()
+        if now - self._said_at < _ACCEPT_ERROR_INTERVAL:
+            return
+        logger.error(
+            "cannot accept connections: %s (%d time(s) since last said; open files limit %d); "
+            "idle connections close after %g s",
+            context.get("exception"),
+            self._unsaid,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            IDLE_CONNECTION_SECONDS,
+        )
+        self._said_at, self._unsaid = now, 0
