@@ -8,7 +8,6 @@ Writes return once the change is stored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ from nodes.model import (
     ssh_endpoint,
     unique_id_of,
 )
+from schemas import parse_json
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
 from ssh.connector import NodeNotFoundError, SshError
 
@@ -180,18 +180,21 @@ async def _params(request: web.Request) -> dict[str, Any]:
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             form = await request.post()
-        except ValueError as e:  # e.g. multipart/form-data without a boundary
+        except (ValueError, web.RequestPayloadError) as e:  # e.g. multipart without boundary
             raise _FailureError(400, f"the form body cannot be read: {e}") from e
         if any(not isinstance(value, str) for value in form.values()):
             raise _FailureError(400, "file uploads are not accepted")
         return {**params, **form}
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
+        raise _FailureError(400, f"the body cannot be read: {e}") from e
     if not body.strip():
         return params
     if request.content_type != "application/json":
         raise _FailureError(400, f"unsupported Content-Type {request.content_type!r}")
     try:
-        parsed = json.loads(body)
+        parsed = parse_json(body)
     except ValueError as e:
         raise _FailureError(400, f"the body is not valid JSON: {e}") from e
     if not isinstance(parsed, dict):

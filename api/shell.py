@@ -27,6 +27,7 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SSH
+from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.connector import SshError
 from ssh.session import Shell, open_shell
@@ -215,7 +216,7 @@ class _Bridge:
         if not text.startswith("{"):
             return False
         try:
-            frame = json.loads(text)
+            frame = parse_json(text)
         except ValueError:
             return False
         if not isinstance(frame, dict) or frame.get("type") != "resize":

@@ -31,6 +31,7 @@ from nodes.model import (
     unique_id_of,
 )
 from plugin.admission import token_digest
+from schemas import parse_json
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
 from ssh.connector import SshError
 from ssh.session import ExecResult, run_command
@@ -233,7 +234,9 @@ async def stored(request: web.Request, uids: Iterable[UniqueId]) -> bool:
 
 async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = parse_json(await request.read())
+    except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
+        raise _InputError(f"the body cannot be read: {e}") from e
     except ValueError as e:
         raise _InputError(f"the body is not valid JSON: {e}") from e
     if not isinstance(body, dict):

@@ -12,7 +12,6 @@ empty one makes frpc believe it logged in and retry in a tight loop).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from aiohttp import web
 
 from plugin.admission import AdmissionError
 from plugin.tracker import Ignored, SshProxyTracker
-from schemas import frps
+from schemas import frps, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +142,8 @@ class PluginEndpoint:
     def _parse(self, body: bytes) -> tuple[str, frps.Event | None]:
         """The op and its event; None for ops that carry nothing for us."""
         try:
-            envelope = json.loads(body)
-        except (ValueError, RecursionError) as e:
+            envelope = parse_json(body)
+        except ValueError as e:
             raise _UnreadableRequestError("the body is not JSON") from e
         if not isinstance(envelope, dict):
             raise _UnreadableRequestError("the body is not a JSON object")

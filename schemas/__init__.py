@@ -1,1 +1,15 @@
-"""marshmallow schemas for what crosses our boundaries: frps plugin payloads, REST input."""
+"""What crosses our boundaries: frps plugin payloads (plain readers), REST input (marshmallow)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, with nesting too deep for it a ValueError like any other bad JSON
+    (CPython's parser recurses: ~200 KB of `[` raises RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e

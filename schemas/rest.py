@@ -68,12 +68,27 @@ class NodeListQuerySchema(Schema):
 
 
 def _text_encoding(name: str) -> None:
+    """A terminal's encoding: a text encoding that leaves ASCII as it is (not UTF-16, not
+    EBCDIC), which the shell bridge can decode a chunk at a time."""
     try:
         info = codecs.lookup(name)
     except LookupError as e:
         raise ValidationError(f"unknown encoding {name!r}") from e
-    if not info._is_text_encoding:
-        raise ValidationError(f"{name!r} is not a text encoding")
+    try:
+        usable = (
+            info._is_text_encoding
+            and codecs.getincrementaldecoder(name)(errors="replace").decode(b"ls\xff") != ""
+            and "ls -l\r\n".encode(name) == b"ls -l\r\n"
+        )
+    except (ValueError, TypeError, LookupError):  # UnicodeError is a ValueError
+        usable = False
+    if not usable:
+        raise ValidationError(f"{name!r} is not an encoding a terminal can use")
+
+
+def _no_nul(value: str) -> None:
+    if "\0" in value:
+        raise ValidationError("must not contain NUL characters")
 
 
 _terminal_size = validate.Range(min=1, max=10000)
@@ -101,7 +116,7 @@ class ResizeSchema(Schema):
     rows = fields.Integer(required=True, strict=True, validate=_terminal_size)
 
 
-_command = validate.Length(min=1, max=65536)
+_command = validate.And(validate.Length(min=1, max=65536), _no_nul)
 _timeout = validate.Range(min=0, min_inclusive=False, max=86400)
 
 
