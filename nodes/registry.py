@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 # Stored nodes are read into memory this many at a time, yielding to the plugin in between.
-_LOAD_CHUNK = 500
+_LOAD_CHUNK = 100
 
 
 class NodeRegistry:

@@ -1,10 +1,12 @@
 """The embedded NodeMaintenance store: one SQLite file, no cluster needed.
 
-Each NM is kept whole, as the JSON a Kubernetes API would return. Every SQLite call, with
-the rendering and parsing of the JSON around it, runs in a thread, one at a time: a batch
-of 500 nodes or a load of the whole fleet must not hold up the event loop that answers
-frps. Batches are one transaction each, and WAL mode keeps each commit to a page append;
-committed data survives a crash of this process.
+Each NM is kept whole, as the JSON a Kubernetes API would return. SQLite calls run in a
+thread, one at a time, so a commit or a load of the whole fleet never holds up the event
+loop that answers frps; the JSON around them is parsed and rendered on the loop, a few
+nodes between yields, because Python work in a thread holds the GIL for up to 5 ms each
+time the loop lets go of it (each socket call), which costs the plugin path more than
+the work itself. Batches are one transaction each, and WAL mode keeps each commit to a
+page append; committed data survives a crash of this process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from nodes.model import JsonObject, NodeState, nm_name, render_nm
 from nodes.store import SoleLeader, StoreError, StoreObserver
 
 _T = TypeVar("_T")
+# Nodes whose JSON is parsed or rendered between two yields to the event loop (~1 ms).
+_CHUNK = 50
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodemaintenances (
     name TEXT PRIMARY KEY,
@@ -54,64 +58,75 @@ class SqliteStore:
         return None
 
     async def apply(self, states: Sequence[NodeState]) -> None:
-        await self._in_thread(self._apply, states)
+        names = [nm_name(state.unique_id) for state in states]
+        async with self._one_at_a_time:
+            stored = await self._in_thread(self._read, names)
+            rows = []
+            for start in range(0, len(states), _CHUNK):
+                for state, name in zip(states[start : start + _CHUNK], names[start:], strict=False):
+                    version, body = stored.get(name, (0, None))
+                    obj = render_nm(state, json.loads(body) if body else None)
+                    obj["metadata"]["resourceVersion"] = str(version + 1)
+                    rows.append((name, version + 1, json.dumps(obj, separators=(",", ":"))))
+                await asyncio.sleep(0)
+            await self._in_thread(self._write, rows)
 
-    def _apply(self, states: Sequence[NodeState]) -> None:
+    def _read(self, names: Sequence[str]) -> dict[str, tuple[int, str]]:
+        try:
+            found = self._db.execute(
+                "SELECT name, resource_version, body FROM nodemaintenances "
+                "WHERE name IN (SELECT value FROM json_each(?))",
+                (json.dumps(names),),
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite read of {len(names)} node(s) failed: {e}") from e
+        return {name: (version, body) for name, version, body in found}
+
+    def _write(self, rows: Sequence[tuple[str, int, str]]) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for state in states:
-                    name = nm_name(state.unique_id)
-                    row = self._db.execute(
-                        "SELECT resource_version, body FROM nodemaintenances WHERE name = ?",
-                        (name,),
-                    ).fetchone()
-                    version, existing = (row[0], json.loads(row[1])) if row else (0, None)
-                    obj = render_nm(state, existing)
-                    obj["metadata"]["resourceVersion"] = str(version + 1)
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO nodemaintenances VALUES (?, ?, ?)",
-                        (name, version + 1, json.dumps(obj, separators=(",", ":"))),
-                    )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO nodemaintenances VALUES (?, ?, ?)", rows
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"SQLite write of {len(states)} node(s) failed: {e}") from e
+            raise StoreError(f"SQLite write of {len(rows)} node(s) failed: {e}") from e
 
     async def get(self, name: str) -> JsonObject | None:
-        return await self._in_thread(self._get, name)
+        async with self._one_at_a_time:
+            found = await self._in_thread(self._read, [name])
+        return json.loads(found[name][1]) if name in found else None
 
-    def _get(self, name: str) -> JsonObject | None:
-        try:
-            row = self._db.execute(
-                "SELECT body FROM nodemaintenances WHERE name = ?", (name,)
-            ).fetchone()
-        except sqlite3.Error as e:
-            raise StoreError(f"SQLite read of {name!r} failed: {e}") from e
-        return json.loads(row[0]) if row else None
-
-    def _list(self) -> list[JsonObject]:
+    def _bodies(self) -> list[str]:
         try:
             rows = self._db.execute("SELECT body FROM nodemaintenances ORDER BY name").fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"SQLite list failed: {e}") from e
-        return [json.loads(body) for (body,) in rows]
+        return [body for (body,) in rows]
 
     async def list(self) -> list[JsonObject]:
-        return await self._in_thread(self._list)
-
-    async def _in_thread(self, work: Callable[..., _T], *args: Any) -> _T:
-        """`work(*args)` in a thread, one at a time; a caller cancelled meanwhile leaves only
-        once the thread is done, so nothing closes the database under it."""
         async with self._one_at_a_time:
-            done = asyncio.ensure_future(asyncio.to_thread(work, *args))
-            try:
-                return await asyncio.shield(done)
-            finally:
-                await asyncio.wait([done])
+            bodies = await self._in_thread(self._bodies)
+        objs: list[JsonObject] = []
+        for start in range(0, len(bodies), _CHUNK):
+            objs.extend(json.loads(body) for body in bodies[start : start + _CHUNK])
+            await asyncio.sleep(0)
+        return objs
+
+    @staticmethod
+    async def _in_thread(work: Callable[..., _T], *args: Any) -> _T:
+        """`work(*args)` in a thread; a caller cancelled meanwhile leaves only once the
+        thread is done, so nothing closes the database under it."""
+        done = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        try:
+            return await asyncio.shield(done)
+        finally:
+            await asyncio.wait([done])
 
     async def close(self) -> None:
         async with self._one_at_a_time:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -81,7 +82,9 @@ class SshProxyTracker:
         self._grace = close_grace_period
         self._dashboard = dashboard
         self._on_relogin = on_relogin
-        self._logins: dict[UniqueId, _LoginMemo] = {}
+        # Oldest first; an OrderedDict, because a dict's first key is found by skipping the
+        # slots of every key deleted before it: O(n) per Login in a login storm.
+        self._logins: OrderedDict[UniqueId, _LoginMemo] = OrderedDict()
         self._opened_at: dict[UniqueId, float] = {}
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
@@ -131,9 +134,9 @@ class SshProxyTracker:
         now = time.monotonic()
         self._logins.pop(uid, None)
         self._logins[uid] = _LoginMemo(now, event.client_address, event.version, event.hostname)
-        # Oldest first (insertion order); the Login just kept is fresh, so this stops.
-        while now - self._logins[oldest := next(iter(self._logins))].at >= LOGIN_MEMORY_SECONDS:
-            del self._logins[oldest]
+        # The Login just kept is fresh, so this stops.
+        while now - next(iter(self._logins.values())).at >= LOGIN_MEMORY_SECONDS:
+            self._logins.popitem(last=False)
         return None
 
     def new_proxy(self, event: NewProxy) -> Ignored | None:

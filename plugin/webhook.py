@@ -13,7 +13,7 @@ empty one makes frpc believe it logged in and retry in a tight loop).
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +26,13 @@ from schemas import frps, parse_json
 logger = logging.getLogger(__name__)
 
 _ALLOW = b'{"reject":false,"unchange":true}'
-# A node's Ping body is byte-for-byte the same for its whole session (no timestamp, same
-# run_id), so the validated event is reused: Pings skip parsing after a node's first one.
-# Bounded (oldest forgotten first) to about 10 MB; a forgotten body is just parsed again.
-_PING_MEMORY = 16384
-_PING_MAX_BODY = 2048
 # Ops that carry nothing for us: answered at once.
 _CHEAP_OPS = (frps.NEW_WORK_CONN, frps.NEW_USER_CONN)
+# A node's Ping body is byte-for-byte the same all session (no timestamp, same run_id):
+# the event read from it is kept, least recently used forgotten first, so a fleet of this
+# many nodes pings without parsing. ~0.5 KB each.
+_PING_MEMORY = 32768
+_PING_MAX_BODY = 1024
 # (kind, frpc) pairs already logged; forgotten all at once when full, to log them again.
 _TOLD_MEMORY = 10000
 UNREADABLE = "unreadable"
@@ -63,7 +63,7 @@ class PluginEndpoint:
             frps.CLOSE_PROXY: tracker.close_proxy,
             frps.PING: tracker.ping,
         }
-        self._pings: dict[bytes, frps.Ping] = {}
+        self._pings: OrderedDict[bytes, frps.Ping] = OrderedDict()
         self._told: set[tuple[str, str]] = set()
         # (op, allowed|rejected) -> requests; "invalid" stands for an op not understood.
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -92,9 +92,11 @@ class PluginEndpoint:
         return reason
 
     def _decide(self, body: bytes) -> tuple[str, str | None]:
-        op: str = frps.PING
+        op = frps.PING
         event: frps.Event | None = self._pings.get(body)
-        if event is None:
+        if event is not None:
+            self._pings.move_to_end(body)
+        else:
             try:
                 op, event = self._parse(body)
             except _UnreadableRequestError as e:
@@ -103,9 +105,9 @@ class PluginEndpoint:
             if event is None:
                 return op, None
             if isinstance(event, frps.Ping) and len(body) <= _PING_MAX_BODY:
-                if len(self._pings) >= _PING_MEMORY:
-                    del self._pings[next(iter(self._pings))]
                 self._pings[body] = event
+                if len(self._pings) > _PING_MEMORY:
+                    self._pings.popitem(last=False)
         try:
             if self._fail_closed and op in (frps.LOGIN, frps.NEW_PROXY) and self._store_failing():
                 return op, "frp-adapter cannot store node state right now; try again later"
