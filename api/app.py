@@ -162,8 +162,10 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """Ready as soon as the plugin path answers, which needs no store; the store is shown."""
+    """Ready while the plugin path answers, which needs no store, and the store can keep
+    what it is given: a deleted or unwritable SQLite file fails readiness (503)."""
     writer = request.app[WRITER]
+    problem = request.app[STORE].problem()
     frps = {
         name: {
             "reconciliations": reconciler.runs,
@@ -175,15 +177,17 @@ async def _readyz(request: web.Request) -> web.Response:
     }
     return web.json_response(
         {
-            "status": "ready",
+            "status": "not ready" if problem else "ready",
             "leading": request.app[LEADERSHIP].leading,
             "store": {
                 "loaded": request.app[LOADED].done(),
                 "failing": writer.failing,
                 "backlog": writer.backlog,
+                "problem": problem,
             },
             "frps": frps,
-        }
+        },
+        status=503 if problem else 200,
     )
 
 
@@ -248,6 +252,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 ),
                 admission=admission,
             )
+        _say_what_cannot_be_known(settings)
         app[STORE] = store
         app[LEADERSHIP] = leadership
         app[RECONCILERS] = reconcilers
@@ -308,6 +313,22 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 logger.error("shutting down with %d node write(s) not stored", writer.backlog)
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
+
+
+def _say_what_cannot_be_known(settings: Settings) -> None:
+    if not settings.plugin_secret:
+        logger.warning(
+            "no FRPA_PLUGIN_SECRET: anyone who reaches this port can send plugin calls as "
+            "if from frps (`frp-adapter frps-config` prints a plugin block with a secret)"
+        )
+    for server in settings.servers():
+        if server.api is None:
+            logger.warning(
+                "frps %s has no dashboard configured: remote ports frps picks at random stay "
+                "unknown, nothing missed while the adapter was down is corrected, and a "
+                "CloseProxy is judged by its run_id and session alone",
+                server.name,
+            )
 
 
 async def _expire_heartbeats(

@@ -8,6 +8,8 @@ import asyncio
 import json
 import logging
 import os
+import secrets
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +22,7 @@ from api.settings import SettingsError, add_arguments, load_settings
 from nodes.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
 from nodes.store import StoreError
 
-_COMMANDS = ("serve", "unique-id", "ssh", "exec")
+_COMMANDS = ("serve", "unique-id", "frps-config", "ssh", "exec")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -33,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("serve", help="run the adapter (the default)"))
     commands.add_parser("unique-id", help="print this host's unique_id for frpc's metadatas")
+    add_arguments(
+        commands.add_parser(
+            "frps-config", help="print frps.toml's [[httpPlugins]] for these settings, new secret"
+        )
+    )
     shell = commands.add_parser("ssh", help="open a shell on a node (NM name)")
     _add_url(shell)
     shell.add_argument("nm_name")
@@ -44,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = parser.parse_args(args)
     if parsed.command == "unique-id":
         sys.exit(_print_unique_id())
+    if parsed.command == "frps-config":
+        sys.exit(_print_frps_config(parsed))
     token = os.environ.get("FRPA_TOKEN")
     if parsed.command == "ssh":
         sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
@@ -89,6 +98,28 @@ def _print_unique_id() -> int:
     except (NoPhysicalInterfaceError, OSError) as e:
         print(f"frp-adapter: cannot compute unique_id: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_frps_config(args: argparse.Namespace) -> int:
+    """A plugin block per frps, on a path with a fresh secret: frps sends no header, so
+    without one anyone who reaches the adapter can pose as frps."""
+    try:
+        settings = load_settings(args, os.environ)
+    except SettingsError as e:
+        print(f"frp-adapter: {e}", file=sys.stderr)
+        return 2
+    secret = secrets.token_urlsafe(24)
+    host = settings.host or socket.gethostname()
+    print(f"# Start the adapter with FRPA_PLUGIN_SECRET={secret}, and give frps:")
+    servers = settings.servers()
+    for server in servers:
+        path = "/frps/handler" if len(servers) == 1 else f"/frps/{server.name}/handler"
+        print(
+            f'\n# frps {server.name}\n[[httpPlugins]]\nname = "frp-adapter"\n'
+            f'addr = "{host}:{settings.port}"\npath = "{path}/{secret}"\n'
+            'ops = ["Login", "NewProxy", "CloseProxy"]'
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 from api.auth import TokensFileError, read_tokens
 from nodes.store import KUBERNETES, InvalidStoreUrlError, check_store_url
+from plugin.dashboard import redacted
 from ssh.connector import read_client_key
 
 FailureMode = Literal["open", "closed"]
@@ -30,7 +31,7 @@ class FrpsServer:
 
     name: str
     address: str
-    api: str | None  # its dashboard, for reconciliation and random ports
+    api: str | None = field(repr=False)  # its dashboard (may carry credentials)
 
 
 DEFAULT_FRPS = "default"
@@ -45,7 +46,7 @@ class Settings:
     metrics_address: tuple[str, int] | None = None
     store_url: str = "sqlite:///frpa.db"
     frps_address: str = "127.0.0.1"
-    frps_api: str | None = None
+    frps_api: str | None = field(default=None, repr=False)  # may carry credentials
     frps_api_user: str = ""
     frps_api_password: str = field(default="", repr=False)
     # FRPA_FRPS_SERVERS; empty: the one server of frps_address and frps_api.
@@ -277,7 +278,7 @@ def _frps_api(url: str) -> str:
     # The original took the proxy list URL (.../api/proxy/tcp); the base is what we need.
     base = url.rstrip("/").removesuffix("/api/proxy/tcp")
     if not base.startswith(("http://", "https://")) or base.endswith("://"):
-        raise SettingsError(f"FRP_SERVER_API must be an http(s) URL, not {url!r}")
+        raise SettingsError(f"FRP_SERVER_API must be an http(s) URL, not {redacted(url)!r}")
     return base
 
 
@@ -294,7 +295,7 @@ def _frps_servers(text: str | None, single_given: str | None) -> tuple[FrpsServe
         address, _, api = rest.partition("=")
         if not _SERVER_NAME.fullmatch(name) or not address:
             raise SettingsError(
-                f"FRPA_FRPS_SERVERS: {entry!r} is not name=address[=dashboard URL] "
+                f"FRPA_FRPS_SERVERS: {redacted(entry)!r} is not name=address[=dashboard URL] "
                 "(names: lowercase letters, digits and '-')"
             )
         servers.append(FrpsServer(name, address, _frps_api(api) if api else None))

@@ -89,6 +89,9 @@ class KubernetesStore:
     def cached(self, name: str) -> JsonObject | None:
         return self._cache.get(name)
 
+    def problem(self) -> None:
+        """A failing API server shows as failing writes, which are retried: nothing lost."""
+
     def leadership(self, identity: str) -> LeaseLeadership:
         return LeaseLeadership(self._api, namespace=self._event_namespace, identity=identity)
 

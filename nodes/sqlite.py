@@ -7,12 +7,19 @@ nodes between yields, because Python work in a thread holds the GIL for up to 5 
 time the loop lets go of it (each socket call), which costs the plugin path more than
 the work itself. Batches are one transaction each, and WAL mode keeps each commit to a
 page append; committed data survives a crash of this process.
+
+One process per file: a second one would judge nodes by heartbeats it never receives.
+`<file>.lock` is held (flock) while the store is open and names the holder's pid. A
+file deleted or replaced under the process would take every later write with it, so
+each commit checks the path still names the file open, and is not acknowledged if not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -35,15 +42,31 @@ CREATE TABLE IF NOT EXISTS nodemaintenances (
 class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
+        self._lock = _lock(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=0")
             self._db.execute(_SCHEMA)
-        except sqlite3.Error as e:
+            opened = os.stat(path)
+        except (sqlite3.Error, OSError) as e:
+            os.close(self._lock)
             raise StoreError(f"cannot open SQLite store {path!r}: {e}") from e
+        self._file = (opened.st_dev, opened.st_ino)
         self._one_at_a_time = asyncio.Lock()
+
+    def problem(self) -> str | None:
+        """Why writes would not last (the file deleted, replaced, or not writable), or None."""
+        try:
+            now = os.stat(self.path)
+        except OSError as e:
+            return f"SQLite file {self.path} is gone ({e.strerror}): writes would be lost"
+        if (now.st_dev, now.st_ino) != self._file:
+            return f"SQLite file {self.path} was replaced: writes would go to the old one"
+        if not os.access(self.path, os.W_OK):
+            return f"SQLite file {self.path} is not writable"
+        return None
 
     def subscribe(self, observer: StoreObserver) -> None:
         """Nothing to hear of: one process writes the file, and it knows what it wrote."""
@@ -95,7 +118,11 @@ class SqliteStore:
                     self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"SQLite write of {len(rows)} node(s) failed: {e}") from e
+            raise StoreError(
+                f"SQLite write of {len(rows)} node(s) to {self.path} failed: {e}"
+            ) from e
+        if problem := self.problem():
+            raise StoreError(problem)
 
     async def get(self, name: str) -> JsonObject | None:
         async with self._one_at_a_time:
@@ -131,3 +158,24 @@ class SqliteStore:
     async def close(self) -> None:
         async with self._one_at_a_time:
             self._db.close()
+            os.close(self._lock)
+
+
+def _lock(path: str) -> int:
+    """Hold `<path>.lock` for this process, with its pid in it; StoreError if another does."""
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise StoreError(f"cannot open {lock_path}: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreError(
+            f"{path} is in use by another frp-adapter (pid {holder}): one process per file"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

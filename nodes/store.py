@@ -81,6 +81,9 @@ class NodeStore(Protocol):
 
     def subscribe(self, observer: StoreObserver) -> None: ...
 
+    def problem(self) -> str | None:
+        """Why writes would not last, where the backend can tell (a deleted SQLite file)."""
+
     def cached(self, name: str) -> JsonObject | None:
         """The NM as last stored or seen, without I/O; None where the backend keeps no copy
         in memory (SQLite: this process wrote it, and knows what it wrote)."""

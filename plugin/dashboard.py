@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
+
+_USERINFO = re.compile(r"//[^/@\s]*@")
 
 
 class DashboardError(Exception):
@@ -28,7 +32,12 @@ class FrpsDashboard:
         password: str,
         timeout: float = 5.0,
     ) -> None:
-        self.base_url = base_url
+        # Credentials may come in the URL (`http://user:pass@frps:7500`): they are used, and
+        # the URL kept for messages loses them.
+        url = URL(base_url)
+        user = user or url.user or ""
+        password = password or url.password or ""
+        self.base_url = redacted(base_url)
         self._session = session
         self._headers = (
             {"Authorization": aiohttp.encode_basic_auth(user, password)} if user or password else {}
@@ -68,6 +77,12 @@ class FrpsDashboard:
         if not isinstance(body, dict):
             raise DashboardError(f"GET {url}: not a JSON object")
         return body
+
+
+def redacted(text: str) -> str:
+    """`text` with the userinfo of every URL in it removed, to show: secrets never reach a
+    log, an error or a page."""
+    return _USERINFO.sub("//", text)
 
 
 def _proxy_info(body: dict[str, Any]) -> ProxyInfo:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,21 @@ async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path:
             "run_id": "r9",
         }
     ]
+
+
+def test_frps_config_prints_a_plugin_block_on_a_fresh_secret_path() -> None:
+    def run() -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "api", "frps-config", "--address", "10.0.0.5:9000"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
+        ).stdout
+
+    first, second = run(), run()
+    secret = re.search(r"FRPA_PLUGIN_SECRET=([-\w]{16,})", first)
+    assert secret is not None
+    assert f'path = "/frps/handler/{secret[1]}"' in first
+    assert 'addr = "10.0.0.5:9000"' in first
+    assert secret[1] not in second

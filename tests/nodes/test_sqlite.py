@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -95,3 +96,36 @@ def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
     assert check_store_url("kubernetes") == "kubernetes"
     assert sqlite_path("sqlite:///frpa.db") == "frpa.db"
     assert sqlite_path("sqlite:////var/lib/frpa.db") == "/var/lib/frpa.db"
+
+
+async def test_one_process_per_file_the_second_learns_who_holds_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    first = SqliteStore(path)
+    holder = subprocess.run(
+        [sys.executable, "-c", f"from nodes.sqlite import SqliteStore; SqliteStore({path!r})"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert holder.returncode != 0
+    assert f"{path} is in use by another frp-adapter (pid {os.getpid()})" in holder.stderr
+    await first.close()
+    second = SqliteStore(path)  # free again once closed
+    await second.close()
+
+
+@pytest.mark.parametrize("fault", ["deleted", "replaced"])
+async def test_a_write_to_a_file_deleted_or_replaced_under_it_is_not_acknowledged(
+    tmp_path: Path, fault: str
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.apply([online("a1")])
+    assert store.problem() is None
+    path.unlink()
+    if fault == "replaced":
+        path.write_bytes(b"")
+    with pytest.raises(StoreError, match=f"SQLite file {path} (is gone|was replaced)"):
+        await store.apply([online("a1", 17000)])
+    assert store.problem() is not None
+    await store.close()
