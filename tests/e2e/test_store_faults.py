@@ -55,7 +55,7 @@ async def test_a_deleted_database_fails_readiness_and_no_write_is_acknowledged(
             return (await get(port, "/readyz"))[0] == 503
 
         await eventually(not_ready, within=3, what="readiness failing")
-        status, body = await get(port, "/readyz")
+        _, body = await get(port, "/readyz")
         assert f"SQLite file {db} is gone" in json.loads(body)["store"]["problem"]
         async with aiohttp.ClientSession() as session:
             await session.post(f"http://127.0.0.1:{port}/frps/handler", json=new_proxy())
@@ -81,8 +81,8 @@ async def test_dashboard_credentials_in_its_url_are_used_and_never_shown(tmp_pat
         )
 
         async def failed_once() -> bool:
-            status, body = await get(port, "/readyz")
-            return json.loads(body)["frps"]["default"]["failures"] > 0
+            _, body = await get(port, "/readyz")
+            return bool(json.loads(body)["frps"]["default"]["failures"] > 0)
 
         await eventually(failed_once, what="a reconciliation against no dashboard")
         _, body = await get(port, "/readyz")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -101,17 +102,17 @@ def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
 async def test_one_process_per_file_the_second_learns_who_holds_it(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     first = SqliteStore(path)
-    holder = subprocess.run(
-        [sys.executable, "-c", f"from nodes.sqlite import SqliteStore; SqliteStore({path!r})"],
-        capture_output=True,
-        text=True,
+    second = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", f"from nodes.sqlite import SqliteStore; SqliteStore({path!r})"),
+        stderr=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parents[2],
     )
-    assert holder.returncode != 0
-    assert f"{path} is in use by another frp-adapter (pid {os.getpid()})" in holder.stderr
+    _, stderr = await second.communicate()
+    assert second.returncode != 0
+    assert f"{path} is in use by another frp-adapter (pid {os.getpid()})" in stderr.decode()
     await first.close()
-    second = SqliteStore(path)  # free again once closed
-    await second.close()
+    again = SqliteStore(path)  # free once closed
+    await again.close()
 
 
 @pytest.mark.parametrize("fault", ["deleted", "replaced"])
