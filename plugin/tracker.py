@@ -4,7 +4,11 @@ frps events arrive late and out of order: frpc keeps its run_id across re-logins
 sends CloseProxy from a goroutine, so a CloseProxy may follow the NewProxy that replaced
 it. The SSH proxy's NewProxy makes a node online at once; its CloseProxy makes it offline
 only after a grace period with no new NewProxy and, when frps's dashboard is configured,
-only if frps confirms the proxy is gone.
+only if frps confirms the proxy is gone. Without a dashboard the facts decide: a
+CloseProxy of another run_id than the node's is stale; one in a session a fresh frpc
+process began (its Login had no run_id) is not; only in a session begun by a re-login
+with the same run_id may it be the replaced control's, and there a CloseProxy within the
+grace period of the NewProxy is taken as that.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class _LoginMemo:
     client_address: str
     frpc_version: str
     host_name: str
+    fresh: bool  # a new frpc process: its Login carried no run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,8 @@ class SshProxyTracker:
         # slots of every key deleted before it: O(n) per Login in a login storm.
         self._logins: OrderedDict[UniqueId, _LoginMemo] = OrderedDict()
         self._opened_at: dict[UniqueId, float] = {}
+        # Nodes whose SSH proxy was opened in a session a fresh Login began.
+        self._fresh_sessions: set[UniqueId] = set()
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
 
@@ -133,7 +140,9 @@ class SshProxyTracker:
             self._on_relogin()
         now = time.monotonic()
         self._logins.pop(uid, None)
-        self._logins[uid] = _LoginMemo(now, event.client_address, event.version, event.hostname)
+        self._logins[uid] = _LoginMemo(
+            now, event.client_address, event.version, event.hostname, fresh=not event.run_id
+        )
         # The Login just kept is fresh, so this stops.
         while now - next(iter(self._logins.values())).at >= LOGIN_MEMORY_SECONDS:
             self._logins.popitem(last=False)
@@ -151,6 +160,10 @@ class SshProxyTracker:
         self._cancel(self._port_lookups, uid)
         self._opened_at[uid] = time.monotonic()
         memo = self._logins.pop(uid, None)
+        if memo is not None and memo.fresh:
+            self._fresh_sessions.add(uid)
+        else:
+            self._fresh_sessions.discard(uid)
         change = NodeChange(
             reason="NewProxy",
             at=_now(),
@@ -178,18 +191,29 @@ class SshProxyTracker:
             return Ignored("not_ssh", uid, f"proxy {event.proxy_name!r}")
         if uid in self._closing:
             return None
-        opened_at = self._opened_at.get(uid)
-        if (
-            self._dashboard is None
-            and opened_at is not None
-            and time.monotonic() - opened_at < self._grace
-        ):
-            # Without frps to ask, a CloseProxy this close behind a NewProxy is the
-            # replaced control's (same run_id, sent from a goroutine): it must not win.
-            logger.info("node %s: CloseProxy right after NewProxy taken as stale", uid)
+        if self._dashboard is None and self._stale(uid, event):
             return None
         self._spawn(self._closing, uid, self._offline_unless_reopened(uid, event))
         return None
+
+    def _stale(self, uid: UniqueId, event: CloseProxy) -> bool:
+        """Whether, by the facts alone, this CloseProxy is of a control already replaced."""
+        node = self._registry.get(uid)
+        run_id = event.user.run_id
+        if node is not None and node.run_id and run_id and run_id != node.run_id:
+            logger.info(
+                "node %s: CloseProxy of run %s, now run %s: stale", uid, run_id, node.run_id
+            )
+            return True
+        opened_at = self._opened_at.get(uid)
+        if (
+            uid not in self._fresh_sessions
+            and opened_at is not None
+            and time.monotonic() - opened_at < self._grace
+        ):
+            logger.info("node %s: CloseProxy right after a re-login's NewProxy: stale", uid)
+            return True
+        return False
 
     def ping(self, event: Ping) -> Ignored | None:
         uid = self.unique_id(event.user.user, event.user.metas)

@@ -176,11 +176,38 @@ async def test_a_new_proxy_within_the_grace_period_keeps_the_node_online(client:
     assert client.app[WRITER].writes == 2  # never written offline in between
 
 
-async def test_without_a_dashboard_a_close_right_behind_its_replacement_is_stale(
+def relogin(run_id: str) -> dict[str, Any]:
+    """frpc logging in again after its control was cut: it keeps its run_id."""
+    body = login()
+    body["content"]["run_id"] = run_id
+    return body
+
+
+async def test_without_a_dashboard_a_close_right_behind_a_relogins_new_proxy_is_stale(
     client: Client,
 ) -> None:
+    await allowed(client, relogin("r1"))
     await allowed(client, new_proxy(run_id="r1"))
     await allowed(client, close_proxy(run_id="r1"))  # the replaced control's, late
+    await asyncio.sleep(0.3)
+    await settled(client)
+    assert status_of(await nm(client)) == "online"
+
+
+async def test_without_a_dashboard_a_fresh_frpc_that_leaves_at_once_goes_offline(
+    client: Client,
+) -> None:
+    await allowed(client, login())  # a new frpc process: no run_id yet
+    await allowed(client, new_proxy(run_id="r1"))
+    await allowed(client, close_proxy(run_id="r1"))  # within the grace period
+    await eventually(becomes(client, "offline"), within=2, what="offline after the grace")
+
+
+async def test_without_a_dashboard_a_close_of_an_earlier_run_is_stale(client: Client) -> None:
+    await allowed(client, login())
+    await allowed(client, new_proxy(run_id="r2"))
+    await asyncio.sleep(0.15)  # past the grace period: only the run_id can tell
+    await allowed(client, close_proxy(run_id="r1"))  # the old process's, very late
     await asyncio.sleep(0.3)
     await settled(client)
     assert status_of(await nm(client)) == "online"

@@ -1,0 +1,65 @@
+"""Node state stays true after the faults an operator meets, with real frps and frpc."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.peers import FrpSetup, Processes, frp_binaries
+from tests.e2e.test_frp_nodes import fetch, until_status
+from tests.support import eventually, free_port
+
+pytestmark = pytest.mark.e2e
+GRACE = 0.5  # FrpSetup's FRPA_CLOSE_GRACE_PERIOD
+
+
+@pytest.fixture
+async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
+    processes = Processes(tmp_path)
+    frps, frpc = frp_binaries(tmp_path)
+    setup = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}"})
+    try:
+        yield setup
+    finally:
+        await processes.stop_all()
+
+
+async def test_quick_exit_without_a_dashboard_goes_offline_within_grace_plus_2s(
+    frp: FrpSetup,
+) -> None:
+    await frp.start_adapter(FRP_SERVER_API="")
+    await frp.start_frps()
+    for attempt in range(3):  # each time a fresh frpc process that leaves at once
+        frp.start_frpc("quick", "quick-exit", remote_port=free_port())
+
+        async def started() -> bool:
+            return frp.processes.log("quick").count("start proxy success") > attempt
+
+        await eventually(started, what="its proxy started")
+        left = time.monotonic()
+        await frp.processes.stop("quick", signal.SIGKILL if attempt else signal.SIGTERM)
+        await until_status(frp, "quick-exit", "offline")
+        assert time.monotonic() - left < GRACE + 2
+    assert "has no dashboard configured" in frp.processes.log("adapter")
+
+
+async def test_a_node_that_logs_in_again_with_its_run_id_stays_online(frp: FrpSetup) -> None:
+    """frps restarted under it: the old control's CloseProxy never wins."""
+    await frp.start_adapter(FRP_SERVER_API="")
+    await frp.start_frps()
+    frp.start_frpc("stays", "relogin-node", remote_port=free_port())
+    await until_status(frp, "relogin-node", "online")
+    await frp.processes.stop("frps", signal.SIGKILL)
+    await frp.start_frps()
+
+    async def logged_in_again() -> bool:
+        return frp.processes.log("stays").count("start proxy success") >= 2
+
+    await eventually(logged_in_again, within=30, what="frpc back through the new frps")
+    await asyncio.sleep(GRACE + 1)
+    assert (await fetch(frp, "relogin-node") or {}).get("status") == "online"
