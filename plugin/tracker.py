@@ -93,6 +93,8 @@ class SshProxyTracker:
         self._opened_at: dict[UniqueId, float] = {}
         # Nodes whose SSH proxy was opened in a session a fresh Login began.
         self._fresh_sessions: set[UniqueId] = set()
+        # Which node each SSH proxy name was confirmed for: frps's names are unique.
+        self._owners: dict[str, UniqueId] = {}
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
 
@@ -176,9 +178,13 @@ class SshProxyTracker:
             frpc_version=memo.frpc_version if memo else None,
             host_name=memo.host_name or None if memo else None,
         )
-        if change.remote_port is None:
-            # frpc asked for a random port: frps binds it only after we answer.
-            self._spawn(self._port_lookups, uid, self._online_with_looked_up_port(uid, change))
+        if self._dashboard is not None:
+            # frps binds the port after we answer; until frps shows the proxy online, the
+            # call may be forged (no plugin secret) and its port another node's.
+            self._spawn(self._port_lookups, uid, self._online_once_frps_confirms(uid, change))
+        elif change.remote_port is None:
+            logger.warning("node %s: a random remote port is unknown without a dashboard", uid)
+            self._registry.transition(uid, replace(change, reason="NewProxyPortUnknown"))
         else:
             self._registry.transition(uid, change)
         return None
@@ -189,6 +195,9 @@ class SshProxyTracker:
             return uid
         if not self.is_ssh_proxy(uid, event.user, event):
             return Ignored("not_ssh", uid, f"proxy {event.proxy_name!r}")
+        node = self._registry.get(uid)
+        if node is not None and node.proxy_name and node.proxy_name != event.proxy_name:
+            return None  # not the SSH proxy the node has now (renamed, or a forged call)
         if uid in self._closing:
             return None
         if self._dashboard is None and self._stale(uid, event):
@@ -228,42 +237,57 @@ class SshProxyTracker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _online_with_looked_up_port(self, uid: UniqueId, change: NodeChange) -> None:
-        port = await self._look_up_port(uid, str(change.proxy_name))
-        if port is None:
-            logger.warning("node %s: remote port of its SSH proxy is unknown", uid)
-            change = replace(change, reason="NewProxyPortUnknown")
-        else:
-            change = replace(change, remote_port=port)
-        self._registry.transition(uid, change)
-
-    async def _look_up_port(self, uid: UniqueId, name: str) -> int | None:
-        if self._dashboard is None:
-            return None
+    async def _online_once_frps_confirms(self, uid: UniqueId, change: NodeChange) -> None:
+        """Online on the port frps shows for the proxy; not at all if frps does not have it
+        online, or if it is another online node's; on the port claimed if frps's dashboard
+        cannot be asked."""
+        assert self._dashboard is not None
+        name = str(change.proxy_name)
+        failed = 0
         for _ in range(_PORT_LOOKUP_ATTEMPTS):
             try:
                 info = await self._dashboard.tcp_proxy(name)
             except DashboardError as e:
-                logger.warning("node %s: port lookup failed: %s", uid, e)
+                logger.warning("node %s: frps's dashboard failed: %s", uid, e)
+                failed += 1
                 info = None
             if info is not None and info.online and info.remote_port:
-                return info.remote_port
+                break
             await asyncio.sleep(_PORT_LOOKUP_DELAY)
-        return None
+        else:
+            if failed < _PORT_LOOKUP_ATTEMPTS:
+                logger.warning("node %s: frps has no SSH proxy %s online: not recorded", uid, name)
+                return
+            reason = "NewProxyUnconfirmed" if change.remote_port else "NewProxyPortUnknown"
+            self._registry.transition(uid, replace(change, reason=reason))
+            return
+        owner = self._owners.get(name)
+        held = self._registry.get(owner) if owner is not None and owner != uid else None
+        if held is not None and held.status == ONLINE and held.proxy_name == name:
+            logger.warning("node %s: SSH proxy %s is node %s's: not recorded", uid, name, owner)
+            return
+        self._owners[name] = uid
+        self._registry.transition(uid, replace(change, remote_port=info.remote_port))
 
     async def _offline_unless_reopened(self, uid: UniqueId, event: CloseProxy) -> None:
         await asyncio.sleep(self._grace)
         reason = "CloseProxy"
+        name = event.proxy_name
         if self._dashboard is not None:
             for attempt in range(1, _CONFIRM_ATTEMPTS + 1):
                 try:
-                    info = await self._dashboard.tcp_proxy(event.proxy_name)
+                    info = await self._dashboard.tcp_proxy(name)
                 except DashboardError as e:
                     logger.warning("node %s: frps did not confirm CloseProxy: %s", uid, e)
                     if attempt < _CONFIRM_ATTEMPTS:
                         await asyncio.sleep(_CONFIRM_DELAY)
                     continue
-                if info is not None and info.online:
+                if info is None:
+                    logger.warning(
+                        "node %s: frps never had proxy %s: CloseProxy ignored", uid, name
+                    )
+                    return
+                if info.online:
                     logger.info("node %s: stale CloseProxy ignored, frps has the proxy", uid)
                     return
                 break

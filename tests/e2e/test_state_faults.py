@@ -8,11 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries
 from tests.e2e.test_frp_nodes import fetch, until_status
-from tests.support import eventually, free_port
+from tests.support import eventually, free_port, plugin_body
 
 pytestmark = pytest.mark.e2e
 GRACE = 0.5  # FrpSetup's FRPA_CLOSE_GRACE_PERIOD
@@ -37,7 +38,7 @@ async def test_quick_exit_without_a_dashboard_goes_offline_within_grace_plus_2s(
     for attempt in range(3):  # each time a fresh frpc process that leaves at once
         frp.start_frpc("quick", "quick-exit", remote_port=free_port())
 
-        async def started() -> bool:
+        async def started(attempt: int = attempt) -> bool:
             return frp.processes.log("quick").count("start proxy success") > attempt
 
         await eventually(started, what="its proxy started")
@@ -63,3 +64,34 @@ async def test_a_node_that_logs_in_again_with_its_run_id_stays_online(frp: FrpSe
     await eventually(logged_in_again, within=30, what="frpc back through the new frps")
     await asyncio.sleep(GRACE + 1)
     assert (await fetch(frp, "relogin-node") or {}).get("status") == "online"
+
+
+async def test_forged_close_and_new_proxy_with_a_dashboard_change_nothing(frp: FrpSetup) -> None:
+    await frp.start_adapter()
+    await frp.start_frps()
+    port = free_port()
+    frp.start_frpc("node1", "victim", remote_port=port)
+    before = await until_status(frp, "victim", "online")
+    forged = [
+        plugin_body(
+            "CloseProxy",
+            {"user": {"user": "", "metas": {"unique_id": "victim"}}, "proxy_name": "ssh"},
+        ),
+        plugin_body(
+            "NewProxy",
+            {
+                "user": {"user": "", "metas": {"unique_id": "thief"}, "run_id": "x"},
+                "proxy_name": "node1.ssh",
+                "proxy_type": "tcp",
+                "metas": {"role": "ssh"},
+                "remote_port": port,
+            },
+        ),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for body in forged:
+            async with session.post(f"{frp.adapter_url}/frps/handler", json=body) as resp:
+                assert (await resp.json())["reject"] is False
+    await asyncio.sleep(GRACE + 1.5)
+    assert await fetch(frp, "victim") == before
+    assert await fetch(frp, "thief") is None

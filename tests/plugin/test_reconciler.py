@@ -13,8 +13,9 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 import api.app
 from api.app import create_app
-from api.keys import RECONCILERS, WRITER
+from api.keys import RECONCILERS, REGISTRY, WRITER
 from api.settings import FrpsServer
+from nodes.model import UniqueId
 from tests.support import (
     FakeDashboard,
     app_with_dashboard,
@@ -44,6 +45,16 @@ async def status(client: Client, uid: str) -> tuple[str, str]:
 async def post(client: Client, body: object) -> None:
     resp = await client.post("/frps/handler", json=body)
     assert (await resp.json())["reject"] is False
+
+
+async def confirmed(client: Client, uid: str) -> None:
+    """With a dashboard, a NewProxy is recorded once frps shows the proxy online."""
+
+    async def online() -> bool:
+        state = client.app[REGISTRY].get(UniqueId(uid))
+        return state is not None and state.status == "online"
+
+    await eventually(online, what=f"{uid} confirmed by frps")
 
 
 async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_down(
@@ -82,6 +93,7 @@ async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
         tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=0.05
     )
     await post(client, new_proxy("n1", "n1", port=16001))
+    await confirmed(client, "n1")
     dashboard.broken = True
     dashboard.proxies = {}
     await asyncio.sleep(0.3)
@@ -154,6 +166,8 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     )
     await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
     await post(client, new_proxy("n2", "n2", port=16002, run_id="r2"))
+    await confirmed(client, "n1")
+    await confirmed(client, "n2")
     await client.app[WRITER].drained()
     listings = dashboard.listings
 
@@ -210,13 +224,21 @@ async def test_each_frps_reconciles_only_the_nodes_it_served(
         servers.append(FrpsServer(name, f"198.51.100.{i + 1}", api))
     dashboards["east"].proxies = {"n1.ssh": online(16001)}
     dashboards["west"].proxies = {"n2.ssh": online(16002)}
-    settings = settings_for(tmp_path, frps_servers=tuple(servers), reconcile_interval=0.05)
+    settings = settings_for(
+        tmp_path,
+        frps_servers=tuple(servers),
+        reconcile_interval=0.05,
+        frps_api_user="admin",
+        frps_api_password="admin",
+    )
     client = await aiohttp_client(create_app(settings))
     resp = await client.post("/frps/east/handler", json=new_proxy("n1", "n1", port=16001))
     assert (await resp.json())["reject"] is False
     resp = await client.post("/frps/west/handler", json=new_proxy("n2", "n2", port=16002))
     assert (await resp.json())["reject"] is False
     assert (await client.post("/frps/north/handler", json=login())).status == 404
+    await confirmed(client, "n1")
+    await confirmed(client, "n2")
     await client.app[WRITER].drained()
     addresses = {
         uid: (await nm(client, uid))["spec"]["services"][0]["frpServerIpAddress"]

@@ -222,7 +222,7 @@ async def test_a_close_that_frps_contradicts_leaves_the_node_online(
     await allowed(client, close_proxy(run_id="r1"))
     await asyncio.sleep(0.3)
     await settled(client)
-    assert dashboard.lookups == 1
+    assert dashboard.lookups == 2  # the NewProxy's port, the CloseProxy's confirmation
     assert status_of(await nm(client)) == "online"
 
 
@@ -428,3 +428,30 @@ async def test_the_failure_mode_decides_whether_a_failing_store_rejects_nodes(
         lock.execute("ROLLBACK")
         lock.close()
     await eventually(becomes(client, "online"), what="queued write stored after recovery")
+
+
+async def test_forged_calls_change_nothing_frps_does_not_back(
+    client_with_dashboard: Client, dashboard: FakeDashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a plugin secret anyone may post plugin calls; frps's dashboard is the truth."""
+    monkeypatch.setattr(plugin.tracker, "_PORT_LOOKUP_DELAY", 0.01)
+    client = client_with_dashboard
+    dashboard.proxies["node1.ssh"] = online(16022)
+    await allowed(client, new_proxy())
+    await eventually(becomes(client, "online"), what="node1 confirmed")
+    before = await nm(client)
+
+    forged_closes = [close_proxy(name="", proxy="ssh"), close_proxy(proxy="gone")]
+    for body in forged_closes:
+        body["content"]["proxy_name"] = body["content"]["proxy_name"].removeprefix(".")
+        await allowed(client, body)
+    # Another "node" claims node1's SSH proxy (by its role), or one frps never had.
+    thief = new_proxy("evil", "evil", proxy="x", port=16022, metas={"role": "ssh"})
+    thief["content"]["proxy_name"] = "node1.ssh"
+    await allowed(client, thief)
+    await allowed(client, new_proxy("ghost", "ghost", port=16099))
+    await asyncio.sleep(0.6)
+    await settled(client)
+    assert await nm(client) == before
+    assert await nm(client, "nodemaintenances-evil") is None
+    assert await nm(client, "nodemaintenances-ghost") is None
