@@ -33,7 +33,7 @@ from nodes.model import (
 from nodes.registry import NodeRegistry
 from plugin.admission import Admission
 from plugin.dashboard import DashboardError, FrpsDashboard
-from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, Ping
+from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, NewWorkConn, Ping
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ _PORT_LOOKUP_ATTEMPTS = 25
 _PORT_LOOKUP_DELAY = 0.2
 _CONFIRM_ATTEMPTS = 3
 _CONFIRM_DELAY = 1.0
+# A node frps did not show online is asked about again after this long, at the earliest;
+# the asks of this many nodes are remembered (every frpc of an frps pings, edge or not).
+_RECOVERY_RETRY_SECONDS = 300.0
+_RECOVERY_MEMORY = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ class SshProxyTracker:
         self._fresh_sessions: set[UniqueId] = set()
         # Which node each SSH proxy name was confirmed for: frps's names are unique.
         self._owners: dict[str, UniqueId] = {}
+        self._recoveries: dict[UniqueId, asyncio.Task[None]] = {}
+        self._recovery_asked: OrderedDict[UniqueId, float] = OrderedDict()
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
 
@@ -156,6 +162,7 @@ class SshProxyTracker:
         if isinstance(uid, Ignored):
             return uid
         if not self.is_ssh_proxy(uid, event.user, event):
+            self._recover(uid, event.user)
             return Ignored("not_ssh", uid, f"{event.proxy_type} proxy {event.proxy_name!r}")
         self._admission.check_ssh_port(self._registry, uid, event.remote_port, self._frps_address)
         self._cancel(self._closing, uid)
@@ -229,10 +236,77 @@ class SshProxyTracker:
         if isinstance(uid, Ignored):
             return uid
         self._registry.heartbeat(uid, _now(), event.user.run_id)
+        self._recover(uid, event.user)
         return None
 
+    def new_work_conn(self, event: NewWorkConn) -> Ignored | None:
+        uid = self.unique_id(event.user.user, event.user.metas)
+        if isinstance(uid, Ignored):
+            return uid
+        self._recover(uid, event.user)
+        return None
+
+    def _recover(self, uid: UniqueId, user: FrpcUser) -> None:
+        """A frpc frps serves is alive; if its node is not held online (its NewProxy lost:
+        the adapter was down, or restarted with an empty store), ask frps for its SSH
+        proxy under every name the adapter recognises."""
+        node = self._registry.get(uid)
+        if (
+            self._dashboard is None
+            or (node is not None and node.status == ONLINE)
+            or uid in self._recoveries
+            or uid in self._port_lookups
+            or uid in self._closing
+        ):
+            return
+        now = time.monotonic()
+        asked = self._recovery_asked.get(uid)
+        if asked is not None and now - asked < _RECOVERY_RETRY_SECONDS:
+            return
+        self._recovery_asked.pop(uid, None)
+        self._recovery_asked[uid] = now
+        if len(self._recovery_asked) > _RECOVERY_MEMORY:
+            self._recovery_asked.popitem(last=False)
+        prefix = f"{user.user}." if user.user else ""
+        names = [f"{prefix}ssh", f"{prefix}ssh-{uid}"]
+        if node is not None and node.proxy_name:
+            names.insert(0, node.proxy_name)
+        self._spawn(self._recoveries, uid, self._online_if_frps_has(uid, user, names))
+
+    async def _online_if_frps_has(self, uid: UniqueId, user: FrpcUser, names: list[str]) -> None:
+        assert self._dashboard is not None
+        for name in dict.fromkeys(names):
+            try:
+                info = await self._dashboard.tcp_proxy(name)
+            except DashboardError as e:
+                logger.warning("node %s: frps's dashboard failed: %s", uid, e)
+                return
+            if info is None or not info.online or not info.remote_port or self._held(uid, name):
+                continue
+            self._owners[name] = uid
+            change = NodeChange(
+                reason="Recovered",
+                at=_now(),
+                status=ONLINE,
+                frps_address=self._frps_address,
+                remote_port=info.remote_port,
+                run_id=user.run_id,
+                proxy_name=name,
+            )
+            self._registry.transition(uid, change)
+            return
+
+    def _held(self, uid: UniqueId, name: str) -> bool:
+        """Whether SSH proxy `name` is another node's, online now."""
+        owner = self._owners.get(name)
+        held = self._registry.get(owner) if owner is not None and owner != uid else None
+        if held is not None and held.status == ONLINE and held.proxy_name == name:
+            logger.warning("node %s: SSH proxy %s is node %s's: not recorded", uid, name, owner)
+            return True
+        return False
+
     async def close(self) -> None:
-        tasks = [*self._closing.values(), *self._port_lookups.values()]
+        tasks = [*self._closing.values(), *self._port_lookups.values(), *self._recoveries.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -261,10 +335,7 @@ class SshProxyTracker:
             reason = "NewProxyUnconfirmed" if change.remote_port else "NewProxyPortUnknown"
             self._registry.transition(uid, replace(change, reason=reason))
             return
-        owner = self._owners.get(name)
-        held = self._registry.get(owner) if owner is not None and owner != uid else None
-        if held is not None and held.status == ONLINE and held.proxy_name == name:
-            logger.warning("node %s: SSH proxy %s is node %s's: not recorded", uid, name, owner)
+        if self._held(uid, name):
             return
         self._owners[name] = uid
         self._registry.transition(uid, replace(change, remote_port=info.remote_port))

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 _ALLOW = b'{"reject":false,"unchange":true}'
 # Ops that carry nothing for us: answered at once.
-_CHEAP_OPS = (frps.NEW_WORK_CONN, frps.NEW_USER_CONN)
+_CHEAP_OPS = (frps.NEW_USER_CONN,)
 # A node's Ping body is byte-for-byte the same all session (no timestamp, same run_id):
 # the event read from it is kept, least recently used forgotten first, so a fleet of this
 # many nodes pings without parsing. ~0.5 KB each.
@@ -62,6 +62,7 @@ class PluginEndpoint:
             frps.NEW_PROXY: tracker.new_proxy,
             frps.CLOSE_PROXY: tracker.close_proxy,
             frps.PING: tracker.ping,
+            frps.NEW_WORK_CONN: tracker.new_work_conn,
         }
         self._pings: OrderedDict[bytes, frps.Ping] = OrderedDict()
         self._told: set[tuple[str, str]] = set()

@@ -69,7 +69,12 @@ class Ping:
     user: FrpcUser
 
 
-Event = Login | NewProxy | CloseProxy | Ping
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewWorkConn:
+    user: FrpcUser
+
+
+Event = Login | NewProxy | CloseProxy | Ping | NewWorkConn
 
 
 def _string(content: Mapping[str, Any], key: str, where: str) -> str:
@@ -145,9 +150,14 @@ def read_ping(content: Mapping[str, Any]) -> Ping:
     return Ping(user=_user(content))
 
 
+def read_new_work_conn(content: Mapping[str, Any]) -> NewWorkConn:
+    return NewWorkConn(user=_user(content))
+
+
 READERS: dict[str, Callable[[Mapping[str, Any]], Event]] = {
     LOGIN: read_login,
     NEW_PROXY: read_new_proxy,
     CLOSE_PROXY: read_close_proxy,
     PING: read_ping,
+    NEW_WORK_CONN: read_new_work_conn,
 }

@@ -95,3 +95,23 @@ async def test_forged_close_and_new_proxy_with_a_dashboard_change_nothing(frp: F
     await asyncio.sleep(GRACE + 1.5)
     assert await fetch(frp, "victim") == before
     assert await fetch(frp, "thief") is None
+
+
+async def test_a_restart_with_an_empty_store_recovers_every_connected_node(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    """Nodes answered but never stored (a store outage, then kill -9): frps still has them,
+    and their Pings bring them back, without any frpc logging in again."""
+    await frp.start_adapter()
+    await frp.start_frps(ops=("Login", "NewProxy", "CloseProxy", "Ping", "NewWorkConn"))
+    ports = {f"kept-{i}": free_port() for i in range(3)}
+    for i, (uid, port) in enumerate(ports.items()):
+        frp.start_frpc(f"node{i}", uid, remote_port=port, heartbeat=1)  # proxy "ssh"
+    for uid in ports:
+        await until_status(frp, uid, "online")
+    await frp.processes.stop("adapter", signal.SIGKILL)
+    await frp.start_adapter(FRPA_STORE=f"sqlite:///{tmp_path / 'empty.db'}")
+    for uid, port in ports.items():
+        assert (await until_status(frp, uid, "online"))["proxy_port"] == str(port)
+    for i in range(3):
+        assert frp.processes.log(f"node{i}").count("login to server success") == 1

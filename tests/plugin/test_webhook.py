@@ -32,6 +32,7 @@ from tests.support import (
     ping,
     plugin_body,
     settings_for,
+    user,
 )
 
 Client = TestClient[web.Request, web.Application]
@@ -455,3 +456,36 @@ async def test_forged_calls_change_nothing_frps_does_not_back(
     assert await nm(client) == before
     assert await nm(client, "nodemaintenances-evil") is None
     assert await nm(client, "nodemaintenances-ghost") is None
+
+
+@pytest.mark.parametrize("sign", ["Ping", "NewWorkConn", "an http NewProxy"])
+async def test_a_sign_of_life_from_a_node_not_held_online_asks_frps_and_recovers_it(
+    client_with_dashboard: Client,
+    dashboard: FakeDashboard,
+    sign: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plugin.tracker, "_RECOVERY_RETRY_SECONDS", 0.3)
+    client = client_with_dashboard
+    bodies = {
+        "Ping": ping(),
+        "NewWorkConn": plugin_body("NewWorkConn", {"user": user(), "run_id": "r1"}),
+        "an http NewProxy": new_proxy(proxy="web", proxy_type="http", port=None),
+    }
+    await allowed(client, bodies[sign])  # frps does not have its SSH proxy: nothing
+    await asyncio.sleep(0.1)
+    assert await nm(client) is None
+    lookups = dashboard.lookups
+    assert lookups == 2  # node1.ssh, node1.ssh-abc123
+    await allowed(client, bodies[sign])
+    assert dashboard.lookups == lookups  # not asked again so soon
+
+    dashboard.proxies["node1.ssh-abc123"] = online(16030)
+    await asyncio.sleep(0.3)
+    await allowed(client, bodies[sign])
+    await eventually(becomes(client, "online"), what="recovered from frps's view")
+    obj = await nm(client)
+    assert obj is not None
+    assert obj["status"]["reason"] == "Recovered"
+    assert obj["status"]["proxyName"] == "node1.ssh-abc123"
+    assert obj["spec"]["services"][0]["proxyPort"] == "16030"
