@@ -14,7 +14,6 @@ import os
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from functools import partial
 
 import aiohttp
@@ -27,6 +26,7 @@ from api.auth import Access
 from api.keys import (
     ACCESS,
     AUDIT,
+    EXPIRY,
     LEADERSHIP,
     LISTS,
     LOADED,
@@ -42,8 +42,9 @@ from api.keys import (
 from api.limits import AcceptErrors
 from api.metrics import METRICS, setup_metrics
 from api.settings import Settings
+from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
-from nodes.store import Leadership, NodeStore, StoreError, open_store
+from nodes.store import NodeStore, StoreError, open_store
 from nodes.writer import NodeWriter
 from plugin.admission import Admission
 from plugin.dashboard import FrpsDashboard
@@ -266,6 +267,9 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
             known_hosts=settings.ssh_known_hosts,
             connect_timeout=settings.ssh_connect_timeout,
         )
+        app[EXPIRY] = expiry = HeartbeatExpiry(
+            registry, timeout=settings.heartbeat_timeout, leading=lambda: leadership.leading
+        )
         app[PLUGINS] = {
             name: PluginEndpoint(
                 tracker,
@@ -286,10 +290,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
         background = [
             loaded,
             asyncio.create_task(leadership.run(on_gain), name="leader-election"),
-            asyncio.create_task(
-                _expire_heartbeats(registry, leadership, settings.heartbeat_timeout),
-                name="heartbeat-expiry",
-            ),
+            asyncio.create_task(expiry.run(), name="heartbeat-expiry"),
         ]
         background.extend(
             asyncio.create_task(reconciler.run(loaded), name=f"reconciler-{name}")
@@ -329,16 +330,6 @@ def _say_what_cannot_be_known(settings: Settings) -> None:
                 "CloseProxy is judged by its run_id and session alone",
                 server.name,
             )
-
-
-async def _expire_heartbeats(
-    registry: NodeRegistry, leadership: Leadership, silence: float
-) -> None:
-    """On the leader only: a replica hears only some of a node's Pings."""
-    while True:
-        await asyncio.sleep(max(silence / 3, 0.05))
-        if leadership.leading:
-            registry.expire_heartbeats(datetime.now(UTC), silence)
 
 
 async def _load(registry: NodeRegistry, store: NodeStore) -> int:

@@ -10,6 +10,7 @@ from aiohttp import web
 from api.audit import AuditLog
 from api.auth import Access
 from api.settings import Settings
+from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
 from nodes.store import Leadership, NodeStore
 from nodes.writer import NodeWriter
@@ -29,6 +30,7 @@ ACCESS = web.AppKey("access", Access)
 AUDIT = web.AppKey("audit", AuditLog)
 SHELLS_BY_USER = web.AppKey("shells_by_user", Counter[str])
 LEADERSHIP = web.AppKey("leadership", Leadership)
+EXPIRY = web.AppKey("expiry", HeartbeatExpiry)
 # Node lists rendering at once; more wait their turn, so readers queue behind each other
 # rather than in front of frps's plugin calls.
 LISTS = web.AppKey("lists", asyncio.Semaphore)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.keys import LEADERSHIP, PLUGINS, RECONCILERS, REGISTRY, SETTINGS, SSH, WRITER
+from api.keys import EXPIRY, LEADERSHIP, PLUGINS, RECONCILERS, REGISTRY, SETTINGS, SSH, WRITER
 from nodes.store import KUBERNETES
 from plugin.webhook import UNHANDLED_KINDS
 
@@ -121,6 +121,12 @@ class AdapterCollector(Collector):
             "frpa_leader",
             "1 on the replica that runs reconciliation and heartbeat expiry",
             value=int(app[LEADERSHIP].leading),
+        )
+        yield CounterMetricFamily(
+            "frpa_stalls",
+            "Times the adapter itself was stalled (stopped, frozen) long enough to hold off "
+            "heartbeat expiry",
+            value=app[EXPIRY].stalls,
         )
         yield CounterMetricFamily(
             "frpa_heartbeat_expiries",

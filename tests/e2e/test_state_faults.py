@@ -115,3 +115,24 @@ async def test_a_restart_with_an_empty_store_recovers_every_connected_node(
         assert (await until_status(frp, uid, "online"))["proxy_port"] == str(port)
     for i in range(3):
         assert frp.processes.log(f"node{i}").count("login to server success") == 1
+
+
+async def test_a_paused_adapter_judges_no_node_silent_when_it_resumes(frp: FrpSetup) -> None:
+    await frp.start_adapter(FRPA_HEARTBEAT_TIMEOUT="3")
+    await frp.start_frps(ops=("Login", "NewProxy", "CloseProxy", "Ping"))
+    uids = [f"paused-{i}" for i in range(3)]
+    for i, uid in enumerate(uids):
+        frp.start_frpc(f"node{i}", uid, remote_port=free_port(), heartbeat=1)
+    for uid in uids:
+        await until_status(frp, uid, "online")
+    await asyncio.sleep(3)  # Pings flow, expiry runs
+    adapter = frp.processes.running["adapter"]
+    adapter.send_signal(signal.SIGSTOP)  # longer than the heartbeat timeout
+    await asyncio.sleep(5)
+    adapter.send_signal(signal.SIGCONT)
+    await asyncio.sleep(4)
+    log = frp.processes.log("adapter")
+    assert "was stalled for" in log
+    assert "-> offline" not in log, log
+    for uid in uids:
+        assert (await fetch(frp, uid) or {}).get("status") == "online"

@@ -1,0 +1,55 @@
+"""Heartbeat expiry: a node whose Pings stopped goes offline; a pause of the adapter is not
+a silence of the nodes.
+
+Pings are stamped when handled. While the adapter itself is stopped (SIGSTOP, a VM
+freeze, a long GC) frps holds its calls, and on resuming they are still queued behind
+whatever woke first. So each round measures the adapter's own stall (the loop woke late,
+or the wall clock jumped against the monotonic one) and, after one, judges no node until
+a heartbeat interval (a third of the timeout) has passed with the loop running; start-up
+counts as such a resume, since stored heartbeats are as old as the adapter's absence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from nodes.registry import NodeRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatExpiry:
+    def __init__(
+        self, registry: NodeRegistry, *, timeout: float, leading: Callable[[], bool]
+    ) -> None:
+        self._registry = registry
+        self._timeout = timeout
+        self._leading = leading
+        self._period = max(timeout / 3, 0.05)
+        self.stalls = 0
+
+    async def run(self) -> None:
+        """Judge every period, on the leader only: a replica hears only some of the Pings."""
+        wall, awake = time.time(), time.monotonic()
+        judge_from = awake + self._period
+        while True:
+            await asyncio.sleep(self._period)
+            now_wall, now = time.time(), time.monotonic()
+            late = now - awake - self._period
+            jump = (now_wall - wall) - (now - awake)
+            if late > self._period / 2 or abs(jump) > self._period / 2:
+                self.stalls += 1
+                logger.warning(
+                    "frp-adapter was stalled for %.1f s: no node is judged silent until "
+                    "%.0f s from now, so the Pings held meanwhile are heard first",
+                    max(late, abs(jump)),
+                    self._period,
+                )
+                judge_from = now + self._period
+            wall, awake = now_wall, now
+            if now >= judge_from and self._leading():
+                self._registry.expire_heartbeats(datetime.now(UTC), self._timeout)
