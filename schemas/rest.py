@@ -72,7 +72,7 @@ def _text_encoding(name: str) -> None:
     EBCDIC), which the shell bridge can decode a chunk at a time."""
     try:
         info = codecs.lookup(name)
-    except LookupError as e:
+    except (LookupError, ValueError) as e:  # ValueError: a NUL in the name
         raise ValidationError(f"unknown encoding {name!r}") from e
     try:
         usable = (

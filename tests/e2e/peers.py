@@ -7,6 +7,7 @@ is asynchronous, so a peer served by the test's own event loop (kmock) keeps ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,3 +197,14 @@ remotePort = {remote_port}
 """
         )
         self.processes.start(node, [str(self.frpc), "-c", str(config)])
+
+
+@contextlib.asynccontextmanager
+async def sqlite_frp(directory: Path) -> AsyncIterator[FrpSetup]:
+    """An FrpSetup on an SQLite file in `directory`, nothing started yet; stopped after."""
+    processes = Processes(directory)
+    frps, frpc = frp_binaries(directory)
+    try:
+        yield FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{directory / 'frpa.db'}"})
+    finally:
+        await processes.stop_all()

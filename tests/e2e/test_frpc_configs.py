@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpus import FRPC_CONFIGS, FrpcConfig, frpc_toml, frps_extra
-from tests.e2e.peers import FRP_TOKEN, FrpSetup, Processes, frp_binaries
+from tests.e2e.peers import FRP_TOKEN, FrpSetup, sqlite_frp
 from tests.e2e.test_frp_nodes import dashboard_port, until_status
 from tests.support import eventually, free_port
 
@@ -21,10 +21,7 @@ CONFIGS = {conf.name: conf for conf in FRPC_CONFIGS}
 
 @pytest.fixture
 async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
-    processes = Processes(tmp_path)
-    frps, frpc = frp_binaries(tmp_path)
-    setup = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}"})
-    try:
+    async with sqlite_frp(tmp_path) as setup:
         await setup.start_adapter()
         # Every op, so every call of every frpc goes through the adapter.
         await setup.start_frps(
@@ -32,8 +29,6 @@ async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
             extra=frps_extra(free_port(), free_port(), free_port()),
         )
         yield setup
-    finally:
-        await processes.stop_all()
 
 
 def start(frp: FrpSetup, conf: FrpcConfig) -> int:

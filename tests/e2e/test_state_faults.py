@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.peers import FrpSetup, Processes, frp_binaries
+from tests.e2e.peers import FrpSetup, sqlite_frp
 from tests.e2e.test_frp_nodes import fetch, until_status
 from tests.support import eventually, free_port, plugin_body
 
@@ -21,13 +21,8 @@ GRACE = 0.5  # FrpSetup's FRPA_CLOSE_GRACE_PERIOD
 
 @pytest.fixture
 async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
-    processes = Processes(tmp_path)
-    frps, frpc = frp_binaries(tmp_path)
-    setup = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}"})
-    try:
+    async with sqlite_frp(tmp_path) as setup:
         yield setup
-    finally:
-        await processes.stop_all()
 
 
 async def test_quick_exit_without_a_dashboard_goes_offline_within_grace_plus_2s(

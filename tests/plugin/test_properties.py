@@ -4,7 +4,9 @@ and a rejected plugin call changes no node."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +68,13 @@ envelopes = st.fixed_dictionaries(
 )
 
 
-def endpoint(tmp_path: Path, admission: Admission) -> tuple[PluginEndpoint, NodeRegistry]:
-    registry = NodeRegistry(
-        NodeWriter(SqliteStore(str(tmp_path / "p.db"))), heartbeat_persist_interval=30
-    )
+@contextlib.asynccontextmanager
+async def endpoint(
+    tmp_path: Path, admission: Admission
+) -> AsyncIterator[tuple[PluginEndpoint, NodeRegistry]]:
+    """An endpoint on a running loop (a CloseProxy starts a task), its tasks ended after."""
+    store = SqliteStore(str(tmp_path / "p.db"))
+    registry = NodeRegistry(NodeWriter(store), heartbeat_persist_interval=30)
     tracker = SshProxyTracker(
         registry,
         frps_address="203.0.113.7",
@@ -78,14 +83,22 @@ def endpoint(tmp_path: Path, admission: Admission) -> tuple[PluginEndpoint, Node
         dashboard=None,
         admission=admission,
     )
-    return PluginEndpoint(tracker, fail_closed=False, store_failing=lambda: False), registry
+    try:
+        yield PluginEndpoint(tracker, fail_closed=False, store_failing=lambda: False), registry
+    finally:
+        await tracker.close()
+        await store.close()
 
 
-def test_any_plugin_request_gets_a_decision_and_a_refusal_changes_nothing(
+async def test_any_plugin_request_gets_a_decision_and_a_refusal_changes_nothing(
     tmp_path: Path,
 ) -> None:
     strict = Admission(require_registered=True, node_tokens=True, ports=range(16000, 17000))
-    plugin, registry = endpoint(tmp_path, strict)
+    async with endpoint(tmp_path, strict) as (plugin, registry):
+        decide_any(plugin, registry)
+
+
+def decide_any(plugin: PluginEndpoint, registry: NodeRegistry) -> None:
     seen = {"rejected": 0, "allowed": 0}
 
     @RUNS
@@ -104,16 +117,19 @@ def test_any_plugin_request_gets_a_decision_and_a_refusal_changes_nothing(
     assert seen["allowed"] > 0
 
 
-def test_plugin_requests_without_admission_checks_never_crash(tmp_path: Path) -> None:
-    plugin, _ = endpoint(tmp_path, Admission())
+async def test_plugin_requests_without_admission_checks_never_crash_nor_err(
+    tmp_path: Path,
+) -> None:
+    async with endpoint(tmp_path, Admission()) as (plugin, _):
 
-    @RUNS
-    @given(body=envelopes)
-    def check(body: Any) -> None:
-        reason = plugin.decide(json.dumps(body).encode())
-        assert reason is None or isinstance(reason, str)
+        @RUNS
+        @given(body=envelopes)
+        def check(body: Any) -> None:
+            reason = plugin.decide(json.dumps(body).encode())
+            assert reason is None or isinstance(reason, str)
 
-    check()
+        check()
+        assert plugin.unhandled["error"] == 0
 
 
 REST_SCHEMAS: list[Schema] = [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.peers import FrpSetup, Processes, frp_binaries
+from tests.e2e.peers import FrpSetup, sqlite_frp
 from tests.e2e.test_frp_nodes import dashboard, fetch
 from tests.support import eventually, free_port
 
@@ -42,15 +42,10 @@ async def start_adapter(frp: FrpSetup) -> None:
 
 @pytest.fixture
 async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
-    processes = Processes(tmp_path)
-    frps, frpc = frp_binaries(tmp_path)
-    setup = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}"})
-    try:
+    async with sqlite_frp(tmp_path) as setup:
         await start_adapter(setup)
         await setup.start_frps()
         yield setup
-    finally:
-        await processes.stop_all()
 
 
 def stored(path: Path) -> dict[str, str]:
