@@ -32,6 +32,9 @@ from nodes.writer import NodeWriter
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
+# A node reconciliation found by an SSH proxy named `<user>.ssh` and named after that frps
+# user: a unique-id meta, if the frpc has one, cannot be known from frps's dashboard.
+NAMED_BY_USER = "ReconciledByUser"
 # Stored nodes are read into memory this many at a time, yielding to the plugin in between.
 _LOAD_CHUNK = 100
 
@@ -48,6 +51,8 @@ class NodeRegistry:
         # sorted in by the next page read, so the plugin path never pays for the order.
         self._order: list[UniqueId] = []
         self._order_sorted = True
+        # Which node records each SSH proxy, by frps address and proxy name (unique in frps).
+        self._by_proxy: dict[tuple[str | None, str], UniqueId] = {}
         self.heartbeat_expiries = 0
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
@@ -74,6 +79,11 @@ class NodeRegistry:
                 return found, found[-1].unique_id
             found.append(state)
         return found, None
+
+    def holder(self, frps_address: str, proxy_name: str) -> NodeState | None:
+        """The node that records SSH proxy `proxy_name` of that frps, if any."""
+        uid = self._by_proxy.get((frps_address, proxy_name))
+        return None if uid is None else self._states.get(uid)
 
     def changes(self) -> dict[UniqueId, int]:
         """How often each node changed in this process: compare two to see what moved."""
@@ -186,8 +196,9 @@ class NodeRegistry:
             unique_id = unique_id_of(name)
         except InvalidUniqueIdError:
             return
-        if self._writer.pending(unique_id) or self._states.pop(unique_id, None) is None:
+        if self._writer.pending(unique_id) or (gone := self._states.pop(unique_id, None)) is None:
             return
+        self._unindex(gone)
         self._heartbeats.pop(unique_id, None)
         self._pinging_runs.pop(unique_id, None)
         self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
@@ -195,11 +206,21 @@ class NodeRegistry:
 
     def _put(self, state: NodeState) -> None:
         uid = state.unique_id
-        if uid not in self._states:
+        old = self._states.get(uid)
+        if old is None:
             self._order.append(uid)
             self._order_sorted = False
+        elif (old.frps_address, old.proxy_name) != (state.frps_address, state.proxy_name):
+            self._unindex(old)
+        if state.proxy_name:
+            self._by_proxy[state.frps_address, state.proxy_name] = uid
         self._states[uid] = state
         self._changes[uid] = self._changes.get(uid, 0) + 1
+
+    def _unindex(self, state: NodeState) -> None:
+        key = (state.frps_address, state.proxy_name)
+        if self._by_proxy.get(key) == state.unique_id:
+            del self._by_proxy[key]
 
     async def load(self, store: NodeStore) -> int:
         """Seed memory from the store; nodes already changed by events since start-up win."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -23,7 +24,7 @@ from nodes.model import (
     UniqueId,
     parse_unique_id,
 )
-from nodes.registry import NodeRegistry
+from nodes.registry import NAMED_BY_USER, NodeRegistry
 from plugin.dashboard import DashboardError, FrpsDashboard, ProxyInfo
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class FrpsReconciler:
         self._interval = interval
         self._frps_address = frps_address
         self._soon: asyncio.Task[int] | None = None
+        # `<user>.ssh` proxies no node claims, and since when (monotonic).
+        self._unclaimed: dict[str, float] = {}
         self.runs = 0
         self.corrections = 0
         self.failures = 0
@@ -93,10 +96,12 @@ class FrpsReconciler:
             # A node changed while the list was read was changed by a newer event: it wins.
             # A node recorded under another frps's address is that frps's to judge.
             uid = state.unique_id
+            holder = self._registry.holder(self._frps_address, state.proxy_name)
             if (
                 not state.proxy_name
                 or state.frps_address != self._frps_address
                 or before.get(uid) != after.get(uid)
+                or (holder is not None and holder.unique_id != uid)  # another node has it now
             ):
                 continue
             proxy = proxies.get(state.proxy_name)
@@ -125,24 +130,35 @@ class FrpsReconciler:
         return corrected
 
     def _discover(self, proxies: dict[str, ProxyInfo]) -> int:
-        """Online SSH proxies named `ssh-<unique_id>` whose node records no SSH proxy.
+        """Online SSH proxies no node records: a NewProxy answered but never (or only half)
+        stored, by a replica killed or an adapter restarted on a store that lost it.
 
-        Their NewProxy was answered but never (or only half) stored: a replica was killed
-        before writing it. Only such a name says which node a proxy in frps's list is of.
+        `ssh-<unique_id>` names its node. `<user>.ssh` names only the frps user: the node
+        is taken to be the user's once the proxy stayed unclaimed for a whole interval (the
+        node's own Pings, which carry its unique-id meta, recover it first), and gives the
+        proxy up to a node that claims it later.
         """
-        known = {state.proxy_name for state in self._registry.states()}
         found = 0
+        now = time.monotonic()
+        unclaimed = {}
         for name, proxy in proxies.items():
-            uid = _unique_id_in(name)
-            if uid is None or not proxy.online or name in known:
+            if not proxy.online or self._registry.holder(self._frps_address, name) is not None:
                 continue
+            uid, reason = _unique_id_in(name), RECONCILED
+            if uid is None:
+                uid, reason = _user_of(name), NAMED_BY_USER
+                if uid is None:
+                    continue
+                unclaimed[name] = since = self._unclaimed.get(name, now)
+                if now - since < self._interval:
+                    continue
             state = self._registry.get(uid)
             if state is not None and state.proxy_name:
                 continue
             self._registry.transition(
                 uid,
                 NodeChange(
-                    reason=RECONCILED,
+                    reason=reason,
                     at=datetime.now(UTC),
                     status=ONLINE,
                     remote_port=proxy.remote_port,
@@ -151,7 +167,19 @@ class FrpsReconciler:
                 ),
             )
             found += 1
+        self._unclaimed = unclaimed
         return found
+
+
+def _user_of(proxy_name: str) -> UniqueId | None:
+    """The frps user in `<user>.ssh`, if it can name a node."""
+    user, dot, rest = proxy_name.rpartition(".")
+    if not dot or rest != "ssh":
+        return None
+    try:
+        return parse_unique_id(user)
+    except InvalidUniqueIdError:
+        return None
 
 
 def _unique_id_in(proxy_name: str) -> UniqueId | None:

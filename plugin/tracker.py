@@ -30,7 +30,7 @@ from nodes.model import (
     UniqueId,
     parse_unique_id,
 )
-from nodes.registry import NodeRegistry
+from nodes.registry import NAMED_BY_USER, NodeRegistry
 from plugin.admission import Admission
 from plugin.dashboard import DashboardError, FrpsDashboard
 from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, NewWorkConn, Ping
@@ -97,8 +97,6 @@ class SshProxyTracker:
         self._opened_at: dict[UniqueId, float] = {}
         # Nodes whose SSH proxy was opened in a session a fresh Login began.
         self._fresh_sessions: set[UniqueId] = set()
-        # Which node each SSH proxy name was confirmed for: frps's names are unique.
-        self._owners: dict[str, UniqueId] = {}
         self._recoveries: dict[UniqueId, asyncio.Task[None]] = {}
         self._recovery_asked: OrderedDict[UniqueId, float] = OrderedDict()
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
@@ -283,7 +281,6 @@ class SshProxyTracker:
                 return
             if info is None or not info.online or not info.remote_port or self._held(uid, name):
                 continue
-            self._owners[name] = uid
             change = NodeChange(
                 reason="Recovered",
                 at=_now(),
@@ -297,13 +294,21 @@ class SshProxyTracker:
             return
 
     def _held(self, uid: UniqueId, name: str) -> bool:
-        """Whether SSH proxy `name` is another node's, online now."""
-        owner = self._owners.get(name)
-        held = self._registry.get(owner) if owner is not None and owner != uid else None
-        if held is not None and held.status == ONLINE and held.proxy_name == name:
-            logger.warning("node %s: SSH proxy %s is node %s's: not recorded", uid, name, owner)
-            return True
-        return False
+        """Whether SSH proxy `name` is another node's, online now. A node the reconciler
+        named after the frps user (it cannot know the unique-id meta) gives it up to the
+        node that names itself."""
+        holder = self._registry.holder(self._frps_address, name)
+        if holder is None or holder.unique_id == uid or holder.status != ONLINE:
+            return False
+        if holder.reason == NAMED_BY_USER:
+            self._registry.transition(
+                holder.unique_id, NodeChange(reason="ClaimedByItsNode", at=_now(), status=OFFLINE)
+            )
+            return False
+        logger.warning(
+            "node %s: SSH proxy %s is node %s's: not recorded", uid, name, holder.unique_id
+        )
+        return True
 
     async def close(self) -> None:
         tasks = [*self._closing.values(), *self._port_lookups.values(), *self._recoveries.values()]
@@ -337,7 +342,6 @@ class SshProxyTracker:
             return
         if self._held(uid, name):
             return
-        self._owners[name] = uid
         self._registry.transition(uid, replace(change, remote_port=info.remote_port))
 
     async def _offline_unless_reopened(self, uid: UniqueId, event: CloseProxy) -> None:

@@ -194,7 +194,7 @@ async def test_an_online_proxy_named_after_its_node_is_recovered_if_nothing_stor
     dashboard.proxies = {
         "edge7.ssh-node-7": online(16007),  # <user>.ssh-<unique_id>
         "ssh-node-8": online(16008),  # no user
-        "edge9.ssh": online(16009),  # names no node: nothing to recover
+        "edge9.ssh": online(16009),  # names only a user: its node after an interval unclaimed
         "edge10.ssh-Not_An_Id": online(16010),
     }
     client = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
@@ -256,3 +256,26 @@ async def test_each_frps_reconciles_only_the_nodes_it_served(
     await asyncio.sleep(0.3)  # several more rounds of both reconcilers
     assert await status(client, "n1") == ("online", "NewProxy")
     assert sorted(client.app[RECONCILERS].keys()) == ["east", "west"]
+
+
+async def test_an_unclaimed_user_ssh_proxy_is_the_users_node_until_its_node_claims_it(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    dashboard = FakeDashboard()
+    dashboard.proxies = {"n5.ssh": online(16005), "ssh": online(16006)}
+    client = await app_with_dashboard(
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=0.05
+    )
+
+    async def named_by_user() -> bool:
+        state = client.app[REGISTRY].get(UniqueId("n5"))
+        return state is not None and (state.status, state.reason) == ("online", "ReconciledByUser")
+
+    await eventually(named_by_user, what="n5.ssh taken as user n5's node")
+    assert [s.unique_id for s in client.app[REGISTRY].states()] == ["n5"]  # "ssh": whose?
+
+    await post(client, ping("n5", "real5"))  # the frpc names itself by its unique-id meta
+    await confirmed(client, "real5")
+    await asyncio.sleep(0.2)  # more reconciliations: the node that claimed it keeps it
+    assert await status(client, "n5") == ("offline", "ClaimedByItsNode")
+    assert await status(client, "real5") == ("online", "Recovered")
