@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api.app import create_app
 from api.keys import PLUGINS
 from api.settings import Settings
-from tests.support import login, new_proxy, ping
+from tests.support import free_port, login, new_proxy, ping
 
 ALLOW = b'{"reject":false,"unchange":true}'
 OPS = ("Ping", "Login", "NewProxy")
@@ -162,7 +162,7 @@ def main() -> None:
             scripts[op] = Path(workdir) / f"{op}.lua"
             scripts[op].write_text(WRK_SCRIPT % (bodies, op))
         results: dict[tuple[str, str], list[float]] = {}
-        ports = {kind: _free_port() for kind in ("bare", "adapter")}
+        ports = {kind: free_port() for kind in ("bare", "adapter")}
         servers = [
             subprocess.Popen(
                 [
@@ -197,13 +197,6 @@ def main() -> None:
         own = asyncio.run(own_work_per_request(workdir, args.nodes))
         for op, micros in own.items():
             print(f"adapter's own work per {op}: {micros:.1f} µs")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":
