@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from yarl import URL
 
 _USERINFO = re.compile(r"//[^/@\s]*@")
 
@@ -34,9 +34,9 @@ class FrpsDashboard:
     ) -> None:
         # Credentials may come in the URL (`http://user:pass@frps:7500`): they are used, and
         # the URL kept for messages loses them.
-        url = URL(base_url)
-        user = user or url.user or ""
-        password = password or url.password or ""
+        url = urlsplit(base_url)
+        user = user or unquote(url.username or "")
+        password = password or unquote(url.password or "")
         self.base_url = redacted(base_url)
         self._session = session
         self._headers = (
