@@ -16,7 +16,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.keys import REGISTRY, SETTINGS, SSH
-from api.v1 import loaded, node_object, run_audited, stored
+from api.v1 import loaded, node_object, node_state, run_audited, stored
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -27,7 +27,6 @@ from nodes.model import (
     nm_name,
     parse_unique_id,
     ssh_endpoint,
-    unique_id_of,
 )
 from schemas import parse_json
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
@@ -74,10 +73,7 @@ async def frp_fetch(request: web.Request) -> web.Response:
         await _loaded(request)
     except _FailureError as e:
         return _failure(e)
-    try:
-        state = request.app[REGISTRY].get(unique_id_of(name))
-    except InvalidUniqueIdError:
-        state = None
+    state = node_state(request, name)
     if state is None:
         return _failure(_FailureError(404, f"nodemaintenance {name} not found"))
     endpoint = ssh_endpoint(node_object(request, state))

@@ -99,7 +99,7 @@ async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
     if not await loaded(request):
         return _error(503, "not loaded yet", "the node store is not read yet; try again")
-    state = _state(request, name)
+    state = node_state(request, name)
     if state is None:
         return _error(404, "not found", {"name": name})
     return web.json_response(node_object(request, state))
@@ -111,7 +111,8 @@ def node_object(request: web.Request, state: NodeState) -> JsonObject:
     return render_nm(state, request.app[STORE].cached(nm_name(state.unique_id)))
 
 
-def _state(request: web.Request, name: str) -> NodeState | None:
+def node_state(request: web.Request, name: str) -> NodeState | None:
+    """The node an NM name names, if known; None also for names not of ours."""
     try:
         return request.app[REGISTRY].get(unique_id_of(name))
     except InvalidUniqueIdError:

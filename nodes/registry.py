@@ -98,7 +98,6 @@ class NodeRegistry:
         if new is current:
             return new
         self._put(new)
-        self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
         if current is None or new.status != current.status:
             before = current.status if current else "unknown"
             logger.info(

@@ -85,8 +85,9 @@ class SqliteStore:
         async with self._one_at_a_time:
             stored = await self._in_thread(self._read, names)
             rows = []
-            for start in range(0, len(states), _CHUNK):
-                for state, name in zip(states[start : start + _CHUNK], names[start:], strict=False):
+            pairs = list(zip(states, names, strict=True))
+            for start in range(0, len(pairs), _CHUNK):
+                for state, name in pairs[start : start + _CHUNK]:
                     version, body = stored.get(name, (0, None))
                     obj = render_nm(state, json.loads(body) if body else None)
                     obj["metadata"]["resourceVersion"] = str(version + 1)

@@ -27,6 +27,7 @@ from nodes.model import (
     ONLINE,
     InvalidUniqueIdError,
     NodeChange,
+    NodeState,
     UniqueId,
     parse_unique_id,
 )
@@ -205,14 +206,13 @@ class SshProxyTracker:
             return None  # not the SSH proxy the node has now (renamed, or a forged call)
         if uid in self._closing:
             return None
-        if self._dashboard is None and self._stale(uid, event):
+        if self._dashboard is None and self._stale(uid, node, event):
             return None
         self._spawn(self._closing, uid, self._offline_unless_reopened(uid, event))
         return None
 
-    def _stale(self, uid: UniqueId, event: CloseProxy) -> bool:
+    def _stale(self, uid: UniqueId, node: NodeState | None, event: CloseProxy) -> bool:
         """Whether, by the facts alone, this CloseProxy is of a control already replaced."""
-        node = self._registry.get(uid)
         run_id = event.user.run_id
         if node is not None and node.run_id and run_id and run_id != node.run_id:
             logger.info(
