@@ -1,4 +1,5 @@
-"""`create_app(settings)`: wires routes and the lifetimes of the store, writer and tracker.
+"""`create_app(settings)`: the adapter as one aiohttp app. It only wires: routes and access
+rules from `api.routes`, and the lifetimes of the store, writer, trackers and loops.
 
 The plugin route answers as soon as the server listens: nothing here waits on the store
 before start-up completes (seeding memory from the store runs behind, as a task).
@@ -8,24 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from api import openapi, original, shell, v1
-from api.audit import AuditLog
+from api import openapi, routes
+from api.audit import AuditLog, writable_directory
 from api.auth import Access
 from api.keys import (
     ACCESS,
     AUDIT,
+    CLOCK,
     EXPIRY,
     LEADERSHIP,
     LISTS,
@@ -39,108 +41,86 @@ from api.keys import (
     STORE,
     WRITER,
 )
-from api.limits import AcceptErrors
 from api.metrics import METRICS, setup_metrics
-from api.settings import Settings
+from nodes.backend import open_store
+from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
-from nodes.store import NodeStore, StoreError, open_store
 from nodes.writer import NodeWriter
 from plugin.admission import Admission
 from plugin.dashboard import FrpsDashboard
 from plugin.reconciler import FrpsReconciler
 from plugin.tracker import SshProxyTracker
-from plugin.webhook import PluginEndpoint
-from ssh.connector import SshConnector
+from plugin.webhook import FrpsPlugins, PluginEndpoint
+from schemas.settings import Settings, SettingsError
+from ssh.connector import ClientKey, SshConnector, read_client_key
 
 logger = logging.getLogger(__name__)
 
-_LOAD_RETRY_SECONDS = 2.0
-# After a node logs in again with its old run_id (frps restarted), the nodes frps served
-# get this long to come back before frps's view decides who is offline.
-RELOGIN_SETTLE_SECONDS = 20.0
+T = TypeVar("T")
 # Lists rendering at once: each holds the event loop ~0.4 ms per chunk of nodes, so a
 # plugin call waits a few ms at most behind all of them.
 CONCURRENT_LISTS = 2
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """Raises SettingsError when a file a setting names cannot be used: they are read here."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[ACCESS] = Access(
-        tokens_file=settings.api_tokens_file,
-        insecure=settings.insecure_no_auth,
-        allowed_origins=settings.allowed_origins,
+    app[CLOCK] = clock or Clock()
+    app[ACCESS] = _at_start(
+        "FRPA_API_TOKENS_FILE",
+        partial(
+            Access,
+            routes.rules(),
+            tokens_file=settings.api_tokens_file,
+            insecure=settings.insecure_no_auth,
+            allowed_origins=settings.allowed_origins,
+        ),
     )
+    client_keys = (
+        [_at_start("FRPA_SSH_KEY_FILE", partial(read_client_key, settings.ssh_key_file))]
+        if settings.ssh_key_file
+        else []
+    )
+    if settings.ssh_known_hosts:
+        _at_start("FRPA_SSH_KNOWN_HOSTS", partial(_readable, settings.ssh_known_hosts))
+    if settings.shell_recordings:
+        _at_start("FRPA_SHELL_RECORDINGS", partial(writable_directory, settings.shell_recordings))
+    app[AUDIT] = _at_start("FRPA_AUDIT_LOG", partial(AuditLog, settings.audit_log))
     app[SHELLS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
-    app.cleanup_ctx.append(_accept_errors)
+    app[openapi.OPENAPI] = openapi.build(routes.ROUTES)
     app.cleanup_ctx.append(_access)
-    app.cleanup_ctx.append(_nodes)
-    # The secret, when set, is a path segment: frps can send no header. The first frps
-    # also answers at the original path.
-    app.router.add_post("/frps/handler", _frps_handler)
-    app.router.add_post("/frps/handler/{secret}", _frps_handler)
-    app.router.add_post("/frps/{server}/handler", _frps_handler)
-    app.router.add_post("/frps/{server}/handler/{secret}", _frps_handler)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+    app.cleanup_ctx.append(partial(_nodes, client_keys=client_keys))
+    if settings.metrics_address is not None:
+        app.cleanup_ctx.append(_metrics_site)
     setup_metrics(app)
     app.middlewares.append(app[ACCESS].middleware)
-    if settings.metrics_address is None:
-        app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS]))
-    else:
-        app.cleanup_ctx.append(_metrics_site)
-    original.add_routes(app.router)
-    v1.add_routes(app.router)
-    shell.add_routes(app.router)
-    openapi.add_routes(app)
+    routes.add_routes(app)
     return app
 
 
-async def _frps_handler(request: web.Request) -> web.Response:
-    plugins = request.app[PLUGINS]
-    server = request.match_info.get("server")
-    # The original path serves the first frps (dicts keep their order).
-    endpoint = plugins.get(server) if server else next(iter(plugins.values()))
-    secret = request.app[SETTINGS].plugin_secret.encode()
-    given = request.match_info.get("secret", "").encode()
-    if endpoint is None or not hmac.compare_digest(given, secret):
-        next(iter(plugins.values())).counts["unauthorized", "rejected"] += 1
-        raise web.HTTPNotFound()
-    return await endpoint.handle(request)
+def _at_start(variable: str, read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except (OSError, ValueError) as e:
+        raise SettingsError(f"{variable}: {e}") from e
+
+
+def _readable(path: str) -> None:
+    with open(path, "rb"):
+        pass
 
 
 async def _access(app: web.Application) -> AsyncIterator[None]:
-    access = app[ACCESS]
-    if access.insecure:
-        logger.warning(
-            "FRPA_INSECURE_NO_AUTH=1: anyone who reaches this port can open shells and run "
-            "commands on every node, and change every node's state"
-        )
-    elif not app[SETTINGS].api_tokens_file and not app[SETTINGS].kubernetes_auth:
-        logger.warning(
-            "no FRPA_API_TOKENS_FILE: node reads and writes are open to anyone who reaches "
-            "this port; shell and exec are disabled"
-        )
-    app[AUDIT] = AuditLog(app[SETTINGS].audit_log)
-    watcher = asyncio.create_task(access.watch(), name="api-tokens-watch")
+    watcher = asyncio.create_task(app[ACCESS].watch(), name="api-tokens-watch")
     try:
         yield
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         app[AUDIT].close()
-
-
-async def _accept_errors(app: web.Application) -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    before = loop.get_exception_handler()
-    loop.set_exception_handler(AcceptErrors())
-    try:
-        yield
-    finally:
-        loop.set_exception_handler(before)
 
 
 async def _metrics_site(app: web.Application) -> AsyncIterator[None]:
@@ -158,44 +138,11 @@ async def _metrics_site(app: web.Application) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    """Ready while the plugin path answers, which needs no store, and the store can keep
-    what it is given: a deleted or unwritable SQLite file fails readiness (503)."""
-    writer = request.app[WRITER]
-    problem = request.app[STORE].problem()
-    frps = {
-        name: {
-            "reconciliations": reconciler.runs,
-            "corrections": reconciler.corrections,
-            "failures": reconciler.failures,
-            "last_error": reconciler.last_error,
-        }
-        for name, reconciler in request.app[RECONCILERS].items()
-    }
-    return web.json_response(
-        {
-            "status": "not ready" if problem else "ready",
-            "leading": request.app[LEADERSHIP].leading,
-            "store": {
-                "loaded": request.app[LOADED].done(),
-                "failing": writer.failing,
-                "backlog": writer.backlog,
-                "problem": problem,
-            },
-            "frps": frps,
-        },
-        status=503 if problem else 200,
-    )
-
-
-async def _nodes(app: web.Application) -> AsyncIterator[None]:
+async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    clock = app[CLOCK]
     store = await open_store(
-        settings.store_url,
+        settings.store,
         event_namespace=settings.event_namespace,
         event_min_interval=settings.event_min_interval,
     )
@@ -205,7 +152,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
     store.subscribe(registry)
     if settings.kubernetes_auth:
         app[ACCESS].reviewer = store.reviewer()
-    leadership = store.leadership(f"{socket.gethostname()}-{os.getpid()}")
+    leadership = store.leadership(f"{socket.gethostname()}-{os.getpid()}", clock)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -234,6 +181,7 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                     interval=settings.reconcile_interval,
                     frps_address=server.address,
                     leading=lambda: leadership.leading,
+                    clock=clock,
                 )
                 if dashboard
                 else None
@@ -246,14 +194,10 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 unique_id_meta_key=settings.unique_id_meta_key,
                 close_grace_period=settings.close_grace_period,
                 dashboard=dashboard,
-                on_relogin=(
-                    partial(reconciler.reconcile_soon, RELOGIN_SETTLE_SECONDS)
-                    if reconciler
-                    else None
-                ),
+                clock=clock,
+                on_relogin=reconciler.relogin_seen if reconciler else None,
                 admission=admission,
             )
-        _say_what_cannot_be_known(settings)
         app[STORE] = store
         app[LEADERSHIP] = leadership
         app[RECONCILERS] = reconcilers
@@ -262,23 +206,29 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
         app[SSH] = SshConnector(
             registry,
             user=settings.ssh_user,
-            key_file=settings.ssh_key_file,
+            client_keys=client_keys,
             password=settings.ssh_password,
             known_hosts=settings.ssh_known_hosts,
             connect_timeout=settings.ssh_connect_timeout,
         )
         app[EXPIRY] = expiry = HeartbeatExpiry(
-            registry, timeout=settings.heartbeat_timeout, leading=lambda: leadership.leading
+            registry,
+            timeout=settings.heartbeat_timeout,
+            leading=lambda: leadership.leading,
+            clock=clock,
         )
-        app[PLUGINS] = {
-            name: PluginEndpoint(
-                tracker,
-                fail_closed=settings.plugin_failure_mode == "closed",
-                store_failing=lambda: writer.failing,
-            )
-            for name, tracker in trackers.items()
-        }
-        app[LOADED] = loaded = asyncio.create_task(_load(registry, store), name="node-load")
+        app[PLUGINS] = FrpsPlugins(
+            {
+                name: PluginEndpoint(
+                    tracker,
+                    fail_closed=settings.plugin_failure_mode == "closed",
+                    store_failing=lambda: writer.failing,
+                )
+                for name, tracker in trackers.items()
+            },
+            secret=settings.plugin_secret,
+        )
+        app[LOADED] = loaded = asyncio.create_task(registry.load(store), name="node-load")
         writer_task = asyncio.create_task(writer.run(), name="node-writer")
 
         # A replica that wins the lead checks frps at once: the last leader may have died
@@ -314,31 +264,3 @@ async def _nodes(app: web.Application) -> AsyncIterator[None]:
                 logger.error("shutting down with %d node write(s) not stored", writer.backlog)
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
-
-
-def _say_what_cannot_be_known(settings: Settings) -> None:
-    if not settings.plugin_secret:
-        logger.warning(
-            "no FRPA_PLUGIN_SECRET: anyone who reaches this port can send plugin calls as "
-            "if from frps (`frp-adapter frps-config` prints a plugin block with a secret)"
-        )
-    for server in settings.servers():
-        if server.api is None:
-            logger.warning(
-                "frps %s has no dashboard configured: remote ports frps picks at random stay "
-                "unknown, nothing missed while the adapter was down is corrected, and a "
-                "CloseProxy is judged by its run_id and session alone",
-                server.name,
-            )
-
-
-async def _load(registry: NodeRegistry, store: NodeStore) -> int:
-    while True:
-        try:
-            loaded = await registry.load(store)
-        except StoreError as e:
-            logger.warning("cannot read stored nodes yet, retrying: %s", e)
-            await asyncio.sleep(_LOAD_RETRY_SECONDS)
-            continue
-        logger.info("loaded %d stored node(s)", loaded)
-        return loaded

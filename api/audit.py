@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,12 @@ class Recording:
         if tail := self._decoder.decode(b"", final=True):
             self._event("o", tail)
         self._file.close()
+
+
+def writable_directory(path: str) -> None:
+    """Raises ValueError unless shell recordings can be written in `path`."""
+    if not (os.path.isdir(path) and os.access(path, os.W_OK)):
+        raise ValueError(f"{path!r} is not a writable directory")
 
 
 def recording_path(directory: str, record: AuditRecord) -> Path:

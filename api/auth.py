@@ -1,7 +1,7 @@
 """Who may call what: bearer tokens, three roles, and one table of access rules.
 
-Every route has its rule in `RULES`; a route without one is refused, so a new route
-cannot be left open by mistake. Tokens come from `FRPA_API_TOKENS_FILE`, one
+Every route's rule is declared with it in `api.routes`; a request no rule covers is
+refused, so nothing can be left open by mistake. Tokens come from `FRPA_API_TOKENS_FILE`, one
 `token name role` per line (`#` starts a comment; the token may be given as
 `sha256:<hex digest>` so the file need not hold secrets), reloaded when it changes. Only
 SHA-256 digests of tokens are kept in memory and compared.
@@ -51,52 +51,23 @@ class Role(IntEnum):
 
 ROLE_NAMES = {"read": Role.READ, "operator": Role.OPERATOR, "admin": Role.ADMIN}
 
-# (method, route template) -> the role it needs, or None: open to anyone.
-RULES: Mapping[tuple[str, str], Role | None] = {
-    ("GET", "/"): None,
-    ("GET", "/healthz"): None,
-    ("GET", "/readyz"): None,
-    ("GET", "/metrics"): None,
-    ("GET", "/api/v1/openapi.json"): None,
-    ("POST", "/frps/handler"): None,  # frps cannot send headers: see FRPA_PLUGIN_SECRET
-    ("POST", "/frps/handler/{secret}"): None,
-    ("POST", "/frps/{server}/handler"): None,
-    ("POST", "/frps/{server}/handler/{secret}"): None,
-    ("GET", "/frp_fetch/{nm_name}"): Role.READ,
-    ("GET", "/api/v1/nodes"): Role.READ,
-    ("GET", "/api/v1/nodes/{nm_name}"): Role.READ,
-    ("GET", "/reverse_proxy/{nm_name}"): Role.OPERATOR,
-    ("GET", "/api/v1/nodes/{nm_name}/shell"): Role.OPERATOR,
-    ("POST", "/reverse_proxy_shell"): Role.OPERATOR,
-    ("POST", "/reverse_shell_command/{nm_name}"): Role.OPERATOR,
-    ("POST", "/api/v1/nodes/{nm_name}/exec"): Role.OPERATOR,
-    ("POST", "/api/v1/exec"): Role.OPERATOR,
-    ("POST", "/frp_create"): Role.ADMIN,
-    ("PUT", "/frp_update"): Role.ADMIN,
-    ("PUT", "/nm_useless"): Role.ADMIN,
-    ("DELETE", "/api/v1/nodes/{nm_name}/host-key"): Role.ADMIN,
-    ("POST", "/api/v1/nodes/{nm_name}/frpc-token"): Role.ADMIN,
-}
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Who may call a route: callers of `role` or above (None: anyone). With
+    FRPA_KUBERNETES_AUTH, a SubjectAccessReview asks instead whether the caller may `verb`
+    `nodemaintenances` (or its `subresource`): the NM the path names, else all of them."""
+
+    role: Role | None
+    verb: str = ""
+    subresource: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role is not None and not self.verb:
+            raise ValueError("a guarded route needs the Kubernetes verb it stands for")
 
 
-# With FRPA_KUBERNETES_AUTH: what each guarded route asks a SubjectAccessReview about
-# `nodemaintenances` (verb, subresource), for the NM the path names, else for all.
-KUBERNETES_ATTRIBUTES: Mapping[tuple[str, str], tuple[str, str]] = {
-    ("GET", "/frp_fetch/{nm_name}"): ("get", ""),
-    ("GET", "/api/v1/nodes"): ("list", ""),
-    ("GET", "/api/v1/nodes/{nm_name}"): ("get", ""),
-    ("GET", "/reverse_proxy/{nm_name}"): ("create", "shell"),
-    ("GET", "/api/v1/nodes/{nm_name}/shell"): ("create", "shell"),
-    ("POST", "/reverse_proxy_shell"): ("create", "exec"),
-    ("POST", "/reverse_shell_command/{nm_name}"): ("create", "exec"),
-    ("POST", "/api/v1/nodes/{nm_name}/exec"): ("create", "exec"),
-    ("POST", "/api/v1/exec"): ("create", "exec"),
-    ("POST", "/frp_create"): ("create", ""),
-    ("PUT", "/frp_update"): ("update", ""),
-    ("PUT", "/nm_useless"): ("update", ""),
-    ("DELETE", "/api/v1/nodes/{nm_name}/host-key"): ("update", "status"),
-    ("POST", "/api/v1/nodes/{nm_name}/frpc-token"): ("update", "status"),
-}
+OPEN = Rule(None)
 _REVIEW_CACHE_SECONDS = 10.0
 _REVIEW_CACHE_SIZE = 10000
 
@@ -158,11 +129,18 @@ def read_tokens(path: str) -> dict[str, Identity]:
 
 
 class Access:
-    """Decides every request: reads tokens, applies `RULES`, checks WebSocket origins."""
+    """Decides every request: reads tokens, applies the routes' rules, checks WebSocket
+    origins. Reads the tokens file when made (TokensFileError)."""
 
     def __init__(
-        self, *, tokens_file: str | None, insecure: bool, allowed_origins: frozenset[str]
+        self,
+        rules: Mapping[tuple[str, str], Rule],
+        *,
+        tokens_file: str | None,
+        insecure: bool,
+        allowed_origins: frozenset[str],
     ) -> None:
+        self._rules = rules
         self._tokens_file = tokens_file
         self._tokens = read_tokens(tokens_file) if tokens_file else {}
         self._stamp = _stamp(tokens_file) if tokens_file else None
@@ -202,9 +180,10 @@ class Access:
             return await handler(request)
         method = "GET" if request.method == "HEAD" else request.method
         key = (method, resource.canonical)
-        if key not in RULES:
+        rule = self._rules.get(key)
+        if rule is None:
             return self._deny(request, 403, "forbidden", f"no access rule for {method} {key[1]}")
-        needed = RULES[key]
+        needed = rule.role
         if needed is None:  # open: the plugin path goes no further
             return await handler(request)
         if needed == Role.OPERATOR and not self.commands_enabled:
@@ -223,7 +202,7 @@ class Access:
             return await handler(request)
         token = _presented_token(request)
         if self.reviewer is not None:
-            return await self._by_kubernetes(request, handler, token, key, needed)
+            return await self._by_kubernetes(request, handler, token, rule, needed)
         identity = self._tokens.get(digest(token)) if token else None
         if identity is None:
             why = "a valid bearer token is required" if token is None else "unknown token"
@@ -244,12 +223,12 @@ class Access:
         request: web.Request,
         handler: Handler,
         token: str | None,
-        key: tuple[str, str],
+        rule: Rule,
         needed: Role,
     ) -> web.StreamResponse:
         if not token:
             return self._deny(request, 401, "unauthorized", "a valid bearer token is required")
-        verb, subresource = KUBERNETES_ATTRIBUTES[key]
+        verb, subresource = rule.verb, rule.subresource
         name = request.match_info.get("nm_name")
         try:
             identity = await self._review(token, verb, subresource, name, needed)

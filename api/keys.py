@@ -9,20 +9,22 @@ from aiohttp import web
 
 from api.audit import AuditLog
 from api.auth import Access
-from api.settings import Settings
+from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
 from nodes.store import Leadership, NodeStore
 from nodes.writer import NodeWriter
 from plugin.reconciler import FrpsReconciler
-from plugin.webhook import PluginEndpoint
+from plugin.webhook import FrpsPlugins
+from schemas.settings import Settings
 from ssh.connector import SshConnector
 
 SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", NodeStore)
 WRITER = web.AppKey("writer", NodeWriter)
 REGISTRY = web.AppKey("registry", NodeRegistry)
-PLUGINS = web.AppKey("plugins", dict[str, PluginEndpoint])  # by frps name
+PLUGINS = web.AppKey("plugins", FrpsPlugins)
 LOADED = web.AppKey("loaded", asyncio.Task[int])
 RECONCILERS = web.AppKey("reconcilers", dict[str, FrpsReconciler])  # frps with a dashboard
 SSH = web.AppKey("ssh", SshConnector)

@@ -15,14 +15,22 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import AbstractResource
 from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from api.keys import EXPIRY, LEADERSHIP, PLUGINS, RECONCILERS, REGISTRY, SETTINGS, SSH, WRITER
-from nodes.store import KUBERNETES
 from plugin.webhook import UNHANDLED_KINDS
+from schemas.settings import KUBERNETES
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
+
+
+async def serve(request: web.Request) -> web.StreamResponse:
+    """`/metrics` on the API's port, unless FRPA_METRICS_ADDRESS serves it alone."""
+    if request.app[SETTINGS].metrics_address is not None:
+        raise web.HTTPNotFound()
+    return await make_aiohttp_handler(request.app[METRICS])(request)
 
 
 def setup_metrics(app: web.Application) -> None:
@@ -88,7 +96,7 @@ class AdapterCollector(Collector):
             "frpa_plugin_requests", "frps plugin requests by op and result", labels=["op", "result"]
         )
         counts: Counter[tuple[str, str]] = Counter()
-        for endpoint in app[PLUGINS].values():
+        for endpoint in app[PLUGINS].endpoints.values():
             counts.update(endpoint.counts)
         for (op, result), count in sorted(counts.items()):
             requests.add_metric([op, result], count)
@@ -100,13 +108,13 @@ class AdapterCollector(Collector):
             labels=["kind"],
         )
         kinds: Counter[str] = Counter(dict.fromkeys(UNHANDLED_KINDS, 0))
-        for endpoint in app[PLUGINS].values():
+        for endpoint in app[PLUGINS].endpoints.values():
             kinds.update(endpoint.unhandled)
         for kind, count in sorted(kinds.items()):
             unhandled.add_metric([kind], count)
         yield unhandled
 
-        backend = KUBERNETES if settings.store_url == KUBERNETES else "sqlite"
+        backend = KUBERNETES if settings.store == KUBERNETES else "sqlite"
         writer = app[WRITER]
         writes = CounterMetricFamily("frpa_store_writes", "Node writes stored", labels=["backend"])
         writes.add_metric([backend], writer.writes)

@@ -4,7 +4,7 @@
 
 N nodes are N NodeMaintenances pointing at one real OpenSSH sshd on 127.0.0.1 (each a
 separate SSH connection, as N edge nodes would be). Printed per N: seconds until every
-node's output is in, for (a) `POST /api/v1/exec` on the adapter (`python -m api serve`),
+node's output is in, for (a) `POST /api/v1/exec` on the adapter (`python -m cli serve`),
 timed in this process until the last NDJSON line; (b) parallel-ssh's ParallelSSHClient
 (gevent + libssh2, so it runs in a process of its own, timed there from the first
 connect to the last output; its interpreter start-up is not counted); (c) `ssh` run once

@@ -2,7 +2,7 @@
 
     python bench/login_storm.py [--nodes 1000 10000] [--stores sqlite kubernetes]
 
-The adapter runs as its own process (`python -m api serve`); this process plays frps
+The adapter runs as its own process (`python -m cli serve`); this process plays frps
 (Login then NewProxy per node, over 64 keep-alive connections) and, for the Kubernetes
 backend, serves the Kubernetes API peer (kmock, extended in tests/kube.py). Printed per
 store and N: seconds until every NM is online in the store, plugin requests/s, and API

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.app import create_app
 from api.keys import PLUGINS
-from api.settings import Settings
+from schemas.settings import Settings
 from tests.support import free_port, login, new_proxy, ping
 
 ALLOW = b'{"reject":false,"unchange":true}'
@@ -73,7 +73,7 @@ def serve(kind: str, port: int, store_dir: str) -> None:
         app = web.Application()
         app.router.add_post("/frps/handler", bare_handler)
     else:
-        app = create_app(Settings(store_url=f"sqlite:///{store_dir}/bench.db"))
+        app = create_app(Settings(store=f"sqlite:///{store_dir}/bench.db"))
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -118,11 +118,11 @@ def _millis(out: str, quantile: str) -> float:
 
 async def own_work_per_request(store_dir: str, nodes: int) -> dict[str, float]:
     """Microseconds of the adapter's own work per plugin request: parse, read, decide."""
-    app = create_app(Settings(store_url=f"sqlite:///{store_dir}/own.db"))
+    app = create_app(Settings(store=f"sqlite:///{store_dir}/own.db"))
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup_ctx: store, writer, tracker
     try:
-        endpoint = app[PLUGINS]["default"]
+        endpoint = app[PLUGINS].endpoints["default"]
         results = {}
         for op in OPS:
             raws = [json.dumps(body(op, i)).encode() for i in range(nodes)]

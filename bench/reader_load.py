@@ -2,7 +2,7 @@
 
     python bench/reader_load.py [--nodes 5000 50000] [--readers 32 64] [--seconds 8]
 
-N nodes are stored in SQLite before the adapter (`python -m api serve`, pinned to core 0)
+N nodes are stored in SQLite before the adapter (`python -m cli serve`, pinned to core 0)
 starts. R clients (one process, core 1) each page through `GET /api/v1/nodes` (default
 page, following `continue`) in a loop, while this process sends a plugin Ping every
 10 ms on a keep-alive connection, as frps does, and a real frpc 0.65 logs in through a
@@ -150,7 +150,7 @@ async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
         try:
             processes.start(
                 "adapter",
-                ["taskset", "-c", "0", sys.executable, "-m", "api", "serve"],
+                ["taskset", "-c", "0", sys.executable, "-m", "cli", "serve"],
                 env={
                     **os.environ,
                     "PYTHONPATH": str(ROOT),

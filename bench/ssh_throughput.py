@@ -3,7 +3,7 @@
     python bench/ssh_throughput.py [--megabytes 100] [--keystrokes 300] [--sessions 100]
 
 One real OpenSSH sshd on 127.0.0.1; three ways to a shell on it, each on a PTY:
-(a) the adapter's versioned WebSocket (`python -m api serve`, the node registered at
+(a) the adapter's versioned WebSocket (`python -m cli serve`, the node registered at
 sshd's port), (b) webssh (`wssh`, tornado + paramiko), (c) OpenSSH's `ssh -tt`.
 Printed per path: MB/s of a `cat` of a file of printable text, keystroke echo latency
 (p50, p99), and, for the two web shells, server memory per idle shell session (one,

@@ -11,12 +11,10 @@ counts as such a resume, since stored heartbeats are as old as the adapter's abs
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
+from nodes.clock import Clock
 from nodes.registry import NodeRegistry
 
 logger = logging.getLogger(__name__)
@@ -24,9 +22,15 @@ logger = logging.getLogger(__name__)
 
 class HeartbeatExpiry:
     def __init__(
-        self, registry: NodeRegistry, *, timeout: float, leading: Callable[[], bool]
+        self,
+        registry: NodeRegistry,
+        *,
+        timeout: float,
+        leading: Callable[[], bool],
+        clock: Clock,
     ) -> None:
         self._registry = registry
+        self._clock = clock
         self._timeout = timeout
         self._leading = leading
         self._period = max(timeout / 3, 0.05)
@@ -34,11 +38,12 @@ class HeartbeatExpiry:
 
     async def run(self) -> None:
         """Judge every period, on the leader only: a replica hears only some of the Pings."""
-        wall, awake = time.time(), time.monotonic()
+        clock = self._clock
+        wall, awake = clock.now().timestamp(), clock.monotonic()
         judge_from = awake + self._period
         while True:
-            await asyncio.sleep(self._period)
-            now_wall, now = time.time(), time.monotonic()
+            await clock.sleep(self._period)
+            now_wall, now = clock.now().timestamp(), clock.monotonic()
             late = now - awake - self._period
             jump = (now_wall - wall) - (now - awake)
             if late > self._period / 2 or abs(jump) > self._period / 2:
@@ -52,4 +57,4 @@ class HeartbeatExpiry:
                 judge_from = now + self._period
             wall, awake = now_wall, now
             if now >= judge_from and self._leading():
-                self._registry.expire_heartbeats(datetime.now(UTC), self._timeout)
+                self._registry.expire_heartbeats(clock.now(), self._timeout)

@@ -1,8 +1,9 @@
 """Every node's current state, in memory, and the one function that changes it.
 
-Whatever decides a node's status (frps events, the REST API, later the reconciler) calls
-`NodeRegistry.transition`; nothing else writes node status. It answers from memory and
-hands the result to the writer, so callers on frps's login path never wait on the store.
+Whatever decides a node's status (frps events, reconciliation with frps, heartbeat
+expiry, the REST API) calls `NodeRegistry.transition`; nothing else writes node status.
+It answers from memory and hands the result to the writer, so callers on frps's login path
+never wait on the store.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nodes.model import (
     state_from_nm,
     unique_id_of,
 )
-from nodes.store import NodeStore
+from nodes.store import NodeStore, StoreError
 from nodes.writer import NodeWriter
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 NAMED_BY_USER = "ReconciledByUser"
 # Stored nodes are read into memory this many at a time, yielding to the plugin in between.
 _LOAD_CHUNK = 100
+_LOAD_RETRY_SECONDS = 2.0
 
 
 class NodeRegistry:
@@ -222,9 +224,17 @@ class NodeRegistry:
             del self._by_proxy[key]
 
     async def load(self, store: NodeStore) -> int:
-        """Seed memory from the store; nodes already changed by events since start-up win."""
+        """Seed memory from the store, retrying until it can be read; nodes already changed
+        by events since start-up win. The number of stored nodes taken."""
+        while True:
+            try:
+                objs = await store.list()
+            except StoreError as e:
+                logger.warning("cannot read stored nodes yet, retrying: %s", e)
+                await asyncio.sleep(_LOAD_RETRY_SECONDS)
+                continue
+            break
         loaded = 0
-        objs = await store.list()
         for start in range(0, len(objs), _LOAD_CHUNK):
             for obj in objs[start : start + _LOAD_CHUNK]:
                 try:
@@ -236,6 +246,7 @@ class NodeRegistry:
                     self._put(state)
                     loaded += 1
             await asyncio.sleep(0)
+        logger.info("loaded %d stored node(s)", loaded)
         return loaded
 
 

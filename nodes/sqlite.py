@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from nodes.clock import Clock
 from nodes.model import JsonObject, NodeState, nm_name, render_nm
 from nodes.store import SoleLeader, StoreError, StoreObserver
 
@@ -74,7 +75,7 @@ class SqliteStore:
     def cached(self, name: str) -> None:
         return None
 
-    def leadership(self, identity: str) -> SoleLeader:
+    def leadership(self, identity: str, clock: Clock) -> SoleLeader:
         return SoleLeader()
 
     def reviewer(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from nodes.clock import Clock
 from nodes.model import JsonObject, NodeState, UniqueId
 
 
@@ -17,10 +18,6 @@ class StoreError(Exception):
     def __init__(self, message: str, *, failed: frozenset[UniqueId] | None = None) -> None:
         super().__init__(message)
         self.failed = failed
-
-
-class InvalidStoreUrlError(ValueError):
-    pass
 
 
 class Leadership(Protocol):
@@ -88,45 +85,9 @@ class NodeStore(Protocol):
         """The NM as last stored or seen, without I/O; None where the backend keeps no copy
         in memory (SQLite: this process wrote it, and knows what it wrote)."""
 
-    def leadership(self, identity: str) -> Leadership: ...
+    def leadership(self, identity: str, clock: Clock) -> Leadership: ...
 
     def reviewer(self) -> Reviewer | None:
         """The cluster's reviewer of API tokens, if the store lives in one."""
 
     async def close(self) -> None: ...
-
-
-KUBERNETES = "kubernetes"
-
-
-async def open_store(url: str, *, event_namespace: str, event_min_interval: float) -> NodeStore:
-    """The backend a `FRPA_STORE` value names (see `check_store_url`)."""
-    # Only the named backend is imported: kubernetes_asyncio is heavy and unused on SQLite.
-    if check_store_url(url) == KUBERNETES:
-        from nodes.kubernetes import KubernetesStore, connect  # noqa: PLC0415
-
-        return KubernetesStore(
-            await connect(),
-            event_namespace=event_namespace,
-            event_min_interval=event_min_interval,
-        )
-    from nodes.sqlite import SqliteStore  # noqa: PLC0415
-
-    return SqliteStore(sqlite_path(url))
-
-
-def check_store_url(url: str) -> str:
-    """`kubernetes`, `sqlite:///relative.db` or `sqlite:////absolute.db`; else an error."""
-    if url != KUBERNETES:
-        sqlite_path(url)
-    return url
-
-
-def sqlite_path(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if scheme == "sqlite" and sep and rest.startswith("/") and rest != "/":
-        return rest[1:]
-    raise InvalidStoreUrlError(
-        f"unsupported store {url!r}: use kubernetes, sqlite:///relative/file.db "
-        "or sqlite:////absolute/file.db"
-    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-_USERINFO = re.compile(r"//[^/@\s]*@")
+from schemas.settings import redacted
 
 
 class DashboardError(Exception):
@@ -77,12 +76,6 @@ class FrpsDashboard:
         if not isinstance(body, dict):
             raise DashboardError(f"GET {url}: not a JSON object")
         return body
-
-
-def redacted(text: str) -> str:
-    """`text` with the userinfo of every URL in it removed, to show: secrets never reach a
-    log, an error or a page."""
-    return _USERINFO.sub("//", text)
 
 
 def _proxy_info(body: dict[str, Any]) -> ProxyInfo:

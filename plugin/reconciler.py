@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
+from nodes.clock import Clock
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -30,6 +29,9 @@ from plugin.dashboard import DashboardError, FrpsDashboard, ProxyInfo
 logger = logging.getLogger(__name__)
 
 RECONCILED = "Reconciled"
+# After a node logs in again with its old run_id (frps restarted), the nodes frps served
+# get this long to come back before frps's view decides who is offline.
+RELOGIN_SETTLE_SECONDS = 20.0
 
 
 class FrpsReconciler:
@@ -41,8 +43,10 @@ class FrpsReconciler:
         interval: float,
         frps_address: str,
         leading: Callable[[], bool],
+        clock: Clock,
     ) -> None:
         self._registry = registry
+        self._clock = clock
         self._leading = leading
         self._dashboard = dashboard
         self._interval = interval
@@ -62,7 +66,12 @@ class FrpsReconciler:
         while True:
             if self._leading():
                 await self.reconcile()
-            await asyncio.sleep(self._interval)
+            await self._clock.sleep(self._interval)
+
+    def relogin_seen(self) -> None:
+        """A node logged in again with its old run_id: frps restarted, or the network blipped,
+        and frps sends no CloseProxy for what it lost."""
+        self.reconcile_soon(RELOGIN_SETTLE_SECONDS)
 
     def reconcile_soon(self, delay: float) -> None:
         """One extra reconciliation `delay` seconds from now, however often asked meanwhile."""
@@ -75,7 +84,7 @@ class FrpsReconciler:
             await asyncio.gather(self._soon, return_exceptions=True)
 
     async def _reconcile_after(self, delay: float) -> int:
-        await asyncio.sleep(delay)
+        await self._clock.sleep(delay)
         return await self.reconcile() if self._leading() else 0
 
     async def reconcile(self) -> int:
@@ -105,7 +114,7 @@ class FrpsReconciler:
             ):
                 continue
             proxy = proxies.get(state.proxy_name)
-            at = datetime.now(UTC)
+            at = self._clock.now()
             if proxy is not None and proxy.online:
                 port = proxy.remote_port or state.remote_port
                 if state.status == ONLINE and port == state.remote_port:
@@ -139,7 +148,7 @@ class FrpsReconciler:
         proxy up to a node that claims it later.
         """
         found = 0
-        now = time.monotonic()
+        now = self._clock.monotonic()
         unclaimed = {}
         for name, proxy in proxies.items():
             if not proxy.online or self._registry.holder(self._frps_address, name) is not None:
@@ -159,7 +168,7 @@ class FrpsReconciler:
                 uid,
                 NodeChange(
                     reason=reason,
-                    at=datetime.now(UTC),
+                    at=self._clock.now(),
                     status=ONLINE,
                     remote_port=proxy.remote_port,
                     frps_address=self._frps_address,

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
+from nodes.clock import Clock
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -69,10 +68,6 @@ class Ignored:
     why: str
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SshProxyTracker:
     def __init__(
         self,
@@ -82,10 +77,12 @@ class SshProxyTracker:
         unique_id_meta_key: str,
         close_grace_period: float,
         dashboard: FrpsDashboard | None,
+        clock: Clock,
         on_relogin: Callable[[], None] | None = None,
         admission: Admission = Admission(),  # noqa: B008  (frozen: one shared default is fine)
     ) -> None:
         self._registry = registry
+        self._clock = clock
         self._admission = admission
         self._frps_address = frps_address
         self._meta_key = unique_id_meta_key
@@ -145,7 +142,7 @@ class SshProxyTracker:
             # frpc logs in again with its old run_id: its control is gone (frps restarted,
             # or the network blipped), and frps sends no CloseProxy when it restarts.
             self._on_relogin()
-        now = time.monotonic()
+        now = self._clock.monotonic()
         self._logins.pop(uid, None)
         self._logins[uid] = _LoginMemo(
             now, event.client_address, event.version, event.hostname, fresh=not event.run_id
@@ -166,7 +163,7 @@ class SshProxyTracker:
         self._admission.check_ssh_port(self._registry, uid, event.remote_port, self._frps_address)
         self._cancel(self._closing, uid)
         self._cancel(self._port_lookups, uid)
-        self._opened_at[uid] = time.monotonic()
+        self._opened_at[uid] = self._clock.monotonic()
         memo = self._logins.pop(uid, None)
         if memo is not None and memo.fresh:
             self._fresh_sessions.add(uid)
@@ -174,7 +171,7 @@ class SshProxyTracker:
             self._fresh_sessions.discard(uid)
         change = NodeChange(
             reason="NewProxy",
-            at=_now(),
+            at=self._clock.now(),
             status=ONLINE,
             frps_address=self._frps_address,
             remote_port=event.remote_port,
@@ -223,7 +220,7 @@ class SshProxyTracker:
         if (
             uid not in self._fresh_sessions
             and opened_at is not None
-            and time.monotonic() - opened_at < self._grace
+            and self._clock.monotonic() - opened_at < self._grace
         ):
             logger.info("node %s: CloseProxy right after a re-login's NewProxy: stale", uid)
             return True
@@ -233,7 +230,7 @@ class SshProxyTracker:
         uid = self.unique_id(event.user.user, event.user.metas)
         if isinstance(uid, Ignored):
             return uid
-        self._registry.heartbeat(uid, _now(), event.user.run_id)
+        self._registry.heartbeat(uid, self._clock.now(), event.user.run_id)
         self._recover(uid, event.user)
         return None
 
@@ -257,7 +254,7 @@ class SshProxyTracker:
             or uid in self._closing
         ):
             return
-        now = time.monotonic()
+        now = self._clock.monotonic()
         asked = self._recovery_asked.get(uid)
         if asked is not None and now - asked < _RECOVERY_RETRY_SECONDS:
             return
@@ -283,7 +280,7 @@ class SshProxyTracker:
                 continue
             change = NodeChange(
                 reason="Recovered",
-                at=_now(),
+                at=self._clock.now(),
                 status=ONLINE,
                 frps_address=self._frps_address,
                 remote_port=info.remote_port,
@@ -302,7 +299,8 @@ class SshProxyTracker:
             return False
         if holder.reason == NAMED_BY_USER:
             self._registry.transition(
-                holder.unique_id, NodeChange(reason="ClaimedByItsNode", at=_now(), status=OFFLINE)
+                holder.unique_id,
+                NodeChange(reason="ClaimedByItsNode", at=self._clock.now(), status=OFFLINE),
             )
             return False
         logger.warning(
@@ -332,7 +330,7 @@ class SshProxyTracker:
                 info = None
             if info is not None and info.online and info.remote_port:
                 break
-            await asyncio.sleep(_PORT_LOOKUP_DELAY)
+            await self._clock.sleep(_PORT_LOOKUP_DELAY)
         else:
             if failed < _PORT_LOOKUP_ATTEMPTS:
                 logger.warning("node %s: frps has no SSH proxy %s online: not recorded", uid, name)
@@ -345,7 +343,7 @@ class SshProxyTracker:
         self._registry.transition(uid, replace(change, remote_port=info.remote_port))
 
     async def _offline_unless_reopened(self, uid: UniqueId, event: CloseProxy) -> None:
-        await asyncio.sleep(self._grace)
+        await self._clock.sleep(self._grace)
         reason = "CloseProxy"
         name = event.proxy_name
         if self._dashboard is not None:
@@ -355,7 +353,7 @@ class SshProxyTracker:
                 except DashboardError as e:
                     logger.warning("node %s: frps did not confirm CloseProxy: %s", uid, e)
                     if attempt < _CONFIRM_ATTEMPTS:
-                        await asyncio.sleep(_CONFIRM_DELAY)
+                        await self._clock.sleep(_CONFIRM_DELAY)
                     continue
                 if info is None:
                     logger.warning(
@@ -369,7 +367,10 @@ class SshProxyTracker:
             else:
                 reason = "CloseProxyUnconfirmed"
         self._registry.transition(
-            uid, NodeChange(reason=reason, at=_now(), status=OFFLINE, run_id=event.user.run_id)
+            uid,
+            NodeChange(
+                reason=reason, at=self._clock.now(), status=OFFLINE, run_id=event.user.run_id
+            ),
         )
 
     def _spawn(

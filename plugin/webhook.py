@@ -12,6 +12,7 @@ empty one makes frpc believe it logged in and retry in a tight loop).
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -45,6 +46,28 @@ class _UnreadableRequestError(Exception):
         super().__init__(message)
         self.op = op
         self.who = who
+
+
+class FrpsPlugins:
+    """The plugin endpoint of every frps the adapter serves, behind the plugin secret.
+
+    `/frps/<name>/handler[/<secret>]` reaches frps `name`; `/frps/handler[/<secret>]`, the
+    original path, the first. A wrong secret or name is a 404, as for any unknown path.
+    """
+
+    def __init__(self, endpoints: dict[str, PluginEndpoint], *, secret: str) -> None:
+        self.endpoints = endpoints
+        self._secret = secret.encode()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        server = request.match_info.get("server")
+        first = next(iter(self.endpoints.values()))
+        endpoint = self.endpoints.get(server) if server else first
+        given = request.match_info.get("secret", "").encode()
+        if endpoint is None or not hmac.compare_digest(given, self._secret):
+            first.counts["unauthorized", "rejected"] += 1
+            raise web.HTTPNotFound()
+        return await endpoint.handle(request)
 
 
 class PluginEndpoint:

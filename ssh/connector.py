@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,8 +81,11 @@ class SshTarget:
     pinned_key: str
 
 
-def read_client_key(path: str) -> asyncssh.SSHKey:
-    """The private key in `path`; ValueError says why it cannot be used."""
+ClientKey = asyncssh.SSHKey
+
+
+def read_client_key(path: str) -> ClientKey:
+    """The private key in `path` (read at start-up); ValueError says why it cannot be used."""
     try:
         return asyncssh.read_private_key(path)
     except (OSError, asyncssh.KeyImportError) as e:
@@ -95,14 +98,14 @@ class SshConnector:
         registry: NodeRegistry,
         *,
         user: str,
-        key_file: str | None,
+        client_keys: Sequence[ClientKey],
         password: str,
         known_hosts: str | None,
         connect_timeout: float,
     ) -> None:
         self._registry = registry
         self._user = user
-        self._client_keys = [read_client_key(key_file)] if key_file else []
+        self._client_keys = list(client_keys)
         self.shells_active = 0
         self.exec_results: Counter[str] = Counter()
         self._password = password

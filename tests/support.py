@@ -14,7 +14,10 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.settings import Settings
+from api.keys import CLOCK
+from nodes.clock import Clock
+from schemas.settings import Settings
+from tests.clock import FakeClock
 
 
 async def eventually(
@@ -42,9 +45,16 @@ def free_port() -> int:
             return port
 
 
+def clock_of(client: TestClient[web.Request, web.Application]) -> FakeClock:
+    """The fake clock a test app was made with."""
+    clock = client.app[CLOCK]
+    assert isinstance(clock, FakeClock)
+    return clock
+
+
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "store_url": f"sqlite:///{tmp_path / 'frpa.db'}",
+        "store": f"sqlite:///{tmp_path / 'frpa.db'}",
         "frps_address": "203.0.113.7",
         "close_grace_period": 0.1,
         **overrides,
@@ -152,6 +162,8 @@ async def app_with_dashboard(
     aiohttp_client: AiohttpClient,
     aiohttp_server: AiohttpServer,
     dashboard: FakeDashboard,
+    *,
+    clock: Clock | None = None,
     **settings: Any,
 ) -> TestClient[web.Request, web.Application]:
     """The adapter on a temp store, with `dashboard` served as its frps dashboard API."""
@@ -165,7 +177,8 @@ async def app_with_dashboard(
                 frps_api_user="admin",
                 frps_api_password="admin",
                 **settings,
-            )
+            ),
+            clock=clock,
         )
     )
 

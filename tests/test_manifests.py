@@ -10,7 +10,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from api.settings import Settings
+from schemas.settings import Settings
 
 MANIFESTS = Path(__file__).parents[1] / "manifests"
 

@@ -42,7 +42,7 @@ def adapter_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with (directory / "adapter.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "api", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 15

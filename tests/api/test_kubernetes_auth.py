@@ -31,7 +31,7 @@ async def client(
         ("bob", "create", "exec", "nodemaintenances-allowed"),
         ("bob", "create", "shell", None),
     }
-    settings = settings_for(tmp_path, store_url="kubernetes", kubernetes_auth=True)
+    settings = settings_for(tmp_path, store="kubernetes", kubernetes_auth=True)
     return await aiohttp_client(create_app(settings))
 
 

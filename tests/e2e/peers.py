@@ -69,11 +69,11 @@ class Processes:
             )
 
     async def start_adapter(self, port: int, env: dict[str, str], name: str = "adapter") -> None:
-        """`python -m api serve` on 127.0.0.1:`port`, this checkout first on its path."""
+        """`python -m cli serve` on 127.0.0.1:`port`, this checkout first on its path."""
         inherited = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.start(
             name,
-            [sys.executable, "-m", "api", "serve"],
+            [sys.executable, "-m", "cli", "serve"],
             env={
                 **inherited,
                 "PYTHONPATH": str(Path(__file__).parents[2]),

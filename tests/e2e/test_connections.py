@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api.limits import IDLE_CONNECTION_SECONDS, raise_file_limit
+from cli.limits import IDLE_CONNECTION_SECONDS, raise_file_limit
 from tests.e2e.peers import Processes, wait_for_port
 from tests.support import free_port, ping
 
@@ -33,7 +33,7 @@ def enough_files_for_the_crowd() -> None:
 async def start_adapter(processes: Processes, port: int, soft: int, hard: int) -> None:
     processes.start(
         "adapter",
-        ["prlimit", f"--nofile={soft}:{hard}", sys.executable, "-m", "api", "serve"],
+        ["prlimit", f"--nofile={soft}:{hard}", sys.executable, "-m", "cli", "serve"],
         env={
             **os.environ,
             "PYTHONPATH": str(Path(__file__).parents[2]),

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nodes.store import sqlite_path
+from schemas.settings import sqlite_path
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries
 from tests.kube import running_kube
 from tests.support import bearer, eventually, free_port

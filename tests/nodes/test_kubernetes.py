@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from kmock._internal import enums
 
-from nodes import kubernetes
-from nodes.kubernetes import KubernetesStore
+from nodes.backend import open_store
+from nodes.kubernetes import lease
+from nodes.kubernetes.store import KubernetesStore
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
-from nodes.store import StoreError, open_store
+from nodes.store import StoreError
 from nodes.writer import NodeWriter
+from tests.clock import FakeClock
 from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator
 from tests.support import eventually
 
@@ -255,28 +257,32 @@ async def open_replica() -> KubernetesStore:
 
 
 async def test_one_replica_leads_and_another_takes_over_when_it_stops_renewing(
-    kube: NodeMaintenanceEmulator, monkeypatch: pytest.MonkeyPatch
+    kube: NodeMaintenanceEmulator,
 ) -> None:
-    monkeypatch.setattr(kubernetes, "LEASE_SECONDS", 3)
-    monkeypatch.setattr(kubernetes, "_LEASE_RETRY_SECONDS", 0.3)
+    clock = FakeClock()
     first, second = await open_replica(), await open_replica()
-    a, b = first.leadership("replica-a"), second.leadership("replica-b")
+    a, b = first.leadership("replica-a", clock), second.leadership("replica-b", clock)
     gains: list[str] = []
     run_a = asyncio.create_task(a.run(lambda: gains.append("a")))
     try:
-        await eventually(lambda: _true(a.leading), within=5, what="a leads")
+        await clock.settle(run_a)
+        assert a.leading
         run_b = asyncio.create_task(b.run(lambda: gains.append("b")))
         try:
-            await asyncio.sleep(1.5)
+            await clock.settle(run_b)
+            await clock.advance(2 * lease.LEASE_SECONDS)  # a renews; b waits
             assert (a.leading, b.leading) == (True, False)
-            assert kube.lease_holder(kubernetes.LEASE_NAME, "frp-adapter") == "replica-a"
+            assert kube.lease_holder(lease.LEASE_NAME, "frp-adapter") == "replica-a"
             run_a.cancel()  # a dies without releasing: b waits out the lease
             await asyncio.gather(run_a, return_exceptions=True)
-            await eventually(lambda: _true(b.leading), within=10, what="b takes over")
+            await clock.advance(lease.LEASE_SECONDS - lease.RETRY_SECONDS)
+            assert not b.leading  # the lease a renewed last is not over yet
+            await clock.advance(3 * lease.RETRY_SECONDS)
+            assert b.leading
             assert not a.leading  # a stepped down on its own: it could not renew
-            assert kube.lease_holder(kubernetes.LEASE_NAME, "frp-adapter") == "replica-b"
+            assert kube.lease_holder(lease.LEASE_NAME, "frp-adapter") == "replica-b"
             await b.release()
-            assert kube.lease_holder(kubernetes.LEASE_NAME, "frp-adapter") is None
+            assert kube.lease_holder(lease.LEASE_NAME, "frp-adapter") is None
             assert gains == ["a", "b"]
         finally:
             run_b.cancel()

@@ -15,7 +15,7 @@ import pytest
 
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.sqlite import SqliteStore
-from nodes.store import InvalidStoreUrlError, StoreError, check_store_url, sqlite_path
+from nodes.store import StoreError
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -85,18 +85,6 @@ asyncio.run(main())
         rows = db.execute("SELECT body FROM nodemaintenances").fetchall()
     assert len(rows) == 200
     assert all(json.loads(body)["kind"] == "NodeMaintenance" for (body,) in rows)
-
-
-@pytest.mark.parametrize("url", ["sqlite://x.db", "postgres:///x", "sqlite:///", "frpa.db"])
-def test_unsupported_store_urls_are_refused(url: str) -> None:
-    with pytest.raises(InvalidStoreUrlError):
-        check_store_url(url)
-
-
-def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
-    assert check_store_url("kubernetes") == "kubernetes"
-    assert sqlite_path("sqlite:///frpa.db") == "frpa.db"
-    assert sqlite_path("sqlite:////var/lib/frpa.db") == "/var/lib/frpa.db"
 
 
 async def test_one_process_per_file_the_second_learns_who_holds_it(tmp_path: Path) -> None:

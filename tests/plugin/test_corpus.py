@@ -55,5 +55,5 @@ async def test_every_captured_call_is_allowed_and_none_is_unreadable(
     await eventually(every_node_with_its_port, what="every SSH node with its port")
     await client.app[WRITER].drained()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "api" not in r.name]
-    assert set(client.app[PLUGINS]["default"].unhandled) <= {"unidentified", "not_ssh"}
+    assert set(client.app[PLUGINS].endpoints["default"].unhandled) <= {"unidentified", "not_ssh"}
     assert {s.unique_id for s in registry.states()} == expected

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError
 
+from nodes.clock import Clock
 from nodes.registry import NodeRegistry
 from nodes.sqlite import SqliteStore
 from nodes.writer import NodeWriter
@@ -81,6 +82,7 @@ async def endpoint(
         unique_id_meta_key="unique_id",
         close_grace_period=0.1,
         dashboard=None,
+        clock=Clock(),
         admission=admission,
     )
     try:

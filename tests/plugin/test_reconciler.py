@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-import api.app
 from api.app import create_app
 from api.keys import RECONCILERS, REGISTRY, WRITER
-from api.settings import FrpsServer
 from nodes.model import UniqueId
+from plugin.reconciler import RELOGIN_SETTLE_SECONDS
+from schemas.settings import FrpsServer
+from tests.clock import FakeClock
 from tests.support import (
     FakeDashboard,
     app_with_dashboard,
+    clock_of,
     eventually,
     login,
     new_proxy,
@@ -28,6 +28,8 @@ from tests.support import (
 )
 
 Client = TestClient[web.Request, web.Application]
+INTERVAL = settings_for(Path()).reconcile_interval
+TIMEOUT = settings_for(Path()).heartbeat_timeout
 
 
 async def nm(client: Client, uid: str) -> dict[str, Any]:
@@ -90,13 +92,13 @@ async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
     dashboard = FakeDashboard()
     dashboard.proxies = {"n1.ssh": online(16001)}
     client = await app_with_dashboard(
-        tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=0.05
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
     await post(client, new_proxy("n1", "n1", port=16001))
     await confirmed(client, "n1")
     dashboard.broken = True
     dashboard.proxies = {}
-    await asyncio.sleep(0.3)
+    await clock_of(client).advance(2 * INTERVAL)
 
     async def counted() -> bool:
         body = await (await client.get("/readyz")).json()
@@ -112,11 +114,12 @@ async def test_a_node_whose_pings_stop_goes_offline_and_its_next_ping_brings_it_
     tmp_path: Path, aiohttp_client: AiohttpClient
 ) -> None:
     client = await aiohttp_client(
-        create_app(settings_for(tmp_path, heartbeat_timeout=0.3, heartbeat_persist_interval=0))
+        create_app(settings_for(tmp_path, heartbeat_persist_interval=0), clock=FakeClock())
     )
     await post(client, new_proxy("pinger", "pinger"))
     await post(client, new_proxy("quiet", "quiet"))  # frpc without a heartbeat: no Pings
     await post(client, ping("pinger", "pinger"))
+    await clock_of(client).advance(TIMEOUT * 4 / 3)  # judged every third of the timeout
 
     async def expired() -> bool:
         return await status(client, "pinger") == ("offline", "HeartbeatTimeout")
@@ -138,12 +141,13 @@ async def test_a_frpc_whose_only_ping_came_before_its_new_proxy_still_expires(
     last Ping before it. A Ping from an earlier frpc process (another run_id) does not
     make a node without a heartbeat a pinging one."""
     client = await aiohttp_client(
-        create_app(settings_for(tmp_path, heartbeat_timeout=0.3, heartbeat_persist_interval=0))
+        create_app(settings_for(tmp_path, heartbeat_persist_interval=0), clock=FakeClock())
     )
     await post(client, ping("early", "early"))
     await post(client, new_proxy("early", "early"))
     await post(client, ping("restarted", "restarted"))  # run_id r1, then no heartbeat
     await post(client, new_proxy("restarted", "restarted", run_id="r2"))
+    await clock_of(client).advance(TIMEOUT * 4 / 3)
 
     async def expired() -> bool:
         return await status(client, "early") == ("offline", "HeartbeatTimeout")
@@ -156,13 +160,11 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     tmp_path: Path,
     aiohttp_client: AiohttpClient,
     aiohttp_server: AiohttpServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api.app, "RELOGIN_SETTLE_SECONDS", 0.2)
     dashboard = FakeDashboard()
     dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
     client = await app_with_dashboard(
-        tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=3600
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
     await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
     await post(client, new_proxy("n2", "n2", port=16002, run_id="r2"))
@@ -177,6 +179,7 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     relogin["content"]["run_id"] = "r1"
     await post(client, relogin)
     await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
+    await clock_of(client).advance(RELOGIN_SETTLE_SECONDS)  # well within the interval
 
     async def n2_offline() -> bool:
         return await status(client, "n2") == ("offline", "Reconciled")
@@ -227,11 +230,10 @@ async def test_each_frps_reconciles_only_the_nodes_it_served(
     settings = settings_for(
         tmp_path,
         frps_servers=tuple(servers),
-        reconcile_interval=0.05,
         frps_api_user="admin",
         frps_api_password="admin",
     )
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, clock=FakeClock()))
     resp = await client.post("/frps/east/handler", json=new_proxy("n1", "n1", port=16001))
     assert (await resp.json())["reject"] is False
     resp = await client.post("/frps/west/handler", json=new_proxy("n2", "n2", port=16002))
@@ -248,12 +250,8 @@ async def test_each_frps_reconciles_only_the_nodes_it_served(
 
     # west loses n2; east never listed n2 and must not judge it.
     dashboards["west"].proxies = {"n2.ssh": {"status": "offline", "conf": None}}
-
-    async def n2_offline() -> bool:
-        return (await status(client, "n2"))[0] == "offline"
-
-    await eventually(n2_offline, what="west's reconciler sets n2 offline")
-    await asyncio.sleep(0.3)  # several more rounds of both reconcilers
+    await clock_of(client).advance(3 * INTERVAL)  # three rounds of both reconcilers
+    assert (await status(client, "n2"))[0] == "offline"
     assert await status(client, "n1") == ("online", "NewProxy")
     assert sorted(client.app[RECONCILERS].keys()) == ["east", "west"]
 
@@ -264,18 +262,19 @@ async def test_an_unclaimed_user_ssh_proxy_is_the_users_node_until_its_node_clai
     dashboard = FakeDashboard()
     dashboard.proxies = {"n5.ssh": online(16005), "ssh": online(16006)}
     client = await app_with_dashboard(
-        tmp_path, aiohttp_client, aiohttp_server, dashboard, reconcile_interval=0.05
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
-
-    async def named_by_user() -> bool:
-        state = client.app[REGISTRY].get(UniqueId("n5"))
-        return state is not None and (state.status, state.reason) == ("online", "ReconciledByUser")
-
-    await eventually(named_by_user, what="n5.ssh taken as user n5's node")
+    clock = clock_of(client)
+    await eventually(lambda: _ran(client.app[RECONCILERS]["default"].runs))
+    assert client.app[REGISTRY].get(UniqueId("n5")) is None  # not before a whole interval
+    await clock.advance(INTERVAL)
+    state = client.app[REGISTRY].get(UniqueId("n5"))
+    assert state is not None
+    assert (state.status, state.reason) == ("online", "ReconciledByUser")
     assert [s.unique_id for s in client.app[REGISTRY].states()] == ["n5"]  # "ssh": whose?
 
     await post(client, ping("n5", "real5"))  # the frpc names itself by its unique-id meta
     await confirmed(client, "real5")
-    await asyncio.sleep(0.2)  # more reconciliations: the node that claimed it keeps it
+    await clock.advance(INTERVAL)  # another reconciliation: the node that claimed it keeps it
     assert await status(client, "n5") == ("offline", "ClaimedByItsNode")
     assert await status(client, "real5") == ("online", "Recovered")

@@ -18,12 +18,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-import plugin.tracker
 from api.app import create_app
 from api.keys import PLUGINS, WRITER
+from plugin.tracker import (
+    _PORT_LOOKUP_ATTEMPTS,
+    _PORT_LOOKUP_DELAY,
+    _RECOVERY_RETRY_SECONDS,
+    LOGIN_MEMORY_SECONDS,
+)
+from tests.clock import FakeClock
 from tests.support import (
     FakeDashboard,
     app_with_dashboard,
+    clock_of,
     close_proxy,
     eventually,
     login,
@@ -37,6 +44,11 @@ from tests.support import (
 
 Client = TestClient[web.Request, web.Application]
 NM = "nodemaintenances-abc123"
+GRACE = settings_for(Path()).close_grace_period
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 @pytest.fixture
@@ -48,7 +60,7 @@ def dashboard() -> FakeDashboard:
 async def client(
     tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
 ) -> Client:
-    return await aiohttp_client(create_app(settings_for(tmp_path)))
+    return await aiohttp_client(create_app(settings_for(tmp_path), clock=FakeClock()))
 
 
 @pytest.fixture
@@ -58,7 +70,15 @@ async def client_with_dashboard(
     aiohttp_server: AiohttpServer,
     dashboard: FakeDashboard,
 ) -> Client:
-    return await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
+    # Reconciliation runs once, at start-up: these tests are about events.
+    return await app_with_dashboard(
+        tmp_path,
+        aiohttp_client,
+        aiohttp_server,
+        dashboard,
+        clock=FakeClock(),
+        reconcile_interval=86400,
+    )
 
 
 async def send(client: Client, body: object) -> dict[str, Any]:
@@ -126,12 +146,9 @@ async def test_ssh_new_proxy_makes_the_node_online_with_its_port_and_login_detai
     assert obj["status"]["runId"] == "r1"
 
 
-async def test_what_a_login_told_is_forgotten_after_a_while(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(plugin.tracker, "LOGIN_MEMORY_SECONDS", 0.05)
+async def test_what_a_login_told_is_forgotten_after_a_while(client: Client) -> None:
     await allowed(client, login())
-    await asyncio.sleep(0.1)
+    await clock_of(client).advance(LOGIN_MEMORY_SECONDS)
     await allowed(client, login(name="n2", unique_id="def456"))  # prunes the first
     await allowed(client, new_proxy())
     await eventually(becomes(client, "online"))
@@ -149,9 +166,10 @@ async def test_login_alone_stores_nothing(client: Client) -> None:
 async def test_close_proxy_makes_the_node_offline_after_the_grace_period(client: Client) -> None:
     await allowed(client, new_proxy())
     await eventually(becomes(client, "online"))
-    await asyncio.sleep(0.15)  # past the grace period since the NewProxy
+    await clock_of(client).advance(GRACE)  # past the grace period since the NewProxy
     await allowed(client, close_proxy())
     assert status_of(await nm(client)) == "online"
+    await clock_of(client).advance(GRACE)
     await eventually(becomes(client, "offline"))
     obj = await nm(client)
     assert obj is not None
@@ -165,10 +183,10 @@ async def test_close_proxy_makes_the_node_offline_after_the_grace_period(client:
 
 async def test_a_new_proxy_within_the_grace_period_keeps_the_node_online(client: Client) -> None:
     await allowed(client, new_proxy(run_id="r1"))
-    await asyncio.sleep(0.15)
+    await clock_of(client).advance(GRACE)
     await allowed(client, close_proxy(run_id="r1"))
     await allowed(client, new_proxy(run_id="r1", port=16023))
-    await asyncio.sleep(0.3)
+    await clock_of(client).advance(3 * GRACE)
     await settled(client)
     obj = await nm(client)
     assert status_of(obj) == "online"
@@ -190,7 +208,7 @@ async def test_without_a_dashboard_a_close_right_behind_a_relogins_new_proxy_is_
     await allowed(client, relogin("r1"))
     await allowed(client, new_proxy(run_id="r1"))
     await allowed(client, close_proxy(run_id="r1"))  # the replaced control's, late
-    await asyncio.sleep(0.3)
+    await clock_of(client).advance(3 * GRACE)
     await settled(client)
     assert status_of(await nm(client)) == "online"
 
@@ -201,15 +219,16 @@ async def test_without_a_dashboard_a_fresh_frpc_that_leaves_at_once_goes_offline
     await allowed(client, login())  # a new frpc process: no run_id yet
     await allowed(client, new_proxy(run_id="r1"))
     await allowed(client, close_proxy(run_id="r1"))  # within the grace period
-    await eventually(becomes(client, "offline"), within=2, what="offline after the grace")
+    await clock_of(client).advance(GRACE)
+    await eventually(becomes(client, "offline"), what="offline after the grace")
 
 
 async def test_without_a_dashboard_a_close_of_an_earlier_run_is_stale(client: Client) -> None:
     await allowed(client, login())
     await allowed(client, new_proxy(run_id="r2"))
-    await asyncio.sleep(0.15)  # past the grace period: only the run_id can tell
+    await clock_of(client).advance(GRACE)  # past the grace period: only the run_id can tell
     await allowed(client, close_proxy(run_id="r1"))  # the old process's, very late
-    await asyncio.sleep(0.3)
+    await clock_of(client).advance(3 * GRACE)
     await settled(client)
     assert status_of(await nm(client)) == "online"
 
@@ -221,7 +240,7 @@ async def test_a_close_that_frps_contradicts_leaves_the_node_online(
     dashboard.proxies["node1.ssh"] = online(16022)
     await allowed(client, new_proxy(run_id="r1"))
     await allowed(client, close_proxy(run_id="r1"))
-    await asyncio.sleep(0.3)
+    await clock_of(client).advance(3 * GRACE)
     await settled(client)
     assert dashboard.lookups == 2  # the NewProxy's port, the CloseProxy's confirmation
     assert status_of(await nm(client)) == "online"
@@ -236,6 +255,7 @@ async def test_a_close_that_frps_confirms_makes_the_node_offline(
     await eventually(becomes(client, "online"))
     dashboard.proxies["node1.ssh"] = {"status": "offline", "conf": None}
     await allowed(client, close_proxy())
+    await clock_of(client).advance(GRACE)
     await eventually(becomes(client, "offline"))
 
 
@@ -244,9 +264,12 @@ async def test_a_random_remote_port_is_read_from_the_dashboard(
 ) -> None:
     client = client_with_dashboard
     await allowed(client, new_proxy(port=None))
-    await asyncio.sleep(0.3)  # frps binds after the plugin answers: 404 meanwhile
+    await eventually(lambda: _true(dashboard.lookups == 1))
+    await clock_of(client).advance(2.5 * _PORT_LOOKUP_DELAY)  # frps binds after we answer
+    assert dashboard.lookups == 3  # 404 meanwhile
     assert await nm(client) is None
     dashboard.proxies["node1.ssh"] = online(34567)
+    await clock_of(client).advance(_PORT_LOOKUP_DELAY)
     await eventually(becomes(client, "online"))
     obj = await nm(client)
     assert obj is not None
@@ -265,8 +288,9 @@ async def test_an_ssh_proxy_is_recognised_by_its_role_meta_and_by_ssh_unique_id(
 ) -> None:
     await allowed(client, new_proxy(proxy="shell", metas={"role": "ssh"}))
     await eventually(becomes(client, "online"))
-    await asyncio.sleep(0.15)
+    await clock_of(client).advance(GRACE)
     await allowed(client, close_proxy(proxy="shell"))
+    await clock_of(client).advance(GRACE)
     await eventually(becomes(client, "offline"))
     await allowed(client, new_proxy(name="n2", unique_id="def456", proxy="ssh-def456"))
     await eventually(becomes(client, "online", "nodemaintenances-def456"))
@@ -364,7 +388,7 @@ async def test_what_the_adapter_cannot_use_is_allowed_counted_and_logged_once(
     await allowed(client, new_proxy())
     await settled(client)
     before = await nm(client)
-    endpoint = client.app[PLUGINS]["default"]
+    endpoint = client.app[PLUGINS].endpoints["default"]
     for _ in range(3):
         if isinstance(body, bytes):
             resp = await client.post("/frps/handler", data=body)
@@ -383,7 +407,7 @@ async def test_what_the_adapter_cannot_use_is_allowed_counted_and_logged_once(
 @pytest.mark.parametrize("op", ["Login", "NewProxy", "Ping"])
 async def test_metas_null_is_a_frpc_without_metadatas(client: Client, op: str) -> None:
     await allowed(client, metas_null(op))
-    assert client.app[PLUGINS]["default"].unhandled == {}
+    assert client.app[PLUGINS].endpoints["default"].unhandled == {}
 
 
 async def test_a_frpc_without_metadatas_is_identified_by_its_user(client: Client) -> None:
@@ -397,7 +421,7 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_allowed(client
     )
     assert resp.status == 200
     assert await resp.json() == {"reject": False, "unchange": True}
-    assert client.app[PLUGINS]["default"].unhandled["unreadable"] == 1
+    assert client.app[PLUGINS].endpoints["default"].unhandled["unreadable"] == 1
 
 
 def lock_database(tmp_path: Path) -> sqlite3.Connection:
@@ -432,10 +456,9 @@ async def test_the_failure_mode_decides_whether_a_failing_store_rejects_nodes(
 
 
 async def test_forged_calls_change_nothing_frps_does_not_back(
-    client_with_dashboard: Client, dashboard: FakeDashboard, monkeypatch: pytest.MonkeyPatch
+    client_with_dashboard: Client, dashboard: FakeDashboard
 ) -> None:
     """Without a plugin secret anyone may post plugin calls; frps's dashboard is the truth."""
-    monkeypatch.setattr(plugin.tracker, "_PORT_LOOKUP_DELAY", 0.01)
     client = client_with_dashboard
     dashboard.proxies["node1.ssh"] = online(16022)
     await allowed(client, new_proxy())
@@ -451,7 +474,8 @@ async def test_forged_calls_change_nothing_frps_does_not_back(
     thief["content"]["proxy_name"] = "node1.ssh"
     await allowed(client, thief)
     await allowed(client, new_proxy("ghost", "ghost", port=16099))
-    await asyncio.sleep(0.6)
+    # Every port lookup runs out; every close is judged.
+    await clock_of(client).advance(_PORT_LOOKUP_ATTEMPTS * _PORT_LOOKUP_DELAY + GRACE)
     await settled(client)
     assert await nm(client) == before
     assert await nm(client, "nodemaintenances-evil") is None
@@ -463,9 +487,7 @@ async def test_a_sign_of_life_from_a_node_not_held_online_asks_frps_and_recovers
     client_with_dashboard: Client,
     dashboard: FakeDashboard,
     sign: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(plugin.tracker, "_RECOVERY_RETRY_SECONDS", 0.3)
     client = client_with_dashboard
     bodies = {
         "Ping": ping(),
@@ -473,15 +495,15 @@ async def test_a_sign_of_life_from_a_node_not_held_online_asks_frps_and_recovers
         "an http NewProxy": new_proxy(proxy="web", proxy_type="http", port=None),
     }
     await allowed(client, bodies[sign])  # frps does not have its SSH proxy: nothing
-    await asyncio.sleep(0.1)
+    await eventually(lambda: _true(dashboard.lookups == 2))  # node1.ssh, node1.ssh-abc123
+    await settled(client)
     assert await nm(client) is None
     lookups = dashboard.lookups
-    assert lookups == 2  # node1.ssh, node1.ssh-abc123
     await allowed(client, bodies[sign])
     assert dashboard.lookups == lookups  # not asked again so soon
 
     dashboard.proxies["node1.ssh-abc123"] = online(16030)
-    await asyncio.sleep(0.3)
+    await clock_of(client).advance(_RECOVERY_RETRY_SECONDS)
     await allowed(client, bodies[sign])
     await eventually(becomes(client, "online"), what="recovered from frps's view")
     obj = await nm(client)

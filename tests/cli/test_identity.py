@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
+from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
 
 
 def test_the_unique_id_is_the_original_frpc_forks() -> None:

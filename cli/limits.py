@@ -14,7 +14,10 @@ import asyncio
 import logging
 import resource
 import time
+from collections.abc import AsyncIterator
 from typing import Any
+
+from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +62,14 @@ class AcceptErrors:
             IDLE_CONNECTION_SECONDS,
         )
         self._said_at, self._unsaid = now, 0
+
+
+async def accept_errors(app: web.Application) -> AsyncIterator[None]:
+    """While the app runs, accept errors go to `AcceptErrors`."""
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    loop.set_exception_handler(AcceptErrors())
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(before)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -15,13 +14,15 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from api import client
 from api.app import create_app
-from api.limits import IDLE_CONNECTION_SECONDS, raise_file_limit
-from api.settings import SettingsError, add_arguments, load_settings
-from nodes.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
+from cli import client
+from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
+from cli.limits import IDLE_CONNECTION_SECONDS, accept_errors, raise_file_limit
+from cli.logs import setup_logging
 from nodes.store import StoreError
+from schemas.settings import Settings, SettingsError, add_arguments, load_settings
 
+logger = logging.getLogger(__name__)
 _COMMANDS = ("serve", "unique-id", "frps-config", "ssh", "exec")
 
 
@@ -74,24 +75,6 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line, with a state transition's fields as keys of their own."""
-
-    FIELDS = ("node", "from", "to", "reason", "run_id")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            **{key: getattr(record, key) for key in self.FIELDS if hasattr(record, key)},
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
 def _print_unique_id() -> int:
     try:
         print(unique_id_from_macs(physical_macs()))
@@ -110,14 +93,14 @@ def _print_frps_config(args: argparse.Namespace) -> int:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 2
     secret = secrets.token_urlsafe(24)
-    host = settings.host or socket.gethostname()
+    host = settings.address[0] or socket.gethostname()
     print(f"# Start the adapter with FRPA_PLUGIN_SECRET={secret}, and give frps:")
     servers = settings.servers()
     for server in servers:
         path = "/frps/handler" if len(servers) == 1 else f"/frps/{server.name}/handler"
         print(
             f'\n# frps {server.name}\n[[httpPlugins]]\nname = "frp-adapter"\n'
-            f'addr = "{host}:{settings.port}"\npath = "{path}/{secret}"\n'
+            f'addr = "{host}:{settings.address[1]}"\npath = "{path}/{secret}"\n'
             'ops = ["Login", "NewProxy", "CloseProxy"]'
         )
     return 0
@@ -126,25 +109,19 @@ def _print_frps_config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args, os.environ)
+        app = create_app(settings)
     except SettingsError as e:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonLogFormatter()
-        if settings.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=settings.log_level, handlers=[handler])
-    if settings.log_level != "DEBUG":
-        # asyncssh logs every connection and channel at INFO: one exec is a dozen lines.
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    logging.getLogger(__name__).info("open files limit: %d", raise_file_limit())
+    setup_logging(settings)
+    logger.info("open files limit: %d", raise_file_limit())
+    _say_what_is_open(settings)
+    app.cleanup_ctx.insert(0, accept_errors)
     try:
         web.run_app(
-            create_app(settings),
-            host=settings.host or None,
-            port=settings.port,
+            app,
+            host=settings.address[0] or None,
+            port=settings.address[1],
             keepalive_timeout=IDLE_CONNECTION_SECONDS,
             shutdown_timeout=settings.shutdown_timeout,
             access_log=None,
@@ -154,3 +131,29 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say_what_is_open(settings: Settings) -> None:
+    if settings.insecure_no_auth:
+        logger.warning(
+            "FRPA_INSECURE_NO_AUTH=1: anyone who reaches this port can open shells and run "
+            "commands on every node, and change every node's state"
+        )
+    elif not settings.api_tokens_file and not settings.kubernetes_auth:
+        logger.warning(
+            "no FRPA_API_TOKENS_FILE: node reads and writes are open to anyone who reaches "
+            "this port; shell and exec are disabled"
+        )
+    if not settings.plugin_secret:
+        logger.warning(
+            "no FRPA_PLUGIN_SECRET: anyone who reaches this port can send plugin calls as "
+            "if from frps (`frp-adapter frps-config` prints a plugin block with a secret)"
+        )
+    for server in settings.servers():
+        if server.api is None:
+            logger.warning(
+                "frps %s has no dashboard configured: remote ports frps picks at random stay "
+                "unknown, nothing missed while the adapter was down is corrected, and a "
+                "CloseProxy is judged by its run_id and session alone",
+                server.name,
+            )

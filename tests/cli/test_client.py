@@ -21,7 +21,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from api.app import create_app
-from api.settings import Settings
+from schemas.settings import Settings
 from tests.sshd import Sshd, running_sshd
 from tests.support import TOKENS, bearer, settings_for, tokens_file
 
@@ -59,7 +59,7 @@ async def cli(*args: str, token: str = TOKENS["operator"]) -> tuple[int, str, st
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "api",
+        "cli",
         *args,
         env={**os.environ, "FRPA_TOKEN": token},
         stdout=asyncio.subprocess.PIPE,
@@ -95,7 +95,7 @@ async def test_ssh_drives_a_remote_shell_from_a_terminal(url: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "api",
+        "cli",
         "ssh",
         "--url",
         url,

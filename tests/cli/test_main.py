@@ -15,7 +15,7 @@ from tests.support import free_port, new_proxy
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -27,18 +27,18 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--address", "nowhere"], {}, "FRP_ADAPTER_ADDRESS must be host:port"),
-        ([], {"FRP_ADAPTER_ADDRESS": ":99999"}, "FRP_ADAPTER_ADDRESS must be host:port"),
-        (["serve", "--store", "mysql://x"], {}, "FRPA_STORE: unsupported store"),
-        ([], {"FRP_SERVER_API": "frps:7500"}, "FRP_SERVER_API must be an http(s) URL"),
-        (["--close-grace-period", "soon"], {}, "FRPA_CLOSE_GRACE_PERIOD must be seconds"),
+        (["--address", "nowhere"], {}, "--address: must be host:port"),
+        ([], {"FRP_ADAPTER_ADDRESS": ":99999"}, "FRP_ADAPTER_ADDRESS: must be host:port"),
+        (["serve", "--store", "mysql://x"], {}, "--store: must be kubernetes, sqlite:///"),
+        ([], {"FRP_SERVER_API": "frps:7500"}, "FRP_SERVER_API: must be an http(s) URL"),
+        (["--close-grace-period", "soon"], {}, "--close-grace-period: must be seconds"),
         ([], {"FRPA_PLUGIN_FAILURE_MODE": "maybe"}, "must be open or closed"),
-        (["--log-level", "loud"], {}, "FRPA_LOG_LEVEL must be"),
-        ([], {"FRPA_LOG_FORMAT": "xml"}, "FRPA_LOG_FORMAT must be text or json"),
+        (["--log-level", "loud"], {}, "--log-level: must be"),
+        ([], {"FRPA_LOG_FORMAT": "xml"}, "FRPA_LOG_FORMAT: must be text or json"),
         ([], {"FRPA_SSH_KEY_FILE": "/nonexistent"}, "FRPA_SSH_KEY_FILE: cannot use"),
         (["--ssh-key-file", "/etc/hostname"], {}, "as an SSH private key: Invalid private key"),
-        ([], {"FRPA_SSH_KNOWN_HOSTS": "/nonexistent"}, "FRPA_SSH_KNOWN_HOSTS: cannot read"),
-        (["--exec-output-limit", "0"], {}, "FRPA_EXEC_OUTPUT_LIMIT must be from 1 to 1073741824"),
+        ([], {"FRPA_SSH_KNOWN_HOSTS": "/nonexistent"}, "FRPA_SSH_KNOWN_HOSTS: [Errno 2]"),
+        (["--exec-output-limit", "0"], {}, "--exec-output-limit: must be from 1 to 1073741824"),
         (
             ["--frps-servers", "a=1.2.3.4", "--frps-address", "5.6.7.8"],
             {},
@@ -46,6 +46,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ),
         ([], {"FRPA_FRPS_SERVERS": "a=1.2.3.4,a=5.6.7.8"}, "names must differ"),
         ([], {"FRPA_FRPS_SERVERS": "A_B=1.2.3.4"}, "is not name=address"),
+        ([], {"FRPA_API_TOKENS_FILE": "/nonexistent"}, "FRPA_API_TOKENS_FILE: cannot read"),
+        ([], {"FRPA_AUDIT_LOG": "/nonexistent/audit.log"}, "FRPA_AUDIT_LOG: [Errno 2]"),
+        ([], {"FRPA_SHELL_RECORDINGS": "/nonexistent"}, "is not a writable directory"),
     ],
 )
 def test_invalid_settings_exit_2_with_one_clear_line(
@@ -98,7 +101,7 @@ async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path:
 def test_frps_config_prints_a_plugin_block_on_a_fresh_secret_path() -> None:
     def run() -> str:
         return subprocess.run(
-            [sys.executable, "-m", "api", "frps-config", "--address", "10.0.0.5:9000"],
+            [sys.executable, "-m", "cli", "frps-config", "--address", "10.0.0.5:9000"],
             capture_output=True,
             text=True,
             check=True,

@@ -1,0 +1,41 @@
+"""Probes: `/healthz` (the process answers) and `/readyz` (the store can keep writes)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.keys import LEADERSHIP, LOADED, RECONCILERS, STORE, WRITER
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready while the plugin path answers, which needs no store, and the store can keep
+    what it is given: a deleted or unwritable SQLite file fails readiness (503)."""
+    writer = request.app[WRITER]
+    problem = request.app[STORE].problem()
+    frps = {
+        name: {
+            "reconciliations": reconciler.runs,
+            "corrections": reconciler.corrections,
+            "failures": reconciler.failures,
+            "last_error": reconciler.last_error,
+        }
+        for name, reconciler in request.app[RECONCILERS].items()
+    }
+    return web.json_response(
+        {
+            "status": "not ready" if problem else "ready",
+            "leading": request.app[LEADERSHIP].leading,
+            "store": {
+                "loaded": request.app[LOADED].done(),
+                "failing": writer.failing,
+                "backlog": writer.backlog,
+                "problem": problem,
+            },
+            "frps": frps,
+        },
+        status=503 if problem else 200,
+    )

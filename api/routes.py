@@ -1,0 +1,260 @@
+"""Every route, declared once: method, path, handler, access rule, schemas and answers.
+
+The router, the access check (`api.auth`) and `/api/v1/openapi.json` (`api.openapi`) are
+all built from `ROUTES`, so a route cannot exist without its rule or its document entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from marshmallow import Schema
+
+from api import health, metrics, openapi, original, shell, v1
+from api.auth import OPEN, Role, Rule
+from api.keys import PLUGINS
+from schemas.rest import (
+    BatchExecSchema,
+    ExecSchema,
+    FrpCreateSchema,
+    FrpUpdateSchema,
+    NodeListQuerySchema,
+    OriginalExecSchema,
+    ShellQuerySchema,
+)
+
+BodyType = Literal["application/json", "application/x-www-form-urlencoded"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    access: Rule
+    summary: str
+    answers: Mapping[int, str]  # status -> what it means; the first is success
+    query: type[Schema] | None = None
+    body: tuple[BodyType, type[Schema]] | None = None
+
+
+async def _plugin(request: web.Request) -> web.StreamResponse:
+    return await request.app[PLUGINS].handle(request)
+
+
+_READ = Rule(Role.READ, "get")
+_DENIED = {401: "no valid bearer token", 403: "not allowed to this caller"}
+_INVALID = {400: "invalid input", **_DENIED}
+_UNKNOWN = {**_INVALID, 404: "no such node"}
+_NOT_READ = {503: "the node store is not read yet"}
+_NOT_STORED = {503: "the store did not confirm the change in time (it stays queued)"}
+_SSH = {
+    **_UNKNOWN,
+    409: "node offline",
+    502: "the node's sshd cannot be reached or is not trusted",
+    503: "shell and exec are disabled, or SSH is not configured",
+}
+_WEBSOCKET = {101: "a WebSocket shell (see README.md)", **_SSH, 429: "too many shells"}
+_FORM: BodyType = "application/x-www-form-urlencoded"
+_JSON: BodyType = "application/json"
+
+ROUTES: tuple[Route, ...] = (
+    # Open: probes, metrics, this document, and frps (it can send no header: the plugin
+    # secret, when set, is a path segment; the first frps also answers at the original path).
+    Route(
+        method="GET",
+        path="/",
+        handler=original.home,
+        access=OPEN,
+        summary="the original's greeting",
+        answers={200: "it is running"},
+    ),
+    Route(
+        method="GET",
+        path="/healthz",
+        handler=health.healthz,
+        access=OPEN,
+        summary="liveness",
+        answers={200: "alive"},
+    ),
+    Route(
+        method="GET",
+        path="/readyz",
+        handler=health.readyz,
+        access=OPEN,
+        summary="readiness, with the state of the store and of each frps's reconciliation",
+        answers={200: "ready", 503: "the store cannot keep writes"},
+    ),
+    Route(
+        method="GET",
+        path="/metrics",
+        handler=metrics.serve,
+        access=OPEN,
+        summary="Prometheus metrics (404 when served on FRPA_METRICS_ADDRESS instead)",
+        answers={200: "metrics", 404: "served on FRPA_METRICS_ADDRESS"},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/openapi.json",
+        handler=openapi.serve,
+        access=OPEN,
+        summary="this document",
+        answers={200: "the OpenAPI document"},
+    ),
+    *(
+        Route(
+            method="POST",
+            path=path,
+            handler=_plugin,
+            access=OPEN,
+            summary="the frps server-plugin endpoint: always 200, `reject` or `unchange`",
+            answers={200: "the plugin's answer", 404: "unknown frps or wrong secret"},
+        )
+        for path in (
+            "/frps/handler",
+            "/frps/handler/{secret}",
+            "/frps/{server}/handler",
+            "/frps/{server}/handler/{secret}",
+        )
+    ),
+    # Read.
+    Route(
+        method="GET",
+        path="/frp_fetch/{nm_name}",
+        handler=original.frp_fetch,
+        access=_READ,
+        summary="the original: where to dial a node, and its status",
+        answers={200: "found", **_UNKNOWN, **_NOT_READ},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/nodes",
+        handler=v1.list_nodes,
+        access=Rule(Role.READ, "list"),
+        summary="NodeMaintenances a page at a time, in name order, optionally by status",
+        query=NodeListQuerySchema,
+        answers={200: "a page of nodes", **_INVALID, **_NOT_READ},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/nodes/{nm_name}",
+        handler=v1.get_node,
+        access=_READ,
+        summary="one NodeMaintenance",
+        answers={200: "found", **_UNKNOWN, **_NOT_READ},
+    ),
+    # Operate: shells and commands.
+    Route(
+        method="GET",
+        path="/reverse_proxy/{nm_name}",
+        handler=shell.original_shell,
+        access=Rule(Role.OPERATOR, "create", "shell"),
+        summary="the original's WebSocket shell: output as text frames",
+        query=ShellQuerySchema,
+        answers=_WEBSOCKET,
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/nodes/{nm_name}/shell",
+        handler=shell.shell,
+        access=Rule(Role.OPERATOR, "create", "shell"),
+        summary="WebSocket shell for xterm.js's attach addon: output as binary frames",
+        query=ShellQuerySchema,
+        answers=_WEBSOCKET,
+    ),
+    Route(
+        method="POST",
+        path="/reverse_proxy_shell",
+        handler=original.reverse_proxy_shell,
+        access=Rule(Role.OPERATOR, "create", "exec"),
+        summary="the original's exec, node in the form",
+        body=(_FORM, OriginalExecSchema),
+        answers={200: "the command exited 0", **_SSH},
+    ),
+    Route(
+        method="POST",
+        path="/reverse_shell_command/{nm_name}",
+        handler=original.reverse_shell_command,
+        access=Rule(Role.OPERATOR, "create", "exec"),
+        summary="the original's exec, node in the path",
+        body=(_FORM, OriginalExecSchema),
+        answers={200: "the command exited 0", **_SSH},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/nodes/{nm_name}/exec",
+        handler=v1.exec_node,
+        access=Rule(Role.OPERATOR, "create", "exec"),
+        summary="run a command on a node",
+        body=(_JSON, ExecSchema),
+        answers={200: "the command ran", **_SSH},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/exec",
+        handler=v1.exec_batch,
+        access=Rule(Role.OPERATOR, "create", "exec"),
+        summary="run a command on many nodes; one NDJSON line per node",
+        body=(_JSON, BatchExecSchema),
+        answers={200: "NDJSON results", **_SSH},
+    ),
+    # Administer.
+    Route(
+        method="POST",
+        path="/frp_create",
+        handler=original.frp_create,
+        access=Rule(Role.ADMIN, "create"),
+        summary="the original: create a node, or mark it online",
+        body=(_FORM, FrpCreateSchema),
+        answers={200: "stored", **_INVALID, **_NOT_STORED},
+    ),
+    Route(
+        method="PUT",
+        path="/frp_update",
+        handler=original.frp_update,
+        access=Rule(Role.ADMIN, "update"),
+        summary="the original: update a node",
+        body=(_FORM, FrpUpdateSchema),
+        answers={200: "stored", **_INVALID, **_NOT_STORED},
+    ),
+    Route(
+        method="PUT",
+        path="/nm_useless",
+        handler=original.nm_useless,
+        access=Rule(Role.ADMIN, "update"),
+        summary="the original: mark every node offline",
+        answers={200: "stored", **_DENIED, **_NOT_STORED},
+    ),
+    Route(
+        method="DELETE",
+        path="/api/v1/nodes/{nm_name}/host-key",
+        handler=v1.unpin_host_key,
+        access=Rule(Role.ADMIN, "update", "status"),
+        summary="forget the node's pinned sshd host key",
+        answers={200: "unpinned", **_UNKNOWN},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/nodes/{nm_name}/frpc-token",
+        handler=v1.issue_frpc_token,
+        access=Rule(Role.ADMIN, "update", "status"),
+        summary="issue the node's own frpc token (shown once)",
+        answers={200: "the new token", **_INVALID, **_NOT_STORED},
+    ),
+)
+
+
+def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:
+    for route in routes:
+        if route.method == "GET":  # and HEAD
+            app.router.add_get(route.path, route.handler)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
+
+
+def rules(routes: tuple[Route, ...] = ROUTES) -> dict[tuple[str, str], Rule]:
+    return {(route.method, route.path): route.access for route in routes}

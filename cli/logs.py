@@ -1,0 +1,39 @@
+"""Process logging: text lines, or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from schemas.settings import Settings
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, with a state transition's fields as keys of their own."""
+
+    FIELDS = ("node", "from", "to", "reason", "run_id")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{key: getattr(record, key) for key in self.FIELDS if hasattr(record, key)},
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLogFormatter()
+        if settings.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
+    if settings.log_level != "DEBUG":
+        # asyncssh logs every connection and channel at INFO: one exec is a dozen lines.
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)

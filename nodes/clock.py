@@ -1,0 +1,24 @@
+"""Time as the parts that judge nodes read it: one object, so tests can move it by hand.
+
+The tracker, heartbeat expiry, reconciliation and leader election take a `Clock`; none of
+them reads `time` or sleeps on the event loop directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+
+class Clock:
+    def monotonic(self) -> float:
+        """Seconds for measuring intervals; never goes back."""
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        """The wall clock, for timestamps that are stored and shown."""
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -1,0 +1,81 @@
+"""A Kubernetes Event per online/offline change of a node, for `kubectl describe`; at most
+one per node per interval, so a flapping node does not flood the namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+from kubernetes_asyncio import client
+
+from nodes.kubernetes.cache import REQUEST_TIMEOUT
+from nodes.kubernetes.errors import ApiError, api_errors
+from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId
+
+logger = logging.getLogger(__name__)
+
+
+class TransitionEvents:
+    def __init__(self, core: client.CoreV1Api, *, namespace: str, min_interval: float) -> None:
+        self._core = core
+        self._namespace = namespace
+        self._min_interval = min_interval
+        self._last: dict[UniqueId, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def record(self, state: NodeState, obj: JsonObject, before: JsonObject) -> None:
+        """Post an Event if `state` changes the status `before` had (in the background)."""
+        services = before.get("services") or [{}]
+        if services[0].get("status") == state.status:
+            return
+        now = time.monotonic()
+        last = self._last.get(state.unique_id)
+        if last is not None and now - last < self._min_interval:
+            return
+        self._last[state.unique_id] = now
+        online = state.status == "online"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        name = obj["metadata"]["name"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}"},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": name,
+                "uid": obj["metadata"].get("uid", ""),
+            },
+            "reason": "FrpConnected" if online else "FrpDisconnected",
+            "message": f"node {state.unique_id} is {state.status} ({state.reason})",
+            "type": "Normal" if online else "Warning",
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": "frp-adapter"},
+        }
+        task = asyncio.create_task(self._post(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _post(self, event: JsonObject) -> None:
+        name = event["involvedObject"]["name"]
+        try:
+            with api_errors(f"event for {name} not recorded"):
+                # The client serialises a plain dict as it is, like the custom objects.
+                await self._core.create_namespaced_event(
+                    self._namespace,
+                    event,  # type: ignore[arg-type]
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except ApiError as e:
+            # Events are a convenience for `kubectl describe`; the NM's status is the record.
+            logger.warning("%s", e)

@@ -1,0 +1,83 @@
+"""`KubernetesStore`: the NodeStore of NMs in a cluster, composed of the watch cache, the
+writes and their Events, and the factories of leader election and access reviews."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from nodes.clock import Clock
+from nodes.kubernetes.cache import NodeCache
+from nodes.kubernetes.events import TransitionEvents
+from nodes.kubernetes.lease import LeaseLeadership
+from nodes.kubernetes.reviews import KubernetesReviewer
+from nodes.kubernetes.writes import NodeWrites
+from nodes.model import JsonObject, NodeState
+from nodes.store import StoreError, StoreObserver
+
+
+async def connect() -> client.ApiClient:
+    """In-cluster config first, else the kubeconfig (`KUBECONFIG` or ~/.kube/config)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except ConfigException:
+        try:
+            # Read KUBECONFIG now: the library reads it once, when it is imported.
+            await config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
+        except (ConfigException, OSError) as e:
+            raise StoreError(f"no in-cluster config and no usable kubeconfig: {e}") from e
+    return client.ApiClient(configuration)
+
+
+class KubernetesStore:
+    def __init__(
+        self, api: client.ApiClient, *, event_namespace: str, event_min_interval: float
+    ) -> None:
+        self._api = api
+        self._namespace = event_namespace
+        objects = client.CustomObjectsApi(api)
+        self._cache = NodeCache(objects)
+        self._events = TransitionEvents(
+            client.CoreV1Api(api), namespace=event_namespace, min_interval=event_min_interval
+        )
+        self._writes = NodeWrites(objects, self._cache, self._events)
+        self._watcher = asyncio.create_task(self._cache.watch_forever(), name="nm-watch")
+
+    def subscribe(self, observer: StoreObserver) -> None:
+        self._cache.subscribe(observer)
+
+    def cached(self, name: str) -> JsonObject | None:
+        return self._cache.objects.get(name)
+
+    def problem(self) -> None:
+        """A failing API server shows as failing writes, which are retried: nothing lost."""
+
+    def leadership(self, identity: str, clock: Clock) -> LeaseLeadership:
+        return LeaseLeadership(self._api, namespace=self._namespace, identity=identity, clock=clock)
+
+    def reviewer(self) -> KubernetesReviewer:
+        return KubernetesReviewer(self._api)
+
+    async def get(self, name: str) -> JsonObject | None:
+        if self._cache.synced.is_set():
+            return self._cache.objects.get(name)
+        return await self._cache.fetch(name)
+
+    async def list(self) -> list[JsonObject]:
+        return await self._cache.list()
+
+    async def apply(self, states: Sequence[NodeState]) -> None:
+        await self._writes.apply(states)
+
+    async def close(self) -> None:
+        self._watcher.cancel()
+        await asyncio.gather(self._watcher, return_exceptions=True)
+        await self._events.close()
+        await self._api.close()

@@ -1,0 +1,114 @@
+"""Writing nodes' NMs: a read-modify-write against the cached object, guarded by its
+resourceVersion. A 409 Conflict re-reads the object and tries again, a bounded number of
+times. A new NM costs two writes (create, then its status: the status subresource ignores
+status on create); a status change costs one merge-patch of `/status`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from kubernetes_asyncio import client
+
+from nodes.kubernetes.cache import PLURAL, REQUEST_TIMEOUT, NodeCache
+from nodes.kubernetes.errors import ApiError, api_errors
+from nodes.kubernetes.events import TransitionEvents
+from nodes.model import GROUP, VERSION, JsonObject, NodeState, nm_name, render_nm
+from nodes.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+_CONFLICT_ATTEMPTS = 5
+_CONCURRENT_WRITES = 64
+
+
+class NodeWrites:
+    def __init__(
+        self, objects: client.CustomObjectsApi, cache: NodeCache, events: TransitionEvents
+    ) -> None:
+        self._objects = objects
+        self._cache = cache
+        self._events = events
+        self._writes = asyncio.Semaphore(_CONCURRENT_WRITES)
+
+    async def apply(self, states: Sequence[NodeState]) -> None:
+        results = await asyncio.gather(*(self._apply_one(s) for s in states))
+        failed = {s.unique_id: error for s, error in zip(states, results, strict=True) if error}
+        if failed:
+            first = next(iter(failed.values()))
+            raise StoreError(
+                f"{len(failed)} of {len(states)} node(s) not written, e.g. {first}",
+                failed=frozenset(failed),
+            )
+
+    async def _apply_one(self, state: NodeState) -> str | None:
+        """None once the node's NM matches `state`, else why it does not (yet)."""
+        name = nm_name(state.unique_id)
+        async with self._writes:
+            try:
+                for attempt in range(_CONFLICT_ATTEMPTS):
+                    try:
+                        await self._write(state, name, reread=attempt > 0)
+                    except ApiError as e:
+                        if e.status != 409:
+                            raise
+                        continue  # someone else wrote it first: read it afresh
+                    return None
+                return f"{name}: still conflicting after {_CONFLICT_ATTEMPTS} attempts"
+            except ApiError as e:
+                if not e.transient:
+                    logger.error("the API refused the write: %s", e)
+                return str(e)
+
+    async def _write(self, state: NodeState, name: str, *, reread: bool) -> None:
+        cache = self._cache
+        if reread or not cache.synced.is_set():
+            existing = await cache.fetch(name)
+        else:
+            existing = cache.objects.get(name)
+        with api_errors(f"{name}: writing failed"):
+            if existing is None:
+                desired = render_nm(state, None)
+                existing = cache.keep(
+                    await self._objects.create_cluster_custom_object(
+                        GROUP,
+                        VERSION,
+                        PLURAL,
+                        {key: value for key, value in desired.items() if key != "status"},
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                )
+            desired = render_nm(state, existing)
+            rv = {"resourceVersion": existing["metadata"].get("resourceVersion")}
+            if desired["spec"] != existing.get("spec"):
+                existing = cache.keep(
+                    await self._objects.patch_cluster_custom_object(
+                        GROUP,
+                        VERSION,
+                        PLURAL,
+                        name,
+                        {"metadata": rv, "spec": desired["spec"]},
+                        _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # taken, not typed
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                )
+                rv = {"resourceVersion": existing["metadata"].get("resourceVersion")}
+            before: JsonObject = existing.get("status") or {}
+            status = desired["status"]
+            if "bindStatus" in before:
+                del status["bindStatus"]  # another controller owns it once it exists
+            if any(before.get(key) != value for key, value in status.items()):
+                cache.keep(
+                    await self._objects.patch_cluster_custom_object_status(
+                        GROUP,
+                        VERSION,
+                        PLURAL,
+                        name,
+                        {"metadata": rv, "status": status},
+                        _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # taken, not typed
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                )
+                self._events.record(state, existing, before)
