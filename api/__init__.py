@@ -1,1 +1,2 @@
-"""The HTTP surface: it composes plugin/, nodes/ (and later ssh/) into one aiohttp app."""
+"""The HTTP surface: one route table, its handlers, access control, the OpenAPI document,
+metrics and audit; `create_app` wires plugin/, ssh/ and nodes/ behind it."""

@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             tokens_file=settings.api_tokens_file,
             insecure=settings.insecure_no_auth,
             allowed_origins=settings.allowed_origins,
+            clock=app[CLOCK],
         ),
     )
     client_keys = (

@@ -16,13 +16,11 @@ host or in `FRPA_ALLOWED_ORIGINS`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -31,13 +29,14 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from nodes.clock import Clock
 from nodes.store import Reviewer, ReviewError
 
 logger = logging.getLogger(__name__)
 
 WS_PROTOCOL = "frp-adapter.v1"
 _WS_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."  # noqa: S105  (a prefix)
-_RELOAD_SECONDS = 2.0
+RELOAD_SECONDS = 2.0
 
 
 class Role(IntEnum):
@@ -139,8 +138,10 @@ class Access:
         tokens_file: str | None,
         insecure: bool,
         allowed_origins: frozenset[str],
+        clock: Clock,
     ) -> None:
         self._rules = rules
+        self._clock = clock
         self._tokens_file = tokens_file
         self._tokens = read_tokens(tokens_file) if tokens_file else {}
         self._stamp = _stamp(tokens_file) if tokens_file else None
@@ -161,7 +162,7 @@ class Access:
         if not self._tokens_file:
             return
         while True:
-            await asyncio.sleep(_RELOAD_SECONDS)
+            await self._clock.sleep(RELOAD_SECONDS)
             stamp = _stamp(self._tokens_file)
             if stamp == self._stamp:
                 continue
@@ -259,7 +260,7 @@ class Access:
         """
         assert self.reviewer is not None
         cache_key = (digest(token), verb, subresource, name or "")
-        now = time.monotonic()
+        now = self._clock.monotonic()
         cached = self._reviews.get(cache_key)
         if cached is not None and now - cached[0] < _REVIEW_CACHE_SECONDS:
             return cached[1]

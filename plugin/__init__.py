@@ -1,1 +1,2 @@
-"""frps server-plugin webhooks turned into node events."""
+"""frps's side: server-plugin webhooks turned into node events, admission, and
+reconciliation with frps's dashboard (the truth when configured)."""

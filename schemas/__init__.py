@@ -1,4 +1,5 @@
-"""What crosses our boundaries: frps plugin payloads (plain readers), REST input (marshmallow)."""
+"""What crosses our boundaries, as data: frps plugin payloads (plain readers), REST input
+(marshmallow) and the process's settings. Imports nothing of ours."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""Reaching a node's sshd through frps with asyncssh (web shells and exec)."""
+"""Reaching a node's sshd through frps with asyncssh (the one package that imports it):
+host keys verified, shells and commands."""

@@ -45,6 +45,11 @@ class FakeClock(Clock):
         finally:
             self._asleep.discard(task)
 
+    def stall(self, seconds: float) -> None:
+        """Pass `seconds` with nothing running, as for a process stopped or frozen: every
+        sleeper due meanwhile wakes late, at the next `advance`."""
+        self._seconds += seconds
+
     async def advance(self, seconds: float) -> None:
         """Pass `seconds`, waking each sleeper at its time, in order; each woken part runs
         until it sleeps again or ends before time moves on."""

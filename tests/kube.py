@@ -50,6 +50,7 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self.resources[NM_RESOURCE] = kmock.ResourceInfo(kind="NodeMaintenance", namespaced=False)
         self.fail_writes = 0
+        self.fail_reviews = False
         self.expire_next_watch = False
         self.conflicts = 0
         self.nm_writes = 0
@@ -67,6 +68,10 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource in (TOKEN_REVIEWS, ACCESS_REVIEWS):
+            if self.fail_reviews:
+                raise kmock.KubernetesError(
+                    status=503, reason="ServiceUnavailable", message="injected fault"
+                )
             return aiohttp.web.json_response({**request.data, "status": self._review(request)})
         if request.resource == LEASE_RESOURCE and request.action in (
             enums.action.CREATE,

@@ -1,4 +1,5 @@
-"""A real OpenSSH sshd on 127.0.0.1, as an edge node runs it (recipe: REAL_PEERS.md)."""
+"""A real OpenSSH sshd on 127.0.0.1, as an edge node runs it (the recipe: REAL_PEERS.md
+in the shared folder beside this repository)."""
 
 from __future__ import annotations
 

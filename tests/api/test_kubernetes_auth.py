@@ -83,3 +83,14 @@ async def test_a_browser_shell_token_is_reviewed_too(client: Client) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as answer:
         await client.ws_connect("/api/v1/nodes/nodemaintenances-x/shell", protocols=protocols)
     assert answer.value.status == 403
+
+
+async def test_a_cluster_that_cannot_review_a_token_is_a_503_with_a_reason(
+    client: Client, kube: NodeMaintenanceEmulator
+) -> None:
+    kube.fail_reviews = True
+    resp = await client.get("/api/v1/nodes", headers=as_(ALICE))
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["error"] == "cannot check the token"
+    assert "TokenReview failed: HTTP 503" in body["details"]

@@ -1,4 +1,4 @@
-"""Reconciliation with frps's dashboard and heartbeat expiry, through the app on SQLite."""
+"""Reconciliation with frps's dashboard, through the app on SQLite."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from tests.support import (
 
 Client = TestClient[web.Request, web.Application]
 INTERVAL = settings_for(Path()).reconcile_interval
-TIMEOUT = settings_for(Path()).heartbeat_timeout
 
 
 async def nm(client: Client, uid: str) -> dict[str, Any]:
@@ -108,52 +107,6 @@ async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
 
     await eventually(counted, what="failures visible on /readyz")
     assert await status(client, "n1") == ("online", "NewProxy")
-
-
-async def test_a_node_whose_pings_stop_goes_offline_and_its_next_ping_brings_it_back(
-    tmp_path: Path, aiohttp_client: AiohttpClient
-) -> None:
-    client = await aiohttp_client(
-        create_app(settings_for(tmp_path, heartbeat_persist_interval=0), clock=FakeClock())
-    )
-    await post(client, new_proxy("pinger", "pinger"))
-    await post(client, new_proxy("quiet", "quiet"))  # frpc without a heartbeat: no Pings
-    await post(client, ping("pinger", "pinger"))
-    await clock_of(client).advance(TIMEOUT * 4 / 3)  # judged every third of the timeout
-
-    async def expired() -> bool:
-        return await status(client, "pinger") == ("offline", "HeartbeatTimeout")
-
-    await eventually(expired, what="heartbeat expiry")
-    assert (await status(client, "quiet"))[0] == "online"
-    await post(client, ping("pinger", "pinger"))
-
-    async def back() -> bool:
-        return await status(client, "pinger") == ("online", "Ping")
-
-    await eventually(back, what="online again on the next Ping")
-
-
-async def test_a_frpc_whose_only_ping_came_before_its_new_proxy_still_expires(
-    tmp_path: Path, aiohttp_client: AiohttpClient
-) -> None:
-    """frpc pings from its Login on; a host that dies right after its NewProxy sent its
-    last Ping before it. A Ping from an earlier frpc process (another run_id) does not
-    make a node without a heartbeat a pinging one."""
-    client = await aiohttp_client(
-        create_app(settings_for(tmp_path, heartbeat_persist_interval=0), clock=FakeClock())
-    )
-    await post(client, ping("early", "early"))
-    await post(client, new_proxy("early", "early"))
-    await post(client, ping("restarted", "restarted"))  # run_id r1, then no heartbeat
-    await post(client, new_proxy("restarted", "restarted", run_id="r2"))
-    await clock_of(client).advance(TIMEOUT * 4 / 3)
-
-    async def expired() -> bool:
-        return await status(client, "early") == ("offline", "HeartbeatTimeout")
-
-    await eventually(expired, what="heartbeat expiry of a node that pinged before NewProxy")
-    assert (await status(client, "restarted"))[0] == "online"
 
 
 async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(

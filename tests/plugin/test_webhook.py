@@ -6,7 +6,6 @@ as frps 0.65 does (JSON labelled text/plain, 404 "no proxy info found").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
