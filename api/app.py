@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from api import openapi, routes
+from api import routes
 from api.audit import AuditLog, writable_directory
 from api.auth import Access
 from api.keys import (
@@ -91,7 +91,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[AUDIT] = _at_start("FRPA_AUDIT_LOG", partial(AuditLog, settings.audit_log))
     app[SHELLS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
-    app[openapi.OPENAPI] = openapi.build(routes.ROUTES)
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(partial(_nodes, client_keys=client_keys))
     if settings.metrics_address is not None:

@@ -1,20 +1,24 @@
 """Every route, declared once: method, path, handler, access rule, schemas and answers.
 
-The router, the access check (`api.auth`) and `/api/v1/openapi.json` (`api.openapi`) are
-all built from `ROUTES`, so a route cannot exist without its rule or its document entry.
+The router, the access rules (`api.auth` applies them) and `/api/v1/openapi.json` (apispec,
+from the marshmallow schemas that check input) are all built here from `ROUTES`, so a route
+cannot exist without its rule or its document entry, and the document cannot drift.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
-from api import health, metrics, openapi, original, shell, v1
+from api import health, metrics, original, shell, v1
 from api.auth import OPEN, Role, Rule
 from api.keys import PLUGINS
 from schemas.rest import (
@@ -37,13 +41,21 @@ class Route:
     handler: Handler
     access: Rule
     summary: str
-    answers: Mapping[int, str]  # status -> what it means; the first is success
+    answers: Mapping[int, str]  # status -> what it means
     query: type[Schema] | None = None
     body: tuple[BodyType, type[Schema]] | None = None
 
 
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+_PARAMETER = re.compile(r"{(\w+)}")
+
+
 async def _plugin(request: web.Request) -> web.StreamResponse:
     return await request.app[PLUGINS].handle(request)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
 
 
 _READ = Rule(Role.READ, "get")
@@ -100,7 +112,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="GET",
         path="/api/v1/openapi.json",
-        handler=openapi.serve,
+        handler=_openapi,
         access=OPEN,
         summary="this document",
         answers={200: "the OpenAPI document"},
@@ -248,13 +260,58 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:
-    for route in routes:
+def add_routes(app: web.Application) -> None:
+    """Every route on `app`'s router, and their document as `app[OPENAPI]`."""
+    app[OPENAPI] = document()
+    for route in ROUTES:
         if route.method == "GET":  # and HEAD
             app.router.add_get(route.path, route.handler)
         else:
             app.router.add_route(route.method, route.path, route.handler)
 
 
-def rules(routes: tuple[Route, ...] = ROUTES) -> dict[tuple[str, str], Rule]:
-    return {(route.method, route.path): route.access for route in routes}
+def rules() -> dict[tuple[str, str], Rule]:
+    return {(route.method, route.path): route.access for route in ROUTES}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3 document of every route, with the schemas that check their input."""
+    spec = APISpec(
+        title="frp-adapter",
+        version="1",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "responses": {
+                str(status): {"description": text} for status, text in route.answers.items()
+            },
+        }
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAMETER.findall(route.path)
+        ]
+        if route.query is not None:
+            parameters.append({"in": "query", "schema": route.query})
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            content_type, schema = route.body
+            name = schema.__name__.removesuffix("Schema")
+            if name not in spec.components.schemas:
+                spec.components.schema(name, schema=schema)
+            operation["requestBody"] = {
+                "required": True,
+                "content": {content_type: {"schema": name}},
+            }
+        if route.access.role is not None:
+            operation["security"] = [{"bearer": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    built: dict[str, Any] = spec.to_dict()
+    return built

@@ -1,3 +1,2 @@
-"""The process: the `frp-adapter` commands, logging, the terminal client of a running
-adapter, and this host's unique_id for frpc. A top-level package because it sits above
-every other (it starts the app `api/` builds) and holds code no other part runs."""
+"""The process: `frp-adapter` commands, logging, the terminal client, this host's unique_id.
+A top-level package because it sits above all the others: it starts the app api/ builds."""

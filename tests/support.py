@@ -31,18 +31,26 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on, below the kernel's ephemeral range: a port the kernel
-    picked (bind to 0) may be handed out again to an outgoing connection before the peer
-    given it binds it, as happened to frps while a test opened 1,100 connections."""
+    """A port nothing listens on and not handed out before in this run, below the kernel's
+    ephemeral range: a port the kernel picked (bind to 0) may be handed out again to an
+    outgoing connection before the peer given it binds it, as happened to frps while a test
+    opened 1,100 connections; and ports picked before any of them binds (frps's, the
+    adapter's) must differ."""
     while True:
         port = random.randrange(10000, 32000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
 
 
 def clock_of(client: TestClient[web.Request, web.Application]) -> FakeClock:

@@ -12,8 +12,7 @@ from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
 from api.auth import Role, Rule
-from api.openapi import OPENAPI
-from api.routes import ROUTES, rules
+from api.routes import OPENAPI, ROUTES, rules
 from tests.support import settings_for, tokens_file
 
 
