@@ -60,6 +60,9 @@ class Rule:
     role: Role | None
     verb: str = ""
     subresource: str = ""
+    # Open to anyone while no authentication is configured: what the original offered
+    # (reads and its state routes), never shells, commands, credentials or host keys.
+    anonymous: bool = False
 
     def __post_init__(self) -> None:
         if self.role is not None and not self.verb:
@@ -81,7 +84,7 @@ class Identity:
     role: Role
 
 
-ANONYMOUS = Identity("anonymous", Role.ADMIN)  # who calls when authentication is off
+ANONYMOUS = Identity("anonymous", Role.NONE)  # who calls when authentication is off
 IDENTITY = web.RequestKey("identity", Identity)
 
 
@@ -152,11 +155,6 @@ class Access:
         self.reviewer: Reviewer | None = None
         self._reviews: dict[tuple[str, ...], tuple[float, Identity | None]] = {}
 
-    @property
-    def commands_enabled(self) -> bool:
-        """Shell and exec run only for authenticated callers, or when explicitly insecure."""
-        return bool(self._tokens_file) or self.reviewer is not None or self.insecure
-
     async def watch(self) -> None:
         """Reload the tokens file whenever it changes; a broken edit keeps the old tokens."""
         if not self._tokens_file:
@@ -187,18 +185,19 @@ class Access:
         needed = rule.role
         if needed is None:  # open: the plugin path goes no further
             return await handler(request)
-        if needed == Role.OPERATOR and not self.commands_enabled:
-            return _answer(
-                request,
-                503,
-                "shell and exec are disabled",
-                "no API tokens are configured: set FRPA_API_TOKENS_FILE "
-                "(or FRPA_INSECURE_NO_AUTH=1 to run them without authentication)",
-            )
         if _is_websocket(request) and not self._origin_allowed(request):
             origin = request.headers[hdrs.ORIGIN]
             return self._deny(request, 403, "forbidden", f"origin {origin} is not allowed")
         if not self._tokens_file and self.reviewer is None:
+            if not (rule.anonymous or self.insecure):
+                return _answer(
+                    request,
+                    503,
+                    "disabled without authentication",
+                    "no API tokens are configured: set FRPA_API_TOKENS_FILE or "
+                    "FRPA_KUBERNETES_AUTH=1 (or FRPA_INSECURE_NO_AUTH=1 to allow everything "
+                    "to anyone)",
+                )
             request[IDENTITY] = ANONYMOUS
             return await handler(request)
         token = _presented_token(request)

@@ -141,8 +141,8 @@ def _say_what_is_open(settings: Settings) -> None:
         )
     elif not settings.api_tokens_file and not settings.kubernetes_auth:
         logger.warning(
-            "no FRPA_API_TOKENS_FILE: node reads and writes are open to anyone who reaches "
-            "this port; shell and exec are disabled"
+            "no FRPA_API_TOKENS_FILE: anyone who reaches this port may read nodes and use the "
+            "original's state routes; shells, exec, frpc tokens and host-key pins are disabled"
         )
     if not settings.plugin_secret:
         logger.warning(

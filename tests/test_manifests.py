@@ -45,6 +45,7 @@ def test_the_pod_outlives_the_apps_shutdown_drain() -> None:
     shutdown = float(env.get("FRPA_SHUTDOWN_TIMEOUT") or Settings().shutdown_timeout)
     assert pod["terminationGracePeriodSeconds"] > shutdown
     assert env["FRPA_STORE"] == "kubernetes"
+    assert env["FRPA_KUBERNETES_AUTH"] == "1"  # never an anonymous admin
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["privileged"] is False
