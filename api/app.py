@@ -39,6 +39,7 @@ from api.keys import (
     SHELLS_BY_USER,
     SSH,
     STORE,
+    SUPERVISOR,
     WRITER,
 )
 from api.metrics import METRICS, setup_metrics
@@ -46,6 +47,7 @@ from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
+from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
 from plugin.admission import Admission
 from plugin.dashboard import FrpsDashboard
@@ -61,6 +63,7 @@ T = TypeVar("T")
 # Lists rendering at once: each holds the event loop ~0.4 ms per chunk of nodes, so a
 # plugin call waits a few ms at most behind all of them.
 CONCURRENT_LISTS = 2
+_WRITER = "node-writer"
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -68,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app = web.Application()
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
+    app[SUPERVISOR] = Supervisor(app[CLOCK])
     app[ACCESS] = _at_start(
         "FRPA_API_TOKENS_FILE",
         partial(
@@ -114,12 +118,11 @@ def _readable(path: str) -> None:
 
 
 async def _access(app: web.Application) -> AsyncIterator[None]:
-    watcher = asyncio.create_task(app[ACCESS].watch(), name="api-tokens-watch")
+    app[SUPERVISOR].start("api-tokens-watch", app[ACCESS].watch)
     try:
         yield
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        await app[SUPERVISOR].stop("api-tokens-watch")
         app[AUDIT].close()
 
 
@@ -141,10 +144,12 @@ async def _metrics_site(app: web.Application) -> AsyncIterator[None]:
 async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     clock = app[CLOCK]
+    supervisor = app[SUPERVISOR]
     store = await open_store(
         settings.store,
         event_namespace=settings.event_namespace,
         event_min_interval=settings.event_min_interval,
+        supervisor=supervisor,
     )
     writer = NodeWriter(store)
     registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
@@ -156,48 +161,9 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        admission = Admission(
-            require_registered=settings.require_registered,
-            node_tokens=settings.node_tokens,
-            ports=settings.allowed_ports,
+        trackers, reconcilers = _frps_parts(
+            settings, registry, session, leading=lambda: leadership.leading, clock=clock
         )
-        reconcilers: dict[str, FrpsReconciler] = {}
-        trackers: dict[str, SshProxyTracker] = {}
-        for server in settings.servers():
-            dashboard = (
-                FrpsDashboard(
-                    session,
-                    server.api,
-                    user=settings.frps_api_user,
-                    password=settings.frps_api_password,
-                )
-                if server.api
-                else None
-            )
-            reconciler = (
-                FrpsReconciler(
-                    registry,
-                    dashboard,
-                    interval=settings.reconcile_interval,
-                    frps_address=server.address,
-                    leading=lambda: leadership.leading,
-                    clock=clock,
-                )
-                if dashboard
-                else None
-            )
-            if reconciler:
-                reconcilers[server.name] = reconciler
-            trackers[server.name] = SshProxyTracker(
-                registry,
-                frps_address=server.address,
-                unique_id_meta_key=settings.unique_id_meta_key,
-                close_grace_period=settings.close_grace_period,
-                dashboard=dashboard,
-                clock=clock,
-                on_relogin=reconciler.relogin_seen if reconciler else None,
-                admission=admission,
-            )
         app[STORE] = store
         app[LEADERSHIP] = leadership
         app[RECONCILERS] = reconcilers
@@ -228,8 +194,8 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             },
             secret=settings.plugin_secret,
         )
-        app[LOADED] = loaded = asyncio.create_task(registry.load(store), name="node-load")
-        writer_task = asyncio.create_task(writer.run(), name="node-writer")
+        app[LOADED] = loaded = supervisor.start("node-load", partial(registry.load, store))
+        supervisor.start(_WRITER, writer.run)
 
         # A replica that wins the lead checks frps at once: the last leader may have died
         # with answered events it never stored.
@@ -237,21 +203,16 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             for reconciler in reconcilers.values():
                 reconciler.reconcile_soon(0)
 
-        background = [
-            loaded,
-            asyncio.create_task(leadership.run(on_gain), name="leader-election"),
-            asyncio.create_task(expiry.run(), name="heartbeat-expiry"),
-        ]
-        background.extend(
-            asyncio.create_task(reconciler.run(loaded), name=f"reconciler-{name}")
-            for name, reconciler in reconcilers.items()
-        )
+        background = ["node-load", "leader-election", "heartbeat-expiry"]
+        supervisor.start("leader-election", partial(leadership.run, on_gain))
+        supervisor.start("heartbeat-expiry", expiry.run)
+        for name, reconciler in reconcilers.items():
+            background.append(f"reconciler-{name}")
+            supervisor.start(background[-1], partial(reconciler.run, loaded))
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await supervisor.stop(*background)
             await leadership.release()
             for tracker in trackers.values():
                 await tracker.close()
@@ -262,5 +223,58 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
                     await writer.drained()
             except TimeoutError:
                 logger.error("shutting down with %d node write(s) not stored", writer.backlog)
-            writer_task.cancel()
-            await asyncio.gather(writer_task, return_exceptions=True)
+            await supervisor.stop(_WRITER)
+
+
+def _frps_parts(
+    settings: Settings,
+    registry: NodeRegistry,
+    session: aiohttp.ClientSession,
+    *,
+    leading: Callable[[], bool],
+    clock: Clock,
+) -> tuple[dict[str, SshProxyTracker], dict[str, FrpsReconciler]]:
+    """Per frps: the tracker of its events, and its reconciler when it has a dashboard."""
+    admission = Admission(
+        require_registered=settings.require_registered,
+        node_tokens=settings.node_tokens,
+        ports=settings.allowed_ports,
+    )
+    trackers: dict[str, SshProxyTracker] = {}
+    reconcilers: dict[str, FrpsReconciler] = {}
+    for server in settings.servers():
+        dashboard = (
+            FrpsDashboard(
+                session,
+                server.api,
+                user=settings.frps_api_user,
+                password=settings.frps_api_password,
+            )
+            if server.api
+            else None
+        )
+        reconciler = (
+            FrpsReconciler(
+                registry,
+                dashboard,
+                interval=settings.reconcile_interval,
+                frps_address=server.address,
+                leading=leading,
+                clock=clock,
+            )
+            if dashboard
+            else None
+        )
+        if reconciler:
+            reconcilers[server.name] = reconciler
+        trackers[server.name] = SshProxyTracker(
+            registry,
+            frps_address=server.address,
+            unique_id_meta_key=settings.unique_id_meta_key,
+            close_grace_period=settings.close_grace_period,
+            dashboard=dashboard,
+            clock=clock,
+            on_relogin=reconciler.relogin_seen if reconciler else None,
+            admission=admission,
+        )
+    return trackers, reconcilers

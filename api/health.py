@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.keys import LEADERSHIP, LOADED, RECONCILERS, STORE, WRITER
+from api.keys import LEADERSHIP, LOADED, RECONCILERS, STORE, SUPERVISOR, WRITER
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive unless a background task is down (failed, not yet running steadily again):
+    then 503, so an orchestrator restarts a process that stays so."""
+    down = request.app[SUPERVISOR].down()
+    if down:
+        return web.json_response({"status": "failing", "down": down}, status=503)
     return web.json_response({"status": "ok"})
 
 

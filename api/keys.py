@@ -13,6 +13,7 @@ from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
 from nodes.store import Leadership, NodeStore
+from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
 from plugin.reconciler import FrpsReconciler
 from plugin.webhook import FrpsPlugins
@@ -25,7 +26,7 @@ STORE = web.AppKey("store", NodeStore)
 WRITER = web.AppKey("writer", NodeWriter)
 REGISTRY = web.AppKey("registry", NodeRegistry)
 PLUGINS = web.AppKey("plugins", FrpsPlugins)
-LOADED = web.AppKey("loaded", asyncio.Task[int])
+LOADED = web.AppKey("loaded", asyncio.Task[None])
 RECONCILERS = web.AppKey("reconcilers", dict[str, FrpsReconciler])  # frps with a dashboard
 SSH = web.AppKey("ssh", SshConnector)
 ACCESS = web.AppKey("access", Access)
@@ -33,6 +34,7 @@ AUDIT = web.AppKey("audit", AuditLog)
 SHELLS_BY_USER = web.AppKey("shells_by_user", Counter[str])
 LEADERSHIP = web.AppKey("leadership", Leadership)
 EXPIRY = web.AppKey("expiry", HeartbeatExpiry)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # Node lists rendering at once; more wait their turn, so readers queue behind each other
 # rather than in front of frps's plugin calls.
 LISTS = web.AppKey("lists", asyncio.Semaphore)

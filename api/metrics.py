@@ -19,7 +19,17 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.keys import EXPIRY, LEADERSHIP, PLUGINS, RECONCILERS, REGISTRY, SETTINGS, SSH, WRITER
+from api.keys import (
+    EXPIRY,
+    LEADERSHIP,
+    PLUGINS,
+    RECONCILERS,
+    REGISTRY,
+    SETTINGS,
+    SSH,
+    SUPERVISOR,
+    WRITER,
+)
 from plugin.webhook import UNHANDLED_KINDS
 from schemas.settings import KUBERNETES
 
@@ -136,6 +146,15 @@ class AdapterCollector(Collector):
             "heartbeat expiry",
             value=app[EXPIRY].stalls,
         )
+        supervisor = app[SUPERVISOR]
+        restarts = CounterMetricFamily(
+            "frpa_task_restarts",
+            "Background tasks started again after they failed, by task",
+            labels=["task"],
+        )
+        for task in sorted(set(supervisor.names) | set(supervisor.restarts)):
+            restarts.add_metric([task], supervisor.restarts[task])
+        yield restarts
         yield CounterMetricFamily(
             "frpa_heartbeat_expiries",
             "Nodes set offline because their Pings stopped",

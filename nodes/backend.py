@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from nodes.store import NodeStore
+from nodes.supervisor import Supervisor
 from schemas.settings import KUBERNETES, sqlite_path
 
 
-async def open_store(url: str, *, event_namespace: str, event_min_interval: float) -> NodeStore:
+async def open_store(
+    url: str, *, event_namespace: str, event_min_interval: float, supervisor: Supervisor
+) -> NodeStore:
     """The backend a `FRPA_STORE` value names: `kubernetes`, or a SQLite file."""
     # Only the named backend is imported: kubernetes_asyncio is heavy and unused on SQLite.
     if url == KUBERNETES:
@@ -16,6 +19,7 @@ async def open_store(url: str, *, event_namespace: str, event_min_interval: floa
             await connect(),
             event_namespace=event_namespace,
             event_min_interval=event_min_interval,
+            supervisor=supervisor,
         )
     from nodes.sqlite import SqliteStore  # noqa: PLC0415
 

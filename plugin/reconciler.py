@@ -59,7 +59,7 @@ class FrpsReconciler:
         self.failures = 0
         self.last_error: str | None = None
 
-    async def run(self, loaded: asyncio.Future[int]) -> None:
+    async def run(self, loaded: asyncio.Future[None]) -> None:
         """Reconcile once the stored nodes are in memory, then every interval (when leading;
         a replica that wins the lead is asked to reconcile at once with `reconcile_soon`)."""
         await loaded

@@ -58,6 +58,14 @@ class NodeCache:
         return sorted(listing["items"], key=lambda obj: obj["metadata"]["name"])
 
     async def watch_forever(self) -> None:
+        """Keep the cache fed; API failures are retried here. If it ends any other way, the
+        cache is stale: reads go to the API until a watch lists everything again."""
+        try:
+            await self._watch()
+        finally:
+            self.synced.clear()
+
+    async def _watch(self) -> None:
         backoff = 1.0
         while True:
             try:

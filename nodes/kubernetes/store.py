@@ -3,7 +3,6 @@ writes and their Events, and the factories of leader election and access reviews
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 
@@ -18,6 +17,9 @@ from nodes.kubernetes.reviews import KubernetesReviewer
 from nodes.kubernetes.writes import NodeWrites
 from nodes.model import JsonObject, NodeState
 from nodes.store import StoreError, StoreObserver
+from nodes.supervisor import Supervisor
+
+_WATCH = "nm-watch"
 
 
 async def connect() -> client.ApiClient:
@@ -38,9 +40,15 @@ async def connect() -> client.ApiClient:
 
 class KubernetesStore:
     def __init__(
-        self, api: client.ApiClient, *, event_namespace: str, event_min_interval: float
+        self,
+        api: client.ApiClient,
+        *,
+        event_namespace: str,
+        event_min_interval: float,
+        supervisor: Supervisor,
     ) -> None:
         self._api = api
+        self._supervisor = supervisor
         self._namespace = event_namespace
         objects = client.CustomObjectsApi(api)
         self._cache = NodeCache(objects)
@@ -48,7 +56,7 @@ class KubernetesStore:
             client.CoreV1Api(api), namespace=event_namespace, min_interval=event_min_interval
         )
         self._writes = NodeWrites(objects, self._cache, self._events)
-        self._watcher = asyncio.create_task(self._cache.watch_forever(), name="nm-watch")
+        supervisor.start(_WATCH, self._cache.watch_forever)
 
     def subscribe(self, observer: StoreObserver) -> None:
         self._cache.subscribe(observer)
@@ -77,7 +85,6 @@ class KubernetesStore:
         await self._writes.apply(states)
 
     async def close(self) -> None:
-        self._watcher.cancel()
-        await asyncio.gather(self._watcher, return_exceptions=True)
+        await self._supervisor.stop(_WATCH)
         await self._events.close()
         await self._api.close()

@@ -12,11 +12,13 @@ import pytest
 from kmock._internal import enums
 
 from nodes.backend import open_store
+from nodes.clock import Clock
 from nodes.kubernetes import lease
 from nodes.kubernetes.store import KubernetesStore
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
 from nodes.store import StoreError
+from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
 from tests.clock import FakeClock
 from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator
@@ -41,7 +43,12 @@ def state(uid: str = "abc123", status: str = "online", port: int = 16022) -> Nod
 
 @pytest.fixture
 async def store(kube: NodeMaintenanceEmulator) -> AsyncIterator[KubernetesStore]:
-    store = await open_store("kubernetes", event_namespace="frp-adapter", event_min_interval=30)
+    store = await open_store(
+        "kubernetes",
+        event_namespace="frp-adapter",
+        event_min_interval=30,
+        supervisor=Supervisor(Clock()),
+    )
     assert isinstance(store, KubernetesStore)
     yield store
     await store.close()
@@ -173,7 +180,9 @@ async def test_an_expired_watch_is_followed_by_a_fresh_list(
     kube: NodeMaintenanceEmulator,
 ) -> None:
     kube.expire_next_watch = True
-    store = await open_store("kubernetes", event_namespace="ns", event_min_interval=30)
+    store = await open_store(
+        "kubernetes", event_namespace="ns", event_min_interval=30, supervisor=Supervisor(Clock())
+    )
     try:
 
         async def listed_twice() -> bool:
@@ -209,7 +218,9 @@ async def test_each_transition_records_an_event_but_a_flapping_node_only_one(
 async def test_events_follow_every_transition_when_they_are_far_apart(
     kube: NodeMaintenanceEmulator,
 ) -> None:
-    store = await open_store("kubernetes", event_namespace="ns", event_min_interval=0)
+    store = await open_store(
+        "kubernetes", event_namespace="ns", event_min_interval=0, supervisor=Supervisor(Clock())
+    )
     try:
         await store.apply([state()])
         await store.apply([state(status="offline")])
@@ -233,7 +244,12 @@ async def test_without_any_cluster_config_the_store_says_so(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(StoreError, match="no in-cluster config and no usable kubeconfig"):
-        await open_store("kubernetes", event_namespace="ns", event_min_interval=30)
+        await open_store(
+            "kubernetes",
+            event_namespace="ns",
+            event_min_interval=30,
+            supervisor=Supervisor(Clock()),
+        )
 
 
 async def test_a_failing_reread_fails_only_its_own_node(
@@ -251,7 +267,12 @@ async def test_a_failing_reread_fails_only_its_own_node(
 
 
 async def open_replica() -> KubernetesStore:
-    store = await open_store("kubernetes", event_namespace="frp-adapter", event_min_interval=30)
+    store = await open_store(
+        "kubernetes",
+        event_namespace="frp-adapter",
+        event_min_interval=30,
+        supervisor=Supervisor(Clock()),
+    )
     assert isinstance(store, KubernetesStore)
     return store
 
