@@ -61,6 +61,7 @@ async def test_a_task_that_raises_is_logged_restarted_and_red_on_healthz_while_d
         "frpa_task_restarts_total", {"task": "heartbeat-expiry"}
     )
     assert restarts == 1
-    assert client.app[METRICS].get_sample_value(
-        "frpa_task_restarts_total", {"task": "node-writer"}
-    ) == 0
+    assert (
+        client.app[METRICS].get_sample_value("frpa_task_restarts_total", {"task": "node-writer"})
+        == 0
+    )
