@@ -37,12 +37,14 @@ from api.keys import (
     REGISTRY,
     SETTINGS,
     SHELLS_BY_USER,
+    SHUTDOWN,
     SSH,
     STORE,
     SUPERVISOR,
     WRITER,
 )
 from api.metrics import METRICS, setup_metrics
+from api.shutdown import Shutdown
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
@@ -64,6 +66,8 @@ T = TypeVar("T")
 # plugin call waits a few ms at most behind all of them.
 CONCURRENT_LISTS = 2
 _WRITER = "node-writer"
+# Of the shutdown budget, at most this goes to handing the leader lease on.
+_RELEASE_SECONDS = 2.0
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -72,6 +76,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[SUPERVISOR] = Supervisor(app[CLOCK])
+    app[SHUTDOWN] = Shutdown(settings.shutdown_timeout)
+    app.on_shutdown.append(app[SHUTDOWN].begin)
     app[ACCESS] = _at_start(
         "FRPA_API_TOKENS_FILE",
         partial(
@@ -213,13 +219,17 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             yield
         finally:
             await supervisor.stop(*background)
-            await leadership.release()
+            try:
+                async with asyncio.timeout(min(app[SHUTDOWN].left(), _RELEASE_SECONDS)):
+                    await leadership.release()
+            except TimeoutError:
+                logger.warning("leader lease not released: out of time")
             for tracker in trackers.values():
                 await tracker.close()
             for reconciler in reconcilers.values():
                 await reconciler.close()
             try:
-                async with asyncio.timeout(settings.shutdown_timeout):
+                async with asyncio.timeout(app[SHUTDOWN].left()):
                     await writer.drained()
             except TimeoutError:
                 logger.error("shutting down with %d node write(s) not stored", writer.backlog)

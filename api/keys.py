@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api.audit import AuditLog
 from api.auth import Access
+from api.shutdown import Shutdown
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
@@ -35,6 +36,7 @@ SHELLS_BY_USER = web.AppKey("shells_by_user", Counter[str])
 LEADERSHIP = web.AppKey("leadership", Leadership)
 EXPIRY = web.AppKey("expiry", HeartbeatExpiry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+SHUTDOWN = web.AppKey("shutdown", Shutdown)
 # Node lists rendering at once; more wait their turn, so readers queue behind each other
 # rather than in front of frps's plugin calls.
 LISTS = web.AppKey("lists", asyncio.Semaphore)

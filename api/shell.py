@@ -26,7 +26,7 @@ from marshmallow import ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
-from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SSH
+from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
 from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.connector import SshError
@@ -86,7 +86,7 @@ async def _serve(
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat or None, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
     )
-    await ws.prepare(request)
+    await request.app[SHUTDOWN].prepare(ws, request)
     open_shells[record.user] += 1
     bridge: _Bridge | None = None
     recording = None

@@ -123,7 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=settings.address[0] or None,
             port=settings.address[1],
             keepalive_timeout=IDLE_CONNECTION_SECONDS,
-            shutdown_timeout=settings.shutdown_timeout,
+            # In-flight requests get half the budget; the writes to drain, the rest.
+            shutdown_timeout=settings.shutdown_timeout / 2,
             access_log=None,
             print=None,
         )

@@ -210,7 +210,7 @@ class Settings:
         _seconds,
         env="FRPA_SHUTDOWN_TIMEOUT",
         group="listen",
-        help="seconds to drain queued writes on SIGTERM",
+        help="seconds from SIGTERM to exit: shells closed, requests finished, writes drained",
     )
     log_level: str = _setting(
         "INFO",

@@ -43,7 +43,9 @@ def test_the_pod_outlives_the_apps_shutdown_drain() -> None:
     (container,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     shutdown = float(env.get("FRPA_SHUTDOWN_TIMEOUT") or Settings().shutdown_timeout)
-    assert pod["terminationGracePeriodSeconds"] > shutdown
+    # The adapter spends FRPA_SHUTDOWN_TIMEOUT once, from SIGTERM to exit (tests/api/
+    # test_shutdown.py measures it), plus about a second to stop the process itself.
+    assert pod["terminationGracePeriodSeconds"] >= shutdown + 5
     assert env["FRPA_STORE"] == "kubernetes"
     assert env["FRPA_KUBERNETES_AUTH"] == "1"  # never an anonymous admin
     assert pod["securityContext"]["runAsNonRoot"] is True

@@ -1,13 +1,16 @@
-"""SIGTERM drains queued writes before the adapter exits (the Deployment gives it time)."""
+"""SIGTERM: WebSockets closed first, queued writes drained, all within one budget."""
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import aiohttp
 
 from tests.e2e.peers import Processes
 from tests.kube import running_kube
+from tests.sshd import adapter_env, running_sshd
 from tests.support import free_port, new_proxy
 
 
@@ -30,3 +33,53 @@ async def test_sigterm_stores_the_writes_still_queued_before_exiting(tmp_path: P
         assert kube.fail_writes == 0
         stored = kube.node_maintenances()["nodemaintenances-abc123"]
         assert stored["status"]["services"][0]["status"] == "online"
+
+
+async def test_sigterm_with_an_open_shell_and_a_failing_store_exits_within_its_budget(
+    tmp_path: Path,
+) -> None:
+    """The shell is closed with 1001 at once; the write the store refuses waits out what
+    is left of FRPA_SHUTDOWN_TIMEOUT, and no more: the budget is spent once."""
+    budget = 4.0
+    async with running_kube(tmp_path) as (kube, kubeconfig), running_sshd(tmp_path) as sshd:
+        port = free_port()
+        processes = Processes(tmp_path)
+        env = {
+            **adapter_env(sshd, tmp_path),
+            "FRPA_STORE": "kubernetes",
+            "KUBECONFIG": str(kubeconfig),
+            "FRPA_SHUTDOWN_TIMEOUT": str(budget),
+            "FRPA_LOG_LEVEL": "INFO",
+        }
+        url = f"http://127.0.0.1:{port}"
+        form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "abc123", "port": sshd.port}
+        try:
+            await processes.start_adapter(port, env)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{url}/frp_create", data=form) as resp:
+                    assert resp.status == 200, await resp.text()
+                ws = await session.ws_connect(f"{url}/api/v1/nodes/nodemaintenances-abc123/shell")
+                await ws.send_bytes(b"echo ready\n")
+                seen = b""
+                while b"ready\r\n" not in seen:
+                    msg = await ws.receive(timeout=10)
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    seen += msg.data
+                kube.fail_writes = 10**6  # from now on the store refuses every write
+                async with session.post(f"{url}/frps/handler", json=new_proxy()) as resp:
+                    assert (await resp.json())["reject"] is False
+                started = time.monotonic()
+                processes.running["adapter"].send_signal(signal.SIGTERM)
+                while (msg := await ws.receive(timeout=budget)).type != aiohttp.WSMsgType.CLOSE:
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                closed = time.monotonic() - started
+                assert msg.data == aiohttp.WSCloseCode.GOING_AWAY
+                exit_code = await processes.wait("adapter")
+                took = time.monotonic() - started
+        finally:
+            await processes.stop_all()
+    log = processes.log("adapter")
+    assert exit_code == 0, log
+    assert closed < 1.0
+    assert budget - 0.5 < took < budget + 1.0, (took, log)
+    assert "node write(s) not stored" in log

@@ -1,0 +1,53 @@
+"""SIGTERM's one budget: `FRPA_SHUTDOWN_TIMEOUT` is spent once, from the signal to exit.
+
+On shutdown every WebSocket is closed first, with 1001 (going away), so no shell holds
+the process; requests still in flight then get half the budget (aiohttp's own
+`shutdown_timeout`, given by the CLI), and what follows (the lease, then the writes to
+drain) whatever is left of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from aiohttp import WSCloseCode, web
+
+logger = logging.getLogger(__name__)
+
+
+class Shutdown:
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        # Forgotten once their handlers are done with them.
+        self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._deadline: float | None = None
+
+    async def prepare(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        """`ws.prepare(request)`, and `ws` is closed first when shutdown begins."""
+        await ws.prepare(request)
+        self._websockets.add(ws)
+
+    def left(self) -> float:
+        """Seconds of the budget left; all of it before shutdown begins."""
+        if self._deadline is None:
+            return self.budget
+        return max(self._deadline - asyncio.get_running_loop().time(), 0.0)
+
+    async def begin(self, app: web.Application) -> None:
+        """An `on_shutdown` handler: start the clock, and close every WebSocket."""
+        self._deadline = asyncio.get_running_loop().time() + self.budget
+        open_now = [ws for ws in self._websockets if not ws.closed]
+        if open_now:
+            logger.info("closing %d WebSocket(s): shutting down", len(open_now))
+        try:
+            async with asyncio.timeout(self.left()):
+                await asyncio.gather(
+                    *(
+                        ws.close(code=WSCloseCode.GOING_AWAY, message=b"frp-adapter shutting down")
+                        for ws in open_now
+                    )
+                )
+        except TimeoutError:
+            logger.warning("WebSockets still closing when the shutdown budget ran out")
