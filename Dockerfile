@@ -7,7 +7,11 @@ COPY nodes nodes
 COPY plugin plugin
 COPY schemas schemas
 COPY ssh ssh
-RUN pip install --no-cache-dir . && useradd --uid 10001 --no-create-home frpa
+# The default store lives where the adapter's user may write it (a volume keeps it).
+RUN pip install --no-cache-dir . && useradd --uid 10001 --no-create-home frpa \
+    && mkdir -p /var/lib/frp-adapter && chown 10001 /var/lib/frp-adapter
+ENV FRPA_STORE=sqlite:////var/lib/frp-adapter/frpa.db
+VOLUME /var/lib/frp-adapter
 USER 10001
 EXPOSE 8888
 ENTRYPOINT ["frp-adapter"]

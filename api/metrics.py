@@ -90,14 +90,19 @@ class AdapterCollector(Collector):
         app = self._app
         settings = app[SETTINGS]
         nodes = GaugeMetricFamily(
-            "frpa_nodes", "Nodes by status and frps server", labels=["status", "frps"]
+            "frpa_nodes",
+            "Nodes by status and frps (its name; the address for one this adapter does not serve)",
+            labels=["status", "frps"],
         )
+        # Every family labels an frps by its name, as FRPA_FRPS_SERVERS gives it.
+        names = {server.address: server.name for server in settings.servers()}
         by_status = Counter(
-            (state.status, state.frps_address or "") for state in app[REGISTRY].states()
+            (state.status, names.get(state.frps_address or "", state.frps_address or ""))
+            for state in app[REGISTRY].states()
         )
         for status in ("online", "offline"):
-            for server in settings.servers():
-                by_status.setdefault((status, server.address), 0)
+            for name in names.values():
+                by_status.setdefault((status, name), 0)
         for (status, frps), count in sorted(by_status.items()):
             nodes.add_metric([status, frps], count)
         yield nodes

@@ -41,7 +41,7 @@ async def ssh(url: str, name: str, token: str | None) -> int:
         try:
             ws = await session.ws_connect(shell_url, heartbeat=20, timeout=timeout)
         except aiohttp.WSServerHandshakeError as e:
-            return _fail(f"{name}: {e.status} {_why(e.status)}")
+            return _fail(f"{name}: {e.status} {await _refusal(session, shell_url, e.status)}")
         except aiohttp.ClientError as e:
             return _fail(f"cannot reach the adapter at {url}: {e}")
         async with ws:
@@ -145,16 +145,15 @@ class _Terminal:
                     _fail(f"\r\n{control.get('message')}\r")
 
 
-def _why(status: int) -> str:
-    reasons = {
-        400: "bad request",
-        401: "a valid token is needed in FRPA_TOKEN",
-        403: "forbidden",
-        404: "no such node",
-        409: "node offline",
-        503: "shell is disabled on the adapter",
-    }
-    return reasons.get(status, "refused")
+async def _refusal(session: aiohttp.ClientSession, shell_url: str, status: int) -> str:
+    """Why the adapter refused the shell, in its own words: a failed WebSocket handshake
+    drops the body, so the same request is made once more, plainly, to read it."""
+    try:
+        async with session.get(shell_url) as resp:
+            answer = await resp.json(content_type=None)
+        return f"{answer['error']}: {answer['details']}"
+    except (aiohttp.ClientError, ValueError, TypeError, KeyError):
+        return "a valid token is needed in FRPA_TOKEN" if status == 401 else "refused"
 
 
 def _fail(message: str) -> int:
@@ -163,8 +162,9 @@ def _fail(message: str) -> int:
 
 
 def _terminal_size() -> tuple[int, int]:
-    size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((80, 24))
-    return size.columns, size.lines
+    """This terminal's size; 80 x 24 where it tells none (not a tty, or 0 x 0)."""
+    size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((0, 0))
+    return size.columns or 80, size.lines or 24
 
 
 @contextlib.contextmanager

@@ -20,7 +20,15 @@ from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from
 from cli.limits import IDLE_CONNECTION_SECONDS, accept_errors, raise_file_limit
 from cli.logs import setup_logging
 from nodes.store import StoreError
-from schemas.settings import Settings, SettingsError, add_arguments, load_settings
+from schemas.settings import (
+    TOKEN_VARIABLE,
+    URL_VARIABLE,
+    Settings,
+    SettingsError,
+    add_arguments,
+    load_settings,
+    unknown_variables,
+)
 
 logger = logging.getLogger(__name__)
 _COMMANDS = ("serve", "unique-id", "frps-config", "ssh", "exec")
@@ -54,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_print_unique_id())
     if parsed.command == "frps-config":
         sys.exit(_print_frps_config(parsed))
-    token = os.environ.get("FRPA_TOKEN")
+    token = os.environ.get(TOKEN_VARIABLE)
     if parsed.command == "ssh":
         sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
     if parsed.command == "exec":
@@ -70,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _add_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=os.environ.get("FRPA_URL", client.DEFAULT_URL),
-        help=f"the running adapter [FRPA_URL, default {client.DEFAULT_URL}]",
+        default=os.environ.get(URL_VARIABLE, client.DEFAULT_URL),
+        help=f"the running adapter [{URL_VARIABLE}, default {client.DEFAULT_URL}]",
     )
 
 
@@ -114,6 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 2
     setup_logging(settings)
+    for doubt in unknown_variables(os.environ):
+        logger.warning("%s: ignored", doubt)
     logger.info("open files limit: %d", raise_file_limit())
     _say_what_is_open(settings)
     app.cleanup_ctx.insert(0, accept_errors)
@@ -126,12 +136,20 @@ def _serve(args: argparse.Namespace) -> int:
             # In-flight requests get half the budget; the writes to drain, the rest.
             shutdown_timeout=settings.shutdown_timeout / 2,
             access_log=None,
-            print=None,
+            print=lambda _: _say_listening(settings),
         )
     except (StoreError, OSError) as e:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say_listening(settings: Settings) -> None:
+    host, port = settings.address
+    logger.info("listening on http://%s:%d", host or "0.0.0.0", port)  # noqa: S104  (shown)
+    if settings.metrics_address is not None:
+        host, port = settings.metrics_address
+        logger.info("metrics on http://%s:%d/metrics", host or "0.0.0.0", port)  # noqa: S104
 
 
 def _say_what_is_open(settings: Settings) -> None:

@@ -10,6 +10,7 @@ its variable; a bad value is a SettingsError naming what was given (flag or vari
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -20,6 +21,12 @@ FailureMode = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
 
 GROUPS = ("listen", "store", "frps", "node state", "admission", "SSH", "auth and audit")
+# The terminal client's (`frp-adapter ssh`, `exec`): the running adapter, and its token.
+URL_VARIABLE = "FRPA_URL"
+TOKEN_VARIABLE = "FRPA_TOKEN"  # noqa: S105  (a variable name)
+_OURS = "FRPA_"
+# frp's own config templating reads FRP_* variables too: an unknown one may be frp's.
+_SHARED = "FRP_"
 KUBERNETES = "kubernetes"
 DEFAULT_FRPS = "default"
 _SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -487,7 +494,9 @@ def declared() -> Iterator[tuple[Field[Any], Declared]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """A flag per setting that may have one, in groups; secrets are named in the epilog."""
+    """A flag per setting that may have one, in groups; secrets, which have none, listed
+    after them."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f, setting in declared():
         flag = setting.flag(f.name)
@@ -496,11 +505,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             groups[setting.group].add_argument(
                 flag, metavar="VALUE", help=f"{setting.help}{default} [{setting.env}]"
             )
-    secrets = [s.env for _, s in declared() if s.secret]
-    parser.epilog = f"From the environment only (a flag would show in ps): {', '.join(secrets)}"
+    secrets = [f"  {s.env:30} {s.help}" for _, s in declared() if s.secret]
+    parser.epilog = "\n".join(["environment only (a flag would show in ps):", *secrets])
 
 
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Raises SettingsError for a bad value, or an unknown FRPA_ variable (a misspelling
+    would otherwise be ignored)."""
+    for name in environ:
+        if name.startswith(_OURS) and name not in _known():
+            raise SettingsError(_unknown(name))
     values: dict[str, Any] = {}
     given: dict[str, str] = {}  # setting -> the flag or variable it came from
     for f, setting in declared():
@@ -518,6 +532,25 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         given[f.name] = str(source)
     _check_together(given, values)
     return Settings(**values)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """What to say of each FRP_ variable no setting reads: frp's own, or a misspelling."""
+    return [
+        _unknown(name)
+        for name in sorted(environ)
+        if name.startswith(_SHARED) and name not in _known()
+    ]
+
+
+def _known() -> set[str]:
+    return {setting.env for _, setting in declared()} | {URL_VARIABLE, TOKEN_VARIABLE}
+
+
+def _unknown(name: str) -> str:
+    nearest = difflib.get_close_matches(name, _known(), n=1)
+    hint = f"; did you mean {nearest[0]}?" if nearest else " (frp-adapter serve --help)"
+    return f"{name} is not a setting{hint}"
 
 
 def _check_together(given: Mapping[str, str], values: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from schemas.settings import Settings
+from schemas.settings import Settings, sqlite_path
 
 MANIFESTS = Path(__file__).parents[1] / "manifests"
 
@@ -58,3 +59,14 @@ def test_the_example_frps_toml_registers_only_the_ops_on_the_connect_path() -> N
     (plugin,) = config["httpPlugins"]
     assert plugin["path"] == "/frps/handler"
     assert plugin["ops"] == ["Login", "NewProxy", "CloseProxy"]
+
+
+def test_the_images_default_store_is_writable_by_its_user() -> None:
+    dockerfile = (MANIFESTS.parent / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+)$", dockerfile, re.M)
+    store = re.search(r"^ENV FRPA_STORE=(\S+)$", dockerfile, re.M)
+    assert user is not None
+    assert store is not None
+    directory = str(Path(sqlite_path(store[1])).parent)
+    assert f"mkdir -p {directory} && chown {user[1]} {directory}" in dockerfile
+    assert f"VOLUME {directory}" in dockerfile

@@ -37,8 +37,8 @@ async def test_plugin_traffic_shows_in_the_metrics(
     assert sample("frpa_plugin_unhandled_total", kind="unidentified") == 1
     assert sample("frpa_plugin_unhandled_total", kind="unreadable") == 1
     assert sample("frpa_plugin_unhandled_total", kind="error") == 0
-    assert sample("frpa_nodes", status="online", frps="203.0.113.7") == 2
-    assert sample("frpa_nodes", status="offline", frps="203.0.113.7") == 0
+    assert sample("frpa_nodes", status="online", frps="default") == 2
+    assert sample("frpa_nodes", status="offline", frps="default") == 0
     assert sample("frpa_store_writes_total", backend="sqlite") == 2
     assert sample("frpa_store_write_failures_total", backend="sqlite") == 0
     assert sample("frpa_heartbeat_expiries_total") == 0

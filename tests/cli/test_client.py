@@ -84,14 +84,26 @@ async def test_exec_says_why_a_node_cannot_run_it(url: str) -> None:
     code, _, err = await cli("exec", "--url", url, "nodemaintenances-nosuch", "--", "true")
     assert code == 255
     assert "not found" in err
+    code, _, err = await cli("ssh", "--url", url, "nodemaintenances-nosuch")
+    assert code == 255
+    assert err == (
+        "frp-adapter: nodemaintenances-nosuch: 404 not found: "
+        "nodemaintenance nodemaintenances-nosuch not found\n"
+    )
     code, _, err = await cli("exec", "--url", url, "--timeout", "0.3", NODE, "--", "sleep 5")
     assert code == 124
     assert "timed out" in err
 
 
-async def test_ssh_drives_a_remote_shell_from_a_terminal(url: str) -> None:
+@pytest.mark.parametrize(
+    ("cols", "rows", "size"), [(100, 30, b"30 100"), (0, 0, b"24 80")], ids=["100x30", "0x0"]
+)
+async def test_ssh_drives_a_remote_shell_from_a_terminal(
+    url: str, cols: int, rows: int, size: bytes
+) -> None:
+    """A terminal that tells no size (a fresh pty, some CI runners) gets 80 x 24."""
     primary, secondary = pty.openpty()
-    set_size(secondary, cols=100, rows=30)
+    set_size(secondary, cols=cols, rows=rows)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -125,7 +137,7 @@ async def test_ssh_drives_a_remote_shell_from_a_terminal(url: str) -> None:
     try:
         await until(b"# " if os.getuid() == 0 else b"$ ")  # the remote prompt: raw mode is on
         os.write(primary, b"stty size\r")
-        await until(b"30 100")
+        await until(size)
         set_size(primary, cols=120, rows=40)
         process.send_signal(signal.SIGWINCH)
         await asyncio.sleep(0.3)

@@ -49,6 +49,12 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"FRPA_API_TOKENS_FILE": "/nonexistent"}, "FRPA_API_TOKENS_FILE: cannot read"),
         ([], {"FRPA_AUDIT_LOG": "/nonexistent/audit.log"}, "FRPA_AUDIT_LOG: [Errno 2]"),
         ([], {"FRPA_SHELL_RECORDINGS": "/nonexistent"}, "is not a writable directory"),
+        (
+            [],
+            {"FRPA_HEARTBEAT_TIMOUT": "30"},
+            "FRPA_HEARTBEAT_TIMOUT is not a setting; did you mean FRPA_HEARTBEAT_TIMEOUT?",
+        ),
+        ([], {"FRPA_NOTHING_LIKE_IT": "1"}, "FRPA_NOTHING_LIKE_IT is not a setting"),
     ],
 )
 def test_invalid_settings_exit_2_with_one_clear_line(
@@ -72,7 +78,11 @@ def test_unique_id_prints_a_20_hex_digit_id_or_says_why_not() -> None:
 async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path: Path) -> None:
     port = free_port()
     processes = Processes(tmp_path)
-    env = {"FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}", "FRPA_LOG_FORMAT": "json"}
+    env = {
+        "FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}",
+        "FRPA_LOG_FORMAT": "json",
+        "FRP_SERVER_APII": "http://127.0.0.1:7500",  # frp's own, or a misspelling: a warning
+    }
     try:
         await processes.start_adapter(port, env)
         async with aiohttp.ClientSession() as session:
@@ -82,6 +92,12 @@ async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path:
     finally:
         await processes.stop_all()
     lines = [json.loads(line) for line in processes.log("adapter").splitlines()]
+    said = [(line["level"], line["message"]) for line in lines]
+    assert ("INFO", f"listening on http://127.0.0.1:{port}") in said
+    assert (
+        "WARNING",
+        "FRP_SERVER_APII is not a setting; did you mean FRP_SERVER_API?: ignored",
+    ) in said
     transitions = [line for line in lines if "to" in line]
     assert transitions == [
         {

@@ -119,7 +119,7 @@ async def test_nodes_go_online_and_offline_with_their_frpc(frp: FrpSetup) -> Non
         session.get(f"{frp.adapter_url}/metrics") as resp,
     ):
         metrics = await resp.text()
-    assert 'frpa_nodes{frps="127.0.0.1",status="online"} 2.0' in metrics
+    assert 'frpa_nodes{frps="default",status="online"} 2.0' in metrics
     assert 'frpa_plugin_requests_total{op="CloseProxy",result="allowed"} 1.0' in metrics
 
 
