@@ -80,6 +80,20 @@ async def run(
     return status if isinstance(status, int) else UNREACHABLE
 
 
+async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
+    """A new frpc token for node `name` (the previous one stops working); ClientError or
+    ValueError says why not."""
+    async with (
+        aiohttp.ClientSession(headers=_headers(token)) as session,
+        session.post(f"{url.rstrip('/')}/api/v1/nodes/{name}/frpc-token") as resp,
+    ):
+        answer = await resp.json(content_type=None)
+    if resp.status != 200:
+        raise ValueError(f"{resp.status} {answer.get('error')}: {answer.get('details')}")
+    issued: str = answer["token"]
+    return issued
+
+
 class _Terminal:
     """Keystrokes and resizes go out through one queue, in order; output comes back."""
 

@@ -12,13 +12,16 @@ import socket
 import sys
 from collections.abc import Sequence
 
+import aiohttp
 from aiohttp import web
 
 from api.app import create_app
 from cli import client
+from cli.configs import frpc_config, frps_config
 from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
 from cli.limits import IDLE_CONNECTION_SECONDS, accept_errors, raise_file_limit
 from cli.logs import setup_logging
+from nodes.model import InvalidUniqueIdError, nm_name, parse_unique_id
 from nodes.store import StoreError
 from schemas.settings import (
     TOKEN_VARIABLE,
@@ -31,7 +34,7 @@ from schemas.settings import (
 )
 
 logger = logging.getLogger(__name__)
-_COMMANDS = ("serve", "unique-id", "frps-config", "ssh", "exec")
+_COMMANDS = ("serve", "unique-id", "frps-config", "frpc-config", "ssh", "exec")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,9 +49,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands.add_parser("unique-id", help="print this host's unique_id for frpc's metadatas")
     add_arguments(
         commands.add_parser(
-            "frps-config", help="print frps.toml's [[httpPlugins]] for these settings, new secret"
+            "frps-config", help="print the frps.toml lines these settings need (plugin, dashboard)"
         )
     )
+    node_config = commands.add_parser(
+        "frpc-config", help="print an edge node's frpc.toml (issues its token with node tokens)"
+    )
+    add_arguments(node_config)
+    _add_url(node_config)
+    node_config.add_argument("--frps", help="the frps it logs in to (default: the first)")
+    node_config.add_argument("unique_id")
     shell = commands.add_parser("ssh", help="open a shell on a node (NM name)")
     _add_url(shell)
     shell.add_argument("nm_name")
@@ -63,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if parsed.command == "frps-config":
         sys.exit(_print_frps_config(parsed))
     token = os.environ.get(TOKEN_VARIABLE)
+    if parsed.command == "frpc-config":
+        sys.exit(asyncio.run(_print_frpc_config(parsed, token)))
     if parsed.command == "ssh":
         sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
     if parsed.command == "exec":
@@ -93,24 +105,41 @@ def _print_unique_id() -> int:
 
 
 def _print_frps_config(args: argparse.Namespace) -> int:
-    """A plugin block per frps, on a path with a fresh secret: frps sends no header, so
-    without one anyone who reaches the adapter can pose as frps."""
+    """frps sends no header: without a secret on the plugin path, anyone who reaches the
+    adapter can pose as frps. So a secret is made up when the settings have none."""
     try:
         settings = load_settings(args, os.environ)
     except SettingsError as e:
         print(f"frp-adapter: {e}", file=sys.stderr)
         return 2
-    secret = secrets.token_urlsafe(24)
-    host = settings.address[0] or socket.gethostname()
-    print(f"# Start the adapter with FRPA_PLUGIN_SECRET={secret}, and give frps:")
-    servers = settings.servers()
-    for server in servers:
-        path = "/frps/handler" if len(servers) == 1 else f"/frps/{server.name}/handler"
-        print(
-            f'\n# frps {server.name}\n[[httpPlugins]]\nname = "frp-adapter"\n'
-            f'addr = "{host}:{settings.address[1]}"\npath = "{path}/{secret}"\n'
-            'ops = ["Login", "NewProxy", "CloseProxy"]'
-        )
+    secret = settings.plugin_secret
+    if not secret:
+        secret = secrets.token_urlsafe(24)
+        print(f"# Start the adapter with FRPA_PLUGIN_SECRET={secret}, and give frps:\n")
+    print(frps_config(settings, settings.address[0] or socket.gethostname(), secret), end="")
+    return 0
+
+
+async def _print_frpc_config(args: argparse.Namespace, token: str | None) -> int:
+    try:
+        settings = load_settings(args, os.environ)
+        uid = parse_unique_id(args.unique_id)
+    except (SettingsError, InvalidUniqueIdError) as e:
+        print(f"frp-adapter: {e}", file=sys.stderr)
+        return 2
+    servers = {server.name: server for server in settings.servers()}
+    server = servers.get(args.frps) if args.frps else next(iter(servers.values()))
+    if server is None:
+        print(f"frp-adapter: no frps {args.frps!r}: {', '.join(servers)}", file=sys.stderr)
+        return 2
+    node_token = None
+    if settings.node_tokens:
+        try:
+            node_token = await client.issue_frpc_token(args.url, nm_name(uid), token)
+        except (aiohttp.ClientError, ValueError, KeyError) as e:
+            print(f"frp-adapter: cannot issue the node's token at {args.url}: {e}", file=sys.stderr)
+            return client.UNREACHABLE
+    print(frpc_config(settings, server, uid, node_token), end="")
     return 0
 
 

@@ -1,0 +1,85 @@
+"""`frp-adapter frps-config` and `frpc-config NODE`: the frps.toml and frpc.toml lines the
+adapter's running settings ask for (frp 0.52+ TOML), ready to paste."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+from nodes.model import UniqueId
+from schemas.settings import FrpsServer, Settings
+
+_DASHBOARD_PORT = 7500
+_FRPS_PORT = 7000
+_SSH_PORT = 22
+# Without a dashboard or FRPA_ALLOWED_PORTS, a port to start from: each node needs its own.
+_SOME_PORT = 22000
+
+
+def frps_config(settings: Settings, host: str, secret: str) -> str:
+    """For each frps: the dashboard the adapter reads, and its `[[httpPlugins]]` block.
+    Tables only, so the lines hold wherever they are pasted in an frps.toml."""
+    servers = settings.servers()
+    blocks = []
+    for server in servers:
+        path = "/frps/handler" if len(servers) == 1 else f"/frps/{server.name}/handler"
+        if secret:
+            path = f"{path}/{secret}"
+        blocks.append(
+            f"# frps {server.name}\n{_dashboard(settings, server)}\n"
+            f'[[httpPlugins]]\nname = "frp-adapter"\naddr = "{host}:{settings.address[1]}"\n'
+            f'path = "{path}"\nops = ["Login", "NewProxy", "CloseProxy"]\n'
+        )
+    return "\n".join(blocks)
+
+
+def _dashboard(settings: Settings, server: FrpsServer) -> str:
+    lines = ["[webServer]", 'addr = "0.0.0.0"']
+    if server.api is None:
+        lines[0:0] = [
+            "# its dashboard: give the adapter FRP_SERVER_API=http://<this frps>:"
+            f"{_DASHBOARD_PORT}, to confirm events and learn the ports frps picks"
+        ]
+        lines.append(f"port = {_DASHBOARD_PORT}")
+    else:
+        lines.append(f"port = {_port(server.api)}")
+        if settings.frps_api_user:
+            lines.append(f"user = {json.dumps(settings.frps_api_user)}")
+            lines.append('password = "<FRP_SERVER_HTTPAUTHPASSWORD>"  # its value: not shown')
+    return "\n".join(lines) + "\n"
+
+
+def _port(url: str) -> int:
+    return urlsplit(url).port or _DASHBOARD_PORT
+
+
+def frpc_config(
+    settings: Settings, server: FrpsServer, unique_id: UniqueId, token: str | None
+) -> str:
+    """An edge node's frpc.toml: its id (and token) in metadatas, its sshd as a tcp proxy."""
+    key = json.dumps(settings.unique_id_meta_key)
+    lines = [
+        f"# node {unique_id}, through frps {server.name}",
+        f"serverAddr = {json.dumps(server.address)}",
+        f"serverPort = {_FRPS_PORT}  # frps's bindPort",
+        f"user = {json.dumps(unique_id)}",
+        f"metadatas.{key} = {json.dumps(unique_id)}",
+    ]
+    if token is not None:
+        lines.append(f"metadatas.token = {json.dumps(token)}  # shown once: keep it here")
+    if settings.allowed_ports is not None:
+        port = f"{settings.allowed_ports.start}  # one of FRPA_ALLOWED_PORTS, free on frps"
+    elif server.api is not None:
+        port = "0  # frps picks one; the adapter reads it from frps's dashboard"
+    else:
+        port = f"{_SOME_PORT}  # a port free on frps, one per node"
+    lines += [
+        "",
+        "[[proxies]]",
+        'name = "ssh"',
+        'type = "tcp"',
+        'localIP = "127.0.0.1"',
+        f"localPort = {_SSH_PORT}",
+        f"remotePort = {port}",
+    ]
+    return "\n".join(lines) + "\n"
