@@ -24,6 +24,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from api import routes
 from api.audit import AuditLog, writable_directory
 from api.auth import Access
+from api.cors import Cors
 from api.keys import (
     ACCESS,
     AUDIT,
@@ -106,7 +107,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     if settings.metrics_address is not None:
         app.cleanup_ctx.append(_metrics_site)
     setup_metrics(app)
-    app.middlewares.append(app[ACCESS].middleware)
+    cors = Cors(settings.allowed_origins)
+    app.middlewares.extend(
+        [routes.redirect_trailing_slash, cors.middleware, app[ACCESS].middleware]
+    )
+    app.on_response_prepare.append(cors.on_response_prepare)
     routes.add_routes(app)
     return app
 

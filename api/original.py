@@ -75,7 +75,14 @@ async def frp_fetch(request: web.Request) -> web.Response:
         return _failure(e)
     state = node_state(request, name)
     if state is None:
-        return _failure(_FailureError(404, f"nodemaintenance {name} not found"))
+        # Word for word the original's, which quoted the Kubernetes API's NotFound.
+        return _failure(
+            _FailureError(
+                404,
+                "failed to get latest version of nodeMaintenance: "
+                f'nodemaintenances.edge.harmonycloud.cn "{name}" not found',
+            )
+        )
     endpoint = ssh_endpoint(node_object(request, state))
     return _success(
         {
@@ -95,7 +102,7 @@ async def frp_create(request: web.Request) -> web.Response:
         await _stored(request, [uid])
     except _FailureError as e:
         return _failure(e)
-    return _success(f"create {nm_name(uid)} successfully")
+    return _success(f"create {nm_name(uid)} crd resource in k8s cluster successfully")
 
 
 async def frp_update(request: web.Request) -> web.Response:
@@ -103,7 +110,9 @@ async def frp_update(request: web.Request) -> web.Response:
         data = _load(_update_schema, await _params(request))
         uid = _unique_id(data["unique_id"])
         await _loaded(request)
-        status: NodeStatus = OFFLINE if data["status"] == OFFLINE else ONLINE
+        status: NodeStatus | None = None
+        if data["status"] is not None:
+            status = ONLINE if data["status"] == ONLINE else OFFLINE
         _transition(request, uid, data, reason="FrpUpdate", status=status)
         await _stored(request, [uid])
     except _FailureError as e:
@@ -123,7 +132,7 @@ async def nm_useless(request: web.Request) -> web.Response:
         await _stored(request, uids)
     except _FailureError as e:
         return _failure(e)
-    return _success(f"{len(uids)} nodemaintenances are offline now")
+    return _success("make all nodemaintenances objects become useless successfully")
 
 
 async def reverse_proxy_shell(request: web.Request) -> web.Response:
@@ -159,14 +168,29 @@ async def _exec(request: web.Request, name: str | None) -> web.Response:
         return _failure(_FailureError(400, f"ssh client create failed, err is: {e}"))
     if result.timed_out:
         why = f"timed out after {settings.exec_timeout:g} s"
+    elif result.exit_signal is not None:
+        why = _signalled(*result.exit_signal)
     elif result.exit_status is None:
-        why = "Process exited without an exit status (killed by a signal)"
+        why = "wait: remote command exited without exit status or exit signal"
     elif result.exit_status != 0:
         why = f"Process exited with status {result.exit_status}"
     else:
         output = result.stdout.decode(errors="replace").strip()
         return _success(f"execute shell command {cmd} successfully,the result is: {output}")
     return _failure(_FailureError(400, f"execute shell command {cmd} failed, err is: {why}"))
+
+
+# x/crypto/ssh's numbers for the signals it names: a status of 128 + the number.
+_SIGNALS = {
+    "ABRT": 6, "ALRM": 14, "FPE": 8, "HUP": 1, "ILL": 4, "INT": 2,
+    "KILL": 9, "PIPE": 13, "QUIT": 3, "SEGV": 11, "TERM": 15,
+}  # fmt: skip
+
+
+def _signalled(name: str, message: str) -> str:
+    """A command killed by a signal, in the words of x/crypto/ssh's ExitError."""
+    said = f"Process exited with status {128 + _SIGNALS.get(name, 0)} from signal {name}"
+    return f"{said}. Reason was: {message}" if message else said
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
@@ -225,9 +249,12 @@ def _transition(
     data: dict[str, Any],
     *,
     reason: str,
-    status: NodeStatus,
+    status: NodeStatus | None,
 ) -> None:
-    request.app[REGISTRY].transition(
+    """Record what the call says; without a status, the node's status stays as it is."""
+    registry = request.app[REGISTRY]
+    record = registry.transition if status is not None else registry.amend
+    record(
         uid,
         NodeChange(
             reason=reason,

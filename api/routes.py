@@ -87,6 +87,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="GET",
+        path="/apis/edge.harmonycloud.cn/v1alpha1",
+        handler=original.home,
+        access=OPEN,
+        summary="the original's greeting, where Kubernetes clients look for the API group",
+        answers={200: "it is running"},
+    ),
+    Route(
+        method="GET",
         path="/healthz",
         handler=health.healthz,
         access=OPEN,
@@ -268,6 +276,24 @@ def add_routes(app: web.Application) -> None:
             app.router.add_get(route.path, route.handler)
         else:
             app.router.add_route(route.method, route.path, route.handler)
+
+
+@web.middleware
+async def redirect_trailing_slash(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/frp_fetch/x/` answers as gin answered it: a redirect to the route without the
+    slash, 301 for GET and 307 (which keeps the method and body) for the others."""
+    if isinstance(request.match_info.http_exception, web.HTTPNotFound) and request.path.endswith(
+        "/"
+    ):
+        path = request.path.rstrip("/") or "/"
+        bare = request.rel_url.with_path(path).with_query(request.rel_url.query)
+        match = await request.app.router.resolve(request.clone(rel_url=bare))
+        if match.http_exception is None:
+            redirect = (
+                web.HTTPMovedPermanently if request.method == "GET" else web.HTTPTemporaryRedirect
+            )
+            raise redirect(location=str(bare))
+    return await handler(request)
 
 
 def rules() -> dict[tuple[str, str], Rule]:

@@ -204,30 +204,41 @@ class _Bridge:
         async for msg in self._ws:
             if msg.type == WSMsgType.BINARY:
                 await self._write(msg.data)
-            elif msg.type == WSMsgType.TEXT and not await self._resized(msg.data):
-                await self._write(msg.data.encode(self._encoding, errors="replace"))
+            elif msg.type == WSMsgType.TEXT:
+                text = await self._control(msg.data)
+                if text:
+                    await self._write(text.encode(self._encoding, errors="replace"))
 
     async def _write(self, data: bytes) -> None:
         self.bytes_in += len(data)
         await self._session.write(data)
 
-    async def _resized(self, text: str) -> bool:
-        """Resize if `text` is a resize frame; anything else is keystrokes (as the original)."""
+    async def _control(self, text: str) -> str:
+        """What of a text frame is keystrokes, after acting on it if it is a control frame.
+
+        As the original: a JSON object with a `type` is a control frame. `resize` resizes
+        the PTY, `cmd` types its `cmd` text, any other type is dropped; anything else (a
+        keystroke, an object without a type) is typed as it is.
+        """
         if not text.startswith("{"):
-            return False
+            return text
         try:
             frame = parse_json(text)
         except ValueError:
-            return False
-        if not isinstance(frame, dict) or frame.get("type") != "resize":
-            return False
+            return text
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            return text
+        if frame["type"] == "cmd":
+            return frame["cmd"] if isinstance(frame.get("cmd"), str) else ""
+        if frame["type"] != "resize":
+            return ""
         try:
             resize = _resize_schema.load(frame)
         except ValidationError as e:
             if self._binary:
                 await _send_control(self._ws, {"type": "error", "message": e.messages})
-            return True
+            return ""
         self._session.resize(resize["cols"], resize["rows"])
         if self._recording is not None:
             self._recording.resize(resize["cols"], resize["rows"])
-        return True
+        return ""

@@ -289,6 +289,7 @@ async def run_audited(
 def _result(result: ExecResult) -> dict[str, Any]:
     return {
         "exit_status": result.exit_status,
+        "exit_signal": result.exit_signal[0] if result.exit_signal else None,
         "stdout": result.stdout.decode(errors="replace"),
         "stderr": result.stderr.decode(errors="replace"),
         "duration_ms": result.duration_ms,

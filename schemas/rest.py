@@ -1,7 +1,8 @@
 """Input of the REST API: the original frp_adapter's (query string, form or JSON body) and ours.
 
 The patched frps of the original sent these as a query string; forms send empty strings
-for empty fields, which count as absent here. Unknown keys are an error.
+for empty fields, which count as absent here. The original's routes ignore keys they do
+not read, as gin did; the versioned API's refuse them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import codecs
 from typing import Any
 
 from marshmallow import (
+    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -25,7 +27,7 @@ _address = validate.Length(min=1, max=253)
 
 class _RestInput(Schema):
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE
 
     @pre_load
     def drop_empty(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -46,7 +48,8 @@ class FrpUpdateSchema(_RestInput):
     port = fields.Integer(load_default=None, validate=_port)
     mac_address = fields.String(load_default=None, validate=validate.Length(max=64))
     host_name = fields.String(load_default=None, validate=_address)
-    status = fields.String(required=True, validate=validate.OneOf(["online", "offline"]))
+    # Absent: the status stays as it is; anything but "online" is offline (the original's).
+    status = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
 LIST_PAGE_DEFAULT = 500
@@ -95,10 +98,11 @@ _terminal_size = validate.Range(min=1, max=10000)
 
 
 class ShellQuerySchema(Schema):
-    """`?cols=&rows=&encoding=` of a shell WebSocket; the route supplies the size defaults."""
+    """`?cols=&rows=&encoding=` of a shell WebSocket; the route supplies the size defaults.
+    Other parameters are ignored: consoles add cache-busters and their own tokens."""
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE
 
     cols = fields.Integer(validate=_terminal_size)
     rows = fields.Integer(validate=_terminal_size)
@@ -106,14 +110,15 @@ class ShellQuerySchema(Schema):
 
 
 class ResizeSchema(Schema):
-    """`{"type": "resize", "cols": N, "rows": M}`, a shell's control frame."""
+    """`{"type": "resize", "cols": N, "rows": M}`, a shell's control frame; a size left out
+    is the original's default, 180 columns or 50 rows."""
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE
 
     type = fields.String(required=True, validate=validate.Equal("resize"))
-    cols = fields.Integer(required=True, strict=True, validate=_terminal_size)
-    rows = fields.Integer(required=True, strict=True, validate=_terminal_size)
+    cols = fields.Integer(load_default=180, strict=True, validate=_terminal_size)
+    rows = fields.Integer(load_default=50, strict=True, validate=_terminal_size)
 
 
 _command = validate.And(validate.Length(min=1, max=65536), _no_nul)

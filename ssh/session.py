@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -18,9 +17,6 @@ import asyncssh
 from ssh.connector import SshConnector, SshError, SshTarget
 
 _READ_SIZE = 1 << 16
-_ANNOUNCE_PID = "printf 'frpa-exec-pgid=%s\\n' \"$$\" >&2\n"
-_PID_LINE = re.compile(rb"frpa-exec-pgid=(\d+)\n")
-_HEAD_LIMIT = 4096
 _KILL_SECONDS = 5.0
 
 
@@ -66,6 +62,7 @@ async def open_shell(
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     exit_status: int | None  # None: killed by a signal or by the timeout
+    exit_signal: tuple[str, str] | None  # the signal's name and sshd's message, if killed
     stdout: bytes
     stderr: bytes
     duration_ms: int
@@ -81,14 +78,15 @@ async def run_command(
     time_limit: float,
     output_limit: int,
 ) -> ExecResult:
-    """Run `command` without a PTY; keep the first `output_limit` bytes of stdout and of stderr.
+    """Run `command` as it is, without a PTY; keep the first `output_limit` bytes of
+    stdout and of stderr.
 
-    After `time_limit` seconds (counted from the start of the command, once logged in) the
-    result is reported as timed out and the command's process group is killed. A command
-    without a PTY outlives its channel, and sshd refuses SSH signal requests from a root
-    login, so the command's shell first reports its pid on stderr (sshd starts every
-    session with setsid(), so that pid is also the process group) and the kill is a
-    `kill -KILL -- -<pgid>` on a second channel. That report is removed from stderr.
+    After `time_limit` seconds (from the start of the command, once logged in) the result
+    is reported as timed out and the command's process groups are killed. A command
+    without a PTY outlives its channel, so: sshd is asked for the signal (it sends it to
+    the session's process group, but refuses for root logins and forced commands), and a
+    second channel kills every process group whose processes carry this connection's
+    SSH_CONNECTION (each exec has a connection of its own) but its own.
     """
     try:
         result = await _run(connector.connect(target), command, time_limit, output_limit)
@@ -110,23 +108,26 @@ async def _run(
     started = loop.time()
     timed_out = False
     exit_status: int | None = None
-    out = _Capture(output_limit)
-    err = _Capture(output_limit, announced=True)
+    exit_signal: tuple[str, str] | None = None
+    out, err = _Capture(output_limit), _Capture(output_limit)
     async with connection as conn:
-        process = await conn.create_process(_ANNOUNCE_PID + command, encoding=None)
+        process = await conn.create_process(command, encoding=None)
         process.stdin.write_eof()
         try:
             async with asyncio.timeout(time_limit):
                 await asyncio.gather(out.drain(process.stdout), err.drain(process.stderr))
                 completed = await process.wait(check=False)
-            exit_status = completed.exit_status if completed.exit_signal is None else None
+            if completed.exit_signal is None:
+                exit_status = completed.exit_status
+            else:
+                name, _, message, _ = completed.exit_signal
+                exit_signal = (name, message)
         except TimeoutError:
             timed_out = True
-            process.close()
-            if err.pgid is not None:
-                await _kill_group(conn, err.pgid)
+            await _kill(conn, process)
     return ExecResult(
         exit_status=exit_status,
+        exit_signal=exit_signal,
         stdout=out.data(),
         stderr=err.data(),
         duration_ms=round((loop.time() - started) * 1000),
@@ -135,49 +136,42 @@ async def _run(
     )
 
 
-async def _kill_group(conn: asyncssh.SSHClientConnection, pgid: int) -> None:
+# POSIX sh, without quotes of its own: it runs under `sh -c '...'` from any login shell
+# (fish included). For each process of this connection's sessions but the script's own:
+# its process group (fields after the `(comm)` of /proc/PID/stat: state ppid pgrp sid).
+_KILL_SCRIPT = (
+    "own=$(cat /proc/$$/stat); own=${own##*)}; set -- $own; own=$4; "
+    "for d in /proc/[0-9]*; do "
+    'tr "\\0" "\\n" 2>/dev/null < $d/environ | grep -qxF "SSH_CONNECTION=$SSH_CONNECTION" '
+    "|| continue; "
+    "s=$(cat $d/stat 2>/dev/null) || continue; s=${s##*)}; set -- $s; "
+    '[ "$4" = "$own" ] || kill -KILL -$3 2>/dev/null; '
+    "done; true"
+)
+
+
+async def _kill(
+    conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes]
+) -> None:
     with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
         async with asyncio.timeout(_KILL_SECONDS):
-            await conn.run(f"kill -KILL -- -{pgid}", check=False)
+            process.send_signal("KILL")
+            await conn.run(f"sh -c '{_KILL_SCRIPT}'", check=False)
+    process.close()
 
 
 class _Capture:
-    """Keeps the first `limit` bytes of a stream, reading (and dropping) the rest.
+    """Keeps the first `limit` bytes of a stream, reading (and dropping) the rest."""
 
-    When `announced`, the stream starts with the line `_ANNOUNCE_PID` prints (possibly
-    after the login shell's own warnings): it is taken out, and its pid kept as `pgid`.
-    """
-
-    def __init__(self, limit: int, *, announced: bool = False) -> None:
+    def __init__(self, limit: int) -> None:
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
-        self._head: bytes | None = b"" if announced else None
         self.truncated = False
-        self.pgid: int | None = None
 
     async def drain(self, reader: asyncssh.SSHReader[bytes]) -> None:
         while data := await reader.read(_READ_SIZE):
-            self._keep(self._take_pid(data) if self._head is not None else data)
-        self._release()
-
-    def _release(self) -> None:
-        """Keep what was held back for an announcement that never came."""
-        if self._head:
-            self._keep(self._head)
-        self._head = None
-
-    def _take_pid(self, data: bytes) -> bytes:
-        head = (self._head or b"") + data
-        if match := _PID_LINE.search(head):
-            self.pgid = int(match[1])
-            self._head = None
-            return head[: match.start()] + head[match.end() :]
-        if len(head) > _HEAD_LIMIT:
-            self._head = None
-            return head
-        self._head = head
-        return b""
+            self._keep(data)
 
     def _keep(self, data: bytes) -> None:
         room = self._limit - self._size
@@ -189,5 +183,4 @@ class _Capture:
             self._size += len(data)
 
     def data(self) -> bytes:
-        self._release()
         return b"".join(self._chunks)

@@ -35,9 +35,10 @@ def keygen(path: Path) -> Path:
     return path
 
 
-def configure(directory: Path, name: str) -> tuple[Path, Sshd]:
+def configure(directory: Path, name: str, forced_command: Path | None = None) -> tuple[Path, Sshd]:
     """Keys and an sshd_config in `directory`: sshd's own host key (`<name>-hostkey`) and
-    one authorized user key (`userkey`), shared by every sshd in `directory`."""
+    one authorized user key (`userkey`), shared by every sshd in `directory`; with
+    `forced_command`, the key may only run that (`command=` in authorized_keys)."""
     directory.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     sshd = Sshd(
@@ -46,12 +47,17 @@ def configure(directory: Path, name: str) -> tuple[Path, Sshd]:
         user_key=keygen(directory / "userkey"),
         user=getpass.getuser(),
     )
+    authorized = sshd.user_key.with_suffix(".pub")
+    if forced_command is not None:
+        authorized = directory / f"{name}-authorized_keys"
+        key = sshd.user_key.with_suffix(".pub").read_text()
+        authorized.write_text(f'command="{forced_command}",no-pty {key}')
     config = directory / f"{name}_config"
     config.write_text(
         f"Port {sshd.port}\n"
         "ListenAddress 127.0.0.1\n"
         f"HostKey {sshd.host_key}\n"
-        f"AuthorizedKeysFile {sshd.user_key}.pub\n"
+        f"AuthorizedKeysFile {authorized}\n"
         "PasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\n"
         "UsePAM no\n"
@@ -67,9 +73,11 @@ def configure(directory: Path, name: str) -> tuple[Path, Sshd]:
 
 
 @contextlib.asynccontextmanager
-async def running_sshd(directory: Path, *, name: str = "sshd") -> AsyncIterator[Sshd]:
+async def running_sshd(
+    directory: Path, *, name: str = "sshd", forced_command: Path | None = None
+) -> AsyncIterator[Sshd]:
     """sshd in the foreground on a free port, configured by `configure`."""
-    config, sshd = configure(directory, name)
+    config, sshd = configure(directory, name, forced_command)
     port = sshd.port
     log = (directory / f"{name}.log").open("ab")
     process = await asyncio.create_subprocess_exec(

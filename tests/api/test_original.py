@@ -1,4 +1,6 @@
-"""The original frp_adapter REST API and the versioned read API, on a real SQLite store."""
+"""Drop-in for the original frp_adapter's callers (ttlv/frp_adapter, branch http; the
+patched frps of ttlv/frp; browser consoles), on a real SQLite store: each route called
+the ways they call it, answering with the original's status, envelope and words."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -25,8 +28,10 @@ async def client(tmp_path: Path, aiohttp_client: AiohttpClient) -> Client:
     return await aiohttp_client(create_app(settings_for(tmp_path)))
 
 
-async def fetch(client: Client, name: str = "nodemaintenances-abc123") -> tuple[int, Any]:
-    resp = await client.get(f"/frp_fetch/{name}")
+async def fetch(
+    client: Client, name: str = "nodemaintenances-abc123", **params: str
+) -> tuple[int, Any]:
+    resp = await client.get(f"/frp_fetch/{name}", params=params)
     return resp.status, await resp.json()
 
 
@@ -63,7 +68,7 @@ async def test_frp_create_takes_its_parameters_every_way_the_original_was_called
     assert resp.status == 200, await resp.text()
     assert await resp.json() == {
         "code": 200,
-        "data": "create nodemaintenances-abc123 successfully",
+        "data": "create nodemaintenances-abc123 crd resource in k8s cluster successfully",
     }
     assert await fetch(client) == (
         200,
@@ -124,7 +129,10 @@ async def test_nm_useless_marks_every_node_offline(client: Client) -> None:
     for uid in ("a1", "b2", "c3"):
         await client.post("/frp_create", data={**CREATE, "unique_id": uid})
     resp = await client.put("/nm_useless")
-    assert await resp.json() == {"code": 200, "data": "3 nodemaintenances are offline now"}
+    assert await resp.json() == {
+        "code": 200,
+        "data": "make all nodemaintenances objects become useless successfully",
+    }
     resp = await client.get("/api/v1/nodes", params={"status": "online"})
     assert (await resp.json())["items"] == []
     resp = await client.get("/api/v1/nodes", params={"status": "offline"})
@@ -132,10 +140,16 @@ async def test_nm_useless_marks_every_node_offline(client: Client) -> None:
 
 
 async def test_frp_fetch_of_an_unknown_node_is_404_as_the_original(client: Client) -> None:
-    status, body = await fetch(client, "nodemaintenances-nope")
-    assert status == 404
-    assert body["code"] == 404
-    assert "not found" in body["error"]["message"]
+    assert await fetch(client, "nodemaintenances-nope") == (
+        404,
+        {
+            "code": 404,
+            "error": {
+                "message": "failed to get latest version of nodeMaintenance: "
+                'nodemaintenances.edge.harmonycloud.cn "nodemaintenances-nope" not found'
+            },
+        },
+    )
 
 
 BAD_CREATES: list[tuple[str, dict[str, str], str]] = [
@@ -143,7 +157,6 @@ BAD_CREATES: list[tuple[str, dict[str, str], str]] = [
     ("port not a number", {**CREATE, "port": "ssh"}, "port"),
     ("port out of range", {**CREATE, "port": "70000"}, "port"),
     ("invalid unique_id", {**CREATE, "unique_id": "UPPER_case"}, "unique_id"),
-    ("unknown key", {**CREATE, "colour": "red"}, "colour"),
 ]
 
 
@@ -180,10 +193,56 @@ async def test_bad_rest_bodies_are_a_400(
     assert (await everything(client))["items"] == []
 
 
-async def test_frp_update_needs_a_valid_status(client: Client) -> None:
+async def test_frp_update_takes_any_status_but_online_as_offline_and_none_as_no_change(
+    client: Client,
+) -> None:
+    await client.post("/frp_create", data=CREATE)
     resp = await client.put("/frp_update", data={**CREATE, "status": "sleeping"})
-    assert resp.status == 400
-    assert "status" in (await resp.json())["error"]["message"]
+    assert await resp.json() == {"code": 200, "data": "Update Successfully"}
+    assert (await fetch(client))[1]["data"]["status"] == "offline"
+    await client.put("/frp_update", data={**CREATE, "status": "online"})
+    resp = await client.put("/frp_update", data={"unique_id": "abc123"})  # no status
+    assert await resp.json() == {"code": 200, "data": "Update Successfully"}
+    assert (await fetch(client))[1]["data"]["status"] == "online"
+
+
+async def test_parameters_the_original_did_not_read_are_ignored_as_gin_did(
+    client: Client,
+) -> None:
+    resp = await client.post("/frp_create", data={**CREATE, "colour": "red", "_": "1700000"})
+    assert resp.status == 200, await resp.text()
+    resp = await client.put("/frp_update", params={"unique_id": "abc123", "t": "1"})
+    assert resp.status == 200
+    assert (await fetch(client, "nodemaintenances-abc123", cache_buster="1"))[0] == 200
+
+
+async def test_multipart_forms_are_read_as_the_original_read_them(client: Client) -> None:
+    form = aiohttp.FormData({**CREATE}, default_to_multipart=True)
+    resp = await client.post("/frp_create", data=form)
+    assert resp.status == 200, await resp.text()
+    assert (await fetch(client))[1]["data"]["proxy_port"] == "16022"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "location"),
+    [
+        ("GET", "/frp_fetch/nodemaintenances-abc123/", 301, "/frp_fetch/nodemaintenances-abc123"),
+        ("PUT", "/frp_update/?unique_id=abc123", 307, "/frp_update?unique_id=abc123"),
+        ("POST", "/frp_create/", 307, "/frp_create"),
+        ("GET", "/no_such_route/", 404, None),
+    ],
+)
+async def test_a_trailing_slash_is_redirected_as_gin_does(
+    client: Client, method: str, path: str, status: int, location: str | None
+) -> None:
+    async with client.request(method, path, allow_redirects=False) as resp:
+        assert resp.status == status
+        assert resp.headers.get("Location") == location
+
+
+async def test_the_api_group_path_answers_as_home(client: Client) -> None:
+    resp = await client.get("/apis/edge.harmonycloud.cn/v1alpha1")
+    assert await resp.json() == {"code": 200, "data": "Frp Adapter Is Working Now...."}
 
 
 async def test_v1_rejects_an_unknown_status_filter(client: Client) -> None:

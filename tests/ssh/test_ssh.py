@@ -105,6 +105,36 @@ async def test_exec_timeout_kills_the_remote_command(client: Client, tmp_path: P
     assert not marker.exists(), "the command outlived its timeout"
 
 
+WRAPPER = """#!/bin/sh
+# rrsync-style: the key runs only the commands on this list, exactly as they are given.
+case "$SSH_ORIGINAL_COMMAND" in
+    "echo allowed" | "hostname") exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;
+esac
+echo "refused: $SSH_ORIGINAL_COMMAND" >&2
+exit 1
+"""
+
+
+async def test_a_command_runs_verbatim_past_a_validating_forced_command(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    wrapper = tmp_path / "wrapper"
+    wrapper.write_text(WRAPPER)
+    wrapper.chmod(0o755)
+    async with running_sshd(tmp_path / "forced", forced_command=wrapper) as sshd:
+        client = await adapter(aiohttp_client, tmp_path, sshd)
+        await register(client, "abc123", sshd.port)
+        resp = await client.post(
+            "/reverse_proxy_shell", data={"nm_name": NODE, "cmd": "echo allowed"}
+        )
+        assert await resp.json() == {
+            "code": 200,
+            "data": "execute shell command echo allowed successfully,the result is: allowed",
+        }
+        status, body = await run(client, "id")
+        assert (status, body["exit_status"], body["stderr"]) == (200, 1, "refused: id\n")
+
+
 async def test_exec_refuses_unknown_and_offline_nodes_before_dialling(
     client: Client, sshd: Sshd
 ) -> None:
@@ -140,6 +170,14 @@ async def test_original_exec_routes_answer_with_the_original_envelope(client: Cl
         "code": 400,
         "error": {
             "message": "execute shell command exit 2 failed, err is: Process exited with status 2"
+        },
+    }
+    resp = await client.post(f"/reverse_shell_command/{NODE}", data={"cmd": "kill -KILL $$"})
+    assert await resp.json() == {
+        "code": 400,
+        "error": {
+            "message": "execute shell command kill -KILL $$ failed, err is: "
+            "Process exited with status 137 from signal KILL"
         },
     }
     resp = await client.post("/reverse_proxy_shell", data={"cmd": "true"})
@@ -299,6 +337,24 @@ async def test_original_shell_sends_text_with_the_original_default_size(client: 
         while msg.type == aiohttp.WSMsgType.TEXT:
             msg = await ws.receive(timeout=10)
         assert msg.type == aiohttp.WSMsgType.CLOSE
+
+
+async def test_the_original_shells_frames_are_read_as_the_original_read_them(
+    client: Client,
+) -> None:
+    """Unknown query parameters are ignored; a resize may leave out a size (50 rows, 180
+    columns); a `cmd` frame types its text; a frame of any other type is dropped."""
+    async with client.ws_connect(f"/reverse_proxy/{NODE}?cols=100&rows=30&_=1700000000") as ws:
+        await ws.send_str("stty size\r")
+        await read_until(ws, "30 100")
+        await ws.send_str('{"type":"resize","cols":120}')
+        await ws.send_str('{"type":"cmd","cmd":"stty size\\r"}')
+        await read_until(ws, "50 120")
+        await ws.send_str('{"type":"heartbeat","data":"DROPPED"}')
+        await ws.send_str("echo after\r")
+        seen = await read_until(ws, "after\r\n")
+        assert "DROPPED" not in seen
+        assert "heartbeat" not in seen
 
 
 @pytest.mark.parametrize("route", ["/reverse_proxy/{}", "/api/v1/nodes/{}/shell"])
