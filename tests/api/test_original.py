@@ -257,3 +257,26 @@ async def test_v1_unknown_node_is_404(client: Client) -> None:
     resp = await client.get("/api/v1/nodes/nodemaintenances-nope")
     assert resp.status == 404
     assert await resp.json() == {"error": "not found", "details": {"name": "nodemaintenances-nope"}}
+
+
+async def test_preflights_and_answers_carry_cors_headers_for_allowed_origins_only(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    console = "https://console.example"
+    client = await aiohttp_client(
+        create_app(settings_for(tmp_path, allowed_origins=frozenset({console})))
+    )
+    preflight = {"Origin": console, "Access-Control-Request-Method": "PUT"}
+    resp = await client.options("/frp_update", headers=preflight)
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == console
+    assert "PUT" in resp.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+    resp = await client.get("/frp_fetch/nodemaintenances-nope", headers={"Origin": console})
+    assert resp.status == 404  # a refusal, readable by the console too
+    assert resp.headers["Access-Control-Allow-Origin"] == console
+    elsewhere = {**preflight, "Origin": "https://elsewhere.example"}
+    resp = await client.options("/frp_update", headers=elsewhere)
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await client.get("/", headers={"Origin": "https://elsewhere.example"})
+    assert "Access-Control-Allow-Origin" not in resp.headers

@@ -125,3 +125,58 @@ async def test_a_page_from_an_origin_not_allowed_gets_no_shell(
     assert result["protocol"] == ""
     assert result["output"] == ""
     assert result["code"] == 1006  # the handshake was refused (403)
+
+
+FETCH_IN_THE_PAGE = """
+async ({url, token}) => {
+  try {
+    const answer = await fetch(url, {headers: {Authorization: "Bearer " + token}});
+    return {status: answer.status, body: await answer.json()};
+  } catch (error) {
+    return {refused: String(error)};
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("allowed", [True, False], ids=["allowed origin", "other origin"])
+async def test_a_console_on_another_origin_calls_the_api_only_if_its_origin_is_allowed(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, allowed: bool
+) -> None:
+    """The bearer token makes the call non-simple: Chromium sends a preflight first."""
+    page_app = web.Application()
+    page_app.router.add_get("/", _page)
+    page_server = await aiohttp_server(page_app)
+    page_origin = str(page_server.make_url("")).rstrip("/")
+    settings = settings_for(
+        tmp_path,
+        api_tokens_file=str(tokens_file(tmp_path)),
+        allowed_origins=frozenset({page_origin} if allowed else {"http://elsewhere.example"}),
+    )
+    adapter = await aiohttp_client(create_app(settings))
+    form = {"frp_server_ip_address": "192.0.2.1", "unique_id": "abc123", "port": "16022"}
+    resp = await adapter.post("/frp_create", data=form, headers=bearer("admin"))
+    assert resp.status == 200
+    url = f"http://{adapter.host}:{adapter.port}/frp_fetch/nodemaintenances-abc123"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(page_origin)
+            result = await page.evaluate(FETCH_IN_THE_PAGE, {"url": url, "token": TOKENS["read"]})
+        finally:
+            await browser.close()
+    if allowed:
+        assert result == {
+            "status": 200,
+            "body": {
+                "code": 200,
+                "data": {
+                    "frp_server_ip_address": "192.0.2.1",
+                    "proxy_port": "16022",
+                    "status": "online",
+                },
+            },
+        }
+    else:
+        assert result == {"refused": "TypeError: Failed to fetch"}
