@@ -79,17 +79,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SUPERVISOR] = Supervisor(app[CLOCK])
     app[SHUTDOWN] = Shutdown(settings.shutdown_timeout)
     app.on_shutdown.append(app[SHUTDOWN].begin)
-    app[ACCESS] = _at_start(
-        "FRPA_API_TOKENS_FILE",
-        partial(
-            Access,
-            routes.rules(),
-            tokens_file=settings.api_tokens_file,
-            insecure=settings.insecure_no_auth,
-            allowed_origins=settings.allowed_origins,
-            clock=app[CLOCK],
-        ),
-    )
     client_keys = (
         [_at_start("FRPA_SSH_KEY_FILE", partial(read_client_key, settings.ssh_key_file))]
         if settings.ssh_key_file
@@ -100,6 +89,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     if settings.shell_recordings:
         _at_start("FRPA_SHELL_RECORDINGS", partial(writable_directory, settings.shell_recordings))
     app[AUDIT] = _at_start("FRPA_AUDIT_LOG", partial(AuditLog, settings.audit_log))
+    app[ACCESS] = _at_start(
+        "FRPA_API_TOKENS_FILE",
+        partial(
+            Access,
+            routes.rules(),
+            tokens_file=settings.api_tokens_file,
+            insecure=settings.insecure_no_auth,
+            allowed_origins=settings.allowed_origins,
+            trusted_networks=settings.trusted_networks,
+            audit=app[AUDIT],
+            clock=app[CLOCK],
+        ),
+    )
     app[SHELLS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
     app.cleanup_ctx.append(_access)

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from api.auth import ANONYMOUS, IDENTITY
+from api.callers import ANONYMOUS, IDENTITY
 
 
 @dataclass(slots=True, kw_only=True)

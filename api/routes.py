@@ -19,7 +19,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
 from api import health, metrics, original, shell, v1
-from api.auth import OPEN, Role, Rule
+from api.auth import OPEN, Rule
+from api.callers import Role
 from api.keys import PLUGINS
 from schemas.rest import (
     BatchExecSchema,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -184,6 +185,20 @@ def _frps_servers(text: str) -> tuple[FrpsServer, ...]:
 
 def _origins(text: str) -> frozenset[str]:
     return frozenset(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in text.split(",")
+            if part.strip()
+        )
+    except ValueError as e:
+        raise ValueError(f"must be CIDRs, comma-separated: {e}") from e
 
 
 def _port_range(text: str) -> range:
@@ -466,6 +481,14 @@ class Settings:
         env="FRPA_ALLOWED_ORIGINS",
         group="auth and audit",
         help="browser origins, comma-separated, that may open shells besides the adapter's own",
+    )
+    trusted_networks: tuple[Network, ...] = _setting(
+        "",
+        _networks,
+        env="FRPA_TRUSTED_NETWORKS",
+        group="auth and audit",
+        help="CIDRs (e.g. the patched frps's) whose calls to the reads and the original's "
+        "state routes need no token, audited as such",
     )
     audit_log: str | None = _setting(
         None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.auth import RELOAD_SECONDS, Role, TokensFileError, parse_tokens
+from api.auth import RELOAD_SECONDS, TokensFileError, parse_tokens
+from api.callers import Role
 from api.metrics import METRICS
 from api.routes import ROUTES, Route, rules
 from tests.clock import FakeClock
@@ -234,3 +237,35 @@ def test_tokens_file_lines_are_checked_and_may_hold_digests() -> None:
     ):
         with pytest.raises(TokensFileError, match=message):
             parse_tokens(text, "t")
+
+
+@pytest.mark.parametrize(("trusted", "let_in"), [("127.0.0.0/8", True), ("10.0.0.0/8", False)])
+async def test_a_trusted_network_calls_the_state_routes_without_a_token_and_is_audited(
+    tmp_path: Path, aiohttp_client: AiohttpClient, trusted: str, let_in: bool
+) -> None:
+    """The patched frps sends no token: its network may be trusted for what it calls."""
+    audit = tmp_path / "audit.log"
+    settings = settings_for(
+        tmp_path,
+        api_tokens_file=str(tokens_file(tmp_path)),
+        trusted_networks=(ipaddress.ip_network(trusted),),
+        audit_log=str(audit),
+    )
+    client = await aiohttp_client(create_app(settings))
+    # As the patched frps calls it: parameters in the query, an empty JSON body.
+    params = {"frp_server_ip_address": "192.0.2.1", "unique_id": "abc123", "port": "16022"}
+    resp = await client.post(
+        "/frp_create", params=params, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == (200 if let_in else 401)
+    assert await call(client, "POST", f"/api/v1/nodes/{NODE}/exec", json={"cmd": "id"}) == 401
+    assert await call(client, "POST", f"/api/v1/nodes/{NODE}/frpc-token") == 401
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    if not let_in:
+        assert records == []
+        return
+    (record,) = records
+    assert record["event"] == "trusted"
+    assert record["user"] == "trusted network 127.0.0.1"
+    assert record["command"].startswith("/frp_create?frp_server_ip_address=192.0.2.1")
+    assert record["result"] == "POST let in without a token"

@@ -11,7 +11,8 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.auth import Role, Rule
+from api.auth import Rule
+from api.callers import Role
 from api.routes import OPENAPI, ROUTES, rules
 from tests.support import settings_for, tokens_file
 
