@@ -42,10 +42,12 @@ from api.keys import (
     SSH,
     STORE,
     SUPERVISOR,
+    TLS,
     WRITER,
 )
 from api.metrics import METRICS, setup_metrics
 from api.shutdown import Shutdown
+from api.tls import Certificates
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
@@ -102,6 +104,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             clock=app[CLOCK],
         ),
     )
+    if settings.tls_cert_file and settings.tls_key_file:
+        app[TLS] = _at_start(
+            "FRPA_TLS_CERT_FILE",
+            partial(Certificates, settings.tls_cert_file, settings.tls_key_file, app[CLOCK]),
+        )
     app[SHELLS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
     app.cleanup_ctx.append(_access)
@@ -131,11 +138,16 @@ def _readable(path: str) -> None:
 
 
 async def _access(app: web.Application) -> AsyncIterator[None]:
-    app[SUPERVISOR].start("api-tokens-watch", app[ACCESS].watch)
+    """What callers present, watched: the tokens file, and the TLS certificate."""
+    watches = {"api-tokens-watch": app[ACCESS].watch}
+    if TLS in app:
+        watches["tls-reload"] = app[TLS].watch
+    for name, watch in watches.items():
+        app[SUPERVISOR].start(name, watch)
     try:
         yield
     finally:
-        await app[SUPERVISOR].stop("api-tokens-watch")
+        await app[SUPERVISOR].stop(*watches)
         app[AUDIT].close()
 
 

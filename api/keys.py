@@ -10,6 +10,7 @@ from aiohttp import web
 from api.audit import AuditLog
 from api.auth import Access
 from api.shutdown import Shutdown
+from api.tls import Certificates
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.registry import NodeRegistry
@@ -37,6 +38,7 @@ LEADERSHIP = web.AppKey("leadership", Leadership)
 EXPIRY = web.AppKey("expiry", HeartbeatExpiry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 SHUTDOWN = web.AppKey("shutdown", Shutdown)
+TLS = web.AppKey("tls", Certificates)  # with FRPA_TLS_CERT_FILE only
 # Node lists rendering at once; more wait their turn, so readers queue behind each other
 # rather than in front of frps's plugin calls.
 LISTS = web.AppKey("lists", asyncio.Semaphore)

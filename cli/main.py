@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from api.app import create_app
+from api.keys import TLS
 from cli import client
 from cli.configs import frpc_config, frps_config
 from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
@@ -164,6 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
             keepalive_timeout=IDLE_CONNECTION_SECONDS,
             # In-flight requests get half the budget; the writes to drain, the rest.
             shutdown_timeout=settings.shutdown_timeout / 2,
+            ssl_context=app[TLS].served if TLS in app else None,
             access_log=None,
             print=lambda _: _say_listening(settings),
         )
@@ -175,7 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _say_listening(settings: Settings) -> None:
     host, port = settings.address
-    logger.info("listening on http://%s:%d", host or "0.0.0.0", port)  # noqa: S104  (shown)
+    scheme = "https" if settings.tls_cert_file else "http"
+    logger.info("listening on %s://%s:%d", scheme, host or "0.0.0.0", port)  # noqa: S104
     if settings.metrics_address is not None:
         host, port = settings.metrics_address
         logger.info("metrics on http://%s:%d/metrics", host or "0.0.0.0", port)  # noqa: S104

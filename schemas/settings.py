@@ -227,6 +227,21 @@ class Settings:
         group="listen",
         help="`host:port`: serve `/metrics` there alone, not on the API's port",
     )
+    tls_cert_file: str | None = _setting(
+        None,
+        _text,
+        env="FRPA_TLS_CERT_FILE",
+        group="listen",
+        help="serve HTTPS (API, shells, plugin) with this certificate chain, reloaded when it "
+        "changes; with FRPA_TLS_KEY_FILE",
+    )
+    tls_key_file: str | None = _setting(
+        None,
+        _text,
+        env="FRPA_TLS_KEY_FILE",
+        group="listen",
+        help="the certificate's private key, reloaded when it changes",
+    )
     shutdown_timeout: float = _setting(
         "10",
         _seconds,
@@ -581,6 +596,8 @@ def _check_together(given: Mapping[str, str], values: Mapping[str, Any]) -> None
         raise SettingsError(
             f"{given['frps_servers']} names every frps: drop FRPA_FRPS_ADDRESS and FRP_SERVER_API"
         )
+    if ("tls_cert_file" in given) != ("tls_key_file" in given):
+        raise SettingsError("FRPA_TLS_CERT_FILE and FRPA_TLS_KEY_FILE: give both, or neither")
     if values.get("kubernetes_auth"):
         if values.get("store") != KUBERNETES:
             raise SettingsError("FRPA_KUBERNETES_AUTH needs FRPA_STORE=kubernetes")

@@ -145,7 +145,10 @@ class FrpSetup:
         ops: tuple[str, ...] = ("Login", "NewProxy", "CloseProxy"),
         plugin_port: int | None = None,
         extra: str = "",
+        plugin_scheme: str = "",
     ) -> None:
+        """frps on 127.0.0.1; its plugin calls go to `plugin_scheme` (e.g. `https://`)
+        127.0.0.1:`plugin_port` (the adapter's port unless given)."""
         config = self.processes.workdir / "frps.toml"
         config.write_text(
             f"""
@@ -160,7 +163,7 @@ auth.token = "{FRP_TOKEN}"
 {extra}
 [[httpPlugins]]
 name = "frp-adapter"
-addr = "127.0.0.1:{plugin_port or self.adapter_port}"
+addr = "{plugin_scheme}127.0.0.1:{plugin_port or self.adapter_port}"
 path = "/frps/handler"
 ops = {json.dumps(list(ops))}
 """

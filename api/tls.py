@@ -1,0 +1,71 @@
+"""HTTPS for the API, the shells and the plugin, given FRPA_TLS_CERT_FILE and
+FRPA_TLS_KEY_FILE.
+
+The pair is read at start-up and again whenever either file changes (cert-manager
+rotates them), in a thread. Each new connection takes the newest pair during its
+handshake, through the context's server-name callback (called with or without SNI), so
+nothing restarts. A pair that does not load leaves the previous one served, and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+
+from nodes.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+RELOAD_SECONDS = 2.0
+
+
+def _context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.2 and newer
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+class Certificates:
+    """Raises OSError or ssl.SSLError when made, if the pair cannot be used."""
+
+    def __init__(self, cert_file: str, key_file: str, clock: Clock) -> None:
+        self._cert_file = cert_file
+        self._key_file = key_file
+        self._clock = clock
+        self._current = _context(cert_file, key_file)
+        self._stamp = self._stamps()
+        # What the server is given: its handshakes switch to the current pair.
+        self.served = _context(cert_file, key_file)
+        self.served.sni_callback = self._pick
+
+    def _pick(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext
+    ) -> None:
+        connection.context = self._current
+
+    async def watch(self) -> None:
+        while True:
+            await self._clock.sleep(RELOAD_SECONDS)
+            stamp = await asyncio.to_thread(self._stamps)
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            try:
+                self._current = await asyncio.to_thread(_context, self._cert_file, self._key_file)
+            except (OSError, ssl.SSLError) as e:
+                logger.error("keeping the previous TLS certificate: %s", e)
+                continue
+            logger.info("TLS certificate reloaded from %s", self._cert_file)
+
+    def _stamps(self) -> tuple[tuple[float, int] | None, ...]:
+        return tuple(_stamp(path) for path in (self._cert_file, self._key_file))
+
+
+def _stamp(path: str) -> tuple[float, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime, stat.st_size
