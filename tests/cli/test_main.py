@@ -55,6 +55,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
             "FRPA_HEARTBEAT_TIMOUT is not a setting; did you mean FRPA_HEARTBEAT_TIMEOUT?",
         ),
         ([], {"FRPA_NOTHING_LIKE_IT": "1"}, "FRPA_NOTHING_LIKE_IT is not a setting"),
+        ([], {"FRPA_TLS_CERT_FILE": "/etc/hostname"}, "give both, or neither"),
+        (
+            [],
+            {"FRPA_TLS_CERT_FILE": "/etc/hostname", "FRPA_TLS_KEY_FILE": "/etc/hostname"},
+            "FRPA_TLS_CERT_FILE: [SSL]",
+        ),
+        ([], {"FRPA_TRUSTED_NETWORKS": "10.0.0.0/33"}, "FRPA_TRUSTED_NETWORKS: must be CIDRs"),
     ],
 )
 def test_invalid_settings_exit_2_with_one_clear_line(
