@@ -16,12 +16,12 @@ host or in `FRPA_ALLOWED_ORIGINS`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import ipaddress
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from aiohttp.typedefs import Handler
 
 from api.audit import AuditLog, start_record
 from api.callers import ANONYMOUS, IDENTITY, ROLE_NAMES, Identity, Role
+from api.watched import stamp
 from nodes.clock import Clock
 from nodes.store import Reviewer, ReviewError
 from schemas.settings import Network
@@ -130,7 +131,7 @@ class Access:
         self._clock = clock
         self._tokens_file = tokens_file
         self._tokens = read_tokens(tokens_file) if tokens_file else {}
-        self._stamp = _stamp(tokens_file) if tokens_file else None
+        self._stamp = stamp(tokens_file) if tokens_file else None
         self.insecure = insecure
         self._allowed_origins = allowed_origins
         self._trusted = trusted_networks
@@ -146,12 +147,12 @@ class Access:
             return
         while True:
             await self._clock.sleep(RELOAD_SECONDS)
-            stamp = _stamp(self._tokens_file)
-            if stamp == self._stamp:
+            seen = await asyncio.to_thread(stamp, self._tokens_file)
+            if seen == self._stamp:
                 continue
-            self._stamp = stamp
+            self._stamp = seen
             try:
-                self._tokens = read_tokens(self._tokens_file)
+                self._tokens = await asyncio.to_thread(read_tokens, self._tokens_file)
             except TokensFileError as e:
                 logger.error("keeping the previous API tokens: %s", e)
                 continue
@@ -319,11 +320,3 @@ def _presented_token(request: web.Request) -> str | None:
             except (binascii.Error, UnicodeDecodeError):
                 return ""
     return None
-
-
-def _stamp(path: str) -> tuple[float, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime, stat.st_size

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 
+from api.watched import Stamp, stamp
 from nodes.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,10 @@ class Certificates:
     async def watch(self) -> None:
         while True:
             await self._clock.sleep(RELOAD_SECONDS)
-            stamp = await asyncio.to_thread(self._stamps)
-            if stamp == self._stamp:
+            seen = await asyncio.to_thread(self._stamps)
+            if seen == self._stamp:
                 continue
-            self._stamp = stamp
+            self._stamp = seen
             try:
                 self._current = await asyncio.to_thread(_context, self._cert_file, self._key_file)
             except (OSError, ssl.SSLError) as e:
@@ -59,13 +59,5 @@ class Certificates:
                 continue
             logger.info("TLS certificate reloaded from %s", self._cert_file)
 
-    def _stamps(self) -> tuple[tuple[float, int] | None, ...]:
-        return tuple(_stamp(path) for path in (self._cert_file, self._key_file))
-
-
-def _stamp(path: str) -> tuple[float, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime, stat.st_size
+    def _stamps(self) -> tuple[Stamp, ...]:
+        return tuple(stamp(path) for path in (self._cert_file, self._key_file))

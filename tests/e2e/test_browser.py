@@ -60,6 +60,14 @@ async def _page(request: web.Request) -> web.Response:
     return web.Response(text="<html><body>operations</body></html>", content_type="text/html")
 
 
+async def page_origin(aiohttp_server: AiohttpServer) -> str:
+    """A console's page, served from an origin of its own."""
+    page_app = web.Application()
+    page_app.router.add_get("/", _page)
+    page_server = await aiohttp_server(page_app)
+    return str(page_server.make_url("")).rstrip("/")
+
+
 @pytest.fixture
 async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
     async with running_sshd(tmp_path / "ssh") as server:
@@ -74,16 +82,13 @@ async def open_shell_from_a_page(
     *,
     allow_page: bool,
 ) -> dict[str, Any]:
-    page_app = web.Application()
-    page_app.router.add_get("/", _page)
-    page_server = await aiohttp_server(page_app)
-    page_origin = str(page_server.make_url("")).rstrip("/")
+    origin = await page_origin(aiohttp_server)
     settings = settings_for(
         tmp_path,
         ssh_user=sshd.user,
         ssh_key_file=str(sshd.user_key),
         api_tokens_file=str(tokens_file(tmp_path)),
-        allowed_origins=frozenset({page_origin} if allow_page else ()),
+        allowed_origins=frozenset({origin} if allow_page else ()),
     )
     adapter = await aiohttp_client(create_app(settings))
     form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "abc123", "port": sshd.port}
@@ -94,7 +99,7 @@ async def open_shell_from_a_page(
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = await browser.new_page()
-            await page.goto(page_origin)
+            await page.goto(origin)
             result: dict[str, Any] = await page.evaluate(
                 SHELL_IN_THE_PAGE, {"url": shell_url, "token": TOKENS["operator"]}
             )
@@ -144,14 +149,11 @@ async def test_a_console_on_another_origin_calls_the_api_only_if_its_origin_is_a
     tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, allowed: bool
 ) -> None:
     """The bearer token makes the call non-simple: Chromium sends a preflight first."""
-    page_app = web.Application()
-    page_app.router.add_get("/", _page)
-    page_server = await aiohttp_server(page_app)
-    page_origin = str(page_server.make_url("")).rstrip("/")
+    origin = await page_origin(aiohttp_server)
     settings = settings_for(
         tmp_path,
         api_tokens_file=str(tokens_file(tmp_path)),
-        allowed_origins=frozenset({page_origin} if allowed else {"http://elsewhere.example"}),
+        allowed_origins=frozenset({origin} if allowed else {"http://elsewhere.example"}),
     )
     adapter = await aiohttp_client(create_app(settings))
     form = {"frp_server_ip_address": "192.0.2.1", "unique_id": "abc123", "port": "16022"}
@@ -162,7 +164,7 @@ async def test_a_console_on_another_origin_calls_the_api_only_if_its_origin_is_a
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = await browser.new_page()
-            await page.goto(page_origin)
+            await page.goto(origin)
             result = await page.evaluate(FETCH_IN_THE_PAGE, {"url": url, "token": TOKENS["read"]})
         finally:
             await browser.close()
