@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SUPERVISOR] = Supervisor(app[CLOCK])
     app[SHUTDOWN] = Shutdown(settings.shutdown_timeout)
     app.on_shutdown.append(app[SHUTDOWN].begin)
+    app.on_shutdown.append(_end_watches)
     client_keys = (
         [_at_start("FRPA_SSH_KEY_FILE", partial(read_client_key, settings.ssh_key_file))]
         if settings.ssh_key_file
@@ -123,6 +124,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.on_response_prepare.append(cors.on_response_prepare)
     routes.add_routes(app)
     return app
+
+
+async def _end_watches(app: web.Application) -> None:
+    if REGISTRY in app:
+        app[REGISTRY].end_watches()
 
 
 def _at_start(variable: str, read: Callable[[], T]) -> T:

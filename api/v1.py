@@ -30,6 +30,7 @@ from nodes.model import (
     render_nm,
     unique_id_of,
 )
+from nodes.watch import WatchEndedError
 from plugin.admission import token_digest
 from schemas import parse_json
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 STORE_WAIT_SECONDS = 10.0
 # Nodes a list renders between two yields to the event loop (~0.4 ms of work).
 _RENDER_CHUNK = 20
+# A quiet watch says so this often: below the idle timeouts of proxies on the way.
+_BOOKMARK_SECONDS = 10.0
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
@@ -79,6 +82,8 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         return _error(400, "invalid query", e.messages)
     if not await loaded(request):
         return _error(503, "not loaded yet", "the node store is not read yet; try again")
+    if query["watch"]:
+        return await _watch(request)
     async with request.app[LISTS]:
         states, last = request.app[REGISTRY].page(after, query["limit"], query["status"])
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -103,6 +108,46 @@ async def get_node(request: web.Request) -> web.Response:
     if state is None:
         return _error(404, "not found", {"name": name})
     return web.json_response(node_object(request, state))
+
+
+async def _watch(request: web.Request) -> web.StreamResponse:
+    """`?watch=true`: NDJSON events `{"type": "ADDED" | "MODIFIED" | "DELETED", "object":
+    NM}`, every node first as ADDED, then each change; `{"type": "BOOKMARK"}` when quiet
+    (so a dead reader is noticed, and proxies keep the stream). A reader too slow to keep
+    up gets `{"type": "ERROR", "object": {"code": 410, ...}}` and the stream ends: list
+    again. The stream also ends when the adapter shuts down."""
+    registry = request.app[REGISTRY]
+    states, watch = registry.watch()
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        async with request.app[LISTS]:
+            for start in range(0, len(states), _RENDER_CHUNK):
+                chunk = states[start : start + _RENDER_CHUNK]
+                await response.write(b"".join(_event(request, "ADDED", s) for s in chunk))
+                await asyncio.sleep(0)
+        while True:
+            try:
+                async with asyncio.timeout(_BOOKMARK_SECONDS):
+                    event = await watch.next()
+            except TimeoutError:
+                await response.write(b'{"type":"BOOKMARK"}\n')
+                continue
+            except WatchEndedError as e:
+                if e.overrun:
+                    gone = {"code": 410, "reason": "Expired", "message": "fell behind: list again"}
+                    await response.write(json.dumps({"type": "ERROR", "object": gone}).encode())
+                break
+            await response.write(_event(request, event.type, event.state))
+        await response.write_eof()
+    finally:
+        registry.unwatch(watch)
+    return response
+
+
+def _event(request: web.Request, kind: str, state: NodeState) -> bytes:
+    obj = node_object(request, state)
+    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
 def node_object(request: web.Request, state: NodeState) -> JsonObject:

@@ -28,6 +28,7 @@ from nodes.model import (
     unique_id_of,
 )
 from nodes.store import NodeStore, StoreError
+from nodes.watch import NodeEvent, NodeWatch
 from nodes.writer import NodeWriter
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class NodeRegistry:
         # Which node records each SSH proxy, by frps address and proxy name (unique in frps).
         self._by_proxy: dict[tuple[str | None, str], UniqueId] = {}
         self.heartbeat_expiries = 0
+        self._watches: set[NodeWatch] = set()
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
         return self._states.get(unique_id)
@@ -200,14 +202,40 @@ class NodeRegistry:
         if self._writer.pending(unique_id) or (gone := self._states.pop(unique_id, None)) is None:
             return
         self._unindex(gone)
+        if self._watches:
+            self._tell(NodeEvent("DELETED", gone))
         self._heartbeats.pop(unique_id, None)
         self._pinging_runs.pop(unique_id, None)
         self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
         self._order_sorted = False
 
+    def watch(self) -> tuple[list[NodeState], NodeWatch]:
+        """Every node now, and a watch of every change after: `unwatch` it when done."""
+        watch = NodeWatch()
+        self._watches.add(watch)
+        return list(self._states.values()), watch
+
+    @property
+    def watchers(self) -> int:
+        return len(self._watches)
+
+    def unwatch(self, watch: NodeWatch) -> None:
+        self._watches.discard(watch)
+
+    def end_watches(self) -> None:
+        """Shutting down: every watch ends once its reader has what is queued."""
+        for watch in self._watches:
+            watch.end(overrun=False)
+
+    def _tell(self, event: NodeEvent) -> None:
+        for watch in self._watches:
+            watch.put(event)
+
     def _put(self, state: NodeState) -> None:
         uid = state.unique_id
         old = self._states.get(uid)
+        if self._watches:
+            self._tell(NodeEvent("ADDED" if old is None else "MODIFIED", state))
         if old is None:
             self._order.append(uid)
             self._order_sorted = False

@@ -68,6 +68,8 @@ class NodeListQuerySchema(Schema):
         load_default=LIST_PAGE_DEFAULT, validate=validate.Range(min=1, max=LIST_PAGE_MAX)
     )
     continue_ = fields.String(data_key="continue", load_default=None)
+    # Every node as ADDED, then each change as it happens (NDJSON), as a Kubernetes watch.
+    watch = fields.Boolean(load_default=False)
 
 
 def _text_encoding(name: str) -> None:
