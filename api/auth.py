@@ -276,6 +276,25 @@ class Access:
         )
         return _answer(request, status, error, details)
 
+    async def may(self, request: web.Request, method: str, path: str) -> bool:
+        """Whether the caller of `request` would be let through to route `method path`."""
+        rule = self._rules[method, path]
+        if rule.role is None:
+            return True
+        if not self._tokens_file and self.reviewer is None:
+            return rule.anonymous or self.insecure
+        token = _presented_token(request)
+        if self.reviewer is None:
+            identity = self._tokens.get(digest(token)) if token else None
+            return identity is not None and identity.role >= rule.role
+        if not token:
+            return False
+        try:
+            found = await self._review(token, rule.verb, rule.subresource, None, rule.role)
+        except ReviewError:
+            return False
+        return found is not None and found.role >= rule.role
+
     def _from_trusted_network(self, request: web.Request) -> bool:
         try:
             address = ipaddress.ip_address(request.remote or "")

@@ -18,7 +18,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
-from api import health, metrics, original, shell, v1
+from api import console, health, metrics, original, shell, v1
 from api.auth import OPEN, Rule
 from api.callers import Role
 from api.keys import PLUGINS
@@ -142,7 +142,35 @@ ROUTES: tuple[Route, ...] = (
             "/frps/{server}/handler/{secret}",
         )
     ),
+    # The web console's page and files: they hold no data, the API calls they make do.
+    *(
+        Route(
+            method="GET",
+            path=path,
+            handler=console.page,
+            access=OPEN,
+            summary="the web console",
+            answers={200: "the console's page", 503: "the console is not built"},
+        )
+        for path in ("/ui", "/ui/", "/ui/shell/{nm_name}")
+    ),
+    Route(
+        method="GET",
+        path="/ui/assets/{name}",
+        handler=console.asset,
+        access=OPEN,
+        summary="the web console's script and styles",
+        answers={200: "the file", 404: "no such file"},
+    ),
     # Read.
+    Route(
+        method="GET",
+        path="/api/v1/access",
+        handler=v1.caller_access,
+        access=Rule(Role.READ, "list", anonymous=True),
+        summary="who the caller is, and whether it may list nodes, open shells, run commands",
+        answers={200: "the caller and what it may do", **_DENIED},
+    ),
     Route(
         method="GET",
         path="/frp_fetch/{nm_name}",

@@ -18,7 +18,8 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api import audit
-from api.keys import AUDIT, LISTS, LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from api.callers import IDENTITY
+from api.keys import ACCESS, AUDIT, LISTS, LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
 from nodes.model import (
     InvalidUniqueIdError,
     JsonObject,
@@ -98,6 +99,21 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         await response.write(b'],"metadata":' + json.dumps(metadata).encode() + b"}")
         await response.write_eof()
     return response
+
+
+async def caller_access(request: web.Request) -> web.Response:
+    """`{"user", "may": {"list", "shell", "exec"}}`: what the console may offer this caller
+    (the rules decide each call anyway)."""
+    access = request.app[ACCESS]
+    may = {
+        what: await access.may(request, method, path)
+        for what, (method, path) in {
+            "list": ("GET", "/api/v1/nodes"),
+            "shell": ("GET", "/api/v1/nodes/{nm_name}/shell"),
+            "exec": ("POST", "/api/v1/exec"),
+        }.items()
+    }
+    return web.json_response({"user": request[IDENTITY].name, "may": may})
 
 
 async def get_node(request: web.Request) -> web.Response:

@@ -110,6 +110,7 @@ async def test_without_authentication_anyone_may_do_only_what_the_original_offer
 
 
 ANONYMOUS_ROUTES = {
+    "/api/v1/access",
     "/frp_fetch/{nm_name}",
     "/api/v1/nodes",
     "/api/v1/nodes/{nm_name}",

@@ -1,0 +1,43 @@
+"""`/ui/`: the web console, as `web/` builds it into `api/ui/` (index.html, console.js,
+console.css). The pages hold no data: the console signs in with a bearer token and calls
+the API like any client. Without a build, `/ui/` says how to make one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+BUILT = Path(__file__).parent / "ui"
+_ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+# The console's own files only; xterm.js sets inline styles and measures with a <style>.
+_POLICY = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'"
+)
+_NOT_BUILT = """<!doctype html><title>frp-adapter</title>
+<h1>The console is not built</h1>
+<p>Install Node.js and npm, then reinstall (<code>pip install .</code> builds it), or build
+it in place: <code>npm --prefix web ci && npm --prefix web run build</code>.</p>
+"""
+
+
+async def page(request: web.Request) -> web.Response:
+    """The console's one page: the node list at `/ui/`, a shell at `/ui/shell/{nm_name}`."""
+    index = BUILT / "index.html"
+    if not index.is_file():
+        return web.Response(status=503, text=_NOT_BUILT, content_type="text/html")
+    return web.Response(
+        body=index.read_bytes(),
+        content_type="text/html",
+        headers={"Content-Security-Policy": _POLICY, "Cache-Control": "no-cache"},
+    )
+
+
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    path = BUILT / name
+    if name not in _ASSETS or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(body=path.read_bytes(), content_type=_ASSETS[name])

@@ -1,0 +1,145 @@
+"""The web console in Debian's Chromium, against real frps, frpc and sshd: the live node
+list, a batch run, the xterm.js shell, and what a read-only token is not offered."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from api.console import BUILT
+from tests.e2e.peers import FrpSetup, sqlite_frp
+from tests.e2e.test_browser import CHROMIUM, FLAGS
+from tests.sshd import running_sshd
+from tests.support import TOKENS, tokens_file
+
+pytestmark = pytest.mark.e2e
+WEB = Path(__file__).parents[2] / "web"
+NODES = ("edge-1", "edge-2", "edge-3")
+
+
+@pytest.fixture(scope="module")
+def console_built() -> None:
+    """The console as `pip install .` builds it (npm, from web/)."""
+    if not (BUILT / "console.js").is_file():
+        subprocess.run(["npm", "--prefix", str(WEB), "ci", "--no-audit", "--no-fund"], check=True)
+        subprocess.run(["npm", "--prefix", str(WEB), "run", "build"], check=True)
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, console_built: None) -> AsyncIterator[FrpSetup]:
+    """An adapter, frps, and three nodes whose frpc expose one real sshd."""
+    async with running_sshd(tmp_path / "ssh") as sshd, sqlite_frp(tmp_path) as frp:
+        await frp.start_adapter(
+            FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
+            FRPA_SSH_USER=sshd.user,
+            FRPA_SSH_KEY_FILE=str(sshd.user_key),
+        )
+        await frp.start_frps()
+        for node in NODES:
+            frp.start_frpc(node, node, local_port=sshd.port)
+        yield frp
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def signed_in(browser: Browser, frp: FrpSetup, role: str, path: str = "/ui/") -> Page:
+    # Playwright polls its predicates with eval, which the console's CSP forbids.
+    page = await browser.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
+    await page.goto(f"{frp.adapter_url}{path}")
+    await page.fill("#token", TOKENS[role])
+    await page.click("#sign-in button")
+    return page
+
+
+def row(node: str, state: str = "online") -> str:
+    return f'.row.{state}[data-node="nodemaintenances-{node}"]'
+
+
+async def test_the_list_is_live_and_a_batch_runs_on_three_nodes(
+    fleet: FrpSetup, browser: Browser
+) -> None:
+    page = await signed_in(browser, fleet, "operator")
+    for node in NODES:
+        await page.wait_for_selector(row(node), timeout=30000)
+    assert await page.locator(f"{row('edge-1')} a.shell").count() == 1
+    for node in NODES:
+        await page.check(f"{row(node)} input.pick")
+    await page.fill("#command", "echo from-$((6*7))")
+    await page.click("#run")
+    await page.wait_for_function("document.querySelectorAll('#results .result').length === 3")
+    results = await page.locator("#results .result").all_inner_texts()
+    assert sorted(r.split()[0] for r in results) == [f"nodemaintenances-{n}" for n in NODES]
+    assert all("exit 0" in r and "from-42" in r for r in results)
+
+    await fleet.processes.stop("edge-3")  # its frpc goes: the row follows, no reload
+    await page.wait_for_selector(row("edge-3", "offline"), timeout=30000)
+    assert await page.locator(f"{row('edge-3', 'offline')} a.shell").count() == 0
+    await page.fill("#search", "edge-2")
+    assert await page.locator(".spacer .row").count() == 1
+
+
+async def test_the_shell_is_xterm_on_the_node_and_follows_the_window(
+    fleet: FrpSetup, browser: Browser
+) -> None:
+    page = await signed_in(browser, fleet, "operator", "/ui/shell/nodemaintenances-edge-1")
+    await page.wait_for_selector("#status:text('connected')", timeout=30000)
+    screen = page.locator(".xterm-rows")
+    await page.keyboard.type("echo $((6*7))\n")
+    await page.wait_for_function(
+        "document.querySelector('.xterm-rows').innerText.includes('\\n42')"
+    )
+    await page.keyboard.type("stty size\n")
+    await page.wait_for_function(
+        "/\\n\\d+ \\d+\\n/.test(document.querySelector('.xterm-rows').innerText)"
+    )
+    before = await page.evaluate("[window.terminal.rows, window.terminal.cols]")
+    await page.set_viewport_size({"width": 700, "height": 400})
+    await page.wait_for_function(f"window.terminal.cols !== {before[1]}")
+    after = await page.evaluate("[window.terminal.rows, window.terminal.cols]")
+    await page.keyboard.type("clear; stty size\n")
+    await page.wait_for_function(
+        f"document.querySelector('.xterm-rows').innerText.includes('{after[0]} {after[1]}')"
+    )
+    assert after != before
+    # The node's output in UTF-8, whatever its shell's locale does with typed input.
+    await page.keyboard.type("printf '\\344\\270\\255\\346\\226\\207 ok\\n'\n")
+    await page.wait_for_function(
+        "document.querySelector('.xterm-rows').innerText.includes('中文 ok')"
+    )
+    await page.keyboard.type("exit 4\n")
+    await page.wait_for_selector("#status:text('exited with status 4')")
+    assert await page.locator("#reconnect").is_visible()
+    assert await screen.count() == 1
+
+
+async def test_a_read_only_token_is_offered_no_shell_and_its_websocket_is_refused(
+    fleet: FrpSetup, browser: Browser
+) -> None:
+    page = await signed_in(browser, fleet, "read")
+    await page.wait_for_selector(row("edge-1"), timeout=30000)
+    assert await page.locator("a.shell").count() == 0
+    assert await page.locator("#run").count() == 0
+    await page.goto(f"{fleet.adapter_url}/ui/shell/nodemaintenances-edge-1")
+    await page.wait_for_selector("#status:text('may not open shells')")
+    code = await page.evaluate(
+        """() => new Promise((resolve) => {
+          const token = sessionStorage.getItem("frp-adapter.token");
+          const encoded = btoa(token).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+          const ws = new WebSocket(`ws://${location.host}/api/v1/nodes/nodemaintenances-edge-1/shell`,
+            ["frp-adapter.v1", "base64url.bearer.authorization.k8s.io." + encoded]);
+          ws.onclose = (event) => resolve(event.code);
+        })"""
+    )
+    assert code == 1006  # refused before the upgrade (403)

@@ -1,0 +1,16 @@
+// Bundles the console into ../api/ui/: index.html, console.js and console.css.
+import { copyFile, mkdir } from "node:fs/promises";
+import { build } from "esbuild";
+
+const out = new URL("../api/ui/", import.meta.url).pathname;
+await mkdir(out, { recursive: true });
+await build({
+  entryPoints: { console: "src/main.ts" },
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: "es2022",
+  outdir: out,
+  logLevel: "warning",
+});
+await copyFile("src/index.html", `${out}index.html`);

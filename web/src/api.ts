@@ -1,0 +1,89 @@
+// The adapter's API as the console uses it: the token, what it may do, the node watch.
+
+const TOKEN_KEY = "frp-adapter.token";
+const WS_PROTOCOL = "frp-adapter.v1";
+
+export type Node = {
+  metadata: { name: string };
+  spec: { services: { frpServerIpAddress: string; proxyPort: string; hostName?: string }[] };
+  status: {
+    services: { status: string }[];
+    reason: string;
+    lastTransitionTime: string;
+    lastHeartbeatTime?: string;
+    frpcVersion?: string;
+    clientAddress?: string;
+  };
+};
+
+export type Access = { user: string; may: { list: boolean; shell: boolean; exec: boolean } };
+
+// Kept for this tab only: never in a URL or a cookie.
+export const token = {
+  get: (): string | null => sessionStorage.getItem(TOKEN_KEY),
+  set: (value: string): void => sessionStorage.setItem(TOKEN_KEY, value),
+  clear: (): void => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+export function headers(): Record<string, string> {
+  const value = token.get();
+  return value ? { Authorization: `Bearer ${value}` } : {};
+}
+
+export async function access(): Promise<Access | string> {
+  const answer = await fetch("/api/v1/access", { headers: headers() });
+  const body = await answer.json();
+  return answer.ok ? (body as Access) : `${body.error}: ${body.details}`;
+}
+
+// A browser cannot put a header on a WebSocket: the token travels as a subprotocol.
+export function shellSocket(name: string, cols: number, rows: number): WebSocket {
+  const encoded = btoa(token.get() ?? "")
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/api/v1/nodes/${name}/shell?cols=${cols}&rows=${rows}`;
+  return new WebSocket(url, [WS_PROTOCOL, `base64url.bearer.authorization.k8s.io.${encoded}`]);
+}
+
+// NDJSON lines of a streamed answer, as they arrive.
+export async function* lines(answer: Response): AsyncGenerator<unknown> {
+  if (!answer.body) return;
+  const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    const parts = pending.split("\n");
+    pending = parts.pop() ?? "";
+    for (const part of parts) if (part.trim()) yield JSON.parse(part);
+  }
+}
+
+type WatchEvent = { type: string; object: Node };
+
+// Every node, then each change; after an error or the end of the stream, from scratch.
+export async function watchNodes(
+  onReset: () => void,
+  onEvent: (type: string, node: Node) => void,
+): Promise<never> {
+  for (;;) {
+    try {
+      const answer = await fetch("/api/v1/nodes?watch=true", { headers: headers() });
+      if (answer.ok) {
+        onReset();
+        for await (const line of lines(answer)) {
+          const event = line as WatchEvent;
+          if (event.type === "ADDED" || event.type === "MODIFIED" || event.type === "DELETED") {
+            onEvent(event.type, event.object);
+          }
+        }
+      }
+    } catch {
+      // the adapter restarted, or the network blinked: watch again
+    }
+    await new Promise((resume) => setTimeout(resume, 1000));
+  }
+}

@@ -1,0 +1,206 @@
+// The fleet: every node, filtered and sorted, live; and a command run on many of them.
+
+import { type Access, headers, lines, type Node, watchNodes } from "./api";
+
+const ROW_HEIGHT = 28;
+
+type Column = { title: string; value: (node: Node) => string };
+
+const COLUMNS: Column[] = [
+  { title: "Node", value: (n) => n.metadata.name },
+  { title: "State", value: (n) => n.status.services[0]?.status ?? "" },
+  { title: "Last heartbeat", value: (n) => n.status.lastHeartbeatTime ?? "" },
+  { title: "Last change", value: (n) => `${n.status.lastTransitionTime} ${n.status.reason}` },
+  { title: "frps", value: (n) => n.spec.services[0]?.frpServerIpAddress ?? "" },
+  { title: "Port", value: (n) => n.spec.services[0]?.proxyPort ?? "" },
+  { title: "frpc", value: (n) => n.status.frpcVersion ?? "" },
+  { title: "Host", value: (n) => n.spec.services[0]?.hostName ?? "" },
+];
+
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  properties: Partial<HTMLElementTagNameMap[K]> = {},
+  ...children: (Node_ | string)[]
+): HTMLElementTagNameMap[K] {
+  const made = Object.assign(document.createElement(tag), properties);
+  made.append(...children);
+  return made;
+}
+type Node_ = globalThis.Node;
+
+export function showList(root: HTMLElement, access: Access): void {
+  const nodes = new Map<string, Node>();
+  const selected = new Set<string>();
+  let shown: Node[] = [];
+  let sortBy = 0;
+  let descending = false;
+
+  const search = element("input", { type: "search", placeholder: "name contains", id: "search" });
+  const state = element("select", { id: "state" });
+  state.append(new Option("any state", ""), new Option("online"), new Option("offline"));
+  const frps = element("select", { id: "frps" });
+  const count = element("span", { id: "count" });
+  const header = element("div", { className: "row header" });
+  const spacer = element("div", { className: "spacer" });
+  const viewport = element("div", { className: "viewport", id: "nodes" }, spacer);
+  header.append(element("span", { className: "pick" }));
+  COLUMNS.forEach((column, index) => {
+    const title = element("button", { className: "cell", textContent: column.title });
+    title.onclick = () => {
+      descending = sortBy === index ? !descending : false;
+      sortBy = index;
+      refresh();
+    };
+    header.append(title);
+  });
+  header.append(element("span", { className: "cell actions" }));
+
+  function refresh(): void {
+    const text = search.value.trim().toLowerCase();
+    const servers = new Set<string>();
+    for (const node of nodes.values()) servers.add(COLUMNS[4].value(node));
+    if (frps.options.length !== servers.size + 1) {
+      const chosen = frps.value;
+      frps.replaceChildren(
+        new Option("any frps", ""),
+        ...[...servers].sort().map((s) => new Option(s)),
+      );
+      frps.value = chosen;
+    }
+    shown = [...nodes.values()].filter(
+      (node) =>
+        (!text || node.metadata.name.toLowerCase().includes(text)) &&
+        (!state.value || COLUMNS[1].value(node) === state.value) &&
+        (!frps.value || COLUMNS[4].value(node) === frps.value),
+    );
+    const key = COLUMNS[sortBy].value;
+    shown.sort((a, b) => key(a).localeCompare(key(b)) * (descending ? -1 : 1));
+    count.textContent = `${shown.length} of ${nodes.size} nodes`;
+    spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
+    draw();
+  }
+
+  // Only the rows in sight exist: ten thousand nodes cost a screenful of elements.
+  function draw(): void {
+    const first = Math.floor(viewport.scrollTop / ROW_HEIGHT);
+    const last = Math.min(shown.length, first + Math.ceil(viewport.clientHeight / ROW_HEIGHT) + 2);
+    const rows = shown.slice(first, last).map((node, offset) => row(node, first + offset));
+    spacer.replaceChildren(...rows);
+  }
+
+  function row(node: Node, index: number): HTMLElement {
+    const name = node.metadata.name;
+    const line = element("div", { className: `row ${COLUMNS[1].value(node)}` });
+    line.style.top = `${index * ROW_HEIGHT}px`;
+    line.dataset.node = name;
+    const pick = element("input", {
+      type: "checkbox",
+      className: "pick",
+      checked: selected.has(name),
+    });
+    pick.onchange = () => (pick.checked ? selected.add(name) : selected.delete(name));
+    line.append(
+      pick,
+      ...COLUMNS.map((c) => element("span", { className: "cell", textContent: c.value(node) })),
+    );
+    const actions = element("span", { className: "cell actions" });
+    if (access.may.shell && COLUMNS[1].value(node) === "online") {
+      actions.append(
+        element("a", {
+          className: "shell",
+          href: `/ui/shell/${name}`,
+          target: "_blank",
+          textContent: "Shell",
+        }),
+      );
+    }
+    line.append(actions);
+    return line;
+  }
+
+  let pending = false;
+  function soon(): void {
+    if (!pending) {
+      pending = true;
+      requestAnimationFrame(() => {
+        pending = false;
+        refresh();
+      });
+    }
+  }
+
+  search.oninput = refresh;
+  state.onchange = refresh;
+  frps.onchange = refresh;
+  viewport.onscroll = draw;
+  window.addEventListener("resize", draw);
+  const filters = element("div", { className: "filters" }, search, state, frps, count);
+  root.append(filters, header, viewport);
+  if (access.may.exec) root.append(batchPanel(nodes, selected));
+  void watchNodes(
+    () => nodes.clear(),
+    (type, node) => {
+      if (type === "DELETED") nodes.delete(node.metadata.name);
+      else nodes.set(node.metadata.name, node);
+      soon();
+    },
+  );
+}
+
+type ExecLine = {
+  node: string;
+  exit_status?: number | null;
+  duration_ms?: number;
+  stdout?: string;
+  stderr?: string;
+  error?: string;
+  details?: string;
+};
+
+// A command on the nodes ticked (or on every online node), each result as it comes.
+function batchPanel(nodes: Map<string, Node>, selected: Set<string>): HTMLElement {
+  const command = element("input", { id: "command", placeholder: "command to run" });
+  const everyOnline = element("input", { type: "checkbox", id: "all-online" });
+  const run = element("button", { id: "run", textContent: "Run" });
+  const results = element("div", { id: "results" });
+  run.onclick = async () => {
+    const picked = [...selected].filter((name) => nodes.has(name));
+    const body = everyOnline.checked
+      ? { cmd: command.value, status: "online" }
+      : { cmd: command.value, nodes: picked };
+    results.replaceChildren();
+    const answer = await fetch("/api/v1/exec", {
+      method: "POST",
+      headers: { ...headers(), "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!answer.ok) {
+      const refusal = await answer.json();
+      results.append(
+        element("div", {
+          className: "result failed",
+          textContent: `${refusal.error}: ${JSON.stringify(refusal.details)}`,
+        }),
+      );
+      return;
+    }
+    for await (const line of lines(answer)) {
+      const result = line as ExecLine;
+      const said = result.error
+        ? `${result.error}: ${result.details}`
+        : `exit ${result.exit_status} in ${result.duration_ms} ms`;
+      const ok = result.exit_status === 0;
+      results.append(
+        element(
+          "div",
+          { className: `result ${ok ? "ok" : "failed"}` },
+          element("b", { textContent: result.node }),
+          ` ${said}`,
+          element("pre", { textContent: `${result.stdout ?? ""}${result.stderr ?? ""}` }),
+        ),
+      );
+    }
+  };
+  const label = element("label", {}, everyOnline, " every online node");
+  return element("section", { className: "batch" }, command, label, run, results);
+}
