@@ -6,6 +6,7 @@ and `/ui/` says how to build the console.
 
 import shutil
 import subprocess
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -14,12 +15,12 @@ from setuptools.command.build_py import build_py
 class BuildConsole(build_py):
     def run(self) -> None:
         npm = shutil.which("npm")
-        if npm:
+        if npm and Path("web/package.json").is_file():
             # A fixed command: npm, from PATH, on this checkout's web/.
             subprocess.run([npm, "--prefix", "web", "ci", "--no-audit", "--no-fund"], check=True)  # noqa: S603
             subprocess.run([npm, "--prefix", "web", "run", "build"], check=True)  # noqa: S603
         else:
-            print("npm not found: the web console is not built")
+            print("no npm, or no web/: the web console is not built")
         super().run()
 
 

@@ -40,11 +40,9 @@ def test_the_install_command_starts_the_adapter_from_a_fresh_checkout(tmp_path: 
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((ROOT / name).read_bytes())
     port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",  # where it listens: not the command
-    }
+    # The user's environment (it says where pip and npm find their registries), and a
+    # free port: where it listens is not part of the command.
+    env = {**os.environ, "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}"}
     with (tmp_path / "install.log").open("wb") as log:
         process = subprocess.Popen(
             ["bash", "-c", command("install-and-run")],
@@ -66,6 +64,11 @@ def test_the_install_command_starts_the_adapter_from_a_fresh_checkout(tmp_path: 
                 assert answer.status == 200
                 break
             time.sleep(0.5)
+        # npm is on this machine: the install built the web console too.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/", timeout=5) as answer:
+            assert b"/ui/assets/console.js" in answer.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/assets/console.js") as answer:
+            assert answer.status == 200
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

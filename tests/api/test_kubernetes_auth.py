@@ -85,6 +85,18 @@ async def test_a_browser_shell_token_is_reviewed_too(client: Client) -> None:
     assert answer.value.status == 403
 
 
+async def test_the_console_is_told_what_rbac_lets_each_caller_do(client: Client) -> None:
+    answers = {}
+    for name, token in (("alice", ALICE), ("bob", BOB)):
+        resp = await client.get("/api/v1/access", headers=as_(token))
+        answers[name] = (resp.status, (await resp.json()) if resp.status == 200 else None)
+    assert answers["alice"] == (
+        200,
+        {"user": "alice", "may": {"list": True, "shell": False, "exec": False}},
+    )
+    assert answers["bob"][0] == 403  # bob may not list nodes: the console has nothing to show
+
+
 async def test_a_cluster_that_cannot_review_a_token_is_a_503_with_a_reason(
     client: Client, kube: NodeMaintenanceEmulator
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
+from api import console
 from api.app import create_app
 from api.auth import Rule
 from api.callers import Role
@@ -63,3 +64,14 @@ async def test_a_route_added_outside_the_table_is_refused(
     resp = await client.get("/not-in-the-table")
     assert resp.status == 403
     assert "no access rule for GET /not-in-the-table" in await resp.text()
+
+
+async def test_without_a_build_the_console_says_how_to_make_one(
+    tmp_path: Path, aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "BUILT", tmp_path / "not-built")
+    client = await aiohttp_client(create_app(settings_for(tmp_path)))
+    resp = await client.get("/ui/")
+    assert resp.status == 503
+    assert "npm --prefix web ci" in await resp.text()
+    assert (await client.get("/ui/assets/console.js")).status == 404
