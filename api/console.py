@@ -5,12 +5,14 @@ the API like any client. Without a build, `/ui/` says how to make one.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aiohttp import web
 
 BUILT = Path(__file__).parent / "ui"
-_ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+_ASSET = re.compile(r"[\w-]+\.(js|css)")
+_TYPES = {"js": "text/javascript", "css": "text/css"}
 # The console's own files only; xterm.js sets inline styles and measures with a <style>.
 _POLICY = (
     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -36,8 +38,10 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def asset(request: web.Request) -> web.Response:
+    """console.js, console.css, and the chunks console.js loads (names without a path)."""
     name = request.match_info["name"]
+    found = _ASSET.fullmatch(name)
     path = BUILT / name
-    if name not in _ASSETS or not path.is_file():
+    if found is None or not path.is_file():
         raise web.HTTPNotFound()
-    return web.Response(body=path.read_bytes(), content_type=_ASSETS[name])
+    return web.Response(body=path.read_bytes(), content_type=_TYPES[found[1]])

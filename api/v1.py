@@ -45,6 +45,7 @@ STORE_WAIT_SECONDS = 10.0
 _RENDER_CHUNK = 20
 # A quiet watch says so this often: below the idle timeouts of proxies on the way.
 _BOOKMARK_SECONDS = 10.0
+_BOOKMARK = b'{"type":"BOOKMARK"}\n'
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
@@ -128,8 +129,9 @@ async def get_node(request: web.Request) -> web.Response:
 
 async def _watch(request: web.Request) -> web.StreamResponse:
     """`?watch=true`: NDJSON events `{"type": "ADDED" | "MODIFIED" | "DELETED", "object":
-    NM}`, every node first as ADDED, then each change; `{"type": "BOOKMARK"}` when quiet
-    (so a dead reader is noticed, and proxies keep the stream). A reader too slow to keep
+    NM}`, every node first as ADDED, then each change; `{"type": "BOOKMARK"}` once every
+    node is in, and again when quiet (so a dead reader is noticed, and proxies keep the
+    stream). A reader too slow to keep
     up gets `{"type": "ERROR", "object": {"code": 410, ...}}` and the stream ends: list
     again. The stream also ends when the adapter shuts down."""
     registry = request.app[REGISTRY]
@@ -142,12 +144,13 @@ async def _watch(request: web.Request) -> web.StreamResponse:
                 chunk = states[start : start + _RENDER_CHUNK]
                 await response.write(b"".join(_event(request, "ADDED", s) for s in chunk))
                 await asyncio.sleep(0)
+        await response.write(_BOOKMARK)  # every node is in: what follows are changes
         while True:
             try:
                 async with asyncio.timeout(_BOOKMARK_SECONDS):
                     event = await watch.next()
             except TimeoutError:
-                await response.write(b'{"type":"BOOKMARK"}\n')
+                await response.write(_BOOKMARK)
                 continue
             except WatchEndedError as e:
                 if e.overrun:

@@ -1,4 +1,5 @@
-// Bundles the console into ../api/ui/: index.html, console.js and console.css.
+// Bundles the console into ../api/ui/: index.html, console.js and console.css, and the
+// shell's code (xterm.js) in a chunk of its own, loaded only by the shell page.
 import { copyFile, mkdir } from "node:fs/promises";
 import { build } from "esbuild";
 
@@ -9,6 +10,8 @@ await build({
   bundle: true,
   minify: true,
   format: "esm",
+  splitting: true,
+  chunkNames: "chunk-[hash]",
   target: "es2022",
   outdir: out,
   logLevel: "warning",

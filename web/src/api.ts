@@ -65,9 +65,11 @@ export async function* lines(answer: Response): AsyncGenerator<unknown> {
 type WatchEvent = { type: string; object: Node };
 
 // Every node, then each change; after an error or the end of the stream, from scratch.
+// `onListed` once every node is in (the first BOOKMARK), and after each change.
 export async function watchNodes(
   onReset: () => void,
   onEvent: (type: string, node: Node) => void,
+  onListed: () => void,
 ): Promise<never> {
   for (;;) {
     try {
@@ -78,6 +80,8 @@ export async function watchNodes(
           const event = line as WatchEvent;
           if (event.type === "ADDED" || event.type === "MODIFIED" || event.type === "DELETED") {
             onEvent(event.type, event.object);
+          } else if (event.type === "BOOKMARK") {
+            onListed();
           }
         }
       }

@@ -3,6 +3,9 @@
 import { type Access, headers, lines, type Node, watchNodes } from "./api";
 
 const ROW_HEIGHT = 28;
+// Changes are drawn at most this often: a fleet's first list arrives as thousands of
+// events, and each redraw filters and sorts them all.
+const REDRAW_MS = 200;
 
 type Column = { title: string; value: (node: Node) => string };
 
@@ -74,7 +77,11 @@ export function showList(root: HTMLElement, access: Access): void {
         (!frps.value || COLUMNS[4].value(node) === frps.value),
     );
     const key = COLUMNS[sortBy].value;
-    shown.sort((a, b) => key(a).localeCompare(key(b)) * (descending ? -1 : 1));
+    const order = descending ? -1 : 1;
+    shown.sort((a, b) => {
+      const [x, y] = [key(a), key(b)];
+      return x < y ? -order : x > y ? order : 0;
+    });
     count.textContent = `${shown.length} of ${nodes.size} nodes`;
     spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
     draw();
@@ -122,10 +129,10 @@ export function showList(root: HTMLElement, access: Access): void {
   function soon(): void {
     if (!pending) {
       pending = true;
-      requestAnimationFrame(() => {
+      setTimeout(() => {
         pending = false;
         refresh();
-      });
+      }, REDRAW_MS);
     }
   }
 
@@ -137,12 +144,23 @@ export function showList(root: HTMLElement, access: Access): void {
   const filters = element("div", { className: "filters" }, search, state, frps, count);
   root.append(filters, header, viewport);
   if (access.may.exec) root.append(batchPanel(nodes, selected));
+  // While the first list streams in, nothing is drawn: it is drawn whole, once.
+  let listing = true;
   void watchNodes(
-    () => nodes.clear(),
+    () => {
+      nodes.clear();
+      listing = true;
+    },
     (type, node) => {
       if (type === "DELETED") nodes.delete(node.metadata.name);
       else nodes.set(node.metadata.name, node);
-      soon();
+      if (!listing) soon();
+    },
+    () => {
+      if (listing) {
+        listing = false;
+        refresh();
+      }
     },
   );
 }

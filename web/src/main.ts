@@ -4,7 +4,6 @@ import "@xterm/xterm/css/xterm.css";
 import "./console.css";
 import { access, token } from "./api";
 import { showList } from "./list";
-import { showShell } from "./shell";
 
 async function start(): Promise<void> {
   const root = document.createElement("main");
@@ -29,7 +28,7 @@ async function start(): Promise<void> {
   );
   root.append(bar);
   const shell = location.pathname.match(/^\/ui\/shell\/([^/]+)$/);
-  if (shell) showShell(root, said, decodeURIComponent(shell[1]));
+  if (shell) (await import("./shell")).showShell(root, said, decodeURIComponent(shell[1]));
   else showList(root, said);
 }
 
