@@ -15,12 +15,15 @@ from setuptools.command.build_py import build_py
 class BuildConsole(build_py):
     def run(self) -> None:
         npm = shutil.which("npm")
+        built = False
         if npm and Path("web/package.json").is_file():
-            # A fixed command: npm, from PATH, on this checkout's web/.
-            subprocess.run([npm, "--prefix", "web", "ci", "--no-audit", "--no-fund"], check=True)  # noqa: S603
-            subprocess.run([npm, "--prefix", "web", "run", "build"], check=True)  # noqa: S603
-        else:
-            print("no npm, or no web/: the web console is not built")
+            # Fixed commands: npm, from PATH, on this checkout's web/.
+            built = all(
+                subprocess.run([npm, "--prefix", "web", *step], check=False).returncode == 0  # noqa: S603
+                for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"])
+            )
+        if not built:
+            print("the web console is not built (no npm, no web/, or npm failed): /ui/ says how")
         super().run()
 
 
