@@ -68,6 +68,7 @@ def configure(directory: Path, name: str, forced_command: Path | None = None) ->
         "UseDNS no\n"
         "MaxStartups 500\n"
         "MaxSessions 100\n"
+        "Subsystem sftp internal-sftp\n"
     )
     return config, sshd
 

@@ -1,0 +1,168 @@
+"""Files on a node, over SFTP on the node's own SSH connection: streamed both ways, never
+whole in memory. An upload is written under a temporary name beside its destination and
+renamed over it only once complete, so a broken upload leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import secrets
+from collections.abc import AsyncIterator, AsyncIterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+import asyncssh
+
+from ssh.connector import SshConnector, SshError, SshTarget
+
+_READ_SIZE = 1 << 18
+
+
+class FileError(SshError):
+    """The node refused a file operation; the message is the node's own words."""
+
+    status = 400
+    kind = "file error"
+
+
+class NoSuchFileError(FileError):
+    status = 404
+    kind = "no such file"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    type: str  # file, directory, link, other
+    size: int
+    mode: int
+    mtime: int
+
+
+def checked_path(path: str) -> str:
+    """An absolute path without `..`; ValueError says what is wrong with it."""
+    if not path.startswith("/"):
+        raise ValueError(f"the path must be absolute, not {path!r}")
+    if "\0" in path or ".." in path.split("/"):
+        raise ValueError(f"the path may not hold '..' or NUL: {path!r}")
+    return posixpath.normpath(path)
+
+
+class NodeFiles:
+    def __init__(self, sftp: asyncssh.SFTPClient) -> None:
+        self._sftp = sftp
+
+    async def kind(self, path: str) -> str:
+        try:
+            attrs = await self._sftp.stat(path)
+        except asyncssh.SFTPError as e:
+            raise _refused(path, e) from e
+        return _type(attrs)
+
+    async def size(self, path: str) -> int:
+        try:
+            return (await self._sftp.stat(path)).size or 0
+        except asyncssh.SFTPError as e:
+            raise _refused(path, e) from e
+
+    async def listing(self, path: str) -> list[Entry]:
+        try:
+            names = await self._sftp.readdir(path)
+        except asyncssh.SFTPError as e:
+            raise _refused(path, e) from e
+        return sorted(
+            (
+                Entry(
+                    name=str(n.filename),
+                    type=_type(n.attrs),
+                    size=n.attrs.size or 0,
+                    mode=(n.attrs.permissions or 0) & 0o7777,
+                    mtime=int(n.attrs.mtime or 0),
+                )
+                for n in names
+                if n.filename not in (".", "..")
+            ),
+            key=lambda entry: entry.name,
+        )
+
+    async def read(self, path: str, start: int, length: int) -> AsyncIterator[bytes]:
+        try:
+            async with self._sftp.open(path, "rb", encoding=None) as file:
+                await file.seek(start)
+                while length > 0:
+                    data = await file.read(min(_READ_SIZE, length))
+                    if not data:
+                        return
+                    length -= len(data)
+                    yield data
+        except asyncssh.SFTPError as e:
+            raise _refused(path, e) from e
+
+    async def write(self, path: str, chunks: AsyncIterable[bytes], *, mode: int) -> Stored:
+        if await self._exists(path) and await self.kind(path) == "directory":
+            raise FileError(f"{path}: is a directory")
+        directory, name = posixpath.split(path)
+        temporary = posixpath.join(directory, f".{name}.frpa-{secrets.token_hex(4)}")
+        digest, size = hashlib.sha256(), 0
+        try:
+            async with self._sftp.open(temporary, "wb", encoding=None) as file:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await file.write(chunk)
+            await self._sftp.chmod(temporary, mode)
+            await self._sftp.posix_rename(temporary, path)
+        except asyncssh.SFTPError as e:
+            await self._forget(temporary)
+            raise _refused(path, e) from e
+        except BaseException:
+            await self._forget(temporary)
+            raise
+        return Stored(path, size, digest.hexdigest())
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self._sftp.stat(path)
+        except asyncssh.SFTPNoSuchFile:
+            return False
+        except asyncssh.SFTPError as e:
+            raise _refused(path, e) from e
+        return True
+
+    async def _forget(self, path: str) -> None:
+        with suppress(asyncssh.Error, OSError):
+            await self._sftp.remove(path)
+
+
+@asynccontextmanager
+async def node_files(connector: SshConnector, target: SshTarget) -> AsyncIterator[NodeFiles]:
+    async with connector.connect(target) as conn:
+        try:
+            sftp_client = await conn.start_sftp_client()
+        except asyncssh.Error as e:  # e.g. no sftp subsystem on the node
+            raise SshError(f"{target.name}: no SFTP on the node's sshd: {e.reason}") from e
+        async with sftp_client as sftp:
+            yield NodeFiles(sftp)
+
+
+def _type(attrs: asyncssh.SFTPAttrs) -> str:
+    kinds = {
+        asyncssh.FILEXFER_TYPE_REGULAR: "file",
+        asyncssh.FILEXFER_TYPE_DIRECTORY: "directory",
+        asyncssh.FILEXFER_TYPE_SYMLINK: "link",
+    }
+    return kinds.get(attrs.type, "other")
+
+
+def _refused(path: str, error: asyncssh.SFTPError) -> FileError:
+    if isinstance(error, asyncssh.SFTPNoSuchFile):
+        return NoSuchFileError(f"{path}: {error.reason}")
+    return FileError(f"{path}: {error.reason}")
