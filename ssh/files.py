@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import secrets
-from collections.abc import AsyncIterator, AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -99,6 +99,7 @@ class NodeFiles:
                 await file.seek(start)
                 while length > 0:
                     data = await file.read(min(_READ_SIZE, length))
+                    assert isinstance(data, bytes)  # opened without an encoding
                     if not data:
                         return
                     length -= len(data)
