@@ -30,6 +30,7 @@ from api.keys import (
     AUDIT,
     CLOCK,
     EXPIRY,
+    FORWARDS_BY_USER,
     LEADERSHIP,
     LISTS,
     LOADED,
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             partial(Certificates, settings.tls_cert_file, settings.tls_key_file, app[CLOCK]),
         )
     app[SHELLS_BY_USER] = Counter()
+    app[FORWARDS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(partial(_nodes, client_keys=client_keys))

@@ -18,17 +18,19 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
-from api import console, health, metrics, original, shell, v1
+from api import console, files, health, metrics, original, shell, v1
 from api.auth import OPEN, Rule
 from api.callers import Role
 from api.keys import PLUGINS
 from schemas.rest import (
     BatchExecSchema,
     ExecSchema,
+    FileQuerySchema,
     FrpCreateSchema,
     FrpUpdateSchema,
     NodeListQuerySchema,
     OriginalExecSchema,
+    PortForwardQuerySchema,
     ShellQuerySchema,
 )
 
@@ -241,6 +243,38 @@ ROUTES: tuple[Route, ...] = (
         summary="run a command on a node",
         body=(_JSON, ExecSchema),
         answers={200: "the command ran", **_SSH},
+    ),
+    Route(
+        method="PUT",
+        path="/api/v1/nodes/{nm_name}/files",
+        handler=files.put_file,
+        access=Rule(Role.OPERATOR, "create", "files"),
+        summary="write the request body to a file on the node (streamed; renamed into place)",
+        query=FileQuerySchema,
+        answers={200: "stored: path, size, sha256", **_SSH, 413: "too large"},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/nodes/{nm_name}/files",
+        handler=files.get_file,
+        access=Rule(Role.OPERATOR, "create", "files"),
+        summary="a file on the node (Range supported), or a directory's listing",
+        query=FileQuerySchema,
+        answers={
+            200: "the file, or the listing",
+            206: "part of the file",
+            **_SSH,
+            416: "no such range",
+        },
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/nodes/{nm_name}/portforward",
+        handler=files.port_forward,
+        access=Rule(Role.OPERATOR, "create", "portforward"),
+        summary="WebSocket: binary frames carry a TCP stream to the node's 127.0.0.1:port",
+        query=PortForwardQuerySchema,
+        answers={**_WEBSOCKET, 429: "too many forwards"},
     ),
     Route(
         method="POST",

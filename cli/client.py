@@ -94,6 +94,57 @@ async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
     return issued
 
 
+async def port_forward(url: str, name: str, local: int, remote: int, token: str | None) -> int:
+    """Listen on 127.0.0.1:`local`; each connection goes to the node's `remote` port over
+    a WebSocket of its own, as `kubectl port-forward` does. Runs until interrupted."""
+    forward_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/portforward?port={remote}"
+
+    async def carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with aiohttp.ClientSession(headers=_headers(token)) as session:
+            try:
+                ws = await session.ws_connect(forward_url, heartbeat=20, max_msg_size=1 << 21)
+            except (aiohttp.ClientError, OSError) as e:
+                _fail(f"{name}:{remote}: {e}")
+                writer.close()
+                return
+            async with ws:
+                await _both_ways(reader, writer, ws)
+
+    try:
+        server = await asyncio.start_server(carry, "127.0.0.1", local)
+    except OSError as e:
+        return _fail(f"cannot listen on 127.0.0.1:{local}: {e.strerror}")
+    port = server.sockets[0].getsockname()[1]
+    print(f"Forwarding from 127.0.0.1:{port} -> {name}:{remote}", flush=True)
+    async with server:
+        await server.serve_forever()
+    return 0
+
+
+async def _both_ways(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    async def out() -> None:
+        while data := await reader.read(1 << 16):
+            await ws.send_bytes(data)
+
+    async def back() -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                break
+            writer.write(msg.data)
+            await writer.drain()
+
+    tasks = [asyncio.create_task(out()), asyncio.create_task(back())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+
+
 class _Terminal:
     """Keystrokes and resizes go out through one queue, in order; output comes back."""
 

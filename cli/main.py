@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -35,7 +36,7 @@ from schemas.settings import (
 )
 
 logger = logging.getLogger(__name__)
-_COMMANDS = ("serve", "unique-id", "frps-config", "frpc-config", "ssh", "exec")
+_COMMANDS = ("serve", "unique-id", "frps-config", "frpc-config", "ssh", "exec", "port-forward")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -68,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     remote.add_argument("--timeout", type=float, help="seconds (default: the adapter's)")
     remote.add_argument("nm_name")
     remote.add_argument("cmd", nargs=argparse.REMAINDER)
+    forward = commands.add_parser(
+        "port-forward", help="reach a node's local port: port-forward NM_NAME [LOCAL:]REMOTE"
+    )
+    _add_url(forward)
+    forward.add_argument("nm_name")
+    forward.add_argument("ports", metavar="[LOCAL:]REMOTE")
     parsed = parser.parse_args(args)
     if parsed.command == "unique-id":
         sys.exit(_print_unique_id())
@@ -78,6 +85,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(asyncio.run(_print_frpc_config(parsed, token)))
     if parsed.command == "ssh":
         sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
+    if parsed.command == "port-forward":
+        local, _, remote = parsed.ports.rpartition(":")
+        if not remote.isdigit() or not (local or "0").isdigit():
+            parser.error("port-forward needs [LOCAL:]REMOTE ports, e.g. 8080:80 or 5432")
+        forwarding = client.port_forward(
+            parsed.url, parsed.nm_name, int(local or remote), int(remote), token
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.exit(asyncio.run(forwarding))
+        sys.exit(0)
     if parsed.command == "exec":
         command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
         if not command:

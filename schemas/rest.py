@@ -111,6 +111,30 @@ class ShellQuerySchema(Schema):
     encoding = fields.String(load_default="utf-8", validate=_text_encoding)
 
 
+def _file_mode(text: str) -> None:
+    if not (text.isdigit() and set(text) <= set("01234567") and int(text, 8) <= 0o7777):
+        raise ValidationError(f"must be an octal mode such as 0644, not {text!r}")
+
+
+class FileQuerySchema(Schema):
+    """`?path=<absolute path>[&mode=0644]` of a node's file (mode: uploads only)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    path = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    mode = fields.String(load_default="0644", validate=_file_mode)
+
+
+class PortForwardQuerySchema(Schema):
+    """`?port=N`: the node's TCP port, on its 127.0.0.1."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    port = fields.Integer(required=True, validate=validate.Range(min=1, max=65535))
+
+
 class ResizeSchema(Schema):
     """`{"type": "resize", "cols": N, "rows": M}`, a shell's control frame; a size left out
     is the original's default, 180 columns or 50 rows."""

@@ -460,6 +460,27 @@ class Settings:
         group="SSH",
         help="seconds between WebSocket pings on shells (0: none)",
     )
+    max_upload_bytes: int = _setting(
+        "10737418240",
+        _whole(1 << 50),
+        env="FRPA_MAX_UPLOAD_BYTES",
+        group="SSH",
+        help="the largest file an upload may write to a node, bytes",
+    )
+    max_forwards_per_user: int = _setting(
+        "20",
+        _whole(100000),
+        env="FRPA_MAX_FORWARDS_PER_USER",
+        group="SSH",
+        help="port forwards one token may hold open at once",
+    )
+    forward_idle_timeout: float = _setting(
+        "600",
+        _seconds,
+        env="FRPA_FORWARD_IDLE_TIMEOUT",
+        group="SSH",
+        help="close a port forward that carried nothing either way this long, seconds",
+    )
     max_shells_per_user: int = _setting(
         "10",
         _whole(100000),

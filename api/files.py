@@ -1,0 +1,246 @@
+"""Files on a node and its local ports, through the node's SSH connection via frps.
+
+`PUT /api/v1/nodes/{nm_name}/files?path=` streams the body to the node (under a temporary
+name, renamed into place when complete); `GET` streams a file back (`Range` supported)
+or lists a directory. `GET /api/v1/nodes/{nm_name}/portforward?port=N` is a WebSocket
+whose binary frames carry a TCP stream to the node's 127.0.0.1:N. All are audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from marshmallow import ValidationError
+
+from api import audit
+from api.auth import WS_PROTOCOL
+from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
+from schemas.rest import FileQuerySchema, PortForwardQuerySchema
+from ssh.connector import SshError
+from ssh.files import checked_path, node_files
+from ssh.ports import PortStream, node_port
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 18
+_FRAME = 1 << 20
+_file_query = FileQuerySchema()
+_port_query = PortForwardQuerySchema()
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def _error(status: int, error: str, details: object) -> web.Response:
+    return web.json_response({"error": error, "details": details}, status=status)
+
+
+def _file_input(request: web.Request) -> tuple[str, int]:
+    query = _file_query.load(dict(request.query))
+    try:
+        path = checked_path(query["path"])
+    except ValueError as e:
+        raise ValidationError({"path": [str(e)]}) from e
+    return path, int(query["mode"], 8)
+
+
+async def put_file(request: web.Request) -> web.Response:
+    """The body, streamed to the node's file `path`: `{"path", "size", "sha256"}`."""
+    name = request.match_info["nm_name"]
+    most = request.app[SETTINGS].max_upload_bytes
+    try:
+        path, mode = _file_input(request)
+        if request.content_length is not None and request.content_length > most:
+            return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+        connector = request.app[SSH]
+        target = connector.target(name)
+    except ValidationError as e:
+        return _error(400, "invalid query", e.messages)
+    except SshError as e:
+        return _error(e.status, e.kind, str(e))
+    record = audit.start_record(request, "upload", name, path)
+    try:
+        async with node_files(connector, target) as files:
+            stored = await files.write(path, _body(request, most), mode=mode)
+        record.result, record.bytes_in = "stored", stored.size
+    except _TooLargeError:
+        record.result = "too large"
+        return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+    except SshError as e:
+        record.result = f"error: {e.kind}"
+        return _error(e.status, e.kind, str(e))
+    except (ConnectionError, web.RequestPayloadError) as e:
+        record.result = "client went away"
+        raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
+    finally:
+        request.app[AUDIT].write(record)
+    return web.json_response(asdict(stored))
+
+
+async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > most:
+            raise _TooLargeError
+        yield chunk
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """The node's file `path` (a `Range` of it, if asked), or a directory's listing."""
+    name = request.match_info["nm_name"]
+    try:
+        path, _ = _file_input(request)
+        connector = request.app[SSH]
+        target = connector.target(name)
+    except ValidationError as e:
+        return _error(400, "invalid query", e.messages)
+    except SshError as e:
+        return _error(e.status, e.kind, str(e))
+    record = audit.start_record(request, "download", name, path)
+    try:
+        async with node_files(connector, target) as files:
+            if await files.kind(path) == "directory":
+                record.result = "listed"
+                items = [asdict(entry) for entry in await files.listing(path)]
+                return web.json_response({"path": path, "items": items})
+            size = await files.size(path)
+            wanted = _wanted(request, size)
+            if wanted is None:
+                record.result = "range not satisfiable"
+                return _error(416, "range not satisfiable", f"{path} has {size} bytes")
+            start, length = wanted
+            response = web.StreamResponse(
+                status=206 if length < size else 200,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Accept-Ranges": "bytes",
+                    "Content-Length": str(length),
+                    **(
+                        {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
+                        if length < size
+                        else {}
+                    ),
+                },
+            )
+            await response.prepare(request)
+            async for chunk in files.read(path, start, length):
+                record.bytes_out += len(chunk)
+                await response.write(chunk)
+            await response.write_eof()
+            record.result = "sent"
+            return response
+    except SshError as e:
+        record.result = f"error: {e.kind}"
+        return _error(e.status, e.kind, str(e))
+    finally:
+        request.app[AUDIT].write(record)
+
+
+def _wanted(request: web.Request, size: int) -> tuple[int, int] | None:
+    """(start, length) of what to send; None when the asked range is not in the file."""
+    try:
+        asked = request.http_range
+    except ValueError:
+        return None
+    start, stop = asked.start, asked.stop
+    if start is None and stop is None:
+        return 0, size
+    if start is not None and start < 0:  # bytes=-N: the last N
+        start = max(size + start, 0)
+    start = start or 0
+    stop = size if stop is None else min(stop, size)
+    if size and (start >= size or stop <= start):
+        return None
+    return start, max(stop - start, 0)
+
+
+async def port_forward(request: web.Request) -> web.StreamResponse:
+    """A WebSocket to the node's 127.0.0.1:`port`: binary frames both ways."""
+    name = request.match_info["nm_name"]
+    settings = request.app[SETTINGS]
+    try:
+        port = _port_query.load(dict(request.query))["port"]
+        connector = request.app[SSH]
+        target = connector.target(name)
+    except ValidationError as e:
+        return _error(400, "invalid query", e.messages)
+    except SshError as e:
+        return _error(e.status, e.kind, str(e))
+    record = audit.start_record(request, "portforward", name, f"port {port}")
+    forwards = request.app[FORWARDS_BY_USER]
+    if forwards[record.user] >= settings.max_forwards_per_user:
+        return _error(
+            429,
+            "too many forwards",
+            f"{record.user} has {forwards[record.user]} open "
+            f"(FRPA_MAX_FORWARDS_PER_USER={settings.max_forwards_per_user})",
+        )
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat or None, max_msg_size=_FRAME, protocols=(WS_PROTOCOL,)
+    )
+    await request.app[SHUTDOWN].prepare(ws, request)
+    forwards[record.user] += 1
+    try:
+        async with node_port(connector, target, port) as stream:
+            record.result = await _carry(request, ws, stream, record)
+    except SshError as e:
+        record.result = f"error: {e.kind}"
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
+    finally:
+        forwards[record.user] -= 1
+        request.app[AUDIT].write(record)
+    await ws.close()
+    return ws
+
+
+async def _carry(
+    request: web.Request, ws: web.WebSocketResponse, stream: PortStream, record: audit.AuditRecord
+) -> str:
+    """Both ways until either side closes, or nothing moved for the idle timeout."""
+    clock = request.app[CLOCK]
+    idle = request.app[SETTINGS].forward_idle_timeout
+    moved = clock.monotonic()
+
+    async def to_node() -> None:
+        nonlocal moved
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                record.bytes_in += len(msg.data)
+                moved = clock.monotonic()
+                await stream.write(msg.data)
+        stream.write_eof()
+
+    async def from_node() -> None:
+        nonlocal moved
+        while data := await stream.read():
+            record.bytes_out += len(data)
+            moved = clock.monotonic()
+            await ws.send_bytes(data)
+
+    async def watch_idle() -> None:
+        while clock.monotonic() - moved < idle:
+            await clock.sleep(max(idle - (clock.monotonic() - moved), 0.05))
+
+    tasks = {
+        asyncio.create_task(to_node()): "client closed",
+        asyncio.create_task(from_node()): "node closed",
+        asyncio.create_task(watch_idle()): "idle",
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = done.pop()
+    with contextlib.suppress(asyncio.CancelledError):
+        if (error := first.exception()) is not None and not isinstance(error, ConnectionError):
+            raise error
+    return tasks[first]

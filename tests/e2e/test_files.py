@@ -1,0 +1,218 @@
+"""Files and ports on a node through real frps and frpc to OpenSSH's sshd (whose files are
+this machine's: the node is local)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.peers import FrpSetup, sqlite_frp
+from tests.sshd import running_sshd
+from tests.support import TOKENS, bearer, eventually, free_port, tokens_file
+
+pytestmark = pytest.mark.e2e
+NODE = "nodemaintenances-edge-1"
+MB = 1 << 20
+
+
+@pytest.fixture
+async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
+    async with running_sshd(tmp_path / "ssh") as sshd, sqlite_frp(tmp_path) as setup:
+        await setup.start_adapter(
+            FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
+            FRPA_SSH_USER=sshd.user,
+            FRPA_SSH_KEY_FILE=str(sshd.user_key),
+        )
+        await setup.start_frps()
+        setup.start_frpc("edge", "edge-1", local_port=sshd.port)
+
+        async def online() -> bool:
+            async with (
+                aiohttp.ClientSession(headers=bearer("read")) as session,
+                session.get(f"{setup.adapter_url}/api/v1/nodes/{NODE}") as resp,
+            ):
+                body = await resp.json() if resp.status == 200 else {}
+            return bool(body) and body["status"]["services"][0]["status"] == "online"
+
+        await eventually(online, within=30, what="the node online")
+        yield setup
+
+
+def files_url(frp: FrpSetup, path: Path | str, **query: str) -> str:
+    extra = "".join(f"&{k}={v}" for k, v in query.items())
+    return f"{frp.adapter_url}/api/v1/nodes/{NODE}/files?path={path}{extra}"
+
+
+async def test_100_mb_go_up_and_come_back_identical_and_a_range_resumes(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    target = tmp_path / "pushed.bin"
+    sent = hashlib.sha256()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            chunk = os.urandom(MB)
+            sent.update(chunk)
+            yield chunk
+
+    async with aiohttp.ClientSession(headers=bearer("operator")) as session:
+        async with session.put(files_url(frp, target, mode="0600"), data=body()) as resp:
+            assert resp.status == 200, await resp.text()
+            assert await resp.json() == {
+                "path": str(target),
+                "size": 100 * MB,
+                "sha256": sent.hexdigest(),
+            }
+        assert oct(target.stat().st_mode & 0o777) == "0o600"
+        received = hashlib.sha256()
+        async with session.get(files_url(frp, target)) as resp:
+            assert resp.headers["Content-Length"] == str(100 * MB)
+            async for chunk in resp.content.iter_chunked(MB):
+                received.update(chunk)
+        assert received.hexdigest() == sent.hexdigest()
+
+        whole = target.read_bytes()
+        async with session.get(files_url(frp, target), headers={"Range": "bytes=99999-"}) as resp:
+            assert resp.status == 206
+            assert resp.headers["Content-Range"] == f"bytes 99999-{100 * MB - 1}/{100 * MB}"
+            assert await resp.read() == whole[99999:]
+        async with session.get(files_url(frp, target), headers={"Range": "bytes=-10"}) as resp:
+            assert (resp.status, await resp.read()) == (206, whole[-10:])
+        async with session.get(files_url(frp, tmp_path)) as resp:
+            listing = await resp.json()
+        entry = next(e for e in listing["items"] if e["name"] == "pushed.bin")
+        assert (entry["type"], entry["size"], entry["mode"]) == ("file", 100 * MB, 0o600)
+
+
+async def test_an_upload_broken_off_halfway_leaves_nothing(frp: FrpSetup, tmp_path: Path) -> None:
+    directory = tmp_path / "drop"
+    directory.mkdir()
+    path = f"/api/v1/nodes/{NODE}/files?path={directory / 'half.bin'}"
+    _, writer = await asyncio.open_connection("127.0.0.1", frp.adapter_port)
+    writer.write(
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKENS['operator']}\r\n"
+        f"Content-Length: {20 * MB}\r\n\r\n".encode()
+    )
+    for _ in range(10):
+        writer.write(os.urandom(MB))
+        await writer.drain()
+    await asyncio.sleep(0.5)
+    writer.transport.abort()  # the client dies, 10 of its 20 MB sent
+
+    async def clean() -> bool:
+        return not any(directory.iterdir())
+
+    await eventually(clean, what="no file and no temporary file left")
+    await asyncio.sleep(1)
+    assert list(directory.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "status", "words"),
+    [
+        ("GET", {"path": "relative/file"}, 400, "must be absolute"),
+        ("GET", {"path": "/tmp/../etc/passwd"}, 400, "'..'"),
+        ("GET", {"path": "/nonexistent/file"}, 404, "No such file"),
+        ("PUT", {"path": "/tmp"}, 400, "is a directory"),
+        ("PUT", {"path": "/nonexistent/dir/file"}, 404, "No such file"),
+        ("PUT", {"path": "/tmp/x", "mode": "0999"}, 400, "octal mode"),
+    ],
+)
+async def test_bad_paths_get_a_clear_4xx_with_the_nodes_words(
+    frp: FrpSetup, method: str, query: dict[str, str], status: int, words: str
+) -> None:
+    url = f"{frp.adapter_url}/api/v1/nodes/{NODE}/files"
+    async with (
+        aiohttp.ClientSession(headers=bearer("operator")) as session,
+        session.request(
+            method, url, params=query, data=b"data" if method == "PUT" else None
+        ) as resp,
+    ):
+        assert resp.status == status
+        assert words in str(await resp.json())
+
+
+async def test_a_read_only_token_reaches_no_files_and_no_ports(frp: FrpSetup) -> None:
+    async with aiohttp.ClientSession(headers=bearer("read")) as session:
+        async with session.get(files_url(frp, "/etc/hostname")) as resp:
+            assert resp.status == 403
+        async with session.get(
+            f"{frp.adapter_url}/api/v1/nodes/{NODE}/portforward", params={"port": "22"}
+        ) as resp:
+            assert resp.status == 403
+
+
+async def test_port_forward_reaches_the_nodes_sshd_and_a_web_server_20_at_once(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("served on the node\n")
+    web_port = free_port()
+    frp.processes.start(
+        "web",
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            str(web_port),
+            "-d",
+            str(tmp_path / "www"),
+        ],
+    )
+    env = {
+        **os.environ,
+        "FRPA_TOKEN": TOKENS["operator"],
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+    local_web, local_ssh = free_port(), free_port()
+    for name, ports in (
+        ("fwd-web", f"{local_web}:{web_port}"),
+        ("fwd-ssh", f"{local_ssh}:{ssh_port(frp)}"),
+    ):
+        frp.processes.start(
+            name,
+            [sys.executable, "-m", "cli", "port-forward", "--url", frp.adapter_url, NODE, ports],
+            env=env,
+        )
+    for port in (local_web, local_ssh):
+        await eventually(partial(listening, port), what=f"forward on {port}")
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", local_ssh)
+    banner = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert banner.startswith(b"SSH-2.0-OpenSSH")
+
+    async def fetch(session: aiohttp.ClientSession) -> str:
+        async with session.get(f"http://127.0.0.1:{local_web}/index.html") as resp:
+            return await resp.text()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        pages = await asyncio.gather(*(fetch(session) for _ in range(20)))
+    assert pages == ["served on the node\n"] * 20
+
+
+def ssh_port(frp: FrpSetup) -> int:
+    """The node's own sshd port, as its frpc exposes it (localPort in its config)."""
+    config = (frp.processes.workdir / "frpc-edge.toml").read_text()
+    return int(
+        next(line for line in config.splitlines() if line.startswith("localPort")).split("=")[1]
+    )
+
+
+async def listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
