@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict
+from typing import IO, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from marshmallow import ValidationError
@@ -20,7 +24,7 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
-from schemas.rest import FileQuerySchema, PortForwardQuerySchema
+from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
 from ssh.connector import SshError
 from ssh.files import checked_path, node_files
 from ssh.ports import PortStream, node_port
@@ -31,6 +35,7 @@ _CHUNK = 1 << 18
 _FRAME = 1 << 20
 _file_query = FileQuerySchema()
 _port_query = PortForwardQuerySchema()
+_batch_query = BatchFileQuerySchema()
 
 
 class _TooLargeError(Exception):
@@ -41,8 +46,8 @@ def _error(status: int, error: str, details: object) -> web.Response:
     return web.json_response({"error": error, "details": details}, status=status)
 
 
-def _file_input(request: web.Request) -> tuple[str, int]:
-    query = _file_query.load(dict(request.query))
+def _file_input(request: web.Request, schema: FileQuerySchema = _file_query) -> tuple[str, int]:
+    query = schema.load(dict(request.query))
     try:
         path = checked_path(query["path"])
     except ValueError as e:
@@ -89,6 +94,58 @@ async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
         size += len(chunk)
         if size > most:
             raise _TooLargeError
+        yield chunk
+
+
+async def put_files(request: web.Request) -> web.StreamResponse:
+    """The body, spooled once on the adapter, written to `path` on every node selected:
+    one NDJSON line per node as it is done (`{"node", "path", "size", "sha256"}` or
+    `{"node", "error", "details"}`)."""
+    most = request.app[SETTINGS].max_upload_bytes
+    try:
+        path, mode = _file_input(request, _batch_query)
+        query = _batch_query.load(dict(request.query))
+    except ValidationError as e:
+        return _error(400, "invalid query", e.messages)
+    connector = request.app[SSH]
+    names = query["nodes"].split(",") if query["nodes"] else connector.online()
+    with tempfile.TemporaryFile() as spool:
+        try:
+            async for chunk in _body(request, most):
+                await asyncio.to_thread(spool.write, chunk)
+        except _TooLargeError:
+            return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+        limit = asyncio.Semaphore(query["concurrency"])
+
+        async def one(name: str) -> dict[str, Any]:
+            record = audit.start_record(request, "upload", name, path)
+            try:
+                async with limit, node_files(connector, connector.target(name)) as files:
+                    stored = await files.write(path, _spooled(spool), mode=mode)
+            except SshError as e:
+                record.result = f"error: {e.kind}"
+                return {"node": name, "error": e.kind, "details": str(e)}
+            finally:
+                request.app[AUDIT].write(record)
+            record.result, record.bytes_in = "stored", stored.size
+            return {"node": name, **asdict(stored)}
+
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(name)) for name in dict.fromkeys(names)]
+            for done in asyncio.as_completed(tasks):
+                await response.write(json.dumps(await done).encode() + b"\n")
+        await response.write_eof()
+    return response
+
+
+async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    """The spooled body from its start, for one node (reads in a thread, each at its
+    own offset, so nodes written at once do not share a file position)."""
+    offset = 0
+    while chunk := await asyncio.to_thread(os.pread, spool.fileno(), _CHUNK, offset):
+        offset += len(chunk)
         yield chunk
 
 

@@ -24,6 +24,7 @@ from api.callers import Role
 from api.keys import PLUGINS
 from schemas.rest import (
     BatchExecSchema,
+    BatchFileQuerySchema,
     ExecSchema,
     FileQuerySchema,
     FrpCreateSchema,
@@ -266,6 +267,15 @@ ROUTES: tuple[Route, ...] = (
             **_SSH,
             416: "no such range",
         },
+    ),
+    Route(
+        method="PUT",
+        path="/api/v1/files",
+        handler=files.put_files,
+        access=Rule(Role.OPERATOR, "create", "files"),
+        summary="write the request body to a file on many nodes; one NDJSON line per node",
+        query=BatchFileQuerySchema,
+        answers={200: "NDJSON results", **_SSH, 413: "too large"},
     ),
     Route(
         method="GET",

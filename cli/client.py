@@ -15,7 +15,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -92,6 +92,94 @@ async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
         raise ValueError(f"{resp.status} {answer.get('error')}: {answer.get('details')}")
     issued: str = answer["token"]
     return issued
+
+
+_COPY_CHUNK = 1 << 18
+
+
+async def copy(url: str, source: str, destination: str, token: str | None) -> int:
+    """`cp SRC DST`, one side `NM_NAME:/path` on a node, the other a local path; a
+    destination that is a directory (local) or ends in `/` (node) gets the source's name."""
+    remote_source, remote_destination = _on_node(source), _on_node(destination)
+    if (remote_source is None) == (remote_destination is None):
+        return _fail("cp copies between here and a node: one side must be NM_NAME:/path")
+    files = f"{url.rstrip('/')}/api/v1/nodes"
+    async with aiohttp.ClientSession(headers=_headers(token)) as session:
+        try:
+            if remote_destination is not None:
+                name, path = remote_destination
+                if path.endswith("/"):
+                    path += os.path.basename(source)
+                return await _upload(session, f"{files}/{name}/files", path, source)
+            assert remote_source is not None
+            name, path = remote_source
+            if await asyncio.to_thread(os.path.isdir, destination):
+                destination = os.path.join(destination, os.path.basename(path))
+            return await _download(session, f"{files}/{name}/files", path, destination)
+        except (aiohttp.ClientError, OSError) as e:
+            return _fail(f"cp failed: {e}")
+
+
+def _on_node(spec: str) -> tuple[str, str] | None:
+    name, colon, path = spec.partition(":")
+    if colon and name.startswith("nodemaintenances-") and path.startswith("/"):
+        return name, path
+    return None
+
+
+async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: str) -> int:
+    total = await asyncio.to_thread(os.path.getsize, source)
+    progress = _Progress(source, total)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with open(source, "rb") as file:  # noqa: ASYNC230  (reads below, in a thread)
+            while chunk := await asyncio.to_thread(file.read, _COPY_CHUNK):
+                progress.add(len(chunk))
+                yield chunk
+
+    async with session.put(url, params={"path": path}, data=chunks()) as resp:
+        answer = await resp.json(content_type=None)
+    progress.done()
+    if resp.status != 200:
+        return _fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+    return 0
+
+
+async def _download(session: aiohttp.ClientSession, url: str, path: str, destination: str) -> int:
+    async with session.get(url, params={"path": path}) as resp:
+        if resp.status != 200:
+            answer = await resp.json(content_type=None)
+            return _fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+        if "Content-Length" not in resp.headers:
+            return _fail(f"{path} is a directory: cp copies files")
+        progress = _Progress(path, int(resp.headers["Content-Length"]))
+        with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
+            async for chunk in resp.content.iter_chunked(_COPY_CHUNK):
+                await asyncio.to_thread(file.write, chunk)
+                progress.add(len(chunk))
+    progress.done()
+    return 0
+
+
+class _Progress:
+    """A progress line on a terminal's stderr; nothing when stderr is not a terminal."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self._name = os.path.basename(name)
+        self._total = total
+        self._done = 0
+        self._shown = sys.stderr.isatty()
+
+    def add(self, size: int) -> None:
+        self._done += size
+        if self._shown:
+            share = self._done * 100 // max(self._total, 1)
+            sys.stderr.write(f"\r{self._name} {self._done >> 20}/{self._total >> 20} MiB {share}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
 
 
 async def port_forward(url: str, name: str, local: int, remote: int, token: str | None) -> int:

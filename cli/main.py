@@ -36,13 +36,56 @@ from schemas.settings import (
 )
 
 logger = logging.getLogger(__name__)
-_COMMANDS = ("serve", "unique-id", "frps-config", "frpc-config", "ssh", "exec", "port-forward")
+_COMMANDS = (
+    "serve",
+    "unique-id",
+    "frps-config",
+    "frpc-config",
+    "ssh",
+    "exec",
+    "cp",
+    "port-forward",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (args[0] not in (*_COMMANDS, "-h", "--help")):
         args.insert(0, "serve")
+    parser = _parser()
+    parsed = parser.parse_args(args)
+    if parsed.command == "unique-id":
+        sys.exit(_print_unique_id())
+    if parsed.command == "frps-config":
+        sys.exit(_print_frps_config(parsed))
+    token = os.environ.get(TOKEN_VARIABLE)
+    if parsed.command == "frpc-config":
+        sys.exit(asyncio.run(_print_frpc_config(parsed, token)))
+    if parsed.command == "ssh":
+        sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
+    if parsed.command == "cp":
+        sys.exit(asyncio.run(client.copy(parsed.url, parsed.source, parsed.destination, token)))
+    if parsed.command == "port-forward":
+        local, _, remote = parsed.ports.rpartition(":")
+        if not remote.isdigit() or not (local or "0").isdigit():
+            parser.error("port-forward needs [LOCAL:]REMOTE ports, e.g. 8080:80 or 5432")
+        forwarding = client.port_forward(
+            parsed.url, parsed.nm_name, int(local or remote), int(remote), token
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.exit(asyncio.run(forwarding))
+        sys.exit(0)
+    if parsed.command == "exec":
+        command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
+        if not command:
+            parser.error("exec needs a command: exec NM_NAME -- CMD")
+        sys.exit(
+            asyncio.run(client.run(parsed.url, parsed.nm_name, command, parsed.timeout, token))
+        )
+    sys.exit(_serve(parsed))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="frp-adapter", description="frps server plugin that keeps NodeMaintenance status"
     )
@@ -69,40 +112,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     remote.add_argument("--timeout", type=float, help="seconds (default: the adapter's)")
     remote.add_argument("nm_name")
     remote.add_argument("cmd", nargs=argparse.REMAINDER)
+    copying = commands.add_parser(
+        "cp", help="copy a file to or from a node: cp SRC DST, one of them NM_NAME:/path"
+    )
+    _add_url(copying)
+    copying.add_argument("source")
+    copying.add_argument("destination")
     forward = commands.add_parser(
         "port-forward", help="reach a node's local port: port-forward NM_NAME [LOCAL:]REMOTE"
     )
     _add_url(forward)
     forward.add_argument("nm_name")
     forward.add_argument("ports", metavar="[LOCAL:]REMOTE")
-    parsed = parser.parse_args(args)
-    if parsed.command == "unique-id":
-        sys.exit(_print_unique_id())
-    if parsed.command == "frps-config":
-        sys.exit(_print_frps_config(parsed))
-    token = os.environ.get(TOKEN_VARIABLE)
-    if parsed.command == "frpc-config":
-        sys.exit(asyncio.run(_print_frpc_config(parsed, token)))
-    if parsed.command == "ssh":
-        sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
-    if parsed.command == "port-forward":
-        local, _, remote = parsed.ports.rpartition(":")
-        if not remote.isdigit() or not (local or "0").isdigit():
-            parser.error("port-forward needs [LOCAL:]REMOTE ports, e.g. 8080:80 or 5432")
-        forwarding = client.port_forward(
-            parsed.url, parsed.nm_name, int(local or remote), int(remote), token
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            sys.exit(asyncio.run(forwarding))
-        sys.exit(0)
-    if parsed.command == "exec":
-        command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
-        if not command:
-            parser.error("exec needs a command: exec NM_NAME -- CMD")
-        sys.exit(
-            asyncio.run(client.run(parsed.url, parsed.nm_name, command, parsed.timeout, token))
-        )
-    sys.exit(_serve(parsed))
+    return parser
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:

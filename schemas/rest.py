@@ -126,6 +126,19 @@ class FileQuerySchema(Schema):
     mode = fields.String(load_default="0644", validate=_file_mode)
 
 
+class BatchFileQuerySchema(FileQuerySchema):
+    """A file for many nodes: `nodes=a,b,...` (NM names) or `status=online`, as batch exec."""
+
+    nodes = fields.String(load_default=None, validate=validate.Length(min=1, max=1 << 20))
+    status = fields.String(load_default=None, validate=validate.OneOf(["online"]))
+    concurrency = fields.Integer(load_default=32, validate=validate.Range(1, 1024))
+
+    @validates_schema
+    def one_selector(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("nodes") is None) == (data.get("status") is None):
+            raise ValidationError('give either "nodes" or "status=online"')
+
+
 class PortForwardQuerySchema(Schema):
     """`?port=N`: the node's TCP port, on its 127.0.0.1."""
 

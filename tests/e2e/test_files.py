@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -216,3 +217,74 @@ async def listening(port: int) -> bool:
         return False
     writer.close()
     return True
+
+
+async def test_a_batch_push_reaches_five_nodes_and_says_why_not_the_sixth(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    nodes = [f"edge-{i}" for i in range(1, 6)]
+    for node in nodes[1:]:
+        frp.start_frpc(node.replace("-", ""), node, local_port=ssh_port(frp))
+    async with aiohttp.ClientSession(headers=bearer("admin")) as session:
+        form = {"frp_server_ip_address": "127.0.0.1", "unique_id": "gone-1", "port": "1"}
+        assert (await session.post(f"{frp.adapter_url}/frp_create", data=form)).status == 200
+        form = {"unique_id": "gone-1", "status": "offline"}
+        assert (await session.put(f"{frp.adapter_url}/frp_update", data=form)).status == 200
+
+        async def all_online() -> bool:
+            async with session.get(f"{frp.adapter_url}/api/v1/nodes?status=online") as resp:
+                return len((await resp.json())["items"]) == 5
+
+        await eventually(all_online, within=30, what="five nodes online")
+        target = tmp_path / "pushed.conf"
+        selected = ",".join([*(f"nodemaintenances-{n}" for n in nodes), "nodemaintenances-gone-1"])
+        async with session.put(
+            f"{frp.adapter_url}/api/v1/files",
+            params={"path": str(target), "nodes": selected, "concurrency": "3"},
+            data=b"setting = 1\n" * 1000,
+        ) as resp:
+            lines = [json.loads(line) async for line in resp.content]
+    by_node = {line["node"]: line for line in lines}
+    assert len(lines) == 6
+    for node in nodes:
+        assert by_node[f"nodemaintenances-{node}"]["size"] == 12000
+    assert by_node["nodemaintenances-gone-1"]["error"] == "node offline"
+    assert target.read_bytes() == b"setting = 1\n" * 1000
+    assert temporaries(tmp_path) == []
+
+
+async def test_frp_adapter_cp_copies_both_ways(frp: FrpSetup, tmp_path: Path) -> None:
+    local = tmp_path / "local.bin"
+    local.write_bytes(os.urandom(3 * MB + 17))
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "back").mkdir()
+    env = {
+        **os.environ,
+        "FRPA_TOKEN": TOKENS["operator"],
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+
+    async def cp(source: str, destination: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli", "cp", "--url", frp.adapter_url, source, destination,
+            env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, err.decode()
+
+    assert await cp(str(local), f"{NODE}:{tmp_path / 'remote'}/") == (0, "")
+    assert (tmp_path / "remote" / "local.bin").read_bytes() == local.read_bytes()
+    assert await cp(f"{NODE}:{tmp_path / 'remote' / 'local.bin'}", str(tmp_path / "back")) == (
+        0,
+        "",
+    )
+    assert (tmp_path / "back" / "local.bin").read_bytes() == local.read_bytes()
+    code, err = await cp(f"{NODE}:/nonexistent/file", str(tmp_path / "back"))
+    assert code == 255
+    assert "no such file" in err
+
+
+def temporaries(directory: Path) -> list[Path]:
+    """Files an upload writes before renaming them into place: none once it is done."""
+    return list(directory.glob(".*.frpa-*"))
