@@ -5,18 +5,22 @@ renamed over it only once complete, so a broken upload leaves no file behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import posixpath
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 
 from ssh.connector import SshConnector, SshError, SshTarget
 
-_READ_SIZE = 1 << 18
+# What one SFTP read or write call asks for: asyncssh splits it into requests it keeps
+# in flight together, so a larger call keeps the path through frps full.
+_TRANSFER_SIZE = 1 << 21
 
 
 class FileError(SshError):
@@ -98,7 +102,7 @@ class NodeFiles:
             async with self._sftp.open(path, "rb", encoding=None) as file:
                 await file.seek(start)
                 while length > 0:
-                    data = await file.read(min(_READ_SIZE, length))
+                    data = await file.read(min(_TRANSFER_SIZE, length))
                     assert isinstance(data, bytes)  # opened without an encoding
                     if not data:
                         return
@@ -115,10 +119,14 @@ class NodeFiles:
         digest, size = hashlib.sha256(), 0
         try:
             async with self._sftp.open(temporary, "wb", encoding=None) as file:
+                pending = bytearray()
                 async for chunk in chunks:
-                    digest.update(chunk)
                     size += len(chunk)
-                    await file.write(chunk)
+                    pending += chunk
+                    if len(pending) >= _TRANSFER_SIZE:
+                        await self._send(file, digest, bytes(pending))
+                        pending.clear()
+                await self._send(file, digest, bytes(pending))
             await self._sftp.chmod(temporary, mode)
             await self._sftp.posix_rename(temporary, path)
         except asyncssh.SFTPError as e:
@@ -128,6 +136,11 @@ class NodeFiles:
             await self._forget(temporary)
             raise
         return Stored(path, size, digest.hexdigest())
+
+    @staticmethod
+    async def _send(file: asyncssh.SFTPClientFile, digest: Any, data: bytes) -> None:
+        """Write `data` while a thread hashes it (hashlib lets go of the GIL)."""
+        await asyncio.gather(file.write(data), asyncio.to_thread(digest.update, data))
 
     async def _exists(self, path: str) -> bool:
         try:

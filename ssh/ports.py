@@ -9,7 +9,7 @@ import asyncssh
 
 from ssh.connector import SshConnector, SshError, SshTarget
 
-_READ_SIZE = 1 << 16
+_READ_SIZE = 1 << 18
 
 
 class PortStream:
