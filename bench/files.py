@@ -4,8 +4,8 @@
 
 A real frps and frpc expose a real OpenSSH sshd; the adapter (`python -m cli serve`)
 reaches it through frps as it would any node. Each round uploads, then downloads, a
-random file of N MB (a) through the adapter's files API (PUT, then GET) and (b) with
-OpenSSH's scp to the same frps remote port. Printed: MB/s each way for each, their
+random file of N MB (a) through the adapter's files API (PUT, then GET) with curl and (b)
+with OpenSSH's scp to the same frps remote port. Printed: MB/s each way for each, their
 ratios (medians), and how much the adapter's resident memory grew during its transfers.
 """
 
@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.peers import FrpSetup, sqlite_frp
 from tests.sshd import Sshd, running_sshd
-from tests.support import bearer, eventually, tokens_file
+from tests.support import TOKENS, bearer, eventually, tokens_file
 
 NODE = "nodemaintenances-bench"
 CHUNK = 1 << 20
@@ -87,25 +86,18 @@ async def node_online(frp: FrpSetup) -> int:
 async def through_adapter(
     frp: FrpSetup, local: Path, remote: Path, back: Path
 ) -> tuple[float, float]:
-    url = f"{frp.adapter_url}/api/v1/nodes/{NODE}/files"
-
-    async def chunks() -> AsyncIterator[bytes]:
-        with local.open("rb") as file:
-            while chunk := file.read(CHUNK):
-                yield chunk
-
-    async with aiohttp.ClientSession(headers=bearer("operator")) as session:
+    """With curl as the client, as scp is OpenSSH's: the adapter is what is measured."""
+    url = f"{frp.adapter_url}/api/v1/nodes/{NODE}/files?path={remote}"
+    token = ["-H", f"Authorization: Bearer {TOKENS['operator']}", "-sS", "--fail"]
+    times = []
+    for transfer in (["-T", str(local), url], ["-o", str(back), url]):
         started = time.perf_counter()
-        async with session.put(url, params={"path": str(remote)}, data=chunks()) as resp:
-            assert resp.status == 200, await resp.text()
-        up = time.perf_counter() - started
-        started = time.perf_counter()
-        with back.open("wb") as file:
-            async with session.get(url, params={"path": str(remote)}) as resp:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    file.write(chunk)
-        down = time.perf_counter() - started
-    return up, down
+        process = await asyncio.create_subprocess_exec(
+            "curl", *token, *transfer, stdout=asyncio.subprocess.DEVNULL
+        )
+        assert await process.wait() == 0
+        times.append(time.perf_counter() - started)
+    return times[0], times[1]
 
 
 async def through_scp(

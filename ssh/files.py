@@ -117,16 +117,25 @@ class NodeFiles:
         directory, name = posixpath.split(path)
         temporary = posixpath.join(directory, f".{name}.frpa-{secrets.token_hex(4)}")
         digest, size = hashlib.sha256(), 0
+        # One block is sent while the next is received: the upload's two halves overlap.
+        sending: asyncio.Task[None] | None = None
         try:
             async with self._sftp.open(temporary, "wb", encoding=None) as file:
                 pending = bytearray()
                 async for chunk in chunks:
-                    size += len(chunk)
                     pending += chunk
                     if len(pending) >= _TRANSFER_SIZE:
-                        await self._send(file, digest, bytes(pending))
+                        if sending is not None:
+                            await sending
+                        sending = asyncio.create_task(
+                            self._send(file, digest, bytes(pending), size)
+                        )
+                        size += len(pending)
                         pending.clear()
-                await self._send(file, digest, bytes(pending))
+                if sending is not None:
+                    await sending
+                await self._send(file, digest, bytes(pending), size)
+                size += len(pending)
             await self._sftp.chmod(temporary, mode)
             await self._sftp.posix_rename(temporary, path)
         except asyncssh.SFTPError as e:
@@ -135,12 +144,18 @@ class NodeFiles:
         except BaseException:
             await self._forget(temporary)
             raise
+        finally:
+            if sending is not None and not sending.done():
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
         return Stored(path, size, digest.hexdigest())
 
     @staticmethod
-    async def _send(file: asyncssh.SFTPClientFile, digest: Any, data: bytes) -> None:
-        """Write `data` while a thread hashes it (hashlib lets go of the GIL)."""
-        await asyncio.gather(file.write(data), asyncio.to_thread(digest.update, data))
+    async def _send(
+        file: asyncssh.SFTPClientFile, digest: Any, data: bytes, offset: int
+    ) -> None:
+        """Write `data` at `offset` while a thread hashes it (hashlib lets go of the GIL)."""
+        await asyncio.gather(file.write(data, offset), asyncio.to_thread(digest.update, data))
 
     async def _exists(self, path: str) -> bool:
         try:
