@@ -46,6 +46,13 @@ def _error(status: int, error: str, details: object) -> web.Response:
     return web.json_response({"error": error, "details": details}, status=status)
 
 
+def _refusal(error: ValidationError | SshError) -> web.Response:
+    """Bad input, or a node that cannot be reached: refused before anything moves."""
+    if isinstance(error, ValidationError):
+        return _error(400, "invalid query", error.messages)
+    return _error(error.status, error.kind, str(error))
+
+
 def _file_input(request: web.Request, schema: FileQuerySchema = _file_query) -> tuple[str, int]:
     query = schema.load(dict(request.query))
     try:
@@ -65,10 +72,8 @@ async def put_file(request: web.Request) -> web.Response:
             return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
         connector = request.app[SSH]
         target = connector.target(name)
-    except ValidationError as e:
-        return _error(400, "invalid query", e.messages)
-    except SshError as e:
-        return _error(e.status, e.kind, str(e))
+    except (ValidationError, SshError) as e:
+        return _refusal(e)
     record = audit.start_record(request, "upload", name, path)
     try:
         async with node_files(connector, target) as files:
@@ -156,10 +161,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         path, _ = _file_input(request)
         connector = request.app[SSH]
         target = connector.target(name)
-    except ValidationError as e:
-        return _error(400, "invalid query", e.messages)
-    except SshError as e:
-        return _error(e.status, e.kind, str(e))
+    except (ValidationError, SshError) as e:
+        return _refusal(e)
     record = audit.start_record(request, "download", name, path)
     try:
         async with node_files(connector, target) as files:
@@ -226,10 +229,8 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
         port = _port_query.load(dict(request.query))["port"]
         connector = request.app[SSH]
         target = connector.target(name)
-    except ValidationError as e:
-        return _error(400, "invalid query", e.messages)
-    except SshError as e:
-        return _error(e.status, e.kind, str(e))
+    except (ValidationError, SshError) as e:
+        return _refusal(e)
     record = audit.start_record(request, "portforward", name, f"port {port}")
     forwards = request.app[FORWARDS_BY_USER]
     if forwards[record.user] >= settings.max_forwards_per_user:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.files import NODE, node_online
 from tests.e2e.peers import sqlite_frp
 from tests.sshd import running_sshd
-from tests.support import TOKENS, eventually, free_port, tokens_file
+from tests.support import TOKENS, eventually, free_port, listening, tokens_file
 
 CHUNK = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,15 +41,6 @@ async def read_all(port: int) -> float:
         pass
     writer.close()
     return time.perf_counter() - started
-
-
-async def listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def run(megabytes: int, rounds: int) -> None:

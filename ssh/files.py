@@ -151,9 +151,7 @@ class NodeFiles:
         return Stored(path, size, digest.hexdigest())
 
     @staticmethod
-    async def _send(
-        file: asyncssh.SFTPClientFile, digest: Any, data: bytes, offset: int
-    ) -> None:
+    async def _send(file: asyncssh.SFTPClientFile, digest: Any, data: bytes, offset: int) -> None:
         """Write `data` at `offset` while a thread hashes it (hashlib lets go of the GIL)."""
         await asyncio.gather(file.write(data, offset), asyncio.to_thread(digest.update, data))
 

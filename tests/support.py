@@ -34,6 +34,16 @@ async def eventually(
 _HANDED_OUT: set[int] = set()
 
 
+async def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 def free_port() -> int:
     """A port nothing listens on and not handed out before in this run, below the kernel's
     ephemeral range: a port the kernel picked (bind to 0) may be handed out again to an

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.peers import FrpSetup, sqlite_frp
 from tests.sshd import running_sshd
-from tests.support import TOKENS, bearer, eventually, free_port, tokens_file
+from tests.support import TOKENS, bearer, eventually, free_port, listening, tokens_file
 
 pytestmark = pytest.mark.e2e
 NODE = "nodemaintenances-edge-1"
@@ -208,15 +208,6 @@ def ssh_port(frp: FrpSetup) -> int:
     return int(
         next(line for line in config.splitlines() if line.startswith("localPort")).split("=")[1]
     )
-
-
-async def listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def test_a_batch_push_reaches_five_nodes_and_says_why_not_the_sixth(
