@@ -5,6 +5,7 @@ the API like any client. Without a build, `/ui/` says how to make one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -31,7 +32,7 @@ async def page(request: web.Request) -> web.Response:
     if not index.is_file():
         return web.Response(status=503, text=_NOT_BUILT, content_type="text/html")
     return web.Response(
-        body=index.read_bytes(),
+        body=await asyncio.to_thread(index.read_bytes),
         content_type="text/html",
         headers={"Content-Security-Policy": _POLICY, "Cache-Control": "no-cache"},
     )
@@ -44,4 +45,6 @@ async def asset(request: web.Request) -> web.Response:
     path = BUILT / name
     if found is None or not path.is_file():
         raise web.HTTPNotFound()
-    return web.Response(body=path.read_bytes(), content_type=_TYPES[found[1]])
+    return web.Response(
+        body=await asyncio.to_thread(path.read_bytes), content_type=_TYPES[found[1]]
+    )

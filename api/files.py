@@ -164,6 +164,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     except (ValidationError, SshError) as e:
         return _refusal(e)
     record = audit.start_record(request, "download", name, path)
+    response = web.StreamResponse()
     try:
         async with node_files(connector, target) as files:
             if await files.kind(path) == "directory":
@@ -176,9 +177,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                 record.result = "range not satisfiable"
                 return _error(416, "range not satisfiable", f"{path} has {size} bytes")
             start, length = wanted
-            response = web.StreamResponse(
-                status=206 if length < size else 200,
-                headers={
+            response.set_status(206 if length < size else 200)
+            response.headers.update(
+                {
                     "Content-Type": "application/octet-stream",
                     "Accept-Ranges": "bytes",
                     "Content-Length": str(length),
@@ -187,7 +188,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                         if length < size
                         else {}
                     ),
-                },
+                }
             )
             await response.prepare(request)
             async for chunk in files.read(path, start, length):
@@ -196,6 +197,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
             record.result = "sent"
             return response
+    except ConnectionError:  # the client went away mid-download: nothing more to send
+        record.result = "client went away"
+        return response
     except SshError as e:
         record.result = f"error: {e.kind}"
         return _error(e.status, e.kind, str(e))

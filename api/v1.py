@@ -159,6 +159,8 @@ async def _watch(request: web.Request) -> web.StreamResponse:
                 break
             await response.write(_event(request, event.type, event.state))
         await response.write_eof()
+    except ConnectionError:  # the reader went away
+        pass
     finally:
         registry.unwatch(watch)
     return response

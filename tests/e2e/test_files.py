@@ -279,3 +279,19 @@ async def test_frp_adapter_cp_copies_both_ways(frp: FrpSetup, tmp_path: Path) ->
 def temporaries(directory: Path) -> list[Path]:
     """Files an upload writes before renaming them into place: none once it is done."""
     return list(directory.glob(".*.frpa-*"))
+
+
+async def test_a_download_the_client_abandons_is_no_error(frp: FrpSetup, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as file:
+        file.write(os.urandom(32 * MB))
+    _, writer = await asyncio.open_connection("127.0.0.1", frp.adapter_port)
+    writer.write(
+        f"GET /api/v1/nodes/{NODE}/files?path={big} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKENS['operator']}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    writer.transport.abort()  # gone after the first bytes
+    await asyncio.sleep(1)
+    assert "Error handling request" not in frp.processes.log("adapter")
