@@ -24,6 +24,7 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
+from api.v1 import error_answer
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
 from ssh.connector import SshError
 from ssh.files import checked_path, node_files
@@ -42,19 +43,15 @@ class _TooLargeError(Exception):
     pass
 
 
-def _error(status: int, error: str, details: object) -> web.Response:
-    return web.json_response({"error": error, "details": details}, status=status)
-
-
 def _refusal(error: ValidationError | SshError) -> web.Response:
     """Bad input, or a node that cannot be reached: refused before anything moves."""
     if isinstance(error, ValidationError):
-        return _error(400, "invalid query", error.messages)
-    return _error(error.status, error.kind, str(error))
+        return error_answer(400, "invalid query", error.messages)
+    return error_answer(error.status, error.kind, str(error))
 
 
-def _file_input(request: web.Request, schema: FileQuerySchema = _file_query) -> tuple[str, int]:
-    query = schema.load(dict(request.query))
+def _file_input(query: dict[str, Any]) -> tuple[str, int]:
+    """The checked path and the mode of a loaded file query."""
     try:
         path = checked_path(query["path"])
     except ValueError as e:
@@ -67,9 +64,9 @@ async def put_file(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
     most = request.app[SETTINGS].max_upload_bytes
     try:
-        path, mode = _file_input(request)
+        path, mode = _file_input(_file_query.load(dict(request.query)))
         if request.content_length is not None and request.content_length > most:
-            return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+            return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
         connector = request.app[SSH]
         target = connector.target(name)
     except (ValidationError, SshError) as e:
@@ -81,10 +78,10 @@ async def put_file(request: web.Request) -> web.Response:
         record.result, record.bytes_in = "stored", stored.size
     except _TooLargeError:
         record.result = "too large"
-        return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+        return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
     except SshError as e:
         record.result = f"error: {e.kind}"
-        return _error(e.status, e.kind, str(e))
+        return error_answer(e.status, e.kind, str(e))
     except (ConnectionError, web.RequestPayloadError) as e:
         record.result = "client went away"
         raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
@@ -108,10 +105,10 @@ async def put_files(request: web.Request) -> web.StreamResponse:
     `{"node", "error", "details"}`)."""
     most = request.app[SETTINGS].max_upload_bytes
     try:
-        path, mode = _file_input(request, _batch_query)
         query = _batch_query.load(dict(request.query))
+        path, mode = _file_input(query)
     except ValidationError as e:
-        return _error(400, "invalid query", e.messages)
+        return error_answer(400, "invalid query", e.messages)
     connector = request.app[SSH]
     names = query["nodes"].split(",") if query["nodes"] else connector.online()
     with tempfile.TemporaryFile() as spool:
@@ -119,7 +116,7 @@ async def put_files(request: web.Request) -> web.StreamResponse:
             async for chunk in _body(request, most):
                 await asyncio.to_thread(spool.write, chunk)
         except _TooLargeError:
-            return _error(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+            return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
         limit = asyncio.Semaphore(query["concurrency"])
 
         async def one(name: str) -> dict[str, Any]:
@@ -127,12 +124,12 @@ async def put_files(request: web.Request) -> web.StreamResponse:
             try:
                 async with limit, node_files(connector, connector.target(name)) as files:
                     stored = await files.write(path, _spooled(spool), mode=mode)
+                record.result, record.bytes_in = "stored", stored.size
             except SshError as e:
                 record.result = f"error: {e.kind}"
                 return {"node": name, "error": e.kind, "details": str(e)}
             finally:
                 request.app[AUDIT].write(record)
-            record.result, record.bytes_in = "stored", stored.size
             return {"node": name, **asdict(stored)}
 
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -158,7 +155,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     """The node's file `path` (a `Range` of it, if asked), or a directory's listing."""
     name = request.match_info["nm_name"]
     try:
-        path, _ = _file_input(request)
+        path, _ = _file_input(_file_query.load(dict(request.query)))
         connector = request.app[SSH]
         target = connector.target(name)
     except (ValidationError, SshError) as e:
@@ -175,7 +172,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
             wanted = _wanted(request, size)
             if wanted is None:
                 record.result = "range not satisfiable"
-                return _error(416, "range not satisfiable", f"{path} has {size} bytes")
+                return error_answer(416, "range not satisfiable", f"{path} has {size} bytes")
             start, length = wanted
             response.set_status(206 if length < size else 200)
             response.headers.update(
@@ -202,7 +199,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         return response
     except SshError as e:
         record.result = f"error: {e.kind}"
-        return _error(e.status, e.kind, str(e))
+        return error_answer(e.status, e.kind, str(e))
     finally:
         request.app[AUDIT].write(record)
 
@@ -238,7 +235,7 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
     record = audit.start_record(request, "portforward", name, f"port {port}")
     forwards = request.app[FORWARDS_BY_USER]
     if forwards[record.user] >= settings.max_forwards_per_user:
-        return _error(
+        return error_answer(
             429,
             "too many forwards",
             f"{record.user} has {forwards[record.user]} open "

@@ -27,6 +27,7 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
+from api.v1 import error_answer
 from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.connector import SshError
@@ -125,7 +126,7 @@ async def _serve(
 
 def _refuse(binary: bool, status: int, error: str, details: Any) -> web.Response:
     if binary:
-        return web.json_response({"error": error, "details": details}, status=status)
+        return error_answer(status, error, details)
     message = details if isinstance(details, str) else f"{error}: {json.dumps(details)}"
     return web.json_response({"code": status, "error": {"message": message}}, status=status)
 

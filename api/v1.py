@@ -66,7 +66,8 @@ class _InputError(Exception):
         self.details = details
 
 
-def _error(status: int, error: str, details: object) -> web.Response:
+def error_answer(status: int, error: str, details: object) -> web.Response:
+    """The versioned API's refusal: `{"error", "details"}` with a 4xx or 5xx status."""
     return web.json_response({"error": error, "details": details}, status=status)
 
 
@@ -81,9 +82,9 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         query = _list_query.load(dict(request.query))
         after = _after(query["continue_"])
     except ValidationError as e:
-        return _error(400, "invalid query", e.messages)
+        return error_answer(400, "invalid query", e.messages)
     if not await loaded(request):
-        return _error(503, "not loaded yet", "the node store is not read yet; try again")
+        return error_answer(503, "not loaded yet", "the node store is not read yet; try again")
     if query["watch"]:
         return await _watch(request)
     async with request.app[LISTS]:
@@ -120,10 +121,10 @@ async def caller_access(request: web.Request) -> web.Response:
 async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
     if not await loaded(request):
-        return _error(503, "not loaded yet", "the node store is not read yet; try again")
+        return error_answer(503, "not loaded yet", "the node store is not read yet; try again")
     state = node_state(request, name)
     if state is None:
-        return _error(404, "not found", {"name": name})
+        return error_answer(404, "not found", {"name": name})
     return web.json_response(node_object(request, state))
 
 
@@ -214,9 +215,9 @@ async def exec_node(request: web.Request) -> web.Response:
         data = await _exec_input(request, _exec_schema)
         result = await _run(request, request.match_info["nm_name"], data)
     except _InputError as e:
-        return _error(400, "invalid input", e.details)
+        return error_answer(400, "invalid input", e.details)
     except SshError as e:
-        return _error(e.status, e.kind, str(e))
+        return error_answer(e.status, e.kind, str(e))
     return web.json_response(result)
 
 
@@ -229,7 +230,7 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     try:
         data = await _exec_input(request, _batch_schema)
     except _InputError as e:
-        return _error(400, "invalid input", e.details)
+        return error_answer(400, "invalid input", e.details)
     connector = request.app[SSH]
     names: list[str] = data["nodes"] or connector.online()
     names = list(dict.fromkeys(names))
@@ -259,7 +260,7 @@ async def unpin_host_key(request: web.Request) -> web.Response:
     try:
         request.app[SSH].unpin(name)
     except SshError as e:
-        return _error(e.status, e.kind, str(e))
+        return error_answer(e.status, e.kind, str(e))
     return web.json_response({"unpinned": name})
 
 
@@ -273,7 +274,7 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
     try:
         uid = unique_id_of(name)
     except InvalidUniqueIdError as e:
-        return _error(400, "invalid name", str(e))
+        return error_answer(400, "invalid name", str(e))
     token = secrets.token_urlsafe(32)
     request.app[REGISTRY].amend(
         uid,
@@ -282,7 +283,7 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
         ),
     )
     if not await stored(request, [uid]):
-        return _error(503, "not stored yet", "the store did not confirm the token in time")
+        return error_answer(503, "not stored yet", "the store did not confirm the token in time")
     logger.info("issued a new frpc token for %s", name)
     return web.json_response({"node": name, "token": token, "frpc": {"metadatas.token": token}})
 
