@@ -21,13 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.peers import FrpSetup, sqlite_frp
-from tests.sshd import Sshd, running_sshd
-from tests.support import TOKENS, bearer, eventually, tokens_file
+from tests.e2e.peers import FrpSetup, node_online, sshd_behind_frps
+from tests.sshd import Sshd
+from tests.support import TOKENS
 
 NODE = "nodemaintenances-bench"
 CHUNK = 1 << 20
@@ -62,25 +60,6 @@ class PeakRss:
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def node_online(frp: FrpSetup) -> int:
-    """The frps port the node's sshd is reached on, once the node is online."""
-    found: dict[str, str] = {}
-
-    async def online() -> bool:
-        async with (
-            aiohttp.ClientSession(headers=bearer("read")) as session,
-            session.get(f"{frp.adapter_url}/api/v1/nodes/{NODE}") as resp,
-        ):
-            body = await resp.json() if resp.status == 200 else {}
-        if body and body["status"]["services"][0]["status"] == "online":
-            found.update(body["spec"]["services"][0])
-            return True
-        return False
-
-    await eventually(online, within=30, what="the node online")
-    return int(found["proxyPort"])
 
 
 async def through_adapter(
@@ -131,16 +110,9 @@ async def run(megabytes: int, rounds: int) -> None:
         with local.open("wb") as file:
             for _ in range(megabytes):
                 file.write(os.urandom(CHUNK))
-        async with running_sshd(directory / "ssh") as sshd, sqlite_frp(directory) as frp:
-            await frp.start_adapter(
-                FRPA_API_TOKENS_FILE=str(tokens_file(directory)),
-                FRPA_SSH_USER=sshd.user,
-                FRPA_SSH_KEY_FILE=str(sshd.user_key),
-                FRPA_LOG_LEVEL="WARNING",
-            )
-            await frp.start_frps()
+        async with sshd_behind_frps(directory, FRPA_LOG_LEVEL="WARNING") as (frp, sshd):
             frp.start_frpc("bench", "bench", local_port=sshd.port)
-            port = await node_online(frp)
+            port = await node_online(frp, NODE)
             pid = frp.processes.running["adapter"].pid
             baseline = rss(pid)
             adapter_times, scp_times, peak = [], [], baseline

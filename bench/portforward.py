@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.files import NODE, node_online
-from tests.e2e.peers import sqlite_frp
-from tests.sshd import running_sshd
-from tests.support import TOKENS, eventually, free_port, listening, tokens_file
+from bench.files import NODE
+from tests.e2e.peers import node_online, sshd_behind_frps
+from tests.support import TOKENS, eventually, free_port, listening
 
 CHUNK = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,16 +56,12 @@ async def run(megabytes: int, rounds: int) -> None:
     server = await asyncio.start_server(source, "127.0.0.1", server_port)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        async with server, running_sshd(directory / "ssh") as sshd, sqlite_frp(directory) as frp:
-            await frp.start_adapter(
-                FRPA_API_TOKENS_FILE=str(tokens_file(directory)),
-                FRPA_SSH_USER=sshd.user,
-                FRPA_SSH_KEY_FILE=str(sshd.user_key),
-                FRPA_LOG_LEVEL="WARNING",
-            )
-            await frp.start_frps()
+        async with (
+            server,
+            sshd_behind_frps(directory, FRPA_LOG_LEVEL="WARNING") as (frp, sshd),
+        ):
             frp.start_frpc("bench", "bench", local_port=sshd.port)
-            frps_port = await node_online(frp)
+            frps_port = await node_online(frp, NODE)
             through_adapter, through_ssh = free_port(), free_port()
             env = {**os.environ, "FRPA_TOKEN": TOKENS["operator"]}
             frp.processes.start(

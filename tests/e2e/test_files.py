@@ -15,9 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.peers import FrpSetup, sqlite_frp
-from tests.sshd import running_sshd
-from tests.support import TOKENS, bearer, eventually, free_port, listening, tokens_file
+from tests.e2e.peers import FrpSetup, node_online, sshd_behind_frps
+from tests.support import TOKENS, bearer, eventually, free_port, listening
 
 pytestmark = pytest.mark.e2e
 NODE = "nodemaintenances-edge-1"
@@ -26,24 +25,9 @@ MB = 1 << 20
 
 @pytest.fixture
 async def frp(tmp_path: Path) -> AsyncIterator[FrpSetup]:
-    async with running_sshd(tmp_path / "ssh") as sshd, sqlite_frp(tmp_path) as setup:
-        await setup.start_adapter(
-            FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
-            FRPA_SSH_USER=sshd.user,
-            FRPA_SSH_KEY_FILE=str(sshd.user_key),
-        )
-        await setup.start_frps()
+    async with sshd_behind_frps(tmp_path) as (setup, sshd):
         setup.start_frpc("edge", "edge-1", local_port=sshd.port)
-
-        async def online() -> bool:
-            async with (
-                aiohttp.ClientSession(headers=bearer("read")) as session,
-                session.get(f"{setup.adapter_url}/api/v1/nodes/{NODE}") as resp,
-            ):
-                body = await resp.json() if resp.status == 200 else {}
-            return bool(body) and body["status"]["services"][0]["status"] == "online"
-
-        await eventually(online, within=30, what="the node online")
+        await node_online(setup, NODE)
         yield setup
 
 
