@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import REGISTRY
+from api.keys import REGISTRY, WRITER
 from nodes.model import NodeChange, UniqueId
 from nodes.watch import QUEUE_SIZE
 from tests.support import new_proxy, settings_for
@@ -62,6 +62,8 @@ async def test_a_watch_lists_every_node_then_streams_each_change_in_order(
             event = await next_event(resp.content)
             assert event["type"] == "MODIFIED"
             assert event["object"]["spec"]["services"][0]["proxyPort"] == str(port)
+        # A deletion seen while our own write of the node is queued is ignored, by design.
+        await client.app[WRITER].flushed(UniqueId("bbb"))
         client.app[REGISTRY].observe_deletion("nodemaintenances-bbb")
         deleted = await next_event(resp.content)
         assert (deleted["type"], deleted["object"]["metadata"]["name"]) == (
