@@ -29,6 +29,7 @@ from nodes.model import (
     unique_id_of,
 )
 from nodes.registry import NodeRegistry
+from ssh.coalescing import DIALER
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class SshConnector:
                 keepalive_count_max=_KEEPALIVE_COUNT,
                 window=_WINDOW,
                 max_pktsize=_PACKET,
+                tunnel=DIALER,
             )
         except asyncssh.HostKeyNotVerifiable as e:
             raise HostKeyMismatchError(self._mismatch(target, e)) from e

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import posixpath
 import secrets
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ import asyncssh
 
 from ssh.connector import SshConnector, SshError, SshTarget
 
-# What one SFTP read or write call asks for: asyncssh splits it into requests it keeps
-# in flight together, so a larger call keeps the path through frps full.
+# What one SFTP read call asks for: asyncssh splits it into requests it keeps in flight
+# together, so a larger call keeps the path through frps full.
 _TRANSFER_SIZE = 1 << 21
+# Writes outstanding: 8 of OpenSSH's largest (255 KiB) fill the node's 2 MiB window.
+_WRITES_IN_FLIGHT = 8
+_SAFE_PIECE = 16 << 10  # a server that states no limit takes this much (SFTP draft)
 
 
 class FileError(SshError):
@@ -116,26 +120,9 @@ class NodeFiles:
             raise FileError(f"{path}: is a directory")
         directory, name = posixpath.split(path)
         temporary = posixpath.join(directory, f".{name}.frpa-{secrets.token_hex(4)}")
-        digest, size = hashlib.sha256(), 0
-        # One block is sent while the next is received: the upload's two halves overlap.
-        sending: asyncio.Task[None] | None = None
         try:
             async with self._sftp.open(temporary, "wb", encoding=None) as file:
-                pending = bytearray()
-                async for chunk in chunks:
-                    pending += chunk
-                    if len(pending) >= _TRANSFER_SIZE:
-                        if sending is not None:
-                            await sending
-                        sending = asyncio.create_task(
-                            self._send(file, digest, bytes(pending), size)
-                        )
-                        size += len(pending)
-                        pending.clear()
-                if sending is not None:
-                    await sending
-                await self._send(file, digest, bytes(pending), size)
-                size += len(pending)
+                size, sha256 = await _Upload(file, self._sftp.limits.max_write_len).send(chunks)
             await self._sftp.chmod(temporary, mode)
             await self._sftp.posix_rename(temporary, path)
         except asyncssh.SFTPError as e:
@@ -144,16 +131,7 @@ class NodeFiles:
         except BaseException:
             await self._forget(temporary)
             raise
-        finally:
-            if sending is not None and not sending.done():
-                sending.cancel()
-                await asyncio.gather(sending, return_exceptions=True)
-        return Stored(path, size, digest.hexdigest())
-
-    @staticmethod
-    async def _send(file: asyncssh.SFTPClientFile, digest: Any, data: bytes, offset: int) -> None:
-        """Write `data` at `offset` while a thread hashes it (hashlib lets go of the GIL)."""
-        await asyncio.gather(file.write(data, offset), asyncio.to_thread(digest.update, data))
+        return Stored(path, size, sha256)
 
     async def _exists(self, path: str) -> bool:
         try:
@@ -167,6 +145,66 @@ class NodeFiles:
     async def _forget(self, path: str) -> None:
         with suppress(asyncssh.Error, OSError):
             await self._sftp.remove(path)
+
+
+class _Upload:
+    """One write request per piece the server takes whole, up to `_WRITES_IN_FLIGHT` of them
+    outstanding while the body is still arriving: the path through frps never drains
+    between pieces, and a slow node holds the body back instead of the adapter buffering it.
+    A thread hashes the pieces while they travel (hashlib lets go of the GIL)."""
+
+    def __init__(self, file: asyncssh.SFTPClientFile, piece: int) -> None:
+        self._file = file
+        self._piece = piece or _SAFE_PIECE
+        self._writes: deque[asyncio.Task[int]] = deque()
+        self._hashing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._hashing.set_result(None)
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._hashed = 0
+        self._unhashed: list[bytes] = []
+
+    async def send(self, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        pending = bytearray()
+        try:
+            async for chunk in chunks:
+                pending += chunk
+                while len(pending) >= self._piece:
+                    with memoryview(pending) as view:
+                        piece = bytes(view[: self._piece])
+                    del pending[: self._piece]
+                    await self._start(piece)
+            await self._start(bytes(pending))
+            await asyncio.gather(*self._writes)
+            await self._hash()
+            await self._hashing
+        finally:
+            tasks: list[asyncio.Future[Any]] = [*self._writes, self._hashing]
+            for task in tasks:
+                task.cancel()  # none left running once it failed or was cancelled
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self._size, self._digest.hexdigest()
+
+    async def _start(self, piece: bytes) -> None:
+        if len(self._writes) >= _WRITES_IN_FLIGHT:
+            await self._writes.popleft()
+        self._writes.append(asyncio.create_task(self._file.write(piece, self._size)))
+        self._size += len(piece)
+        self._unhashed.append(piece)
+        if self._size - self._hashed >= _TRANSFER_SIZE:
+            await self._hash()
+
+    async def _hash(self) -> None:
+        """Hand what arrived since the last time to a thread, once the last one is done: one
+        thread call per 2 MiB, as each call costs the loop a wait for the GIL."""
+        await self._hashing
+        pieces, self._unhashed = self._unhashed, []
+        self._hashed = self._size
+        self._hashing = asyncio.create_task(asyncio.to_thread(self._update, pieces))
+
+    def _update(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self._digest.update(piece)
 
 
 @asynccontextmanager
