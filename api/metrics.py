@@ -96,15 +96,14 @@ class AdapterCollector(Collector):
         )
         # Every family labels an frps by its name, as FRPA_FRPS_SERVERS gives it.
         names = {server.address: server.name for server in settings.servers()}
-        by_status = Counter(
-            (state.status, names.get(state.frps_address or "", state.frps_address or ""))
-            for state in app[REGISTRY].states()
-        )
-        for status in ("online", "offline"):
+        by_status: Counter[tuple[str, str]] = Counter()
+        for (status, address), count in app[REGISTRY].counts().items():
+            by_status[status, names.get(address or "", address or "")] += count
+        for each in ("online", "offline"):
             for name in names.values():
-                by_status.setdefault((status, name), 0)
-        for (status, frps), count in sorted(by_status.items()):
-            nodes.add_metric([status, frps], count)
+                by_status.setdefault((each, name), 0)
+        for (each, frps), count in sorted(by_status.items()):
+            nodes.add_metric([each, frps], count)
         yield nodes
 
         requests = CounterMetricFamily(
@@ -160,6 +159,11 @@ class AdapterCollector(Collector):
         for task in sorted(set(supervisor.names) | set(supervisor.restarts)):
             restarts.add_metric([task], supervisor.restarts[task])
         yield restarts
+        yield GaugeMetricFamily(
+            "frpa_expiry_sweep_seconds",
+            "How long the last heartbeat expiry sweep took",
+            value=app[EXPIRY].last_sweep_seconds,
+        )
         yield CounterMetricFamily(
             "frpa_heartbeat_expiries",
             "Nodes set offline because their Pings stopped",
@@ -178,13 +182,24 @@ class AdapterCollector(Collector):
             execs.add_metric([result], ssh.exec_results[result])
         yield execs
 
-        reconcilers = app[RECONCILERS]
-        for name, text, attribute in (
-            ("frpa_reconciliations", "Reconciliations with frps done", "runs"),
-            ("frpa_reconcile_corrections", "Nodes corrected", "corrections"),
-            ("frpa_reconcile_failures", "Reconciliations failed", "failures"),
-        ):
-            family = CounterMetricFamily(name, text, labels=["frps"])
-            for frps, reconciler in sorted(reconcilers.items()):
-                family.add_metric([frps], getattr(reconciler, attribute))
-            yield family
+        yield from _reconciliation(app)
+
+
+def _reconciliation(app: web.Application) -> Iterator[Metric]:
+    reconcilers = sorted(app[RECONCILERS].items())
+    families: list[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, str]] = [
+        (CounterMetricFamily, "frpa_reconciliations", "Reconciliations with frps done", "runs"),
+        (CounterMetricFamily, "frpa_reconcile_corrections", "Nodes corrected", "corrections"),
+        (CounterMetricFamily, "frpa_reconcile_failures", "Reconciliations failed", "failures"),
+        (
+            GaugeMetricFamily,
+            "frpa_reconcile_seconds",
+            "How long the last reconciliation took, from asking frps to the last node",
+            "last_seconds",
+        ),
+    ]
+    for kind, name, text, attribute in families:
+        family = kind(name, text, labels=["frps"])
+        for frps, reconciler in reconcilers:
+            family.add_metric([frps], getattr(reconciler, attribute))
+        yield family

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import logging
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -40,6 +42,8 @@ NAMED_BY_USER = "ReconciledByUser"
 # Stored nodes are read into memory this many at a time, yielding to the plugin in between.
 _LOAD_CHUNK = 100
 _LOAD_RETRY_SECONDS = 2.0
+# Nodes judged for silence between two yields to the plugin path.
+_EXPIRY_CHUNK = 500
 
 
 class NodeRegistry:
@@ -49,13 +53,21 @@ class NodeRegistry:
         self._states: dict[UniqueId, NodeState] = {}
         self._heartbeats: dict[UniqueId, datetime] = {}
         self._pinging_runs: dict[UniqueId, str] = {}  # the run_id of each node's last Ping
-        self._changes: dict[UniqueId, int] = {}
+        # Silence is judged from a heap of (a Ping time of the node, node), one entry per
+        # node that may be judged: a sweep touches the nodes due, not the fleet.
+        self._due: list[tuple[datetime, UniqueId]] = []
+        self._scheduled: set[UniqueId] = set()
+        # The sequence number of each node's last change (`sequence` is the latest).
+        self.sequence = 0
+        self._changed: dict[UniqueId, int] = {}
         # Every node's id in name order, for pages; new ids are appended unsorted and
         # sorted in by the next page read, so the plugin path never pays for the order.
         self._order: list[UniqueId] = []
         self._order_sorted = True
         # Which node records each SSH proxy, by frps address and proxy name (unique in frps).
         self._by_proxy: dict[tuple[str | None, str], UniqueId] = {}
+        # How many nodes have each (status, frps address): metrics without a walk of the fleet.
+        self._counts: Counter[tuple[NodeStatus, str | None]] = Counter()
         self.heartbeat_expiries = 0
         self._watches: set[NodeWatch] = set()
 
@@ -84,14 +96,18 @@ class NodeRegistry:
             found.append(state)
         return found, None
 
+    def counts(self) -> dict[tuple[NodeStatus, str | None], int]:
+        """How many nodes have each (status, frps address)."""
+        return +self._counts
+
     def holder(self, frps_address: str, proxy_name: str) -> NodeState | None:
         """The node that records SSH proxy `proxy_name` of that frps, if any."""
         uid = self._by_proxy.get((frps_address, proxy_name))
         return None if uid is None else self._states.get(uid)
 
-    def changes(self) -> dict[UniqueId, int]:
-        """How often each node changed in this process: compare two to see what moved."""
-        return dict(self._changes)
+    def changed_since(self, unique_id: UniqueId, sequence: int) -> bool:
+        """Whether the node changed after `sequence` was the registry's `sequence`."""
+        return self._changed.get(unique_id, 0) > sequence
 
     def transition(self, unique_id: UniqueId, change: NodeChange) -> NodeState:
         current = self._states.get(unique_id)
@@ -134,6 +150,7 @@ class NodeRegistry:
         """Remember a Ping; persist it only every `heartbeat_persist_interval` per node."""
         self._heartbeats[unique_id] = at
         self._pinging_runs[unique_id] = run_id
+        self._schedule(unique_id, at)
         state = self._states.get(unique_id)
         if state is not None and state.reason == HEARTBEAT_TIMEOUT:
             self.transition(unique_id, NodeChange(reason="Ping", at=at, status=ONLINE))
@@ -144,30 +161,49 @@ class NodeRegistry:
         if last is None or at - last >= self._heartbeat_persist_interval:
             self.amend(unique_id, NodeChange(reason="Ping", at=at, last_heartbeat=at))
 
-    def expire_heartbeats(self, now: datetime, timeout: float) -> list[UniqueId]:
-        """Offline every online node whose Pings stopped `timeout` seconds ago.
+    async def expire_heartbeats(self, now: datetime, limit: timedelta) -> int:
+        """Offline every online node whose Pings stopped `limit` ago; how many.
 
         Only nodes whose frpc sends Pings (has a heartbeat) are judged so: a Ping this
         replica got from the frpc process now online (same run_id, even if it came before
         the NewProxy), or the last Ping stored after the node came online (replicas store
-        a node's Ping every persist interval, whichever replica got it).
+        a node's Ping every persist interval, whichever replica got it). A node is looked
+        at once its entry is `limit` old, and scheduled again at its latest Ping.
         """
-        limit = timedelta(seconds=timeout)
-        expired = []
-        for uid, state in self._states.items():
-            if state.status != ONLINE:
-                continue
-            pings = []
-            if uid in self._heartbeats and self._pinging_runs[uid] == state.run_id:
-                pings.append(self._heartbeats[uid])
-            if state.last_heartbeat is not None and state.last_heartbeat > state.last_transition:
-                pings.append(state.last_heartbeat)
-            if pings and now - max(pings) > limit:
-                expired.append(uid)
-        self.heartbeat_expiries += len(expired)
-        for uid in expired:
-            self.transition(uid, NodeChange(reason=HEARTBEAT_TIMEOUT, at=now, status=OFFLINE))
+        expired = judged = 0
+        while self._due and now - self._due[0][0] > limit:
+            _, uid = heapq.heappop(self._due)
+            latest = self._latest_ping(uid)
+            if latest is not None and now - latest <= limit:
+                heapq.heappush(self._due, (latest, uid))
+            else:
+                self._scheduled.discard(uid)
+                if latest is not None:
+                    silent = NodeChange(reason=HEARTBEAT_TIMEOUT, at=now, status=OFFLINE)
+                    self.transition(uid, silent)
+                    expired += 1
+            judged += 1
+            if judged % _EXPIRY_CHUNK == 0:
+                await asyncio.sleep(0)
+        self.heartbeat_expiries += expired
         return expired
+
+    def _latest_ping(self, uid: UniqueId) -> datetime | None:
+        """The Ping an online node is judged by; None if it is not judged."""
+        state = self._states.get(uid)
+        if state is None or state.status != ONLINE:
+            return None
+        pings = []
+        if uid in self._heartbeats and self._pinging_runs[uid] == state.run_id:
+            pings.append(self._heartbeats[uid])
+        if state.last_heartbeat is not None and state.last_heartbeat > state.last_transition:
+            pings.append(state.last_heartbeat)
+        return max(pings, default=None)
+
+    def _schedule(self, uid: UniqueId, at: datetime) -> None:
+        if uid not in self._scheduled:
+            self._scheduled.add(uid)
+            heapq.heappush(self._due, (at, uid))
 
     def observe(self, obj: JsonObject) -> None:
         """Adopt a node's state as another replica stored it, without writing it again.
@@ -202,11 +238,12 @@ class NodeRegistry:
         if self._writer.pending(unique_id) or (gone := self._states.pop(unique_id, None)) is None:
             return
         self._unindex(gone)
+        self._counts[gone.status, gone.frps_address] -= 1
         if self._watches:
             self._tell(NodeEvent("DELETED", gone))
         self._heartbeats.pop(unique_id, None)
         self._pinging_runs.pop(unique_id, None)
-        self._changes[unique_id] = self._changes.get(unique_id, 0) + 1
+        self._changed[unique_id] = self.sequence = self.sequence + 1
         self._order_sorted = False
 
     def watch(self) -> tuple[list[NodeState], NodeWatch]:
@@ -239,12 +276,17 @@ class NodeRegistry:
         if old is None:
             self._order.append(uid)
             self._order_sorted = False
-        elif (old.frps_address, old.proxy_name) != (state.frps_address, state.proxy_name):
-            self._unindex(old)
+        else:
+            self._counts[old.status, old.frps_address] -= 1
+            if (old.frps_address, old.proxy_name) != (state.frps_address, state.proxy_name):
+                self._unindex(old)
+        self._counts[state.status, state.frps_address] += 1
         if state.proxy_name:
             self._by_proxy[state.frps_address, state.proxy_name] = uid
         self._states[uid] = state
-        self._changes[uid] = self._changes.get(uid, 0) + 1
+        self._changed[uid] = self.sequence = self.sequence + 1
+        if state.status == ONLINE and state.last_heartbeat is not None:
+            self._schedule(uid, state.last_heartbeat)
 
     def _unindex(self, state: NodeState) -> None:
         key = (state.frps_address, state.proxy_name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from nodes.clock import Clock
@@ -32,6 +33,8 @@ RECONCILED = "Reconciled"
 # After a node logs in again with its old run_id (frps restarted), the nodes frps served
 # get this long to come back before frps's view decides who is offline.
 RELOGIN_SETTLE_SECONDS = 20.0
+# Nodes compared between two yields to the plugin path: about a millisecond's work.
+_CHUNK = 1000
 
 
 class FrpsReconciler:
@@ -58,6 +61,7 @@ class FrpsReconciler:
         self.corrections = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.last_seconds = 0.0  # of the last pass, from asking frps to the last node
 
     async def run(self, loaded: asyncio.Future[None]) -> None:
         """Reconcile once the stored nodes are in memory, then every interval (when leading;
@@ -88,8 +92,10 @@ class FrpsReconciler:
         return await self.reconcile() if self._leading() else 0
 
     async def reconcile(self) -> int:
-        """Correct every node frps disagrees with; the number corrected."""
-        before = self._registry.changes()
+        """Correct every node frps disagrees with; the number corrected. The comparison
+        yields to the plugin path every `_CHUNK` nodes."""
+        started = time.perf_counter()
+        asked_at = self._registry.sequence
         try:
             proxies = await self._dashboard.tcp_proxies()
         except DashboardError as e:
@@ -100,16 +106,19 @@ class FrpsReconciler:
         self.runs += 1
         self.last_error = None
         corrected = 0
-        after = self._registry.changes()
-        for state in self._registry.states():
-            # A node changed while the list was read was changed by a newer event: it wins.
-            # A node recorded under another frps's address is that frps's to judge.
+        states = self._registry.states()
+        for i, state in enumerate(states):
+            if i % _CHUNK == _CHUNK - 1:
+                await asyncio.sleep(0)
+            # A node changed since frps was asked was changed by a newer event: it wins (and
+            # `state`, read before the yields, may be stale only for such a node). A node
+            # recorded under another frps's address is that frps's to judge.
             uid = state.unique_id
             holder = self._registry.holder(self._frps_address, state.proxy_name)
             if (
                 not state.proxy_name
                 or state.frps_address != self._frps_address
-                or before.get(uid) != after.get(uid)
+                or self._registry.changed_since(uid, asked_at)
                 or (holder is not None and holder.unique_id != uid)  # another node has it now
             ):
                 continue
@@ -132,13 +141,14 @@ class FrpsReconciler:
                 continue
             self._registry.transition(uid, change)
             corrected += 1
-        corrected += self._discover(proxies)
+        corrected += await self._discover(proxies)
         self.corrections += corrected
+        self.last_seconds = time.perf_counter() - started
         if corrected:
             logger.info("reconciliation corrected %d node(s)", corrected)
         return corrected
 
-    def _discover(self, proxies: dict[str, ProxyInfo]) -> int:
+    async def _discover(self, proxies: dict[str, ProxyInfo]) -> int:
         """Online SSH proxies no node records: a NewProxy answered but never (or only half)
         stored, by a replica killed or an adapter restarted on a store that lost it.
 
@@ -150,7 +160,9 @@ class FrpsReconciler:
         found = 0
         now = self._clock.monotonic()
         unclaimed = {}
-        for name, proxy in proxies.items():
+        for i, (name, proxy) in enumerate(proxies.items()):
+            if i % _CHUNK == _CHUNK - 1:
+                await asyncio.sleep(0)
             if not proxy.online or self._registry.holder(self._frps_address, name) is not None:
                 continue
             uid, reason = _unique_id_in(name), RECONCILED

@@ -148,6 +148,7 @@ class FakeDashboard:
         self.lookups = 0
         self.listings = 0
         self.broken = False
+        self.held: asyncio.Event | None = None  # when set, listings wait for it
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -165,9 +166,11 @@ class FakeDashboard:
 
     async def proxy_list(self, request: web.Request) -> web.Response:
         self.listings += 1
+        proxies = [{"name": name, **proxy} for name, proxy in self.proxies.items()]
+        if self.held is not None:  # frps's answer, as it was when asked, is late
+            await self.held.wait()
         if self.broken:
             return web.Response(status=500, text="broken")
-        proxies = [{"name": name, **proxy} for name, proxy in self.proxies.items()]
         return web.json_response({"proxies": proxies}, content_type="text/plain")
 
 

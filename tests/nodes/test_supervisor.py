@@ -4,7 +4,7 @@ started again after a backoff, counted in metrics, and `/healthz` is red while i
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,6 @@ from pytest_aiohttp import AiohttpClient
 from api.app import create_app
 from api.keys import REGISTRY
 from api.metrics import METRICS
-from nodes.model import UniqueId
 from nodes.supervisor import STEADY_SECONDS
 from tests.clock import FakeClock
 from tests.support import clock_of, settings_for
@@ -30,11 +29,11 @@ async def test_a_task_that_raises_is_logged_restarted_and_red_on_healthz_while_d
     judged = registry.expire_heartbeats
     rounds: list[str] = []
 
-    def broken_once(now: datetime, timeout: float) -> list[UniqueId]:
+    async def broken_once(now: datetime, limit: timedelta) -> int:
         rounds.append("judged")
         if len(rounds) == 1:
             raise RuntimeError("a bug in judging")
-        return judged(now, timeout)
+        return await judged(now, limit)
 
     registry.expire_heartbeats = broken_once  # type: ignore[method-assign]
     assert (await client.get("/healthz")).status == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,40 @@ async def test_an_unclaimed_user_ssh_proxy_is_the_users_node_until_its_node_clai
     await clock.advance(INTERVAL)  # another reconciliation: the node that claimed it keeps it
     assert await status(client, "n5") == ("offline", "ClaimedByItsNode")
     assert await status(client, "real5") == ("online", "Recovered")
+
+
+async def test_an_event_that_lands_while_frps_answers_wins_over_the_answer(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    dashboard = FakeDashboard()
+    dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
+    client = await app_with_dashboard(
+        tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
+    )
+    await post(client, new_proxy("n1", "n1", port=16001))
+    await post(client, new_proxy("n2", "n2", port=16002))
+    await confirmed(client, "n1")
+    await confirmed(client, "n2")
+    reconciler = client.app[RECONCILERS]["default"]
+    assert reconciler is not None
+
+    dashboard.proxies = {}  # frps's list, read before n1 came back; n2 is gone
+    dashboard.held = asyncio.Event()
+    asked = dashboard.listings + 1
+    pass_ = asyncio.create_task(reconciler.reconcile())
+
+    async def frps_asked() -> bool:
+        return dashboard.listings >= asked
+
+    async def n1_moved() -> bool:
+        state = client.app[REGISTRY].get(UniqueId("n1"))
+        return state is not None and state.remote_port == 16011
+
+    await eventually(frps_asked, what="frps asked")
+    dashboard.proxies = {"n1.ssh": online(16011)}
+    await post(client, new_proxy("n1", "n1", port=16011))
+    await eventually(n1_moved, what="n1's NewProxy confirmed")
+    dashboard.held.set()
+    assert await pass_ == 1
+    assert await status(client, "n1") == ("online", "NewProxy")
+    assert await status(client, "n2") == ("offline", "Reconciled")
