@@ -55,6 +55,7 @@ class FrpsReconciler:
         self._interval = interval
         self._frps_address = frps_address
         self._soon: asyncio.Task[int] | None = None
+        self._loaded = asyncio.Event()
         # `<user>.ssh` proxies no node claims, and since when (monotonic).
         self._unclaimed: dict[str, float] = {}
         self.runs = 0
@@ -64,13 +65,14 @@ class FrpsReconciler:
         self.last_seconds = 0.0  # of the last pass, from asking frps to the last node
 
     async def run(self, loaded: asyncio.Future[None]) -> None:
-        """Reconcile once the stored nodes are in memory, then every interval (when leading;
-        a replica that wins the lead is asked to reconcile at once with `reconcile_soon`)."""
+        """Once the stored nodes are in memory, reconcile every interval (when leading).
+        The first pass is a won lead's (`reconcile_soon`): every leader wins at start."""
         await loaded
+        self._loaded.set()
         while True:
+            await self._clock.sleep(self._interval)
             if self._leading():
                 await self.reconcile()
-            await self._clock.sleep(self._interval)
 
     def relogin_seen(self) -> None:
         """A node logged in again with its old run_id: frps restarted, or the network blipped,
@@ -88,6 +90,7 @@ class FrpsReconciler:
             await asyncio.gather(self._soon, return_exceptions=True)
 
     async def _reconcile_after(self, delay: float) -> int:
+        await self._loaded.wait()  # judged against fewer nodes, a stored one looks lost
         await self._clock.sleep(delay)
         return await self.reconcile() if self._leading() else 0
 

@@ -86,3 +86,22 @@ async def test_a_stalled_adapter_hears_the_pings_held_meanwhile_before_judging(
     assert client.app[EXPIRY].stalls == 1
     await clock.advance(TIMEOUT + PERIOD)  # and a real silence is still judged
     assert await status(client, "pinger") == ("offline", "HeartbeatTimeout")
+
+
+async def test_a_node_that_keeps_pinging_stays_online_for_as_long_as_it_pings(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    """Each sweep looks only at nodes whose Ping it knows is a timeout old, and looks
+    again at the latest Ping of those that pinged since."""
+    client = await app(tmp_path, aiohttp_client)
+    await post(client, new_proxy("steady", "steady"))
+    await post(client, new_proxy("stops", "stops"))
+    for _ in range(12):  # four timeouts
+        await post(client, ping("steady", "steady"))
+        await post(client, ping("stops", "stops"))
+        await clock_of(client).advance(PERIOD)
+    for _ in range(6):
+        await post(client, ping("steady", "steady"))
+        await clock_of(client).advance(PERIOD)
+    assert await status(client, "steady") == ("online", "NewProxy")
+    assert await status(client, "stops") == ("offline", "HeartbeatTimeout")
