@@ -13,7 +13,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from nodes.model import NodeState, UniqueId
+from nodes.model import NodeState, UniqueId, untrack
 from nodes.store import NodeStore, StoreError
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 class _Pending:
     seq: int
     state: NodeState
+
+    def __post_init__(self) -> None:
+        untrack(self)  # a storm queues one per node
 
 
 class NodeWriter:

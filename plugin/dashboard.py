@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from nodes.model import untrack
 from schemas.settings import redacted
 
 _OPENING = re.compile(r'\s*\{\s*"proxies"\s*:\s*\[')
@@ -32,6 +33,9 @@ class DashboardError(Exception):
 class ProxyInfo:
     online: bool
     remote_port: int | None
+
+    def __post_init__(self) -> None:
+        untrack(self)  # a reconciliation holds one per proxy frps lists
 
 
 class FrpsDashboard:

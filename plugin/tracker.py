@@ -29,6 +29,7 @@ from nodes.model import (
     NodeState,
     UniqueId,
     parse_unique_id,
+    untrack,
 )
 from nodes.registry import NAMED_BY_USER, NodeRegistry
 from plugin.admission import Admission
@@ -57,6 +58,9 @@ class _LoginMemo:
     frpc_version: str
     host_name: str
     fresh: bool  # a new frpc process: its Login carried no run_id
+
+    def __post_init__(self) -> None:
+        untrack(self)  # a login storm remembers one per node
 
 
 @dataclass(frozen=True, slots=True)

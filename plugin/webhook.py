@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from nodes.model import untrack
 from plugin.admission import AdmissionError
 from plugin.tracker import Ignored, SshProxyTracker
 from schemas import frps, parse_json
@@ -129,6 +130,8 @@ class PluginEndpoint:
             if event is None:
                 return op, None
             if isinstance(event, frps.Ping) and len(body) <= _PING_MAX_BODY:
+                untrack(event.user)  # strings and a dict of strings; a fleet's worth kept
+                untrack(event)
                 self._pings[body] = event
                 if len(self._pings) > _PING_MEMORY:
                     self._pings.popitem(last=False)
