@@ -296,26 +296,25 @@ class NodeRegistry:
     async def load(self, store: NodeStore) -> int:
         """Seed memory from the store, retrying until it can be read; nodes already changed
         by events since start-up win. The number of stored nodes taken."""
+        loaded = 0
         while True:
             try:
-                objs = await store.list()
+                async for obj in store.list():
+                    try:
+                        state = state_from_nm(obj)
+                    except InvalidUniqueIdError as e:
+                        logger.warning("ignoring a stored object that is not ours: %s", e)
+                        continue
+                    if state.unique_id not in self._states:
+                        self._put(state)
+                        loaded += 1
+                        if loaded % _LOAD_CHUNK == 0:
+                            await asyncio.sleep(0)
             except StoreError as e:
                 logger.warning("cannot read stored nodes yet, retrying: %s", e)
                 await asyncio.sleep(_LOAD_RETRY_SECONDS)
                 continue
             break
-        loaded = 0
-        for start in range(0, len(objs), _LOAD_CHUNK):
-            for obj in objs[start : start + _LOAD_CHUNK]:
-                try:
-                    state = state_from_nm(obj)
-                except InvalidUniqueIdError as e:
-                    logger.warning("ignoring a stored object that is not ours: %s", e)
-                    continue
-                if state.unique_id not in self._states:
-                    self._put(state)
-                    loaded += 1
-            await asyncio.sleep(0)
         logger.info("loaded %d stored node(s)", loaded)
         return loaded
 

@@ -21,7 +21,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from nodes.clock import Clock
@@ -111,8 +111,12 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO nodemaintenances VALUES (?, ?, ?)", rows
+                # One statement for the batch: the GIL is let go once, not once per row,
+                # so the event loop does not queue behind this thread row after row.
+                self._db.execute(
+                    "INSERT OR REPLACE INTO nodemaintenances SELECT json_extract(value, '$[0]'), "
+                    "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)",
+                    (json.dumps(rows),),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -138,14 +142,13 @@ class SqliteStore:
             raise StoreError(f"SQLite list failed: {e}") from e
         return [body for (body,) in rows]
 
-    async def list(self) -> list[JsonObject]:
+    async def list(self) -> AsyncIterator[JsonObject]:
         async with self._one_at_a_time:
             bodies = await self._in_thread(self._bodies)
-        objs: list[JsonObject] = []
         for start in range(0, len(bodies), _CHUNK):
-            objs.extend(json.loads(body) for body in bodies[start : start + _CHUNK])
+            for body in bodies[start : start + _CHUNK]:
+                yield json.loads(body)
             await asyncio.sleep(0)
-        return objs
 
     @staticmethod
     async def _in_thread(work: Callable[..., _T], *args: Any) -> _T:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from nodes.clock import Clock
@@ -74,7 +74,9 @@ class NodeStore(Protocol):
 
     async def get(self, name: str) -> JsonObject | None: ...
 
-    async def list(self) -> list[JsonObject]: ...
+    def list(self) -> AsyncIterator[JsonObject]:
+        """Every NM, in name order, read a piece at a time: a fleet's worth of parsed
+        objects never needs to be alive at once."""
 
     def subscribe(self, observer: StoreObserver) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from kubernetes_asyncio import client, watch
 
@@ -18,6 +19,7 @@ PLURAL = "nodemaintenances"
 REQUEST_TIMEOUT = 10.0
 _WATCH_SECONDS = 300
 _RELIST_BACKOFF_MAX = 30.0
+_LIST_CHUNK = 100
 
 
 class NodeCache:
@@ -48,14 +50,20 @@ class NodeCache:
             raise
         return obj
 
-    async def list(self) -> list[JsonObject]:
+    async def list(self) -> AsyncIterator[JsonObject]:
         if self.synced.is_set():
-            return [self.objects[name] for name in sorted(self.objects)]
-        with api_errors(f"listing {PLURAL} failed"):
-            listing = await self._objects.list_cluster_custom_object(
-                GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
-            )
-        return sorted(listing["items"], key=lambda obj: obj["metadata"]["name"])
+            objects = self.objects
+        else:
+            with api_errors(f"listing {PLURAL} failed"):
+                listing = await self._objects.list_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
+                )
+            objects = {obj["metadata"]["name"]: obj for obj in listing["items"]}
+        for i, name in enumerate(sorted(objects)):
+            if name in objects:  # not deleted meanwhile
+                yield objects[name]
+            if i % _LIST_CHUNK == _LIST_CHUNK - 1:
+                await asyncio.sleep(0)
 
     async def watch_forever(self) -> None:
         """Keep the cache fed; API failures are retried here. If it ends any other way, the

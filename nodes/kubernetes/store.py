@@ -4,7 +4,7 @@ writes and their Events, and the factories of leader election and access reviews
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -78,8 +78,8 @@ class KubernetesStore:
             return self._cache.objects.get(name)
         return await self._cache.fetch(name)
 
-    async def list(self) -> list[JsonObject]:
-        return await self._cache.list()
+    def list(self) -> AsyncIterator[JsonObject]:
+        return self._cache.list()
 
     async def apply(self, states: Sequence[NodeState]) -> None:
         await self._writes.apply(states)

@@ -34,7 +34,7 @@ async def test_apply_creates_then_updates_and_counts_resource_versions(tmp_path:
     assert obj is not None
     assert obj["metadata"]["resourceVersion"] == "2"
     assert obj["spec"]["services"][0]["proxyPort"] == "17000"
-    assert [o["metadata"]["name"] for o in await store.list()] == [
+    assert [o["metadata"]["name"] async for o in store.list()] == [
         "nodemaintenances-a1",
         "nodemaintenances-b2",
     ]
@@ -52,7 +52,7 @@ async def test_a_locked_database_fails_the_whole_batch_and_changes_nothing(
         await store.apply([online("a1", 1), online("b2")])
     other.execute("ROLLBACK")
     other.close()
-    assert [o["spec"]["services"][0]["proxyPort"] for o in await store.list()] == ["16022"]
+    assert [o["spec"]["services"][0]["proxyPort"] async for o in store.list()] == ["16022"]
     await store.close()
 
 

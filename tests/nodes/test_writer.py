@@ -84,7 +84,7 @@ async def test_failed_writes_are_retried_until_stored_and_never_dropped(
         writer.submit(state(f"n{i}", 1000 + i))
     await asyncio.wait_for(writer.drained(), 5)
     assert not writer.failing
-    assert len(await store.list()) == 10
+    assert len([o async for o in store.list()]) == 10
     assert len(store.batches) == 6
 
 
