@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ class PortStream:
         self._writer = writer
 
     async def read(self) -> bytes:
+        await asyncio.sleep(0)  # packets that already arrived join this read
         return await self._reader.read(_READ_SIZE)
 
     async def write(self, data: bytes) -> None:
