@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +15,14 @@ from kmock._internal import enums
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.kubernetes import lease
-from nodes.kubernetes.store import KubernetesStore
+from nodes.kubernetes.store import KubernetesStore, connect
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
 from nodes.store import StoreError
 from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
 from tests.clock import FakeClock
-from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator
+from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator, write_kubeconfig
 from tests.support import eventually
 
 NM = "nodemaintenances-abc123"
@@ -385,3 +386,25 @@ async def test_a_node_deleted_in_the_cluster_is_forgotten_unless_being_written(
     finally:
         writing.cancel()
         await asyncio.gather(writing, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "proxy"), [("", "http://proxy.example:3128"), ("api.example", None)]
+)
+async def test_the_environments_proxy_is_read_once_not_looked_up_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_proxy: str, proxy: str | None
+) -> None:
+    """kubectl's rules (HTTPS_PROXY unless NO_PROXY names the server), decided at connect:
+    aiohttp's own per-request lookup runs in a thread each time."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "https://api.example:6443")
+    for name in ("KUBERNETES_SERVICE_HOST", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    api = await connect()
+    try:
+        assert api.configuration.proxy == proxy
+        assert api.rest_client.pool_manager.trust_env is False
+    finally:
+        await api.close()
