@@ -1,5 +1,7 @@
 """A Kubernetes Event per online/offline change of a node, for `kubectl describe`; at most
-one per node per interval, so a flapping node does not flood the namespace."""
+one per node per interval, so a flapping node does not flood the namespace, and at most
+`_EVENTS_PER_SECOND` (bursts of `_EVENT_BURST`) for the whole fleet, as kubelet limits its
+own: a login storm of 100,000 nodes would otherwise post 100,000 Events to etcd."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId
 
 logger = logging.getLogger(__name__)
 
+_EVENTS_PER_SECOND = 50.0
+_EVENT_BURST = 100.0
+
 
 class TransitionEvents:
     def __init__(self, core: client.CoreV1Api, *, namespace: str, min_interval: float) -> None:
@@ -25,6 +30,9 @@ class TransitionEvents:
         self._min_interval = min_interval
         self._last: dict[UniqueId, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tokens = _EVENT_BURST
+        self._filled_at = time.monotonic()
+        self._dropping = False
 
     def record(self, state: NodeState, obj: JsonObject, before: JsonObject) -> None:
         """Post an Event if `state` changes the status `before` had (in the background)."""
@@ -36,6 +44,19 @@ class TransitionEvents:
         if last is not None and now - last < self._min_interval:
             return
         self._last[state.unique_id] = now
+        elapsed, self._filled_at = now - self._filled_at, now
+        self._tokens = min(_EVENT_BURST, self._tokens + elapsed * _EVENTS_PER_SECOND)
+        if self._tokens < 1:
+            if not self._dropping:
+                logger.warning(
+                    "more than %.0f node transitions a second: the rest get no Kubernetes "
+                    "Event (their NMs' status records them)",
+                    _EVENTS_PER_SECOND,
+                )
+            self._dropping = True
+            return
+        self._tokens -= 1
+        self._dropping = False
         online = state.status == "online"
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = obj["metadata"]["name"]

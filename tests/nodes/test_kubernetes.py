@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from kmock._internal import enums
+from kubernetes_asyncio import client
 
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.kubernetes import lease
+from nodes.kubernetes.events import TransitionEvents
 from nodes.kubernetes.store import KubernetesStore, connect
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
@@ -407,4 +409,22 @@ async def test_the_environments_proxy_is_read_once_not_looked_up_per_request(
         assert api.configuration.proxy == proxy
         assert api.rest_client.pool_manager.trust_env is False
     finally:
+        await api.close()
+
+
+async def test_a_storm_of_new_nodes_posts_a_burst_of_events_not_one_per_node(
+    kube: NodeMaintenanceEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await connect()
+    events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=30)
+    try:
+        for i in range(300):  # 300 nodes come online at once
+            new = state(f"storm-{i}")
+            events_of.record(new, {"metadata": {"name": f"nodemaintenances-storm-{i}"}}, {})
+        await eventually(_count(kube, 100), what="a burst of events")
+        await asyncio.sleep(0.5)
+        assert 100 <= len(events(kube)) < 110
+        assert "get no Kubernetes Event" in caplog.text
+    finally:
+        await events_of.close()
         await api.close()
