@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -183,6 +184,13 @@ async def _print_frpc_config(args: argparse.Namespace, token: str | None) -> int
     return 0
 
 
+async def _freeze_what_lives_for_good(_: web.Application) -> None:
+    """Everything made by now (modules, the app, the registry's and writer's maps) lives as
+    long as the process. A full garbage collection walks every item of every tracked map:
+    at 50,000 nodes that held the loop 45-65 ms. Frozen, they are no longer walked."""
+    gc.freeze()
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args, os.environ)
@@ -196,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
     logger.info("open files limit: %d", raise_file_limit())
     _say_what_is_open(settings)
     app.cleanup_ctx.insert(0, accept_errors)
+    app.on_startup.append(_freeze_what_lives_for_good)  # after every cleanup_ctx start
     try:
         web.run_app(
             app,
