@@ -76,8 +76,6 @@ class FrpsDashboard:
                             proxies[str(proxy["name"])] = _proxy_info(proxy)
                     await asyncio.sleep(0)
             listing.close()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise DashboardError(f"GET {url}: {e!r}") from e
         except ValueError as e:
             raise DashboardError(f"GET {url}: {e}") from e
         return proxies
@@ -88,8 +86,6 @@ class FrpsDashboard:
         try:
             async with self._get(url) as resp:
                 body: Any = None if resp is None else json.loads(await resp.read())
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise DashboardError(f"GET {url}: {e!r}") from e
         except ValueError as e:
             raise DashboardError(f"GET {url}: not JSON: {e}") from e
         if body is not None and not isinstance(body, dict):
@@ -98,14 +94,18 @@ class FrpsDashboard:
 
     @asynccontextmanager
     async def _get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse | None]:
-        """The answer at `url` (frps labels its JSON text/plain); None for 404."""
-        async with self._session.get(url, headers=self._headers, timeout=self._timeout) as resp:
-            if resp.status == 404:
-                yield None
-                return
-            if resp.status != 200:
-                raise DashboardError(f"GET {url}: HTTP {resp.status}")
-            yield resp
+        """The answer at `url` (frps labels its JSON text/plain); None for 404. A network
+        failure, while asking or while the body is read, is a DashboardError."""
+        try:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as resp:
+                if resp.status == 404:
+                    yield None
+                    return
+                if resp.status != 200:
+                    raise DashboardError(f"GET {url}: HTTP {resp.status}")
+                yield resp
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise DashboardError(f"GET {url}: {e!r}") from e
 
 
 class _ProxyListing:
