@@ -39,8 +39,6 @@ HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 # A node reconciliation found by an SSH proxy named `<user>.ssh` and named after that frps
 # user: a unique-id meta, if the frpc has one, cannot be known from frps's dashboard.
 NAMED_BY_USER = "ReconciledByUser"
-# Stored nodes are read into memory this many at a time, yielding to the plugin in between.
-_LOAD_CHUNK = 100
 _LOAD_RETRY_SECONDS = 2.0
 # Nodes judged for silence between two yields to the plugin path.
 _EXPIRY_CHUNK = 500
@@ -308,8 +306,6 @@ class NodeRegistry:
                     if state.unique_id not in self._states:
                         self._put(state)
                         loaded += 1
-                        if loaded % _LOAD_CHUNK == 0:
-                            await asyncio.sleep(0)
             except StoreError as e:
                 logger.warning("cannot read stored nodes yet, retrying: %s", e)
                 await asyncio.sleep(_LOAD_RETRY_SECONDS)

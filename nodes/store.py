@@ -75,8 +75,9 @@ class NodeStore(Protocol):
     async def get(self, name: str) -> JsonObject | None: ...
 
     def list(self) -> AsyncIterator[JsonObject]:
-        """Every NM, in name order, read a piece at a time: a fleet's worth of parsed
-        objects never needs to be alive at once."""
+        """Every NM, in name order, read a piece at a time, yielding to the loop between
+        pieces: a fleet's worth of parsed objects is never alive at once, and whoever
+        loads them need not yield too."""
 
     def subscribe(self, observer: StoreObserver) -> None: ...
 
