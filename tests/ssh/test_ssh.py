@@ -106,9 +106,11 @@ async def test_exec_timeout_kills_the_remote_command(client: Client, tmp_path: P
 
 
 WRAPPER = """#!/bin/sh
-# rrsync-style: the key runs only the commands on this list, exactly as they are given.
+# rrsync-style: the key runs only the commands on this list, exactly as they are given;
+# the last pattern is the adapter's timeout kill, which the README tells operators to allow.
 case "$SSH_ORIGINAL_COMMAND" in
-    "echo allowed" | "hostname") exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;
+    "echo allowed" | "hostname" | "(sleep 3; touch "*) exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;
+    "sh -c 'own="*) exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;
 esac
 echo "refused: $SSH_ORIGINAL_COMMAND" >&2
 exit 1
@@ -133,6 +135,14 @@ async def test_a_command_runs_verbatim_past_a_validating_forced_command(
         }
         status, body = await run(client, "id")
         assert (status, body["exit_status"], body["stderr"]) == (200, 1, "refused: id\n")
+        # sshd refuses to signal a forced command; the kill script still ends the whole
+        # process group, or the background subshell would touch the marker
+        marker = tmp_path / "survived"
+        status, body = await run(client, f"(sleep 3; touch {marker}) & sleep 3", timeout=0.5)
+        assert (status, body["timed_out"]) == (200, True), body
+        await asyncio.sleep(3.5)
+        assert not marker.exists(), "the command's process group outlived its timeout"
+        assert "refusing to send signal" in (tmp_path / "forced" / "sshd.log").read_text()
 
 
 async def test_exec_refuses_unknown_and_offline_nodes_before_dialling(
