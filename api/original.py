@@ -43,16 +43,6 @@ class _FailureError(Exception):
         self.status = status
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/", home)
-    router.add_get("/frp_fetch/{nm_name}", frp_fetch)
-    router.add_post("/frp_create", frp_create)
-    router.add_put("/frp_update", frp_update)
-    router.add_put("/nm_useless", nm_useless)
-    router.add_post("/reverse_proxy_shell", reverse_proxy_shell)
-    router.add_post("/reverse_shell_command/{nm_name}", reverse_shell_command)
-
-
 def _success(data: object) -> web.Response:
     return web.json_response({"code": 200, "data": data})
 

@@ -46,11 +46,6 @@ _query_schema = ShellQuerySchema()
 _resize_schema = ResizeSchema()
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/reverse_proxy/{nm_name}", original_shell)
-    router.add_get("/api/v1/nodes/{nm_name}/shell", shell)
-
-
 async def original_shell(request: web.Request) -> web.StreamResponse:
     return await _serve(request, binary=False, default_size=ORIGINAL_SIZE)
 

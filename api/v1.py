@@ -51,15 +51,6 @@ _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/v1/nodes", list_nodes)
-    router.add_get("/api/v1/nodes/{nm_name}", get_node)
-    router.add_post("/api/v1/nodes/{nm_name}/exec", exec_node)
-    router.add_delete("/api/v1/nodes/{nm_name}/host-key", unpin_host_key)
-    router.add_post("/api/v1/nodes/{nm_name}/frpc-token", issue_frpc_token)
-    router.add_post("/api/v1/exec", exec_batch)
-
-
 class _InputError(Exception):
     def __init__(self, details: object) -> None:
         super().__init__(str(details))
