@@ -1,7 +1,8 @@
 """Who may call what: bearer tokens, three roles, and one table of access rules.
 
-Every route's rule is declared with it in `api.routes`; a request no rule covers is
-refused, so nothing can be left open by mistake. Tokens come from `FRPA_API_TOKENS_FILE`, one
+Every route's rule is declared with it in `api.routes`, which puts each handler behind
+its rule; the app refuses to start with a route the table does not hold, so nothing can
+be left open by mistake. Tokens come from `FRPA_API_TOKENS_FILE`, one
 `token name role` per line (`#` starts a comment; the token may be given as
 `sha256:<hex digest>` so the file need not hold secrets), reloaded when it changes. Only
 SHA-256 digests of tokens are kept in memory and compared.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -158,19 +160,22 @@ class Access:
                 continue
             logger.info("reloaded %d API token(s) from %s", len(self._tokens), self._tokens_file)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        if resource is None:  # no route matched: let aiohttp answer 404/405
-            return await handler(request)
-        method = "GET" if request.method == "HEAD" else request.method
-        key = (method, resource.canonical)
-        rule = self._rules.get(key)
-        if rule is None:
-            return self._deny(request, 403, "forbidden", f"no access rule for {method} {key[1]}")
+    def guard(self, rule: Rule, handler: Handler) -> Handler:
+        """`handler` behind `rule`; an open route's handler as it is (the plugin path pays
+        nothing for access)."""
         needed = rule.role
-        if needed is None:  # open: the plugin path goes no further
-            return await handler(request)
+        if needed is None:
+            return handler
+
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            return await self._check(request, handler, rule, needed)
+
+        return guarded
+
+    async def _check(
+        self, request: web.Request, handler: Handler, rule: Rule, needed: Role
+    ) -> web.StreamResponse:
         if _is_websocket(request) and not self._origin_allowed(request):
             origin = request.headers[hdrs.ORIGIN]
             return self._deny(request, 403, "forbidden", f"origin {origin} is not allowed")

@@ -19,9 +19,10 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
 from api import console, files, health, metrics, original, shell, v1
-from api.auth import OPEN, Rule
+from api.auth import OPEN, Access, Rule
 from api.callers import Role
 from api.keys import PLUGINS
+from api.metrics import RequestTimer
 from schemas.rest import (
     BatchExecSchema,
     BatchFileQuerySchema,
@@ -341,14 +342,28 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def add_routes(app: web.Application) -> None:
-    """Every route on `app`'s router, and their document as `app[OPENAPI]`."""
+def add_routes(app: web.Application, *, access: Access, timer: RequestTimer) -> None:
+    """Every route on `app`'s router, timed and behind its rule, and their document as
+    `app[OPENAPI]`; the app refuses to start if its router holds any other route."""
     app[OPENAPI] = document()
     for route in ROUTES:
+        handler = timer.timed(route.path, access.guard(route.access, route.handler))
         if route.method == "GET":  # and HEAD
-            app.router.add_get(route.path, route.handler)
+            app.router.add_get(route.path, handler)
         else:
-            app.router.add_route(route.method, route.path, route.handler)
+            app.router.add_route(route.method, route.path, handler)
+    app.on_startup.insert(0, _only_the_table)  # before anything starts
+
+
+async def _only_the_table(app: web.Application) -> None:
+    declared = rules()
+    for route in app.router.routes():
+        method = "GET" if route.method == "HEAD" else route.method
+        if route.resource is not None and (method, route.resource.canonical) not in declared:
+            raise RuntimeError(
+                f"{method} {route.resource.canonical} is not in api.routes.ROUTES: "
+                "it would have no access rule"
+            )
 
 
 @web.middleware
