@@ -87,6 +87,7 @@ def unique_id_of(name: str) -> UniqueId:
     return parse_unique_id(name.removeprefix(NAME_PREFIX))
 
 
+@functools.lru_cache(maxsize=1024)  # an NM shows a change's time up to four times
 def format_time(at: datetime) -> str:
     """`_TIME_FORMAT` in UTC; isoformat is three times faster than strftime."""
     return at.astimezone(UTC).isoformat(sep=" ", timespec="seconds")[:19]

@@ -31,6 +31,8 @@ from nodes.store import SoleLeader, StoreError, StoreObserver
 _T = TypeVar("_T")
 # Nodes whose JSON is parsed or rendered between two yields to the event loop (~1 ms).
 _CHUNK = 50
+# Compact, as the Kubernetes API answers; one encoder, not one made per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodemaintenances (
     name TEXT PRIMARY KEY,
@@ -85,16 +87,20 @@ class SqliteStore:
         names = [nm_name(state.unique_id) for state in states]
         async with self._one_at_a_time:
             stored = await self._in_thread(self._read, names)
-            rows = []
+            # The rows as one JSON array of [name, version, object]: each object is encoded
+            # once, and SQLite takes its text out of the array (json_extract) in the thread.
+            chunks = []
             pairs = list(zip(states, names, strict=True))
             for start in range(0, len(pairs), _CHUNK):
+                rows = []
                 for state, name in pairs[start : start + _CHUNK]:
                     version, body = stored.get(name, (0, None))
                     obj = render_nm(state, json.loads(body) if body else None)
                     obj["metadata"]["resourceVersion"] = str(version + 1)
-                    rows.append((name, version + 1, json.dumps(obj, separators=(",", ":"))))
+                    rows.append((name, version + 1, obj))
+                chunks.append(_ENCODER.encode(rows)[1:-1])
                 await asyncio.sleep(0)
-            await self._in_thread(self._write, rows)
+            await self._in_thread(self._write, f"[{','.join(chunks)}]", len(states))
 
     def _read(self, names: Sequence[str]) -> dict[str, tuple[int, str]]:
         try:
@@ -107,7 +113,7 @@ class SqliteStore:
             raise StoreError(f"SQLite read of {len(names)} node(s) failed: {e}") from e
         return {name: (version, body) for name, version, body in found}
 
-    def _write(self, rows: Sequence[tuple[str, int, str]]) -> None:
+    def _write(self, rows: str, count: int) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -116,7 +122,7 @@ class SqliteStore:
                 self._db.execute(
                     "INSERT OR REPLACE INTO nodemaintenances SELECT json_extract(value, '$[0]'), "
                     "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)",
-                    (json.dumps(rows),),
+                    (rows,),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -124,9 +130,7 @@ class SqliteStore:
                     self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StoreError(
-                f"SQLite write of {len(rows)} node(s) to {self.path} failed: {e}"
-            ) from e
+            raise StoreError(f"SQLite write of {count} node(s) to {self.path} failed: {e}") from e
         if problem := self.problem():
             raise StoreError(problem)
 
