@@ -11,7 +11,8 @@ measure itself). Printed per run:
 - storm: wrk sends each node's NewProxy over 64 connections (as the first wave's storm
   measurement did; each frpc's Login before it would add as many requests again);
   seconds until every NM is online in the store; writes per node; the adapter's peak
-  RSS and its growth per node.
+  RSS and its growth per node. The peer, in the same run: the same calls answered by a
+  bare aiohttp handler (no parsing, no state, no store), and the ratio of the two times.
 - restart: the adapter starts again on the same store, now with frps's dashboard, which
   lists the N proxies (1 % of them gone): seconds until the nodes are read; the startup
   reconciliation's time (`frpa_reconcile_seconds`, less the second the dashboard waits
@@ -329,14 +330,22 @@ async def run(store_kind: str, nodes: int) -> dict[str, float]:
                 await store.ready()
             env = {"FRPA_LOG_LEVEL": "WARNING", "FRPA_HEARTBEAT_TIMEOUT": "30", **store.env}
 
-            # 1. The storm, with no dashboard: nothing but the plugin calls.
+            # 1. The storm, with no dashboard: nothing but the plugin calls; first to the
+            # peer, a bare aiohttp handler that answers each call as the adapter does.
+            lines = [line(new_proxy(f"n{i}", uid(i), port=10000 + i % 50000))
+                     for i in range(nodes)]  # fmt: skip
+            port = free_port()
+            processes.start("bare", [sys.executable, __file__, "--serve-bare", str(port)])
+            await wait_for_port(port, processes.running["bare"])
+            started = time.perf_counter()
+            await send_with_wrk(port, directory, lines)
+            result["bare"] = time.perf_counter() - started
+            await processes.stop("bare")
             port = free_port()
             await processes.start_adapter(port, env)
             pid = processes.running["adapter"].pid
             before, _ = memory(pid)
             started = time.perf_counter()
-            lines = [line(new_proxy(f"n{i}", uid(i), port=10000 + i % 50000))
-                     for i in range(nodes)]  # fmt: skip
             await send_with_wrk(port, directory, lines)
 
             async def all_online() -> bool:
@@ -393,13 +402,30 @@ async def run(store_kind: str, nodes: int) -> dict[str, float]:
     return result
 
 
+def serve_bare(port: int) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            body=b'{"reject":false,"unchange":true}', content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_post("/frps/handler", answer)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, nargs="+", default=[10000, 50000, 100000])
     parser.add_argument("--stores", nargs="+", default=["sqlite", "kubernetes"])
+    parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return
     print(
-        f"{'store':10} {'nodes':>7} {'storm s':>8} {'writes':>6} {'peak MB':>8} {'KB/node':>8} "
+        f"{'store':10} {'nodes':>7} {'bare s':>7} {'storm s':>8} {'ratio':>6} {'writes':>6} "
+        f"{'peak MB':>8} {'KB/node':>8} "
         f"{'load s':>7} {'recon s':>8} {'ping p99':>9} {'page ms':>8} {'list s':>7} "
         f"{'sweep ms':>9}"
     )
@@ -407,7 +433,8 @@ def main() -> None:
         for nodes in args.nodes:
             r = asyncio.run(run(store, nodes))
             print(
-                f"{store:10} {nodes:7} {r['storm']:8.1f} {r['writes']:6.2f} {r['peak_mb']:8.0f} "
+                f"{store:10} {nodes:7} {r['bare']:7.1f} {r['storm']:8.1f} "
+                f"{r['storm'] / r['bare']:6.2f} {r['writes']:6.2f} {r['peak_mb']:8.0f} "
                 f"{r['per_node_kb']:8.2f} {r['load']:7.1f} {r['reconcile']:8.2f} "
                 f"{r['ping_p99_ms']:7.1f}ms {r['first_page_ms']:8.1f} {r['full_list']:7.2f} "
                 f"{r['sweep_ms']:9.2f}",
