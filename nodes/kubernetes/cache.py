@@ -1,9 +1,14 @@
 """Every NM in memory, fed by list + watch (listed again on 410 Gone or a broken watch),
-so reads cost no API request and what others change (a `kubectl edit`) is seen."""
+so reads cost no API request and what others change (a `kubectl edit`) is seen.
+
+Each NM is kept as compact JSON and parsed when used: as dicts a fleet's NMs took ~6 KB
+each and kept the cyclic garbage collector walking them (pauses of tens of ms on the
+plugin path at 50,000 nodes); as text ~1 KB, which the collector never visits."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,22 +25,32 @@ REQUEST_TIMEOUT = 10.0
 _WATCH_SECONDS = 300
 _RELIST_BACKOFF_MAX = 30.0
 _LIST_CHUNK = 100
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class NodeCache:
     def __init__(self, objects: client.CustomObjectsApi) -> None:
         self._objects = objects
-        self.objects: dict[str, JsonObject] = {}
+        # name -> (resourceVersion, the NM as compact JSON)
+        self._kept: dict[str, tuple[str, str]] = {}
         self.synced = asyncio.Event()
         self._observers: list[StoreObserver] = []
 
     def subscribe(self, observer: StoreObserver) -> None:
         self._observers.append(observer)
 
+    def get(self, name: str) -> JsonObject | None:
+        kept = self._kept.get(name)
+        return None if kept is None else _parsed(kept[1])
+
     def keep(self, obj: JsonObject) -> JsonObject:
         """Remember an object a write returned: it is at least as new as the watch's."""
-        self.objects[obj["metadata"]["name"]] = obj
+        self._keep(obj)
         return obj
+
+    def _keep(self, obj: JsonObject) -> None:
+        metadata = obj["metadata"]
+        self._kept[metadata["name"]] = (metadata.get("resourceVersion", ""), _ENCODER.encode(obj))
 
     async def fetch(self, name: str) -> JsonObject | None:
         """The NM from the API itself; None if there is none."""
@@ -52,16 +67,19 @@ class NodeCache:
 
     async def list(self) -> AsyncIterator[JsonObject]:
         if self.synced.is_set():
-            objects = self.objects
-        else:
-            with api_errors(f"listing {PLURAL} failed"):
-                listing = await self._objects.list_cluster_custom_object(
-                    GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
-                )
-            objects = {obj["metadata"]["name"]: obj for obj in listing["items"]}
-        for i, name in enumerate(sorted(objects)):
-            if name in objects:  # not deleted meanwhile
-                yield objects[name]
+            kept = self._kept
+            for i, name in enumerate(sorted(kept)):
+                if name in kept:  # not deleted meanwhile
+                    yield _parsed(kept[name][1])
+                if i % _LIST_CHUNK == _LIST_CHUNK - 1:
+                    await asyncio.sleep(0)
+            return
+        with api_errors(f"listing {PLURAL} failed"):
+            listing = await self._objects.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
+            )
+        for i, obj in enumerate(sorted(listing["items"], key=_name)):
+            yield obj
             if i % _LIST_CHUNK == _LIST_CHUNK - 1:
                 await asyncio.sleep(0)
 
@@ -92,13 +110,17 @@ class NodeCache:
             listing = await self._objects.list_cluster_custom_object(
                 GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
             )
-            gone = self.objects.keys() - {obj["metadata"]["name"] for obj in listing["items"]}
-            self.objects = {obj["metadata"]["name"]: obj for obj in listing["items"]}
+            kept: dict[str, tuple[str, str]] = {}
+            for i, obj in enumerate(listing["items"]):
+                metadata = obj["metadata"]
+                kept[metadata["name"]] = (metadata.get("resourceVersion", ""), _ENCODER.encode(obj))
+                self._notify(obj)
+                if i % _LIST_CHUNK == _LIST_CHUNK - 1:
+                    await asyncio.sleep(0)
+            gone, self._kept = self._kept.keys() - kept.keys(), kept
             self.synced.set()
             for name in gone:  # deleted while no watch was open
                 self._notify_deletion(name)
-            for obj in listing["items"]:
-                self._notify(obj)
             async with watch.Watch().stream(
                 self._objects.list_cluster_custom_object,
                 GROUP,
@@ -110,12 +132,16 @@ class NodeCache:
             ) as stream:
                 async for event in stream:
                     obj = event["raw_object"]
-                    name = obj.get("metadata", {}).get("name")
+                    metadata = obj.get("metadata", {})
+                    name = metadata.get("name")
                     if event["type"] in ("ADDED", "MODIFIED") and name:
-                        self.objects[name] = obj
+                        known = self._kept.get(name)
+                        if known is not None and known[0] == metadata.get("resourceVersion"):
+                            continue  # the echo of a write of ours, kept already
+                        self._keep(obj)
                         self._notify(obj)
                     elif event["type"] == "DELETED" and name:
-                        self.objects.pop(name, None)
+                        self._kept.pop(name, None)
                         self._notify_deletion(name)
 
     def _notify(self, obj: JsonObject) -> None:
@@ -125,3 +151,13 @@ class NodeCache:
     def _notify_deletion(self, name: str) -> None:
         for observer in self._observers:
             observer.observe_deletion(name)
+
+
+def _parsed(text: str) -> JsonObject:
+    obj: JsonObject = json.loads(text)
+    return obj
+
+
+def _name(obj: JsonObject) -> str:
+    name: str = obj["metadata"]["name"]
+    return name

@@ -73,7 +73,7 @@ class KubernetesStore:
         self._cache.subscribe(observer)
 
     def cached(self, name: str) -> JsonObject | None:
-        return self._cache.objects.get(name)
+        return self._cache.get(name)
 
     def problem(self) -> None:
         """A failing API server shows as failing writes, which are retried: nothing lost."""
@@ -86,7 +86,7 @@ class KubernetesStore:
 
     async def get(self, name: str) -> JsonObject | None:
         if self._cache.synced.is_set():
-            return self._cache.objects.get(name)
+            return self._cache.get(name)
         return await self._cache.fetch(name)
 
     def list(self) -> AsyncIterator[JsonObject]:

@@ -67,7 +67,7 @@ class NodeWrites:
         if reread or not cache.synced.is_set():
             existing = await cache.fetch(name)
         else:
-            existing = cache.objects.get(name)
+            existing = cache.get(name)
         with api_errors(f"{name}: writing failed"):
             if existing is None:
                 desired = render_nm(state, None)
