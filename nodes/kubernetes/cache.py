@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from kubernetes_asyncio import client, watch
 
@@ -122,7 +123,7 @@ class NodeCache:
             for name in gone:  # deleted while no watch was open
                 self._notify_deletion(name)
             async with watch.Watch().stream(
-                self._objects.list_cluster_custom_object,
+                self._watch_call,
                 GROUP,
                 VERSION,
                 PLURAL,
@@ -143,6 +144,11 @@ class NodeCache:
                     elif event["type"] == "DELETED" and name:
                         self._kept.pop(name, None)
                         self._notify_deletion(name)
+
+    async def _watch_call(self, *args: Any, **kwargs: Any) -> Any:
+        # The list call without its docstring: Watch reads `:rtype: object` there and then
+        # encodes and parses each event's object a second time, to "deserialize" it as is.
+        return await self._objects.list_cluster_custom_object(*args, **kwargs)
 
     def _notify(self, obj: JsonObject) -> None:
         for observer in self._observers:
