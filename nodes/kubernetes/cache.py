@@ -108,26 +108,13 @@ class NodeCache:
 
     async def _list_and_watch(self) -> None:
         with api_errors(f"watching {PLURAL} failed"):
-            listing = await self._objects.list_cluster_custom_object(
-                GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
-            )
-            kept: dict[str, tuple[str, str]] = {}
-            for i, obj in enumerate(listing["items"]):
-                metadata = obj["metadata"]
-                kept[metadata["name"]] = (metadata.get("resourceVersion", ""), _ENCODER.encode(obj))
-                self._notify(obj)
-                if i % _LIST_CHUNK == _LIST_CHUNK - 1:
-                    await asyncio.sleep(0)
-            gone, self._kept = self._kept.keys() - kept.keys(), kept
-            self.synced.set()
-            for name in gone:  # deleted while no watch was open
-                self._notify_deletion(name)
+            version = await self._relist()
             async with watch.Watch().stream(
                 self._watch_call,
                 GROUP,
                 VERSION,
                 PLURAL,
-                resource_version=listing["metadata"].get("resourceVersion"),
+                resource_version=version,
                 timeout_seconds=_WATCH_SECONDS,
                 _request_timeout=_WATCH_SECONDS + 30,
             ) as stream:
@@ -144,6 +131,26 @@ class NodeCache:
                     elif event["type"] == "DELETED" and name:
                         self._kept.pop(name, None)
                         self._notify_deletion(name)
+
+    async def _relist(self) -> str | None:
+        """Keep every NM the API lists, and tell the observers; the list's resourceVersion.
+        (The listing is let go here: a watch that held it kept every NM as dicts.)"""
+        listing = await self._objects.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
+        )
+        kept: dict[str, tuple[str, str]] = {}
+        for i, obj in enumerate(listing["items"]):
+            metadata = obj["metadata"]
+            kept[metadata["name"]] = (metadata.get("resourceVersion", ""), _ENCODER.encode(obj))
+            self._notify(obj)
+            if i % _LIST_CHUNK == _LIST_CHUNK - 1:
+                await asyncio.sleep(0)
+        gone, self._kept = self._kept.keys() - kept.keys(), kept
+        self.synced.set()
+        for name in gone:  # deleted while no watch was open
+            self._notify_deletion(name)
+        version: str | None = listing["metadata"].get("resourceVersion")
+        return version
 
     async def _watch_call(self, *args: Any, **kwargs: Any) -> Any:
         # The list call without its docstring: Watch reads `:rtype: object` there and then
