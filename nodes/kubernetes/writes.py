@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 _CONFLICT_ATTEMPTS = 5
-_CONCURRENT_WRITES = 64
+_CONCURRENT_WRITES = 16
 
 
 class NodeWrites:
