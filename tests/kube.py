@@ -52,6 +52,7 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         self.fail_writes = 0
         self.fail_reviews = False
         self.expire_next_watch = False
+        self.end_next_watch = False
         self.conflicts = 0
         self.nm_writes = 0
         self.history_limit: int | None = None
@@ -142,6 +143,10 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         return self.objects[NM_RESOURCE, None, str(request.name)].last.raw
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        if self.end_next_watch:  # as the API server ends one at its timeoutSeconds
+            self.end_next_watch = False
+            yield b""
+            return
         if self.expire_next_watch:
             self.expire_next_watch = False
             yield b""

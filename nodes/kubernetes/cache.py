@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ PLURAL = "nodemaintenances"
 REQUEST_TIMEOUT = 10.0
 _WATCH_SECONDS = 300
 _RELIST_BACKOFF_MAX = 30.0
+_MIN_WATCH_SECONDS = 1.0
 _LIST_CHUNK = 100
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
@@ -93,11 +95,19 @@ class NodeCache:
             self.synced.clear()
 
     async def _watch(self) -> None:
+        """List, then watch from there. A watch that ends (its timeout) is opened again
+        where it stopped; only 410 Gone or a failure lists everything again: at 50,000
+        NMs a list holds the loop for about a second."""
         backoff = 1.0
         while True:
             try:
-                await self._list_and_watch()
+                version = await self._relist()
                 backoff = 1.0
+                while True:
+                    opened = time.monotonic()
+                    version = await self._watch_from(version)
+                    # A proxy that cuts long requests at once must not make this a loop.
+                    await asyncio.sleep(_MIN_WATCH_SECONDS - (time.monotonic() - opened))
             except ApiError as e:
                 if e.status == 410:
                     logger.info("watch of %s expired (410 Gone): listing again", PLURAL)
@@ -106,15 +116,17 @@ class NodeCache:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _RELIST_BACKOFF_MAX)
 
-    async def _list_and_watch(self) -> None:
+    async def _watch_from(self, version: str | None) -> str | None:
+        """Follow the changes after `version` until the watch ends; the last version seen
+        (bookmarks keep it current while no NM changes)."""
         with api_errors(f"watching {PLURAL} failed"):
-            version = await self._relist()
             async with watch.Watch().stream(
                 self._watch_call,
                 GROUP,
                 VERSION,
                 PLURAL,
                 resource_version=version,
+                allow_watch_bookmarks=True,
                 timeout_seconds=_WATCH_SECONDS,
                 _request_timeout=_WATCH_SECONDS + 30,
             ) as stream:
@@ -131,13 +143,16 @@ class NodeCache:
                     elif event["type"] == "DELETED" and name:
                         self._kept.pop(name, None)
                         self._notify_deletion(name)
+                seen: str | None = stream.resource_version
+        return seen or version
 
     async def _relist(self) -> str | None:
         """Keep every NM the API lists, and tell the observers; the list's resourceVersion.
         (The listing is let go here: a watch that held it kept every NM as dicts.)"""
-        listing = await self._objects.list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
-        )
+        with api_errors(f"listing {PLURAL} failed"):
+            listing = await self._objects.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
+            )
         kept: dict[str, tuple[str, str]] = {}
         for i, obj in enumerate(listing["items"]):
             metadata = obj["metadata"]

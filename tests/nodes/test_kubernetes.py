@@ -202,6 +202,42 @@ async def test_an_expired_watch_is_followed_by_a_fresh_list(
         await store.close()
 
 
+async def test_a_watch_that_ends_is_opened_again_where_it_stopped_without_a_list(
+    kube: NodeMaintenanceEmulator,
+) -> None:
+    kube.end_next_watch = True
+    store = await open_store(
+        "kubernetes", event_namespace="ns", event_min_interval=30, supervisor=Supervisor(Clock())
+    )
+    try:
+        await store.apply([state()])
+
+        def watches() -> list[Any]:
+            return [r for r in kube.requests if r.action == enums.action.WATCH]
+
+        async def watched_twice() -> bool:
+            return len(watches()) >= 2
+
+        await eventually(watched_twice, what="a second watch")
+        first, second = watches()[:2]
+        assert second.params["resourceVersion"] == first.params["resourceVersion"]
+        assert len([r for r in kube.requests if r.action == enums.action.LIST]) == 1
+        async with kube.patch(
+            f"/apis/edge.harmonycloud.cn/v1alpha1/nodemaintenances/{NM}",
+            json={"spec": {"hostName": "edited-by-kubectl"}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ) as resp:
+            assert resp.status == 200
+
+        async def seen() -> bool:
+            obj = await store.get(NM)
+            return obj is not None and obj["spec"]["hostName"] == "edited-by-kubectl"
+
+        await eventually(seen, what="a change seen through the second watch")
+    finally:
+        await store.close()
+
+
 async def test_each_transition_records_an_event_but_a_flapping_node_only_one(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
