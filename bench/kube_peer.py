@@ -6,13 +6,15 @@ kmock models the API server's behaviour for the tests, and costs ~10 ms per writ
 100,000-node storm would measure kmock. This answers from a dict, in its own process,
 only the calls the adapter's Kubernetes store makes: NodeMaintenance create, get,
 merge-patch of the object or its `/status` (resourceVersion checked: 409 on a stale one),
-list and watch; Lease get, create and merge-patch for leader election; Events accepted and
-dropped. It is for `bench/scale.py` only; the tests keep kmock.
+list (in pages, with `limit` and `continue`) and watch; Lease get, create and
+merge-patch for leader election; Events accepted and dropped. It is for `bench/scale.py`
+only; the tests keep kmock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import json
 import sys
@@ -86,9 +88,7 @@ class Peer:
 
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("watch", "").lower() != "true":
-            items = [obj for path, obj in self.objects.items() if path.startswith(NMS)]
-            version = str(next(self.versions))
-            return web.json_response({"metadata": {"resourceVersion": version}, "items": items})
+            return self._list(request)
         response = web.StreamResponse()
         await response.prepare(request)
         queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -103,6 +103,18 @@ class Peer:
         finally:
             self.watchers.discard(queue)
         return response
+
+    def _list(self, request: web.Request) -> web.Response:
+        """Every NM, or `limit` of them after the name `continue` names, in name order."""
+        paths = sorted(path for path in self.objects if path.startswith(NMS + "/"))
+        if after := request.query.get("continue"):
+            paths = paths[bisect.bisect_right(paths, f"{NMS}/{after}") :]
+        limit = int(request.query.get("limit") or len(paths) or 1)
+        metadata = {"resourceVersion": str(next(self.versions))}
+        if len(paths) > limit:
+            metadata["continue"] = paths[limit - 1].rsplit("/", 1)[1]
+        items = [self.objects[path] for path in paths[:limit]]
+        return web.json_response({"metadata": metadata, "items": items})
 
     async def event(self, request: web.Request) -> web.Response:
         return web.json_response(await request.json(), status=201)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -93,6 +94,8 @@ class NodeMaintenanceEmulator(kmock.KubernetesEmulator):
         response = await super()._handle(request)
         if request.action == enums.action.CREATE and response.status == 200:
             response.set_status(201)  # what the API server answers, and clients expect
+        if request.action == enums.action.LIST and request.params.get("limit"):
+            return _page(response, int(request.params["limit"]), request.params.get("continue"))
         return response
 
     def _as_the_api_server_would(self, request: rendering.Request) -> None:
@@ -191,6 +194,23 @@ async def running_kube(directory: Path) -> AsyncIterator[tuple[NodeMaintenanceEm
     async with NodeMaintenanceEmulator() as emulator, kmock.Server(emulator) as server:
         yield emulator, write_kubeconfig(directory / "kubeconfig", str(server.url))
         assert_valid_against_crd(emulator.node_maintenances())
+
+
+def _page(
+    listed: aiohttp.web.StreamResponse, limit: int, after: str | None
+) -> aiohttp.web.StreamResponse:
+    """A list answer cut to `limit` items after the name `after`, as the API server pages
+    one (kmock answers with every item)."""
+    assert isinstance(listed, aiohttp.web.Response)
+    assert isinstance(listed.body, bytes)
+    body = json.loads(listed.body)
+    items = sorted(body["items"], key=lambda item: item["metadata"]["name"])
+    if after:
+        items = [item for item in items if item["metadata"]["name"] > after]
+    body["items"] = items[:limit]
+    if len(items) > limit:
+        body["metadata"]["continue"] = items[limit - 1]["metadata"]["name"]
+    return aiohttp.web.json_response(body, status=listed.status)
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:

@@ -15,10 +15,10 @@ from kubernetes_asyncio import client
 
 from nodes.backend import open_store
 from nodes.clock import Clock
-from nodes.kubernetes import lease
+from nodes.kubernetes import cache, lease
 from nodes.kubernetes.events import TransitionEvents
 from nodes.kubernetes.store import KubernetesStore, connect
-from nodes.model import NodeChange, NodeState, UniqueId, apply_change
+from nodes.model import NAME_PREFIX, NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
 from nodes.store import StoreError
 from nodes.supervisor import Supervisor
@@ -200,6 +200,29 @@ async def test_an_expired_watch_is_followed_by_a_fresh_list(
         await eventually(cached)
     finally:
         await store.close()
+
+
+async def test_the_fleet_is_listed_a_page_at_a_time(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.apply([state(f"n{i}") for i in range(5)])
+    monkeypatch.setattr(cache, "_PAGE", 2)
+    listed = len([r for r in kube.requests if r.action == enums.action.LIST])
+    another = await open_store(
+        "kubernetes", event_namespace="ns", event_min_interval=30, supervisor=Supervisor(Clock())
+    )
+    try:
+        names = [obj["metadata"]["name"] async for obj in another.list()]
+        assert names == [f"{NAME_PREFIX}n{i}" for i in range(5)]
+        # The watch's list and this one may both run, their pages interleaved.
+        pages = [r for r in kube.requests if r.action == enums.action.LIST][listed:]
+        assert {(r.params["limit"], r.params["continue"]) for r in pages} == {
+            ("2", ""),  # none: from the first
+            ("2", f"{NAME_PREFIX}n1"),
+            ("2", f"{NAME_PREFIX}n3"),
+        }
+    finally:
+        await another.close()
 
 
 async def test_a_watch_that_ends_is_opened_again_where_it_stopped_without_a_list(
