@@ -14,7 +14,7 @@ from kubernetes_asyncio import client
 from nodes.kubernetes.cache import PLURAL, REQUEST_TIMEOUT, NodeCache
 from nodes.kubernetes.errors import ApiError, api_errors
 from nodes.kubernetes.events import TransitionEvents
-from nodes.model import GROUP, VERSION, JsonObject, NodeState, nm_name, render_nm
+from nodes.model import GROUP, VERSION, JsonObject, NodeState, UniqueId, nm_name, render_nm
 from nodes.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,19 @@ class NodeWrites:
         self._objects = objects
         self._cache = cache
         self._events = events
-        self._writes = asyncio.Semaphore(_CONCURRENT_WRITES)
 
     async def apply(self, states: Sequence[NodeState]) -> None:
-        results = await asyncio.gather(*(self._apply_one(s) for s in states))
-        failed = {s.unique_id: error for s, error in zip(states, results, strict=True) if error}
+        failed: dict[UniqueId, str] = {}
+        queue = iter(states)
+
+        async def write_each() -> None:
+            for state in queue:
+                if error := await self._apply_one(state):
+                    failed[state.unique_id] = error
+
+        # A few writers take the nodes in turn: a task per node, all readied at once,
+        # held the plugin path while each ran its first step.
+        await asyncio.gather(*(write_each() for _ in range(min(_CONCURRENT_WRITES, len(states)))))
         if failed:
             first = next(iter(failed.values()))
             raise StoreError(
@@ -46,21 +54,20 @@ class NodeWrites:
     async def _apply_one(self, state: NodeState) -> str | None:
         """None once the node's NM matches `state`, else why it does not (yet)."""
         name = nm_name(state.unique_id)
-        async with self._writes:
-            try:
-                for attempt in range(_CONFLICT_ATTEMPTS):
-                    try:
-                        await self._write(state, name, reread=attempt > 0)
-                    except ApiError as e:
-                        if e.status != 409:
-                            raise
-                        continue  # someone else wrote it first: read it afresh
-                    return None
-                return f"{name}: still conflicting after {_CONFLICT_ATTEMPTS} attempts"
-            except ApiError as e:
-                if not e.transient:
-                    logger.error("the API refused the write: %s", e)
-                return str(e)
+        try:
+            for attempt in range(_CONFLICT_ATTEMPTS):
+                try:
+                    await self._write(state, name, reread=attempt > 0)
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                    continue  # someone else wrote it first: read it afresh
+                return None
+            return f"{name}: still conflicting after {_CONFLICT_ATTEMPTS} attempts"
+        except ApiError as e:
+            if not e.transient:
+                logger.error("the API refused the write: %s", e)
+            return str(e)
 
     async def _write(self, state: NodeState, name: str, *, reread: bool) -> None:
         cache = self._cache
