@@ -32,6 +32,7 @@ class Peer:
         self.versions = itertools.count(1)
         self.watchers: set[asyncio.Queue[bytes]] = set()
         self.nm_writes = 0
+        self.names: list[str] | None = None  # NM paths in name order, for list pages
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 24)
@@ -63,6 +64,7 @@ class Peer:
         if path in self.objects:
             return _status(409, "AlreadyExists")
         obj.pop("status", None)  # the status subresource: ignored on create
+        self.names = None
         obj["metadata"]["uid"] = f"uid-{len(self.objects)}"
         return web.json_response(self._store(path, obj, "ADDED"), status=201)
 
@@ -106,14 +108,16 @@ class Peer:
 
     def _list(self, request: web.Request) -> web.Response:
         """Every NM, or `limit` of them after the name `continue` names, in name order."""
-        paths = sorted(path for path in self.objects if path.startswith(NMS + "/"))
-        if after := request.query.get("continue"):
-            paths = paths[bisect.bisect_right(paths, f"{NMS}/{after}") :]
-        limit = int(request.query.get("limit") or len(paths) or 1)
+        if self.names is None:  # sorted once per new NM, not once per page
+            self.names = sorted(path for path in self.objects if path.startswith(NMS + "/"))
+        after = request.query.get("continue")
+        start = bisect.bisect_right(self.names, f"{NMS}/{after}") if after else 0
+        limit = int(request.query.get("limit") or len(self.names) or 1)
+        paths = self.names[start : start + limit]
         metadata = {"resourceVersion": str(next(self.versions))}
-        if len(paths) > limit:
-            metadata["continue"] = paths[limit - 1].rsplit("/", 1)[1]
-        items = [self.objects[path] for path in paths[:limit]]
+        if start + limit < len(self.names):
+            metadata["continue"] = paths[-1].rsplit("/", 1)[1]
+        items = [self.objects[path] for path in paths]
         return web.json_response({"metadata": metadata, "items": items})
 
     async def event(self, request: web.Request) -> web.Response:
