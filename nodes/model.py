@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ NAME_PREFIX = "nodemaintenances-"
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _RFC1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MAX_NAME = 253
+# An NM as stored: compact, as the Kubernetes API answers; one encoder, not one per call.
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 # CPython's cyclic garbage collector walks every object that may hold references; a full

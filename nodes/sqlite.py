@@ -25,14 +25,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from nodes.clock import Clock
-from nodes.model import JsonObject, NodeState, nm_name, render_nm
+from nodes.model import JsonObject, NodeState, compact_json, nm_name, render_nm
 from nodes.store import SoleLeader, StoreError, StoreObserver
 
 _T = TypeVar("_T")
 # Nodes whose JSON is parsed or rendered between two yields to the event loop (~1 ms).
 _CHUNK = 50
-# Compact, as the Kubernetes API answers; one encoder, not one made per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodemaintenances (
     name TEXT PRIMARY KEY,
@@ -98,7 +96,7 @@ class SqliteStore:
                     obj = render_nm(state, json.loads(body) if body else None)
                     obj["metadata"]["resourceVersion"] = str(version + 1)
                     rows.append((name, version + 1, obj))
-                chunks.append(_ENCODER.encode(rows)[1:-1])
+                chunks.append(compact_json(rows)[1:-1])
                 await asyncio.sleep(0)
             await self._in_thread(self._write, f"[{','.join(chunks)}]", len(states))
 

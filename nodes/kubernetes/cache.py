@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes_asyncio import client, watch
 
 from nodes.kubernetes.errors import ApiError, api_errors
-from nodes.model import GROUP, VERSION, JsonObject
+from nodes.model import GROUP, VERSION, JsonObject, compact_json
 from nodes.store import StoreObserver
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ _RELIST_BACKOFF_MAX = 30.0
 _MIN_WATCH_SECONDS = 1.0
 _LIST_CHUNK = 100
 _PAGE = 500
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class NodeCache:
@@ -53,8 +52,7 @@ class NodeCache:
         return obj
 
     def _keep(self, obj: JsonObject) -> None:
-        metadata = obj["metadata"]
-        self._kept[metadata["name"]] = (metadata.get("resourceVersion", ""), _ENCODER.encode(obj))
+        self._kept[obj["metadata"]["name"]] = _entry(obj)
 
     async def fetch(self, name: str) -> JsonObject | None:
         """The NM from the API itself; None if there is none."""
@@ -173,8 +171,7 @@ class NodeCache:
         async for page, listed in self._pages():
             version = listed
             for i, obj in enumerate(page):
-                metadata = obj["metadata"]
-                kept[metadata["name"]] = (metadata.get("resourceVersion", ""), _ENCODER.encode(obj))
+                kept[obj["metadata"]["name"]] = _entry(obj)
                 self._notify(obj)
                 if i % _LIST_CHUNK == _LIST_CHUNK - 1:
                     await asyncio.sleep(0)
@@ -196,6 +193,10 @@ class NodeCache:
     def _notify_deletion(self, name: str) -> None:
         for observer in self._observers:
             observer.observe_deletion(name)
+
+
+def _entry(obj: JsonObject) -> tuple[str, str]:
+    return obj["metadata"].get("resourceVersion", ""), compact_json(obj)
 
 
 def _parsed(text: str) -> JsonObject:
