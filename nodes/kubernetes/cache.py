@@ -28,7 +28,7 @@ _WATCH_SECONDS = 300
 _RELIST_BACKOFF_MAX = 30.0
 _MIN_WATCH_SECONDS = 1.0
 _LIST_CHUNK = 100
-_PAGE = 500
+_PAGE = 200  # parsed in one step on the loop: 500 (kubectl's) took up to 25 ms
 
 
 class NodeCache:
