@@ -20,7 +20,7 @@ from nodes.kubernetes.events import TransitionEvents
 from nodes.kubernetes.store import KubernetesStore, connect
 from nodes.model import NAME_PREFIX, NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
-from nodes.store import StoreError
+from nodes.store import NodeStore, StoreError
 from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
 from tests.clock import FakeClock
@@ -157,12 +157,9 @@ async def test_a_failing_write_names_the_nodes_it_did_not_store(
     assert failure.value.failed == frozenset([UniqueId("a1")])
 
 
-async def test_the_cache_sees_changes_made_by_others(
-    kube: NodeMaintenanceEmulator, store: KubernetesStore
-) -> None:
-    await store.apply([state()])
-    fetches = len([r for r in kube.requests if r.action == enums.action.FETCH])
-    async with kube.patch(  # as `kubectl edit` would
+async def edit_and_see(kube: NodeMaintenanceEmulator, store: NodeStore, *, what: str) -> None:
+    """Edit NM's spec as `kubectl edit` would, and wait until `store` shows the edit."""
+    async with kube.patch(
         f"/apis/edge.harmonycloud.cn/v1alpha1/nodemaintenances/{NM}",
         json={"spec": {"hostName": "edited-by-kubectl"}},
         headers={"Content-Type": "application/merge-patch+json"},
@@ -173,7 +170,15 @@ async def test_the_cache_sees_changes_made_by_others(
         obj = await store.get(NM)
         return obj is not None and obj["spec"]["hostName"] == "edited-by-kubectl"
 
-    await eventually(seen, what="watch event in the cache")
+    await eventually(seen, what=what)
+
+
+async def test_the_cache_sees_changes_made_by_others(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state()])
+    fetches = len([r for r in kube.requests if r.action == enums.action.FETCH])
+    await edit_and_see(kube, store, what="watch event in the cache")
     list_requests = [r for r in kube.requests if r.action == enums.action.LIST]
     assert len(list_requests) == 1
     assert len([r for r in kube.requests if r.action == enums.action.FETCH]) == fetches
@@ -245,18 +250,7 @@ async def test_a_watch_that_ends_is_opened_again_where_it_stopped_without_a_list
         first, second = watches()[:2]
         assert second.params["resourceVersion"] == first.params["resourceVersion"]
         assert len([r for r in kube.requests if r.action == enums.action.LIST]) == 1
-        async with kube.patch(
-            f"/apis/edge.harmonycloud.cn/v1alpha1/nodemaintenances/{NM}",
-            json={"spec": {"hostName": "edited-by-kubectl"}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        ) as resp:
-            assert resp.status == 200
-
-        async def seen() -> bool:
-            obj = await store.get(NM)
-            return obj is not None and obj["spec"]["hostName"] == "edited-by-kubectl"
-
-        await eventually(seen, what="a change seen through the second watch")
+        await edit_and_see(kube, store, what="a change seen through the second watch")
     finally:
         await store.close()
 
