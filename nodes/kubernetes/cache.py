@@ -1,9 +1,10 @@
 """Every NM in memory, fed by list + watch (listed again on 410 Gone or a broken watch),
 so reads cost no API request and what others change (a `kubectl edit`) is seen.
 
-Each NM is kept as compact JSON and parsed when used: as dicts a fleet's NMs took ~6 KB
-each and kept the cyclic garbage collector walking them (pauses of tens of ms on the
-plugin path at 50,000 nodes); as text ~1 KB, which the collector never visits."""
+Each NM is kept as compact JSON, deflated against a typical NM, and parsed when used: as
+dicts a fleet's NMs took ~6 KB each and kept the cyclic garbage collector walking them
+(pauses of tens of ms on the plugin path at 50,000 nodes); as text ~1 KB, and deflated
+~0.1 KB (12 us to deflate, 2 us to inflate), bytes the collector never visits."""
 
 from __future__ import annotations
 
@@ -11,13 +12,24 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client, watch
 
 from nodes.kubernetes.errors import ApiError, api_errors
-from nodes.model import GROUP, VERSION, JsonObject, compact_json
+from nodes.model import (
+    GROUP,
+    ONLINE,
+    VERSION,
+    JsonObject,
+    NodeState,
+    UniqueId,
+    compact_json,
+    render_nm,
+)
 from nodes.store import StoreObserver
 
 logger = logging.getLogger(__name__)
@@ -29,13 +41,40 @@ _RELIST_BACKOFF_MAX = 30.0
 _MIN_WATCH_SECONDS = 1.0
 _LIST_CHUNK = 100
 _PAGE = 200  # parsed in one step on the loop: 500 (kubectl's) took up to 25 ms
+# What NMs share (keys, fixed values) is said once, in the dictionary deflate starts from.
+# A 4 KB window holds it and an NM with the API server's managedFields; the smallest
+# memory level, because setting up the deflater's tables was most of the cost.
+_WINDOW_BITS = -12  # raw deflate: no header or checksum per entry
+_MEMORY_LEVEL = 1
+
+
+def _typical_nm() -> bytes:
+    now = datetime.now(UTC)  # this year's times share their digits with it
+    state = NodeState(
+        unique_id=UniqueId("node"),
+        status=ONLINE,
+        reason="NewProxy",
+        last_transition=now,
+        updated_at=now,
+        frps_address="127.0.0.1",
+        remote_port=10000,
+        frpc_version="0.65.0",
+    )
+    obj = render_nm(state, None)
+    obj["metadata"].update(
+        resourceVersion="", uid="", generation=1, creationTimestamp="", managedFields=[]
+    )
+    return compact_json(obj).encode()
+
+
+_DICTIONARY = _typical_nm()
 
 
 class NodeCache:
     def __init__(self, objects: client.CustomObjectsApi) -> None:
         self._objects = objects
-        # name -> (resourceVersion, the NM as compact JSON)
-        self._kept: dict[str, tuple[str, str]] = {}
+        # name -> (resourceVersion, the NM as compact JSON, deflated)
+        self._kept: dict[str, tuple[str, bytes]] = {}
         self.synced = asyncio.Event()
         self._observers: list[StoreObserver] = []
 
@@ -166,7 +205,7 @@ class NodeCache:
     async def _relist(self) -> str | None:
         """Keep every NM the API lists, and tell the observers; the list's resourceVersion.
         (Each page is let go here: a watch that held the list kept every NM as dicts.)"""
-        kept: dict[str, tuple[str, str]] = {}
+        kept: dict[str, tuple[str, bytes]] = {}
         version = None
         async for page, listed in self._pages():
             version = listed
@@ -195,10 +234,19 @@ class NodeCache:
             observer.observe_deletion(name)
 
 
-def _entry(obj: JsonObject) -> tuple[str, str]:
-    return obj["metadata"].get("resourceVersion", ""), compact_json(obj)
+def _entry(obj: JsonObject) -> tuple[str, bytes]:
+    deflater = zlib.compressobj(
+        zlib.Z_DEFAULT_COMPRESSION,
+        zlib.DEFLATED,
+        _WINDOW_BITS,
+        _MEMORY_LEVEL,
+        zdict=_DICTIONARY,
+    )
+    deflated = deflater.compress(compact_json(obj).encode()) + deflater.flush()
+    return obj["metadata"].get("resourceVersion", ""), deflated
 
 
-def _parsed(text: str) -> JsonObject:
-    obj: JsonObject = json.loads(text)
+def _parsed(deflated: bytes) -> JsonObject:
+    inflater = zlib.decompressobj(_WINDOW_BITS, zdict=_DICTIONARY)
+    obj: JsonObject = json.loads(inflater.decompress(deflated) + inflater.flush())
     return obj

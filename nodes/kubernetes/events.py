@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from kubernetes_asyncio import client
@@ -28,7 +29,9 @@ class TransitionEvents:
         self._core = core
         self._namespace = namespace
         self._min_interval = min_interval
-        self._last: dict[UniqueId, float] = {}
+        # When each node last had an Event, oldest first; a node whose interval is over
+        # is let go, so a storm's nodes are not all remembered.
+        self._last: OrderedDict[UniqueId, float] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._tokens = _EVENT_BURST
         self._filled_at = time.monotonic()
@@ -43,7 +46,13 @@ class TransitionEvents:
         last = self._last.get(state.unique_id)
         if last is not None and now - last < self._min_interval:
             return
+        while self._last:
+            oldest = next(iter(self._last))
+            if now - self._last[oldest] < self._min_interval:
+                break
+            del self._last[oldest]
         self._last[state.unique_id] = now
+        self._last.move_to_end(state.unique_id)
         elapsed, self._filled_at = now - self._filled_at, now
         self._tokens = min(_EVENT_BURST, self._tokens + elapsed * _EVENTS_PER_SECOND)
         if self._tokens < 1:

@@ -465,6 +465,23 @@ async def test_the_environments_proxy_is_read_once_not_looked_up_per_request(
         await api.close()
 
 
+async def test_nodes_past_the_event_interval_are_not_remembered(
+    kube: NodeMaintenanceEmulator,
+) -> None:
+    api = await connect()
+    events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=0.05)
+    try:
+        for i in range(300):
+            events_of.record(state(f"storm-{i}"), {"metadata": {"name": f"storm-{i}"}}, {})
+        assert len(events_of._last) == 300
+        await asyncio.sleep(0.1)
+        events_of.record(state("later"), {"metadata": {"name": "later"}}, {})
+        assert list(events_of._last) == ["later"]
+    finally:
+        await events_of.close()
+        await api.close()
+
+
 async def test_a_storm_of_new_nodes_posts_a_burst_of_events_not_one_per_node(
     kube: NodeMaintenanceEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
