@@ -292,27 +292,26 @@ class NodeRegistry:
             del self._by_proxy[key]
 
     async def load(self, store: NodeStore) -> int:
-        """Seed memory from the store, retrying until it can be read; nodes already changed
-        by events since start-up win. The number of stored nodes taken."""
-        loaded = 0
+        """Seed memory from the store, retrying until it can be read; nodes already in
+        memory (changed by events since start-up, or heard of from the store's watch) win.
+        The number of nodes then known."""
         while True:
             try:
                 async for obj in store.list():
                     try:
-                        state = state_from_nm(obj)
+                        unique_id = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
+                        if unique_id in self._states:  # a change since start-up, or observed
+                            continue
+                        self._put(state_from_nm(obj))
                     except InvalidUniqueIdError as e:
                         logger.warning("ignoring a stored object that is not ours: %s", e)
-                        continue
-                    if state.unique_id not in self._states:
-                        self._put(state)
-                        loaded += 1
             except StoreError as e:
                 logger.warning("cannot read stored nodes yet, retrying: %s", e)
                 await asyncio.sleep(_LOAD_RETRY_SECONDS)
                 continue
             break
-        logger.info("loaded %d stored node(s)", loaded)
-        return loaded
+        logger.info("stored nodes read: %d node(s) known", len(self._states))
+        return len(self._states)
 
 
 def _second(at: datetime) -> datetime:

@@ -219,15 +219,29 @@ async def test_the_fleet_is_listed_a_page_at_a_time(
     try:
         names = [obj["metadata"]["name"] async for obj in another.list()]
         assert names == [f"{NAME_PREFIX}n{i}" for i in range(5)]
-        # The watch's list and this one may both run, their pages interleaved.
+        # The watch lists, a page at a time; this list waits for it, and reads its pages.
         pages = [r for r in kube.requests if r.action == enums.action.LIST][listed:]
-        assert {(r.params["limit"], r.params["continue"]) for r in pages} == {
+        assert [(r.params["limit"], r.params["continue"]) for r in pages] == [
             ("2", ""),  # none: from the first
             ("2", f"{NAME_PREFIX}n1"),
             ("2", f"{NAME_PREFIX}n3"),
-        }
+        ]
     finally:
         await another.close()
+
+
+async def test_a_list_the_watch_does_not_serve_in_time_reads_the_api_itself(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.apply([state(f"n{i}") for i in range(3)])
+    monkeypatch.setattr(cache, "_SYNC_WAIT_SECONDS", 0.1)
+    api = await connect()
+    unwatched = cache.NodeCache(client.CustomObjectsApi(api))  # no watch feeds it
+    try:
+        names = [obj["metadata"]["name"] async for obj in unwatched.list()]
+        assert names == [f"{NAME_PREFIX}n{i}" for i in range(3)]
+    finally:
+        await api.close()
 
 
 async def test_a_watch_that_ends_is_opened_again_where_it_stopped_without_a_list(
