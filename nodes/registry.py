@@ -28,6 +28,7 @@ from nodes.model import (
     apply_change,
     state_from_nm,
     unique_id_of,
+    untrack,
 )
 from nodes.store import NodeStore, StoreError
 from nodes.watch import NodeEvent, NodeWatch
@@ -280,8 +281,14 @@ class NodeRegistry:
                 self._unindex(old)
         self._counts[state.status, state.frps_address] += 1
         if state.proxy_name:
-            self._by_proxy[state.frps_address, state.proxy_name] = uid
+            key = (state.frps_address, state.proxy_name)
+            untrack(key)
+            self._by_proxy[key] = uid
         self._states[uid] = state
+        # Both maps hold only untracked objects, so they need not be tracked either: a full
+        # collection walked each of them, ~2 ms at 50,000 nodes, on the plugin path. (A
+        # dict tracks itself again when given a state; the proxy index stays untracked.)
+        untrack(self._states)
         self._changed[uid] = self.sequence = self.sequence + 1
         if state.status == ONLINE and state.last_heartbeat is not None:
             self._schedule(uid, state.last_heartbeat)

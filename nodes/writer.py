@@ -55,6 +55,7 @@ class NodeWriter:
     def submit(self, state: NodeState) -> None:
         self._seq += 1
         self._pending[state.unique_id] = _Pending(self._seq, state)
+        untrack(self._pending)  # as the registry's states: a storm queues one per node
         self._wakeup.set()
         self._idle.clear()
 

@@ -29,6 +29,7 @@ from nodes.model import (
     UniqueId,
     compact_json,
     render_nm,
+    untrack,
 )
 from nodes.store import StoreObserver
 
@@ -256,7 +257,9 @@ def _entry(obj: JsonObject) -> tuple[str, bytes]:
         zdict=_DICTIONARY,
     )
     deflated = deflater.compress(compact_json(obj).encode()) + deflater.flush()
-    return obj["metadata"].get("resourceVersion", ""), deflated
+    entry = (obj["metadata"].get("resourceVersion", ""), deflated)
+    untrack(entry)  # so the fleet's map of them is never tracked, nor walked by collections
+    return entry
 
 
 def _parsed(deflated: bytes) -> JsonObject:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -228,6 +229,16 @@ async def test_the_fleet_is_listed_a_page_at_a_time(
         ]
     finally:
         await another.close()
+
+
+async def test_the_cached_fleet_adds_nothing_a_full_collection_walks(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    await store.apply([state(f"n{i}") for i in range(3)])
+    gc.collect()  # untracks what holds only untracked objects, for now
+    await store.apply([state("n3")])  # a collection has not seen what this keeps
+    assert store.cached(f"{NAME_PREFIX}n3") is not None
+    assert not [o for o in gc.get_objects() if isinstance(o, dict) and f"{NAME_PREFIX}n1" in o]
 
 
 async def test_a_list_the_watch_does_not_serve_in_time_reads_the_api_itself(
