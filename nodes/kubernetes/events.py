@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 _EVENTS_PER_SECOND = 50.0
 _EVENT_BURST = 100.0
+_CONCURRENT_POSTS = 2
 
 
 class TransitionEvents:
@@ -33,6 +34,10 @@ class TransitionEvents:
         # is let go, so a storm's nodes are not all remembered.
         self._last: OrderedDict[UniqueId, float] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        # A burst's posts one after another: all at once, their steps (the client's work
+        # on each request and answer) ran in the same turns of the loop, which took 8-12 ms
+        # each while a reconciliation corrected 500 nodes, and a Ping took three of them.
+        self._posting = asyncio.Semaphore(_CONCURRENT_POSTS)
         self._tokens = _EVENT_BURST
         self._filled_at = time.monotonic()
         self._dropping = False
@@ -100,12 +105,13 @@ class TransitionEvents:
         name = event["involvedObject"]["name"]
         try:
             with api_errors(f"event for {name} not recorded"):
-                # The client serialises a plain dict as it is, like the custom objects.
-                await self._core.create_namespaced_event(
-                    self._namespace,
-                    event,  # type: ignore[arg-type]
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
+                async with self._posting:
+                    # The client serialises a plain dict as it is, like the custom objects.
+                    await self._core.create_namespaced_event(
+                        self._namespace,
+                        event,  # type: ignore[arg-type]
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
         except ApiError as e:
             # Events are a convenience for `kubectl describe`; the NM's status is the record.
             logger.warning("%s", e)
