@@ -32,6 +32,9 @@ class Peer:
         self.versions = itertools.count(1)
         self.watchers: set[asyncio.Queue[bytes]] = set()
         self.nm_writes = 0
+        # NMs whose SSH service is online, kept as they are written: counting them over
+        # 100,000 NMs for every poll of /stats took the peer tens of ms each time.
+        self.online: set[str] = set()
         self.names: list[str] | None = None  # NM paths in name order, for list pages
 
     def app(self) -> web.Application:
@@ -53,6 +56,10 @@ class Peer:
         self.objects[path] = obj
         if path.startswith(NMS):
             self.nm_writes += 1
+            if (obj.get("status", {}).get("services") or [{}])[0].get("status") == "online":
+                self.online.add(path)
+            else:
+                self.online.discard(path)
             line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
             for queue in self.watchers:
                 queue.put_nowait(line)
@@ -124,13 +131,7 @@ class Peer:
         return web.json_response(await request.json(), status=201)
 
     async def stats(self, _: web.Request) -> web.Response:
-        online = sum(
-            1
-            for path, obj in self.objects.items()
-            if path.startswith(NMS)
-            and (obj.get("status", {}).get("services") or [{}])[0].get("status") == "online"
-        )
-        return web.json_response({"online": online, "nm_writes": self.nm_writes})
+        return web.json_response({"online": len(self.online), "nm_writes": self.nm_writes})
 
 
 def _merge(current: Any, patch: Any) -> Any:
