@@ -125,6 +125,7 @@ class NodeWriter:
     def _requeue(self, batch: dict[UniqueId, _Pending]) -> None:
         for uid, item in batch.items():
             self._pending.setdefault(uid, item)
+        untrack(self._pending)
 
     def _stored(self, batch: dict[UniqueId, _Pending]) -> None:
         self.writes += len(batch)
