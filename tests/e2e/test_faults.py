@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -92,10 +93,17 @@ async def test_every_answered_new_proxy_is_stored_across_a_sigterm_mid_storm(
             assert {f"nodemaintenances-{uid}" for uid in answered} <= stored
 
             await processes.start_adapter(port, env)  # and a restart starts from there
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"http://127.0.0.1:{port}/api/v1/nodes") as resp,
-            ):
-                assert len((await resp.json())["items"]) == len(kube.node_maintenances())
+            listed: list[Any] = []
+            query = {"limit": "500"}
+            async with aiohttp.ClientSession() as session:
+                while True:  # page by page: a fast storm stores more than a page of nodes
+                    url = f"http://127.0.0.1:{port}/api/v1/nodes"
+                    async with session.get(url, params=query) as resp:
+                        page = await resp.json()
+                    listed += page["items"]
+                    if not page["metadata"].get("continue"):
+                        break
+                    query["continue"] = page["metadata"]["continue"]
+            assert len(listed) == len(kube.node_maintenances())
         finally:
             await processes.stop_all()
