@@ -45,15 +45,21 @@ def state(uid: str = "abc123", status: str = "online", port: int = 16022) -> Nod
     )
 
 
-@pytest.fixture
-async def store(kube: NodeMaintenanceEmulator) -> AsyncIterator[KubernetesStore]:
+async def open_replica(*, event_min_interval: float = 30) -> KubernetesStore:
+    """A store on the emulated API, as each adapter replica opens one."""
     store = await open_store(
         "kubernetes",
         event_namespace="frp-adapter",
-        event_min_interval=30,
+        event_min_interval=event_min_interval,
         supervisor=Supervisor(Clock()),
     )
     assert isinstance(store, KubernetesStore)
+    return store
+
+
+@pytest.fixture
+async def store(kube: NodeMaintenanceEmulator) -> AsyncIterator[KubernetesStore]:
+    store = await open_replica()
     yield store
     await store.close()
 
@@ -189,9 +195,7 @@ async def test_an_expired_watch_is_followed_by_a_fresh_list(
     kube: NodeMaintenanceEmulator,
 ) -> None:
     kube.expire_next_watch = True
-    store = await open_store(
-        "kubernetes", event_namespace="ns", event_min_interval=30, supervisor=Supervisor(Clock())
-    )
+    store = await open_replica()
     try:
 
         async def listed_twice() -> bool:
@@ -214,9 +218,7 @@ async def test_the_fleet_is_listed_a_page_at_a_time(
     await store.apply([state(f"n{i}") for i in range(5)])
     monkeypatch.setattr(cache, "_PAGE", 2)
     listed = len([r for r in kube.requests if r.action == enums.action.LIST])
-    another = await open_store(
-        "kubernetes", event_namespace="ns", event_min_interval=30, supervisor=Supervisor(Clock())
-    )
+    another = await open_replica()
     try:
         names = [obj["metadata"]["name"] async for obj in another.list()]
         assert names == [f"{NAME_PREFIX}n{i}" for i in range(5)]
@@ -259,9 +261,7 @@ async def test_a_watch_that_ends_is_opened_again_where_it_stopped_without_a_list
     kube: NodeMaintenanceEmulator,
 ) -> None:
     kube.end_next_watch = True
-    store = await open_store(
-        "kubernetes", event_namespace="ns", event_min_interval=30, supervisor=Supervisor(Clock())
-    )
+    store = await open_replica()
     try:
         await store.apply([state()])
 
@@ -299,9 +299,7 @@ async def test_each_transition_records_an_event_but_a_flapping_node_only_one(
 async def test_events_follow_every_transition_when_they_are_far_apart(
     kube: NodeMaintenanceEmulator,
 ) -> None:
-    store = await open_store(
-        "kubernetes", event_namespace="ns", event_min_interval=0, supervisor=Supervisor(Clock())
-    )
+    store = await open_replica(event_min_interval=0)
     try:
         await store.apply([state()])
         await store.apply([state(status="offline")])
@@ -345,17 +343,6 @@ async def test_a_failing_reread_fails_only_its_own_node(
         await store.apply([state("a1", status="offline"), state("b2", status="offline")])
     assert failure.value.failed == frozenset([UniqueId("b2")])
     assert kube.node_maintenances()["nodemaintenances-a1"]["status"]["reason"] == "CloseProxy"
-
-
-async def open_replica() -> KubernetesStore:
-    store = await open_store(
-        "kubernetes",
-        event_namespace="frp-adapter",
-        event_min_interval=30,
-        supervisor=Supervisor(Clock()),
-    )
-    assert isinstance(store, KubernetesStore)
-    return store
 
 
 async def test_one_replica_leads_and_another_takes_over_when_it_stops_renewing(
