@@ -1,41 +1,55 @@
-"""The audit trail of shells and commands on nodes: one JSON object per line.
+"""The audit trail of what callers do on nodes: one JSON object per line.
 
 Written to `FRPA_AUDIT_LOG` (a file, appended to; `-` for stdout): who (token name and
-role), from where, which node, the command (exec), start and end, exit status, and
-bytes each way. A shell session is one record when it ends; each node of a batch exec
-is one record. With `FRPA_SHELL_RECORDINGS` set, each shell session is also recorded
-there in asciicast v2 (see `Recording`), named by start time, node and user.
+role), from where, which node, the command (exec) or path, start and end, exit status,
+and bytes each way. An action is written twice under one `id`: when it starts
+(`"result": "started"`), before it touches the node, and when it ends. If the first
+cannot be written the action is refused and nothing runs; the file is opened again when
+it was rotated or deleted, as `logging.handlers.WatchedFileHandler` does (it is one).
+Each node of a batch is its own action. With `FRPA_SHELL_RECORDINGS` set, each shell
+session is also recorded there in asciicast v2 (see `Recording`), named by start time,
+node and user.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
+import logging
 import os
+import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from logging.handlers import WatchedFileHandler
 from pathlib import Path
-from typing import TextIO
 
 from aiohttp import web
 
 from api.callers import ANONYMOUS, IDENTITY
 
+logger = logging.getLogger(__name__)
+
+
+class AuditUnavailableError(Exception):
+    """The audit log cannot take a record, so the action it would record is refused."""
+
 
 @dataclass(slots=True, kw_only=True)
 class AuditRecord:
-    event: str  # "shell" or "exec"
+    event: str  # shell, exec, upload, download, portforward, frpc-token, unpin, trusted
     node: str
     user: str
     role: str
     remote: str
+    id: str = field(default_factory=lambda: secrets.token_hex(8))  # pairs start and end
     start: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     end: str = ""
-    command: str | None = None
+    command: str | None = None  # the command, path, port or scope the action is on
     exit_status: int | None = None
-    result: str = ""  # exited, timeout, error: <kind>, client closed
+    result: str = ""  # started, exited, timeout, error: <kind>, client closed, ...
     bytes_in: int = 0  # to the node: keystrokes, or 0 for exec
     bytes_out: int = 0  # from the node: terminal output, or stdout + stderr
 
@@ -54,27 +68,80 @@ def start_record(
     )
 
 
+class _Strict:
+    """A handler that lets a record it could not write fail the caller: logging's own
+    `handleError` prints to stderr and carries on, which would let an action go unrecorded."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        raise  # noqa: PLE0704 (logging calls this inside its except block)
+
+
+class _File(_Strict, WatchedFileHandler):
+    pass
+
+
+class _Stream(_Strict, logging.StreamHandler):  # type: ignore[type-arg]
+    pass
+
+
 class AuditLog:
-    """Appends records to a file (or stdout for `-`); with no destination, drops them."""
+    """Appends records to a file (or stdout for `-`); with no destination, drops them.
+    Writes go to a thread: a full or slow disk must not hold the event loop."""
 
     def __init__(self, destination: str | None) -> None:
-        self._file: TextIO | None = None
+        self._destination = destination
+        self._handler: logging.Handler | None = None
         if destination == "-":
-            self._file = sys.stdout
+            self._handler = _Stream(sys.stdout)
         elif destination is not None:
-            # Line-buffered: a record is on disk as soon as it is written.
-            self._file = open(destination, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._owned = destination not in (None, "-")
+            # Unencodable text (lone surrogates) is written escaped, never lost with its record.
+            self._handler = _File(destination, encoding="utf-8", errors="backslashreplace")
+        self.failures = 0  # records that could not be written
 
-    def write(self, record: AuditRecord) -> None:
+    async def begin(self, record: AuditRecord) -> None:
+        """Writes that `record`'s action starts (or, given a result, that it happens);
+        AuditUnavailableError if it cannot be written."""
+        record.result = record.result or "started"
+        try:
+            await self._write(record)
+        except (OSError, ValueError) as e:  # ValueError: a file closed under the handler
+            self.failures += 1
+            logger.error(
+                "refused %s on %s: the audit log cannot be written: %s",
+                record.event,
+                record.node,
+                e,
+            )
+            raise AuditUnavailableError(
+                f"the audit log {self._destination} cannot be written ({e}): "
+                f"{record.event} refused, nothing was done"
+            ) from e
+
+    async def end(self, record: AuditRecord) -> None:
+        """Writes how `record`'s action ended. Its start is already written and the action
+        done, so a failure here is logged and counted, not the caller's."""
         record.end = datetime.now(UTC).isoformat()
-        if self._file is not None:
-            self._file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
-            self._file.flush()
+        try:
+            await self._write(record)
+        except (OSError, ValueError) as e:
+            self.failures += 1
+            logger.error(
+                "the end of %s %s on %s (%s) is not in the audit log: %s",
+                record.event,
+                record.id,
+                record.node,
+                record.result,
+                e,
+            )
+
+    async def _write(self, record: AuditRecord) -> None:
+        if self._handler is not None:
+            line = json.dumps(asdict(record), ensure_ascii=False)
+            await asyncio.to_thread(self._handler.emit, logging.makeLogRecord({"msg": line}))
 
     def close(self) -> None:
-        if self._file is not None and self._owned:
-            self._file.close()
+        if self._handler is not None and self._destination != "-":
+            self._handler.close()
 
 
 class Recording:

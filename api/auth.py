@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from api.audit import AuditLog, start_record
+from api.audit import AuditLog, AuditUnavailableError, start_record
 from api.callers import ANONYMOUS, IDENTITY, ROLE_NAMES, Identity, Role
 from api.watched import stamp
 from nodes.clock import Clock
@@ -169,7 +169,10 @@ class Access:
 
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            return await self._check(request, handler, rule, needed)
+            try:
+                return await self._check(request, handler, rule, needed)
+            except AuditUnavailableError as e:  # raised before the action touched anything
+                return _answer(request, 503, "audit log unavailable", str(e))
 
         return guarded
 
@@ -198,7 +201,7 @@ class Access:
                 request, "trusted", request.match_info.get("nm_name", ""), request.path_qs
             )
             record.result = f"{request.method} let in without a token"
-            self._audit.write(record)
+            await self._audit.begin(record)
             return await handler(request)
         if self.reviewer is not None:
             return await self._by_kubernetes(request, handler, token, rule, needed)

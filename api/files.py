@@ -72,6 +72,7 @@ async def put_file(request: web.Request) -> web.Response:
     except (ValidationError, SshError) as e:
         return _refusal(e)
     record = audit.start_record(request, "upload", name, path)
+    await request.app[AUDIT].begin(record)
     try:
         async with node_files(connector, target) as files:
             stored = await files.write(path, _body(request, most), mode=mode)
@@ -86,7 +87,7 @@ async def put_file(request: web.Request) -> web.Response:
         record.result = "client went away"
         raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
     finally:
-        request.app[AUDIT].write(record)
+        await request.app[AUDIT].end(record)
     return web.json_response(asdict(stored))
 
 
@@ -122,6 +123,10 @@ async def put_files(request: web.Request) -> web.StreamResponse:
         async def one(name: str) -> dict[str, Any]:
             record = audit.start_record(request, "upload", name, path)
             try:
+                await request.app[AUDIT].begin(record)
+            except audit.AuditUnavailableError as e:
+                return {"node": name, "error": "audit log unavailable", "details": str(e)}
+            try:
                 async with limit, node_files(connector, connector.target(name)) as files:
                     stored = await files.write(path, _spooled(spool), mode=mode)
                 record.result, record.bytes_in = "stored", stored.size
@@ -129,7 +134,7 @@ async def put_files(request: web.Request) -> web.StreamResponse:
                 record.result = f"error: {e.kind}"
                 return {"node": name, "error": e.kind, "details": str(e)}
             finally:
-                request.app[AUDIT].write(record)
+                await request.app[AUDIT].end(record)
             return {"node": name, **asdict(stored)}
 
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -161,6 +166,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     except (ValidationError, SshError) as e:
         return _refusal(e)
     record = audit.start_record(request, "download", name, path)
+    await request.app[AUDIT].begin(record)
     response = web.StreamResponse()
     try:
         async with node_files(connector, target) as files:
@@ -201,7 +207,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         record.result = f"error: {e.kind}"
         return error_answer(e.status, e.kind, str(e))
     finally:
-        request.app[AUDIT].write(record)
+        await request.app[AUDIT].end(record)
 
 
 def _wanted(request: web.Request, size: int) -> tuple[int, int] | None:
@@ -241,6 +247,7 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
             f"{record.user} has {forwards[record.user]} open "
             f"(FRPA_MAX_FORWARDS_PER_USER={settings.max_forwards_per_user})",
         )
+    await request.app[AUDIT].begin(record)
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat or None, max_msg_size=_FRAME, protocols=(WS_PROTOCOL,)
     )
@@ -254,7 +261,7 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
     finally:
         forwards[record.user] -= 1
-        request.app[AUDIT].write(record)
+        await request.app[AUDIT].end(record)
     await ws.close()
     return ws
 

@@ -79,6 +79,7 @@ async def _serve(
         )
     cols = query.get("cols", default_size[0])
     rows = query.get("rows", default_size[1])
+    await request.app[AUDIT].begin(record)
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat or None, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
     )
@@ -89,9 +90,7 @@ async def _serve(
     try:
         async with open_shell(connector, target, cols=cols, rows=rows) as session:
             logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
-            if settings.shell_recordings:
-                path = audit.recording_path(settings.shell_recordings, record)
-                recording = audit.Recording(path, cols=cols, rows=rows, node=name, user=record.user)
+            recording = _recording(settings.shell_recordings, record, cols, rows)
             bridge = _Bridge(ws, session, query["encoding"], binary, recording)
             ended = await bridge.run()
             record.result = "exited" if ended else "client closed"
@@ -113,10 +112,19 @@ async def _serve(
             recording.close()
         if bridge is not None:
             record.bytes_in, record.bytes_out = bridge.bytes_in, bridge.bytes_out
-        request.app[AUDIT].write(record)
+        await request.app[AUDIT].end(record)
     await ws.close()
     logger.info("shell on %s closed", name)
     return ws
+
+
+def _recording(
+    directory: str | None, record: audit.AuditRecord, cols: int, rows: int
+) -> audit.Recording | None:
+    if not directory:
+        return None
+    path = audit.recording_path(directory, record)
+    return audit.Recording(path, cols=cols, rows=rows, node=record.node, user=record.user)
 
 
 def _refuse(binary: bool, status: int, error: str, details: Any) -> web.Response:

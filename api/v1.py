@@ -226,6 +226,8 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     names: list[str] = data["nodes"] or connector.online()
     names = list(dict.fromkeys(names))
     limit = asyncio.Semaphore(data["concurrency"])
+    batch = audit.start_record(request, "exec batch", f"{len(names)} nodes", data["cmd"])
+    await request.app[AUDIT].begin(batch)  # refused whole (503) when it cannot be written
 
     async def one(name: str) -> dict[str, Any]:
         async with limit:
@@ -233,25 +235,43 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
                 return {"node": name, **await _run(request, name, data)}
             except SshError as e:
                 return {"node": name, "error": e.kind, "details": str(e)}
+            except audit.AuditUnavailableError as e:
+                return {"node": name, "error": "audit log unavailable", "details": str(e)}
+            except Exception as e:  # one node's fault is its own line; the others go on
+                logger.exception("exec on %s failed", name)
+                return {"node": name, "error": "internal error", "details": repr(e)}
 
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(one(name)) for name in names]
-        for done in asyncio.as_completed(tasks):
-            line = json.dumps(await done, ensure_ascii=False) + "\n"
-            await response.write(line.encode())
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(name)) for name in names]
+            for done in asyncio.as_completed(tasks):
+                line = json.dumps(await done, ensure_ascii=False) + "\n"
+                await response.write(line.encode())
+        await response.write_eof()
+        batch.result = "done"
+    except ConnectionError:  # the caller went away: the nodes' own records say what ran
+        batch.result = "client went away"
+    finally:
+        await request.app[AUDIT].end(batch)
     return response
 
 
 async def unpin_host_key(request: web.Request) -> web.Response:
     """Forget a node's pinned sshd host key (after a reinstall): the next dial pins anew."""
     name = request.match_info["nm_name"]
+    record = audit.start_record(request, "unpin", name)
+    await request.app[AUDIT].begin(record)
     try:
         request.app[SSH].unpin(name)
     except SshError as e:
+        record.result = f"error: {e.kind}"
         return error_answer(e.status, e.kind, str(e))
+    else:
+        record.result = "unpinned"
+    finally:
+        await request.app[AUDIT].end(record)
     return web.json_response({"unpinned": name})
 
 
@@ -266,6 +286,8 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
         uid = unique_id_of(name)
     except InvalidUniqueIdError as e:
         return error_answer(400, "invalid name", str(e))
+    record = audit.start_record(request, "frpc-token", name)
+    await request.app[AUDIT].begin(record)
     token = secrets.token_urlsafe(32)
     request.app[REGISTRY].amend(
         uid,
@@ -273,7 +295,9 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
             reason="FrpcTokenIssued", at=datetime.now(UTC), frpc_token_hash=token_digest(token)
         ),
     )
-    if not await stored(request, [uid]):
+    record.result = "issued" if await stored(request, [uid]) else "not stored yet"
+    await request.app[AUDIT].end(record)
+    if record.result != "issued":
         return error_answer(503, "not stored yet", "the store did not confirm the token in time")
     logger.info("issued a new frpc token for %s", name)
     return web.json_response({"node": name, "token": token, "frpc": {"metadatas.token": token}})
@@ -318,9 +342,12 @@ async def _run(request: web.Request, name: str, data: dict[str, Any]) -> dict[st
 async def run_audited(
     request: web.Request, name: str, command: str, time_limit: float
 ) -> ExecResult:
-    """Run `command` on node `name` for the caller of `request`, leaving an audit record."""
+    """Run `command` on node `name` for the caller of `request`, recorded in the audit log
+    before it runs (AuditUnavailableError: it does not run) and when it ends."""
     connector = request.app[SSH]
+    log = request.app[AUDIT]
     record = audit.start_record(request, "exec", name, command)
+    await log.begin(record)
     try:
         result = await run_command(
             connector,
@@ -331,16 +358,19 @@ async def run_audited(
         )
     except SshError as e:
         record.result = f"error: {e.kind}"
-        request.app[AUDIT].write(record)
         raise
     except asyncio.CancelledError:
         record.result = "cancelled"
-        request.app[AUDIT].write(record)
         raise
-    record.result = "timeout" if result.timed_out else "exited"
-    record.exit_status = result.exit_status
-    record.bytes_out = len(result.stdout) + len(result.stderr)
-    request.app[AUDIT].write(record)
+    except Exception as e:
+        record.result = f"error: {type(e).__name__}"
+        raise
+    else:
+        record.result = "timeout" if result.timed_out else "exited"
+        record.exit_status = result.exit_status
+        record.bytes_out = len(result.stdout) + len(result.stderr)
+    finally:
+        await log.end(record)
     return result
 
 

@@ -96,6 +96,18 @@ def _no_nul(value: str) -> None:
         raise ValidationError("must not contain NUL characters")
 
 
+def _utf8(value: str) -> None:
+    """Text that can be sent to a node: JSON's `\\ud800` escapes decode to lone surrogates,
+    which no encoding takes."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as e:
+        raise ValidationError(
+            f"is not valid Unicode text: {value[e.start]!r} at position {e.start} is half "
+            "of a surrogate pair"
+        ) from e
+
+
 _terminal_size = validate.Range(min=1, max=10000)
 
 
@@ -122,7 +134,7 @@ class FileQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    path = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    path = fields.String(required=True, validate=validate.And(validate.Length(1, 4096), _utf8))
     mode = fields.String(load_default="0644", validate=_file_mode)
 
 
@@ -160,7 +172,7 @@ class ResizeSchema(Schema):
     rows = fields.Integer(load_default=50, strict=True, validate=_terminal_size)
 
 
-_command = validate.And(validate.Length(min=1, max=65536), _no_nul)
+_command = validate.And(validate.Length(min=1, max=65536), _no_nul, _utf8)
 _timeout = validate.Range(min=0, min_inclusive=False, max=86400)
 
 
@@ -183,7 +195,7 @@ class BatchExecSchema(ExecSchema):
     """Run `cmd` on the listed `nodes` (NM names), or on every node with `status`."""
 
     nodes = fields.List(
-        fields.String(validate=validate.Length(min=1, max=253)),
+        fields.String(validate=validate.And(validate.Length(min=1, max=253), _utf8)),
         load_default=None,
         validate=validate.Length(min=1, max=10000),
     )

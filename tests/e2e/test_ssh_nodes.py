@@ -138,7 +138,10 @@ async def test_a_shell_session_is_audited_and_recorded(frp: FrpSetup, tmp_path: 
         await ws.send_str("exit\r")
         while await screen.next():
             pass
-    (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    started, record = [
+        json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+    ]
+    assert (started["id"], started["result"]) == (record["id"], "started")
     assert record["event"] == "shell"
     assert record["node"] == nm(NODES[2])
     assert (record["user"], record["role"]) == ("operator-user", "operator")

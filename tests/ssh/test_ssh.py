@@ -436,7 +436,11 @@ async def test_exec_and_shell_leave_audit_records(
         while (await ws.receive(timeout=10)).type != aiohttp.WSMsgType.CLOSE:
             pass
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    executed, refused, shell = records
+    started = [r for r in records if r["result"] == "started"]
+    assert [r["event"] for r in started] == ["exec", "exec", "shell"]
+    executed, refused, shell = [r for r in records if r["result"] != "started"]
+    assert [r["id"] for r in started] == [executed["id"], refused["id"], shell["id"]]
+    assert all(r["end"] == "" for r in started)
     assert executed["event"] == "exec"
     assert executed["command"] == "printf hello; exit 2"
     assert (executed["user"], executed["role"]) == ("admin-user", "admin")
