@@ -5,7 +5,7 @@ role), from where, which node, the command (exec) or path, start and end, exit s
 and bytes each way. An action is written twice under one `id`: when it starts
 (`"result": "started"`), before it touches the node, and when it ends. If the first
 cannot be written the action is refused and nothing runs; the file is opened again when
-it was rotated or deleted, as `logging.handlers.WatchedFileHandler` does (it is one).
+it was rotated or deleted, as `logging.handlers.WatchedFileHandler` does.
 Each node of a batch is its own action. With `FRPA_SHELL_RECORDINGS` set, each shell
 session is also recorded there in asciicast v2 (see `Recording`), named by start time,
 node and user.
@@ -20,10 +20,11 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from logging.handlers import WatchedFileHandler
 from pathlib import Path
 
 from aiohttp import web
@@ -68,20 +69,47 @@ def start_record(
     )
 
 
-class _Strict:
-    """A handler that lets a record it could not write fail the caller: logging's own
-    `handleError` prints to stderr and carries on, which would let an action go unrecorded."""
+class _AppendOnly:
+    """A file records are appended to, one `write(2)` each, opened again when its name no
+    longer leads to it (rotated or deleted), as `logging.handlers.WatchedFileHandler` does.
+    Not that handler: its stream keeps a line that failed to write in its buffer and writes
+    it with the next one, so an action refused for a full disk would later show as started.
+    """
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
-        raise  # noqa: PLE0704 (logging calls this inside its except block)
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()  # writes come from asyncio.to_thread, maybe two at once
+        self._fd = self._open()
 
+    def _open(self) -> int:
+        return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
-class _File(_Strict, WatchedFileHandler):
-    pass
+    def write(self, line: bytes) -> None:
+        with self._lock:
+            self._follow()
+            size = os.fstat(self._fd).st_size
+            try:
+                written = os.write(self._fd, line)
+                if written < len(line):
+                    raise OSError(f"only {written} of {len(line)} bytes written (disk full?)")
+            except OSError:
+                with suppress(OSError):  # no half line for the next record to follow
+                    os.ftruncate(self._fd, size)
+                raise
 
+    def _follow(self) -> None:
+        try:
+            named = os.stat(self._path)
+        except FileNotFoundError:
+            named = None
+        held = os.fstat(self._fd)
+        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            fd = self._open()
+            os.close(self._fd)
+            self._fd = fd
 
-class _Stream(_Strict, logging.StreamHandler):  # type: ignore[type-arg]
-    pass
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class AuditLog:
@@ -90,12 +118,7 @@ class AuditLog:
 
     def __init__(self, destination: str | None) -> None:
         self._destination = destination
-        self._handler: logging.Handler | None = None
-        if destination == "-":
-            self._handler = _Stream(sys.stdout)
-        elif destination is not None:
-            # Unencodable text (lone surrogates) is written escaped, never lost with its record.
-            self._handler = _File(destination, encoding="utf-8", errors="backslashreplace")
+        self._file = _AppendOnly(destination) if destination not in (None, "-") else None
         self.failures = 0  # records that could not be written
 
     async def begin(self, record: AuditRecord) -> None:
@@ -104,7 +127,7 @@ class AuditLog:
         record.result = record.result or "started"
         try:
             await self._write(record)
-        except (OSError, ValueError) as e:  # ValueError: a file closed under the handler
+        except OSError as e:
             self.failures += 1
             logger.error(
                 "refused %s on %s: the audit log cannot be written: %s",
@@ -123,7 +146,7 @@ class AuditLog:
         record.end = datetime.now(UTC).isoformat()
         try:
             await self._write(record)
-        except (OSError, ValueError) as e:
+        except OSError as e:
             self.failures += 1
             logger.error(
                 "the end of %s %s on %s (%s) is not in the audit log: %s",
@@ -135,13 +158,23 @@ class AuditLog:
             )
 
     async def _write(self, record: AuditRecord) -> None:
-        if self._handler is not None:
-            line = json.dumps(asdict(record), ensure_ascii=False)
-            await asyncio.to_thread(self._handler.emit, logging.makeLogRecord({"msg": line}))
+        # Unencodable text (lone surrogates) is written escaped, never lost with its record.
+        line = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode(
+            errors="backslashreplace"
+        )
+        if self._file is not None:
+            await asyncio.to_thread(self._file.write, line)
+        elif self._destination == "-":
+            await asyncio.to_thread(_to_stdout, line)
 
     def close(self) -> None:
-        if self._handler is not None and self._destination != "-":
-            self._handler.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _to_stdout(line: bytes) -> None:
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
 
 
 class Recording:

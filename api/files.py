@@ -104,7 +104,6 @@ async def put_files(request: web.Request) -> web.StreamResponse:
     """The body, spooled once on the adapter, written to `path` on every node selected:
     one NDJSON line per node as it is done (`{"node", "path", "size", "sha256"}` or
     `{"node", "error", "details"}`)."""
-    most = request.app[SETTINGS].max_upload_bytes
     try:
         query = _batch_query.load(dict(request.query))
         path, mode = _file_input(query)
@@ -112,13 +111,34 @@ async def put_files(request: web.Request) -> web.StreamResponse:
         return error_answer(400, "invalid query", e.messages)
     connector = request.app[SSH]
     names = query["nodes"].split(",") if query["nodes"] else connector.online()
+    batch = audit.start_record(request, "upload batch", f"{len(names)} nodes", path)
+    await request.app[AUDIT].begin(batch)  # refused whole (503) when it cannot be written
+    try:
+        return await _put_spooled(
+            request, batch, names, path=path, mode=mode, concurrency=query["concurrency"]
+        )
+    finally:
+        await request.app[AUDIT].end(batch)
+
+
+async def _put_spooled(
+    request: web.Request,
+    batch: audit.AuditRecord,
+    names: list[str],
+    *,
+    path: str,
+    mode: int,
+    concurrency: int,
+) -> web.StreamResponse:
+    most = request.app[SETTINGS].max_upload_bytes
+    connector = request.app[SSH]
     with tempfile.TemporaryFile() as spool:
         try:
             async for chunk in _body(request, most):
                 await asyncio.to_thread(spool.write, chunk)
         except _TooLargeError:
             return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
-        limit = asyncio.Semaphore(query["concurrency"])
+        limit = asyncio.Semaphore(concurrency)
 
         async def one(name: str) -> dict[str, Any]:
             record = audit.start_record(request, "upload", name, path)
@@ -144,6 +164,7 @@ async def put_files(request: web.Request) -> web.StreamResponse:
             for done in asyncio.as_completed(tasks):
                 await response.write(json.dumps(await done).encode() + b"\n")
         await response.write_eof()
+    batch.result = "done"
     return response
 
 
