@@ -1,4 +1,4 @@
-"""Probes: `/healthz` (the process answers) and `/readyz` (the store can keep writes)."""
+"""Probes: `/healthz` (every background task runs) and `/readyz` (the store can keep writes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from api.keys import LEADERSHIP, LOADED, RECONCILERS, STORE, SUPERVISOR, WRITER
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive unless a background task is down (failed, not yet running steadily again):
-    then 503, so an orchestrator restarts a process that stays so."""
+    """Alive unless a background task is down (ended, or failing again and again: see
+    `nodes.supervisor`): then 503, so an orchestrator restarts a process that stays so."""
     down = request.app[SUPERVISOR].down()
     if down:
         return web.json_response({"status": "failing", "down": down}, status=503)
@@ -18,7 +18,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready while the plugin path answers, which needs no store, and the store can keep
-    what it is given: a deleted or unwritable SQLite file fails readiness (503)."""
+    what it is given: a deleted or unwritable SQLite file fails readiness (503). Background
+    tasks are listed, with their restarts and last error, but do not count: the plugin path
+    runs without them, and one down fails `/healthz`."""
     writer = request.app[WRITER]
     problem = request.app[STORE].problem()
     frps = {
@@ -41,6 +43,14 @@ async def readyz(request: web.Request) -> web.Response:
                 "problem": problem,
             },
             "frps": frps,
+            "tasks": {
+                name: {
+                    "state": status.state,
+                    "restarts": status.restarts,
+                    "last_error": status.last_error,
+                }
+                for name, status in request.app[SUPERVISOR].tasks().items()
+            },
         },
         status=503 if problem else 200,
     )

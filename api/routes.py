@@ -104,14 +104,15 @@ ROUTES: tuple[Route, ...] = (
         handler=health.healthz,
         access=OPEN,
         summary="liveness",
-        answers={200: "alive"},
+        answers={200: "alive", 503: "a background task is down: ended, or failing again and again"},
     ),
     Route(
         method="GET",
         path="/readyz",
         handler=health.readyz,
         access=OPEN,
-        summary="readiness, with the state of the store and of each frps's reconciliation",
+        summary="readiness, with the state of the store, of each frps's reconciliation and of "
+        "each background task",
         answers={200: "ready", 503: "the store cannot keep writes"},
     ),
     Route(

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from nodes.supervisor import FAILURES_DOWN, Supervisor, backoff
 from schemas.settings import Settings, sqlite_path
+from tests.clock import FakeClock
 
 MANIFESTS = Path(__file__).parents[1] / "manifests"
 
@@ -38,9 +42,14 @@ def test_kustomization_names_every_manifest() -> None:
     assert named == {p.name for p in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
 
 
-def test_the_pod_outlives_the_apps_shutdown_drain() -> None:
+def pod_spec() -> dict[str, Any]:
     (deployment,) = [d for _, d in documents() if d["kind"] == "Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def test_the_pod_outlives_the_apps_shutdown_drain() -> None:
+    pod = pod_spec()
     (container,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     shutdown = float(env.get("FRPA_SHUTDOWN_TIMEOUT") or Settings().shutdown_timeout)
@@ -70,3 +79,105 @@ def test_the_images_default_store_is_writable_by_its_user() -> None:
     directory = str(Path(sqlite_path(store[1])).parent)
     assert f"mkdir -p {directory} && chown {user[1]} {directory}" in dockerfile
     assert f"VOLUME {directory}" in dockerfile
+
+
+class Liveness(NamedTuple):
+    """The container's livenessProbe, with Kubernetes's defaults for what it leaves out: the
+    kubelet restarts the container once `threshold` probes in a row fail, one every
+    `period` seconds from `delay` seconds after it started."""
+
+    period: float
+    threshold: int
+    delay: float
+
+
+def liveness() -> Liveness:
+    (container,) = pod_spec()["containers"]
+    probe = container["livenessProbe"]
+    assert probe["httpGet"]["path"] == "/healthz"
+    return Liveness(
+        probe.get("periodSeconds", 10),
+        probe.get("failureThreshold", 3),
+        probe.get("initialDelaySeconds", 0),
+    )
+
+
+# The probe's phases tried: its start to a tenth of its period.
+PHASES = 10
+
+
+def failing(clock: FakeClock, *, times: float, runs: float) -> Callable[[], Awaitable[None]]:
+    """Work that runs `runs` seconds and raises, its first `times` times; then runs on."""
+    started = 0
+
+    async def work() -> None:
+        nonlocal started
+        started += 1
+        await clock.sleep(runs)
+        if started <= times:
+            raise RuntimeError("failed")
+        await clock.sleep(math.inf)
+
+    return work
+
+
+async def probed(
+    work: Callable[[], Awaitable[None]], clock: FakeClock, probe: Liveness, seconds: float
+) -> list[float | None]:
+    """Guarding `work` for `seconds`: for each phase of the probe, when the kubelet restarts
+    the container (seconds after it started), or None if it does not."""
+    step = probe.period / PHASES
+    supervisor = Supervisor(clock)
+    supervisor.start("task", work)
+    down: list[bool] = []
+    try:
+        for _ in range(math.ceil(seconds / step) + 1):
+            down.append(bool(supervisor.down()))
+            await clock.advance(step)
+    finally:
+        await supervisor.stop()
+    restarts: list[float | None] = []
+    for phase in range(PHASES):
+        failed = 0
+        restart = None
+        for i in range(round(probe.delay / step) + phase, len(down), PHASES):
+            failed = failed + 1 if down[i] else 0
+            if failed == probe.threshold:
+                restart = i * step
+                break
+        restarts.append(restart)
+    return restarts
+
+
+@pytest.mark.parametrize("failures", range(1, FAILURES_DOWN + 1))
+async def test_a_task_that_fails_and_recovers_is_never_down_long_enough_to_restart_the_pod(
+    failures: int,
+) -> None:
+    probe = liveness()
+    clock = FakeClock()
+    # Failures back to back, the longest it can be down for them; then it runs.
+    recovered = sum(backoff(n) for n in range(1, failures + 1))
+    work = failing(clock, times=failures, runs=0)
+    restarts = await probed(work, clock, probe, recovered + probe.threshold * probe.period)
+    assert restarts == [None] * PHASES
+
+
+@pytest.mark.parametrize("runs", [0.0, 1.0], ids=["failing at once", "running a probe period"])
+async def test_a_task_that_keeps_failing_is_down_long_enough_for_the_probe_to_restart_the_pod(
+    runs: float,
+) -> None:
+    probe = liveness()
+    clock = FakeClock()
+    runs *= probe.period
+    tolerated = probe.threshold * probe.period
+    # Failing back to back, it is down from its FAILURES_DOWN-th failure on. With runs in
+    # between (a probe answered then resets the kubelet's count), only a wait to be started
+    # again that outlasts what the probe tolerates restarts the pod.
+    failures = FAILURES_DOWN
+    while runs and backoff(failures) < tolerated:
+        assert backoff(failures + 1) > backoff(failures), "the backoff stops short of the probe"
+        failures += 1
+    failed = sum(runs + backoff(n) for n in range(1, failures)) + runs
+    deadline = max(failed, probe.delay) + tolerated
+    restarts = await probed(failing(clock, times=math.inf, runs=runs), clock, probe, deadline)
+    assert all(restart is not None and restart <= deadline for restart in restarts), restarts
