@@ -117,8 +117,9 @@ def read_tokens(path: str) -> dict[str, Identity]:
 
 
 class Access:
-    """Decides every request: reads tokens, applies the routes' rules, checks WebSocket
-    origins. Reads the tokens file when made (TokensFileError)."""
+    """Decides every request: reads tokens, applies the routes' rules, checks the origins
+    of WebSocket upgrades and of writes without a token. Reads the tokens file when made
+    (TokensFileError)."""
 
     def __init__(
         self,
