@@ -11,8 +11,9 @@ A token travels in `Authorization: Bearer <token>`, or, for WebSocket upgrades (
 cannot set headers on those), as the subprotocol
 `base64url.bearer.authorization.k8s.io.<token, base64url without padding>`, the form
 Kubernetes accepts for exec; the client also offers `frp-adapter.v1`, which is the one
-selected. A WebSocket upgrade carrying an `Origin` is refused unless that origin is this
-host or in `FRPA_ALLOWED_ORIGINS`.
+selected. A WebSocket upgrade from a browser page of another origin is refused unless
+that origin is in `FRPA_ALLOWED_ORIGINS`, and so is a write let in without a token
+(anonymously, or from a trusted network): a page anywhere can make a browser post a form.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Rule:
 
 
 OPEN = Rule(None)
+_SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 _REVIEW_CACHE_SECONDS = 10.0
 _REVIEW_CACHE_SIZE = 10000
 
@@ -115,8 +117,9 @@ def read_tokens(path: str) -> dict[str, Identity]:
 
 
 class Access:
-    """Decides every request: reads tokens, applies the routes' rules, checks WebSocket
-    origins. Reads the tokens file when made (TokensFileError)."""
+    """Decides every request: reads tokens, applies the routes' rules, checks the origins
+    of WebSocket upgrades and of writes without a token. Reads the tokens file when made
+    (TokensFileError)."""
 
     def __init__(
         self,
@@ -179,9 +182,10 @@ class Access:
     async def _check(
         self, request: web.Request, handler: Handler, rule: Rule, needed: Role
     ) -> web.StreamResponse:
-        if _is_websocket(request) and not self._origin_allowed(request):
-            origin = request.headers[hdrs.ORIGIN]
-            return self._deny(request, 403, "forbidden", f"origin {origin} is not allowed")
+        # CORS does not cover WebSockets: any page may open one, so every upgrade's
+        # origin is checked, token or not.
+        if _is_websocket(request) and (foreign := self._foreign_page(request)):
+            return self._deny(request, 403, "forbidden", foreign)
         if not self._tokens_file and self.reviewer is None:
             if not (rule.anonymous or self.insecure):
                 return _answer(
@@ -192,10 +196,14 @@ class Access:
                     "FRPA_KUBERNETES_AUTH=1 (or FRPA_INSECURE_NO_AUTH=1 to allow everything "
                     "to anyone)",
                 )
+            if foreign := self._foreign_write(request):
+                return self._deny(request, 403, "forbidden", foreign)
             request[IDENTITY] = ANONYMOUS
             return await handler(request)
         token = _presented_token(request)
         if token is None and rule.anonymous and self._from_trusted_network(request):
+            if foreign := self._foreign_write(request):
+                return self._deny(request, 403, "forbidden", foreign)
             request[IDENTITY] = Identity(f"trusted network {request.remote}", needed)
             record = start_record(
                 request, "trusted", request.match_info.get("nm_name", ""), request.path_qs
@@ -310,11 +318,27 @@ class Access:
             return False
         return any(address in network for network in self._trusted)
 
-    def _origin_allowed(self, request: web.Request) -> bool:
+    def _foreign_write(self, request: web.Request) -> str | None:
+        """Why a write no token vouches for is refused: a page of another origin had a
+        browser send it (a form, or a no-cors fetch, needs no CORS consent). None for
+        reads, and for frps and scripts, which send neither `Origin` nor `Sec-Fetch-Site`."""
+        if request.method in _SAFE_METHODS:
+            return None
+        return self._foreign_page(request)
+
+    def _foreign_page(self, request: web.Request) -> str | None:
+        """Why `request` counts as sent by a browser for a page of an origin neither this
+        adapter's nor in FRPA_ALLOWED_ORIGINS; None when it does not."""
         origin = request.headers.get(hdrs.ORIGIN)
-        if origin is None:  # not a browser; the token is what counts
-            return True
-        return origin in self._allowed_origins or urlsplit(origin).netloc == request.host
+        if origin in self._allowed_origins:
+            return None
+        # Sec-Fetch-Site is the browser's own verdict, the page's scheme included, which
+        # a proxy ending TLS in front of the adapter hides from it; Origin's host and port
+        # serve where a browser sends no Sec-Fetch-Site.
+        cross_site = request.headers.get(hdrs.SEC_FETCH_SITE) == "cross-site"
+        if cross_site or (origin is not None and urlsplit(origin).netloc != request.host):
+            return f"origin {origin or 'of another site'} is not allowed"
+        return None
 
 
 def _answer(request: web.Request, status: int, error: str, details: str) -> web.Response:

@@ -1,8 +1,9 @@
 """CORS, for browser consoles served from another origin: an origin in
 `FRPA_ALLOWED_ORIGINS` gets its preflights answered and `Access-Control-Allow-Origin` on
 every answer; any other origin gets no CORS headers, so the browser refuses to show it
-what it asked. (The original allowed every origin.) A WebSocket upgrade's origin is
-checked by `api.auth`, whatever CORS says.
+what it asked. (The original allowed every origin.) CORS cannot stop what a page sends
+without asking (a form, a WebSocket): `api.auth` checks the origin of WebSocket upgrades
+and of writes let in without a token.
 """
 
 from __future__ import annotations

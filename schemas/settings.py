@@ -516,7 +516,8 @@ class Settings:
         _origins,
         env="FRPA_ALLOWED_ORIGINS",
         group="auth and audit",
-        help="browser origins, comma-separated, that may open shells besides the adapter's own",
+        help="browser origins, comma-separated, whose pages may open shells and make "
+        "token-less writes, besides the adapter's own",
     )
     trusted_networks: tuple[Network, ...] = _setting(
         "",

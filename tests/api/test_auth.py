@@ -270,3 +270,87 @@ async def test_a_trusted_network_calls_the_state_routes_without_a_token_and_is_a
     assert record["user"] == "trusted network 127.0.0.1"
     assert record["command"].startswith("/frp_create?frp_server_ip_address=192.0.2.1")
     assert record["result"] == "POST let in without a token"
+
+
+SAME = "same origin"  # stands for http://<the test server's host:port>
+CREATE = {"frp_server_ip_address": "192.0.2.1", "unique_id": "abc123", "port": "16022"}
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "trusted network", "token"])
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        pytest.param({}, True, id="no headers: frps, curl"),
+        pytest.param({"Origin": SAME, "Sec-Fetch-Site": "same-origin"}, True, id="own origin"),
+        pytest.param(
+            {"Origin": "https://ops.example", "Sec-Fetch-Site": "cross-site"},
+            True,
+            id="allowed origin",
+        ),
+        pytest.param({"Sec-Fetch-Site": "same-site"}, True, id="same site"),
+        pytest.param({"Sec-Fetch-Site": "none"}, True, id="typed in by the user"),
+        pytest.param({"Origin": "https://evil.example"}, False, id="other origin"),
+        pytest.param(
+            {"Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"},
+            False,
+            id="same host, other port",
+        ),
+        pytest.param({"Origin": "null"}, False, id="sandboxed frame"),
+        pytest.param({"Sec-Fetch-Site": "cross-site"}, False, id="cross-site"),
+        pytest.param(
+            {"Origin": SAME, "Sec-Fetch-Site": "cross-site"},
+            False,
+            id="own host and port, other scheme",
+        ),
+    ],
+)
+async def test_a_browser_write_without_a_token_is_refused_from_another_origin(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    caller: str,
+    headers: dict[str, str],
+    allowed: bool,
+) -> None:
+    """A page anywhere can have a browser post a form; frps and scripts send no Origin."""
+    settings = settings_for(
+        tmp_path,
+        api_tokens_file=None if caller == "anonymous" else str(tokens_file(tmp_path)),
+        trusted_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        allowed_origins=frozenset({"https://ops.example"}),
+    )
+    client = await aiohttp_client(create_app(settings))
+    sent = {
+        k: f"http://{client.host}:{client.port}" if v == SAME else v for k, v in headers.items()
+    }
+    if caller == "token":
+        sent.update(bearer("admin"))
+    resp = await client.post("/frp_create", data=CREATE, headers=sent)
+    fetched = await client.get(f"/frp_fetch/{NODE}", headers=bearer("read"))
+    if allowed or caller == "token":
+        assert resp.status == 200, await resp.text()
+        assert fetched.status == 200
+        return
+    assert resp.status == 403
+    origin = sent.get("Origin", "of another site")
+    assert await resp.json() == {
+        "code": 403,
+        "error": {"message": f"forbidden: origin {origin} is not allowed"},
+    }
+    assert fetched.status == 404, "no node may be created"
+
+
+async def test_from_another_origin_reads_and_the_plugin_pass_and_versioned_writes_are_refused(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    """Reads stay open (CORS keeps their answers from the page); the plugin route is not
+    guarded at all; a versioned write answers in the versioned envelope."""
+    client = await aiohttp_client(create_app(settings_for(tmp_path, insecure_no_auth=True)))
+    evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    assert (await client.get(f"/frp_fetch/{NODE}", headers=evil)).status == 404
+    assert (await client.post("/frps/handler", json=login(), headers=evil)).status == 200
+    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": "id"}, headers=evil)
+    assert resp.status == 403
+    assert await resp.json() == {
+        "error": "forbidden",
+        "details": "origin https://evil.example is not allowed",
+    }

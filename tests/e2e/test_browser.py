@@ -1,4 +1,5 @@
-"""A real browser (Debian's Chromium, headless, driven by playwright) opens a shell.
+"""A real browser (Debian's Chromium, headless, driven by playwright) opens a shell, and
+cannot be made to write to the adapter by a page of another origin.
 
 Browsers cannot set headers on a WebSocket: the page offers the token as a subprotocol,
 sends an Origin it cannot forge, and must see its offered `frp-adapter.v1` selected, or
@@ -7,13 +8,14 @@ Chromium fails the connection. The page is served from an origin of its own.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.async_api import async_playwright
+from playwright.async_api import Response, async_playwright
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
@@ -182,3 +184,74 @@ async def test_a_console_on_another_origin_calls_the_api_only_if_its_origin_is_a
         }
     else:
         assert result == {"refused": "TypeError: Failed to fetch"}
+
+
+# A page of any origin, opened in a browser that can reach the adapter: it posts to
+# /frp_create with a no-cors fetch, then with a form it submits itself. CORS lets a page
+# send both without the adapter's consent; it only hides the answers from the page.
+ATTACKER_PAGE = """<html><body>
+<form id="form" method="POST" action="{adapter}/frp_create">
+  <input name="frp_server_ip_address" value="198.51.100.66">
+  <input name="unique_id" value="by-form">
+  <input name="port" value="22">
+</form>
+<script>
+  const body = new URLSearchParams(
+    {{frp_server_ip_address: "198.51.100.66", unique_id: "by-fetch", port: "22"}});
+  fetch("{adapter}/frp_create", {{method: "POST", mode: "no-cors", body}})
+    .finally(() => document.getElementById("form").submit());
+</script>
+</body></html>"""
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "trusted network"])
+async def test_a_page_of_another_origin_cannot_have_a_browser_create_a_node(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, caller: str
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        api_tokens_file=None if caller == "anonymous" else str(tokens_file(tmp_path)),
+        trusted_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
+    adapter = await aiohttp_client(create_app(settings))
+    adapter_url = f"http://{adapter.host}:{adapter.port}"
+
+    async def attacker(request: web.Request) -> web.Response:
+        page = ATTACKER_PAGE.format(adapter=adapter_url)
+        return web.Response(text=page, content_type="text/html")
+
+    attacker_app = web.Application()
+    attacker_app.router.add_get("/", attacker)
+    attacker_url = str((await aiohttp_server(attacker_app)).make_url("/"))
+    create_url = f"{adapter_url}/frp_create"
+    answers: list[Response] = []
+
+    def seen(answer: Response) -> None:
+        if answer.url == create_url:
+            answers.append(answer)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page()
+            page.on("response", seen)
+            async with page.expect_navigation(url=create_url) as submitted:
+                await page.goto(attacker_url)
+            form_answer = await submitted.value
+            assert form_answer is not None
+            assert form_answer.status == 403
+            assert "is not allowed" in await form_answer.text()
+        finally:
+            await browser.close()
+    assert sorted((a.request.resource_type, a.status) for a in answers) == [
+        ("document", 403),
+        ("fetch", 403),
+    ]
+    for node in ("by-form", "by-fetch"):
+        resp = await adapter.get(f"/frp_fetch/nodemaintenances-{node}", headers=bearer("read"))
+        assert resp.status == 404, f"{node} was created"
+    # The same call as the patched frps makes it: no Origin, no Sec-Fetch-*.
+    form = {"frp_server_ip_address": "198.51.100.66", "unique_id": "by-form", "port": "22"}
+    assert (await adapter.post("/frp_create", data=form)).status == 200
+    resp = await adapter.get("/frp_fetch/nodemaintenances-by-form", headers=bearer("read"))
+    assert resp.status == 200
