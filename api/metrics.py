@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from api.keys import (
+    AUDIT,
     EXPIRY,
     LEADERSHIP,
     PLUGINS,
@@ -166,6 +167,11 @@ class AdapterCollector(Collector):
         for task in sorted(set(supervisor.names) | set(supervisor.restarts)):
             restarts.add_metric([task], supervisor.restarts[task])
         yield restarts
+        yield CounterMetricFamily(
+            "frpa_audit_write_failures",
+            "Audit records that could not be written (a start refuses its action)",
+            value=app[AUDIT].failures,
+        )
         yield GaugeMetricFamily(
             "frpa_expiry_sweep_seconds",
             "How long the last heartbeat expiry sweep took",

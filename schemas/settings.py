@@ -532,7 +532,8 @@ class Settings:
         _text,
         env="FRPA_AUDIT_LOG",
         group="auth and audit",
-        help="file to append shell and exec audit records to; `-` for stdout",
+        help="file to append audit records of actions on nodes to (reopened after rotation); "
+        "`-` for stdout",
     )
     shell_recordings: str | None = _setting(
         None,

@@ -77,6 +77,8 @@ async def test_with_a_full_disk_nothing_audited_runs_and_each_refusal_says_why(
         assert "audit log" in said
         assert "No space left on device" in said
     assert not ran.exists()
+    metrics = await (await client.get("/metrics")).text()
+    assert f"frpa_audit_write_failures_total {len(refusals)}.0" in metrics
 
 
 async def test_the_end_record_lost_to_a_disk_that_fills_mid_way_keeps_the_result(
