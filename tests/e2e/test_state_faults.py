@@ -104,8 +104,14 @@ async def test_a_restart_with_an_empty_store_recovers_every_connected_node(
         frp.start_frpc(f"node{i}", uid, remote_port=port, heartbeat=1)  # proxy "ssh"
     for uid in ports:
         await until_status(frp, uid, "online")
+    # A Ping frps cannot pass to the adapter is refused, and frpc logs in again on that:
+    # the nodes hold their Pings while no adapter listens, however long its start takes.
+    for i in range(3):
+        frp.processes.running[f"node{i}"].send_signal(signal.SIGSTOP)
     await frp.processes.stop("adapter", signal.SIGKILL)
     await frp.start_adapter(FRPA_STORE=f"sqlite:///{tmp_path / 'empty.db'}")
+    for i in range(3):
+        frp.processes.running[f"node{i}"].send_signal(signal.SIGCONT)
     for uid, port in ports.items():
         assert (await until_status(frp, uid, "online"))["proxy_port"] == str(port)
     for i in range(3):
