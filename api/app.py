@@ -107,10 +107,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         ),
     )
     if settings.tls_cert_file and settings.tls_key_file:
-        app[TLS] = _at_start(
-            "FRPA_TLS_CERT_FILE",
-            partial(Certificates, settings.tls_cert_file, settings.tls_key_file, app[CLOCK]),
-        )
+        app[TLS] = Certificates(settings.tls_cert_file, settings.tls_key_file, app[CLOCK])
     app[SHELLS_BY_USER] = Counter()
     app[FORWARDS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)

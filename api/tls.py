@@ -15,20 +15,55 @@ import ssl
 
 from api.watched import Stamp, stamp
 from nodes.clock import Clock
+from schemas.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 2.0
 
 
+class CertificateError(SettingsError):
+    """The pair cannot be served: the message names the setting, its file, and what is
+    wrong with it (OpenSSL's own says only "PEM lib", and no file). At start-up it is the
+    settings' error the process exits with, as create_app promises."""
+
+
 def _context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    cert = _read("FRPA_TLS_CERT_FILE", cert_file)
+    _read("FRPA_TLS_KEY_FILE", key_file)
+    try:
+        # Parsed alone first, so that what load_cert_chain then refuses is the key's fault.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert.decode())
+    except (ValueError, ssl.SSLError):
+        raise CertificateError(f"FRPA_TLS_CERT_FILE {cert_file}: not a PEM certificate") from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.2 and newer
-    context.load_cert_chain(cert_file, key_file)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            why = f"not the key of the certificate in FRPA_TLS_CERT_FILE {cert_file}"
+        elif e.reason is None:  # OpenSSL's "PEM lib": nothing it could decode
+            why = "not a PEM private key"
+        else:
+            why = f"cannot be served with FRPA_TLS_CERT_FILE {cert_file}: {e.reason}"
+        raise CertificateError(f"FRPA_TLS_KEY_FILE {key_file}: {why}") from e
+    except OSError as e:  # one of them gone between the two reads
+        raise CertificateError(
+            f"FRPA_TLS_CERT_FILE {cert_file}, FRPA_TLS_KEY_FILE {key_file}: {e.strerror}"
+        ) from e
     return context
 
 
+def _read(variable: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as e:
+        raise CertificateError(f"{variable} {path}: {e.strerror}") from e
+
+
 class Certificates:
-    """Raises OSError or ssl.SSLError when made, if the pair cannot be used."""
+    """Raises CertificateError when made, if the pair cannot be used."""
 
     def __init__(self, cert_file: str, key_file: str, clock: Clock) -> None:
         self._cert_file = cert_file
@@ -54,7 +89,7 @@ class Certificates:
             self._stamp = seen
             try:
                 self._current = await asyncio.to_thread(_context, self._cert_file, self._key_file)
-            except (OSError, ssl.SSLError) as e:
+            except CertificateError as e:
                 logger.error("keeping the previous TLS certificate: %s", e)
                 continue
             logger.info("TLS certificate reloaded from %s", self._cert_file)

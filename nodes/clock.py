@@ -1,7 +1,8 @@
 """Time as the parts that judge nodes read it: one object, so tests can move it by hand.
 
 The tracker, heartbeat expiry, reconciliation and leader election take a `Clock`; none of
-them reads `time` or sleeps on the event loop directly.
+them reads `time` or sleeps on the event loop directly. A call that ran out of time is
+told here too, by its time limit (`cause`).
 """
 
 from __future__ import annotations
@@ -22,3 +23,11 @@ class Clock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def cause(error: BaseException, time_limit: float) -> str:
+    """What went wrong, for a message: a timeout says nothing of itself (the text of
+    `TimeoutError()` is empty), so it is told by the time limit that ran out."""
+    if isinstance(error, TimeoutError):
+        return f"timed out after {time_limit:g} s"
+    return str(error) or type(error).__name__

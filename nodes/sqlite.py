@@ -9,9 +9,13 @@ the work itself. Batches are one transaction each, and WAL mode keeps each commi
 page append; committed data survives a crash of this process.
 
 One process per file: a second one would judge nodes by heartbeats it never receives.
-`<file>.lock` is held (flock) while the store is open and names the holder's pid. A
-file deleted or replaced under the process would take every later write with it, so
-each commit checks the path still names the file open, and is not acknowledged if not.
+The database file itself is held (flock) while the store is open, so a hard link or a
+symlink to it names the same lock; a second process is told the holder's pid, read from
+/proc/locks. flock and SQLite's own fcntl locks do not see each other on Linux, but a
+process closing any descriptor of the file drops its fcntl locks, so ours is closed only
+after SQLite's connection. A file deleted or replaced under the process would take every
+later write with it, so each commit checks the path still names the file open, and is
+not acknowledged if not.
 """
 
 from __future__ import annotations
@@ -46,14 +50,19 @@ class SqliteStore:
         self._lock = _lock(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=0")
-            self._db.execute(_SCHEMA)
-            opened = os.stat(path)
-        except (sqlite3.Error, OSError) as e:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA busy_timeout=0")
+                self._db.execute(_SCHEMA)
+            except sqlite3.Error:
+                self._db.close()  # before the lock's descriptor: see the module's docstring
+                raise
+        except sqlite3.Error as e:
             os.close(self._lock)
             raise StoreError(f"cannot open SQLite store {path!r}: {e}") from e
+        # The file locked, not whatever the path names by now.
+        opened = os.fstat(self._lock)
         self._file = (opened.st_dev, opened.st_ino)
         self._one_at_a_time = asyncio.Lock()
 
@@ -169,20 +178,35 @@ class SqliteStore:
 
 
 def _lock(path: str) -> int:
-    """Hold `<path>.lock` for this process, with its pid in it; StoreError if another does."""
-    lock_path = f"{path}.lock"
+    """Hold the database file (its inode, whatever name reached it) for this process;
+    StoreError naming the holder if another process does."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # SQLite takes an empty file for a new database, as it would the one it creates.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as e:
-        raise StoreError(f"cannot open {lock_path}: {e.strerror}") from e
+        raise StoreError(f"cannot open SQLite store {path}: {e.strerror}") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        holder = _flock_holder(os.fstat(fd))
         os.close(fd)
         raise StoreError(
             f"{path} is in use by another frp-adapter (pid {holder}): one process per file"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _flock_holder(file: os.stat_result) -> str:
+    """The pid holding an flock on `file` as /proc/locks shows it, or "unknown" (no /proc,
+    or a holder outside this pid namespace, which /proc/locks leaves out)."""
+    # Lines read "3: FLOCK  ADVISORY  WRITE 7408 fe:00:2147823 0 EOF"; waiters add "->".
+    where = f"{os.major(file.st_dev):02x}:{os.minor(file.st_dev):02x}:{file.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as locks:
+            for line in locks:
+                fields = line.split()
+                if fields[1:2] == ["FLOCK"] and fields[5:6] == [where]:
+                    return fields[4]
+    except OSError:
+        pass
+    return "unknown"

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from nodes.clock import cause
 from nodes.model import untrack
 from schemas.settings import redacted
 
@@ -58,6 +59,7 @@ class FrpsDashboard:
         self._headers = (
             {"Authorization": aiohttp.encode_basic_auth(user, password)} if user or password else {}
         )
+        self._time_limit = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def tcp_proxies(self) -> dict[str, ProxyInfo]:
@@ -105,7 +107,7 @@ class FrpsDashboard:
                     raise DashboardError(f"GET {url}: HTTP {resp.status}")
                 yield resp
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise DashboardError(f"GET {url}: {e!r}") from e
+            raise DashboardError(f"GET {url}: {cause(e, self._time_limit)}") from e
 
 
 class _ProxyListing:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import asyncssh
 from asyncssh.known_hosts import KnownHostsArg
 
+from nodes.clock import cause
 from nodes.model import (
     ONLINE,
     InvalidUniqueIdError,
@@ -181,7 +182,8 @@ class SshConnector:
             raise SshError(f"{target.name}: sshd refused user {self._user!r}: {e}") from e
         except (OSError, TimeoutError, asyncssh.Error) as e:
             raise SshError(
-                f"{target.name}: cannot reach sshd at {target.host}:{target.port}: {e}"
+                f"{target.name}: cannot reach sshd at {target.host}:{target.port}: "
+                f"{cause(e, self._connect_timeout)}"
             ) from e
         async with conn:
             if known_hosts is None:

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 PLURAL = "nodemaintenances"
 REQUEST_TIMEOUT = 10.0
 _WATCH_SECONDS = 300
+# The server ends a watch after _WATCH_SECONDS; the client gives up on a silent one later.
+_WATCH_REQUEST_SECONDS = _WATCH_SECONDS + 30
 _RELIST_BACKOFF_MAX = 30.0
 _MIN_WATCH_SECONDS = 1.0
 _SYNC_WAIT_SECONDS = 60.0
@@ -98,7 +100,7 @@ class NodeCache:
     async def fetch(self, name: str) -> JsonObject | None:
         """The NM from the API itself; None if there is none."""
         try:
-            with api_errors(f"reading {name} failed"):
+            with api_errors(f"reading {name} failed", REQUEST_TIMEOUT):
                 obj: JsonObject = await self._objects.get_cluster_custom_object(
                     GROUP, VERSION, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
                 )
@@ -141,7 +143,7 @@ class NodeCache:
         it in garbage collections over the objects parsed so far."""
         token = ""  # none: from the first NM
         while True:
-            with api_errors(f"listing {PLURAL} failed"):
+            with api_errors(f"listing {PLURAL} failed", REQUEST_TIMEOUT):
                 page = await self._objects.list_cluster_custom_object(
                     GROUP,
                     VERSION,
@@ -189,7 +191,7 @@ class NodeCache:
     async def _watch_from(self, version: str | None) -> str | None:
         """Follow the changes after `version` until the watch ends; the last version seen
         (bookmarks keep it current while no NM changes)."""
-        with api_errors(f"watching {PLURAL} failed"):
+        with api_errors(f"watching {PLURAL} failed", _WATCH_REQUEST_SECONDS):
             async with watch.Watch().stream(
                 self._watch_call,
                 GROUP,
@@ -198,7 +200,7 @@ class NodeCache:
                 resource_version=version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=_WATCH_SECONDS,
-                _request_timeout=_WATCH_SECONDS + 30,
+                _request_timeout=_WATCH_REQUEST_SECONDS,
             ) as stream:
                 async for event in stream:
                     obj = event["raw_object"]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from nodes.clock import cause
 from nodes.store import StoreError
 
 # Statuses a later retry may cure; anything else (400, 403, 422) is the request's own fault.
@@ -27,12 +28,13 @@ class ApiError(StoreError):
 
 
 @contextmanager
-def api_errors(what: str) -> Iterator[None]:
-    """Raise ApiError, saying `what` failed, for any failure of the API calls inside."""
+def api_errors(what: str, time_limit: float) -> Iterator[None]:
+    """Raise ApiError, saying `what` failed, for any failure of the API calls inside;
+    `time_limit` is theirs (`_request_timeout`), for a message if it runs out."""
     try:
         yield
     except ApiException as e:
         # Error bodies can be long (kmock sends tracebacks); the status and reason suffice.
         raise ApiError(f"{what}: HTTP {e.status} {e.reason}", e.status) from e
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise ApiError(f"{what}: {e!r}", None) from e
+        raise ApiError(f"{what}: {cause(e, time_limit)}", None) from e

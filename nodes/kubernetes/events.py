@@ -104,7 +104,7 @@ class TransitionEvents:
     async def _post(self, event: JsonObject) -> None:
         name = event["involvedObject"]["name"]
         try:
-            with api_errors(f"event for {name} not recorded"):
+            with api_errors(f"event for {name} not recorded", REQUEST_TIMEOUT):
                 async with self._posting:
                     # The client serialises a plain dict as it is, like the custom objects.
                     await self._core.create_namespaced_event(

@@ -67,7 +67,7 @@ class LeaseLeadership:
             return
         self._renewed_at = None
         try:
-            with api_errors("could not release the leader lease"):
+            with api_errors("could not release the leader lease", REQUEST_TIMEOUT):
                 await self._leases.patch_namespaced_lease(
                     LEASE_NAME,
                     self._namespace,
@@ -81,14 +81,14 @@ class LeaseLeadership:
     async def _try_to_lead(self) -> None:
         now = self._clock.monotonic()
         try:
-            with api_errors("leader election"):
+            with api_errors("leader election", REQUEST_TIMEOUT):
                 lease = await self._leases.read_namespaced_lease(
                     LEASE_NAME, self._namespace, _request_timeout=REQUEST_TIMEOUT
                 )
         except ApiError as e:
             if e.status != 404:
                 raise
-            with api_errors("leader election"):
+            with api_errors("leader election", REQUEST_TIMEOUT):
                 await self._leases.create_namespaced_lease(
                     self._namespace,
                     {  # type: ignore[arg-type]
@@ -110,7 +110,7 @@ class LeaseLeadership:
         if not mine and spec.holder_identity and now - self._observed_at < duration:
             self._renewed_at = None
             return
-        with api_errors("leader election"):
+        with api_errors("leader election", REQUEST_TIMEOUT):
             await self._leases.patch_namespaced_lease(
                 LEASE_NAME,
                 self._namespace,

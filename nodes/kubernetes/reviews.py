@@ -22,7 +22,7 @@ class KubernetesReviewer:
     async def user(self, token: str) -> JsonObject | None:
         """The token's user (`username`, `uid`, `groups`), None if the API does not know it."""
         try:
-            with api_errors("TokenReview failed"):
+            with api_errors("TokenReview failed", REQUEST_TIMEOUT):
                 review = await self._authn.create_token_review(
                     {
                         "apiVersion": "authentication.k8s.io/v1",
@@ -61,7 +61,7 @@ class KubernetesReviewer:
             },
         }
         try:
-            with api_errors("SubjectAccessReview failed"):
+            with api_errors("SubjectAccessReview failed", REQUEST_TIMEOUT):
                 review = await self._authz.create_subject_access_review(
                     body,  # type: ignore[arg-type]
                     _request_timeout=REQUEST_TIMEOUT,

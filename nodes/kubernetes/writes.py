@@ -78,7 +78,7 @@ class NodeWrites:
             existing = await cache.fetch(name)
         else:
             existing = cache.get(name)
-        with api_errors(f"{name}: writing failed"):
+        with api_errors(f"{name}: writing failed", REQUEST_TIMEOUT):
             if existing is None:
                 desired = render_nm(state, None)
                 existing = cache.keep(

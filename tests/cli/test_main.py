@@ -59,7 +59,12 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         (
             [],
             {"FRPA_TLS_CERT_FILE": "/etc/hostname", "FRPA_TLS_KEY_FILE": "/etc/hostname"},
-            "FRPA_TLS_CERT_FILE: [SSL]",
+            "FRPA_TLS_CERT_FILE /etc/hostname: not a PEM certificate",
+        ),
+        (
+            [],
+            {"FRPA_TLS_CERT_FILE": "/etc/hostname", "FRPA_TLS_KEY_FILE": "/nonexistent"},
+            "FRPA_TLS_KEY_FILE /nonexistent: No such file or directory",
         ),
         ([], {"FRPA_TRUSTED_NETWORKS": "10.0.0.0/33"}, "FRPA_TRUSTED_NETWORKS: must be CIDRs"),
     ],

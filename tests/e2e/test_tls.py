@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -14,25 +13,9 @@ import pytest
 
 from tests.e2e.peers import sqlite_frp
 from tests.sshd import running_sshd
-from tests.support import eventually
+from tests.support import certificate, eventually
 
 pytestmark = pytest.mark.e2e
-
-
-def certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, and its key."""
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-nodes", "-days", "1",
-            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 async def served_certificate(port: int) -> bytes:

@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.kubernetes import cache, lease
+from nodes.kubernetes.errors import ApiError, api_errors
 from nodes.kubernetes.events import TransitionEvents
 from nodes.kubernetes.store import KubernetesStore, connect
 from nodes.model import NAME_PREFIX, NodeChange, NodeState, UniqueId, apply_change
@@ -329,6 +330,12 @@ async def test_without_any_cluster_config_the_store_says_so(
             event_min_interval=30,
             supervisor=Supervisor(Clock()),
         )
+
+
+def test_an_api_call_that_runs_out_of_time_says_after_how_long() -> None:
+    with pytest.raises(ApiError) as failure, api_errors("reading x failed", cache.REQUEST_TIMEOUT):
+        raise TimeoutError  # as aiohttp raises it when `_request_timeout` runs out: no text
+    assert str(failure.value) == "reading x failed: timed out after 10 s"
 
 
 async def test_a_failing_reread_fails_only_its_own_node(

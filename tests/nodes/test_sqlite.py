@@ -87,19 +87,35 @@ asyncio.run(main())
     assert all(json.loads(body)["kind"] == "NodeMaintenance" for (body,) in rows)
 
 
-async def test_one_process_per_file_the_second_learns_who_holds_it(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    first = SqliteStore(path)
+@pytest.mark.parametrize("name", ["same name", "hard link", "symlink"])
+async def test_one_process_per_file_however_named_the_second_learns_who_holds_it(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / "s.db"
+    first = SqliteStore(str(path))
+    await first.apply([online("a1")])
+    other = tmp_path / "other.db"
+    if name == "hard link":
+        other.hardlink_to(path)
+    elif name == "symlink":
+        other.symlink_to(path)
+    else:
+        other = path
     second = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-c", f"from nodes.sqlite import SqliteStore; SqliteStore({path!r})"),
+        *(
+            sys.executable,
+            "-c",
+            f"from nodes.sqlite import SqliteStore; SqliteStore({str(other)!r})",
+        ),
         stderr=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parents[2],
     )
     _, stderr = await second.communicate()
     assert second.returncode != 0
-    assert f"{path} is in use by another frp-adapter (pid {os.getpid()})" in stderr.decode()
+    assert f"{other} is in use by another frp-adapter (pid {os.getpid()})" in stderr.decode()
     await first.close()
-    again = SqliteStore(path)  # free once closed
+    again = SqliteStore(str(other))  # free once closed
+    assert await again.get("nodemaintenances-a1") is not None
     await again.close()
 
 

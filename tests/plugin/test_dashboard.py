@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from aiohttp import web
@@ -30,6 +32,23 @@ async def test_credentials_in_the_url_are_sent_and_left_out_of_every_message(
     assert seen == [aiohttp.encode_basic_auth("admin", "pa55word")]
     assert "pa55word" not in str(failure.value)
     assert dashboard.base_url == f"http://127.0.0.1:{server.port}"
+
+
+async def test_a_dashboard_that_never_answers_is_reported_as_timed_out_after_the_limit() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, w: accepted.append(w), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            dashboard = FrpsDashboard(session, url, user="", password="", timeout=0.2)
+            with pytest.raises(DashboardError) as failure:
+                await dashboard.tcp_proxies()
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    assert str(failure.value) == f"GET {url}/api/proxy/tcp: timed out after 0.2 s"
 
 
 # One entry of frps 0.65's `GET /api/proxy/tcp`, as a real frps answered for one frpc.

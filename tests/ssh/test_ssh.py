@@ -421,6 +421,27 @@ async def test_an_unreachable_node_is_reported_on_the_socket(
         assert closing.data == aiohttp.WSCloseCode.INTERNAL_ERROR
 
 
+async def test_a_node_that_never_speaks_ssh_is_reported_as_timed_out_after_the_limit(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(aiohttp_client, tmp_path, sshd, ssh_connect_timeout=0.3)
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, w: accepted.append(w), "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    await register(client, "abc123", silent_port)
+    try:
+        status, body = await run(client, "true")
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    assert status == 502
+    assert body["details"] == (
+        f"{NODE}: cannot reach sshd at 127.0.0.1:{silent_port}: timed out after 0.3 s"
+    )
+
+
 async def test_exec_and_shell_leave_audit_records(
     aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
 ) -> None:
