@@ -193,8 +193,10 @@ async def _send_rendered(
     for start in range(0, len(states), _RENDER_CHUNK):
         async with request.app[LISTS]:
             piece = separator.join(render(s) for s in states[start : start + _RENDER_CHUNK])
+            # Yielded with the slot held: between two plugin calls the loop renders at most
+            # as many pieces as there are slots, however many lists are open.
+            await asyncio.sleep(0)
         await _delivered(request, response.write(separator + piece if start else piece))
-        await asyncio.sleep(0)  # a write to a reading client may not yield: plugin calls go first
 
 
 async def _delivered(request: web.Request, writing: Awaitable[None]) -> None:
