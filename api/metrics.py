@@ -127,7 +127,9 @@ class AdapterCollector(Collector):
         unhandled = CounterMetricFamily(
             "frpa_plugin_unhandled",
             "frps plugin calls allowed without changing a node, by why: unreadable, "
-            "unidentified (names no node), not_ssh (not a node's SSH proxy), error (ours)",
+            "unidentified (names no node), not_ssh (not a node's SSH proxy), unrecognised_ssh "
+            "(looks like the SSH proxy of a node that has none: frpc.toml misnames it), "
+            "error (ours)",
             labels=["kind"],
         )
         kinds: Counter[str] = Counter(dict.fromkeys(UNHANDLED_KINDS, 0))

@@ -49,6 +49,8 @@ _CONFIRM_DELAY = 1.0
 # the asks of this many nodes are remembered (every frpc of an frps pings, edge or not).
 _RECOVERY_RETRY_SECONDS = 300.0
 _RECOVERY_MEMORY = 65536
+# frps does not send a proxy's local port: a remote port 22 is the one port that tells.
+_SSH_PORT = 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class _LoginMemo:
 class Ignored:
     """Why an event changed no node: `kind` is a metric label, `who` names the frpc."""
 
-    kind: str  # "unidentified" or "not_ssh"
+    kind: str  # "unidentified", "not_ssh" or "unrecognised_ssh"
     who: str
     why: str
 
@@ -125,8 +127,7 @@ class SshProxyTracker:
                 return True
         elif (node := self._registry.get(uid)) and node.proxy_name == event.proxy_name:
             return True
-        name = event.proxy_name.removeprefix(f"{owner.user}.") if owner.user else event.proxy_name
-        return name in ("ssh", f"ssh-{uid}")
+        return _own_name(owner, event.proxy_name) in ("ssh", f"ssh-{uid}")
 
     def login(self, event: Login) -> Ignored | None:
         """Raises AdmissionError for a frpc that must not log in."""
@@ -163,7 +164,7 @@ class SshProxyTracker:
             return uid
         if not self.is_ssh_proxy(uid, event.user, event):
             self._recover(uid, event.user)
-            return Ignored("not_ssh", uid, f"{event.proxy_type} proxy {event.proxy_name!r}")
+            return self._not_ssh(uid, event)
         self._admission.check_ssh_port(self._registry, uid, event.remote_port, self._frps_address)
         self._cancel(self._closing, uid)
         self._cancel(self._port_lookups, uid)
@@ -195,6 +196,50 @@ class SshProxyTracker:
         else:
             self._registry.transition(uid, change)
         return None
+
+    def _not_ssh(self, uid: UniqueId, event: NewProxy) -> Ignored:
+        """A proxy that is not the node's SSH proxy; `unrecognised_ssh`, with the frpc.toml
+        fix, if it looks like one (a tcp proxy with `ssh` in its name or role, on remote
+        port 22, or of a frpc whose top-level role says ssh) while this frpc run has given
+        the node no SSH proxy. Once per run: a frpc keeps its run_id across re-logins."""
+        name = _own_name(event.user, event.proxy_name)
+        role = event.metas.get("role", "")
+        by_role = "ssh" in role.lower()
+        by_frpc_role = "ssh" in event.user.metas.get("role", "").lower()
+        if (
+            event.proxy_type != "tcp"
+            or not (
+                by_role or by_frpc_role or "ssh" in name.lower() or event.remote_port == _SSH_PORT
+            )
+            or self._has_ssh_proxy(uid, event.user.run_id)
+        ):
+            return Ignored("not_ssh", uid, f"{event.proxy_type} proxy {event.proxy_name!r}")
+        entry = f'the [[proxies]] entry with name = "{name}"'
+        if by_frpc_role and not by_role:
+            fix = (
+                'move metadatas.role = "ssh" from the top (there it is the frpc\'s own and '
+                f"names no proxy) into {entry}"
+            )
+        elif by_role:
+            fix = f'in {entry}, write metadatas.role = "ssh" (not "{role}")'
+        else:
+            fix = f'in {entry}, write name = "ssh" (or "ssh-{uid}"), or set metadatas.role = "ssh"'
+        return Ignored(
+            "unrecognised_ssh",
+            f"{uid} run {event.user.run_id}",
+            f'node {uid} has no SSH proxy from this frpc: tcp proxy "{name}" looks like one, '
+            f'but the SSH proxy is a tcp proxy named "ssh" or "ssh-{uid}", or with '
+            f'metadatas.role = "ssh" in its own [[proxies]] entry. If "{name}" is it, fix '
+            f"frpc.toml: {fix}; then restart frpc",
+        )
+
+    def _has_ssh_proxy(self, uid: UniqueId, run_id: str) -> bool:
+        """Whether this frpc run already opened the node's SSH proxy (frps is confirming
+        it, or the node is online by it)."""
+        if uid in self._port_lookups:
+            return True
+        node = self._registry.get(uid)
+        return node is not None and node.status == ONLINE and node.run_id == run_id
 
     def close_proxy(self, event: CloseProxy) -> Ignored | None:
         uid = self.unique_id(event.user.user, event.user.metas)
@@ -392,6 +437,11 @@ class SshProxyTracker:
         task = tasks.pop(uid, None)
         if task is not None:
             task.cancel()
+
+
+def _own_name(owner: FrpcUser, proxy_name: str) -> str:
+    """The proxy's name in its frpc.toml: frps reports `<user>.<name>`."""
+    return proxy_name.removeprefix(f"{owner.user}.") if owner.user else proxy_name
 
 
 def _forget(

@@ -39,7 +39,7 @@ _PING_MAX_BODY = 1024
 _TOLD_MEMORY = 10000
 UNREADABLE = "unreadable"
 ERROR = "error"
-UNHANDLED_KINDS = (UNREADABLE, "unidentified", "not_ssh", ERROR)
+UNHANDLED_KINDS = (UNREADABLE, "unidentified", "not_ssh", "unrecognised_ssh", ERROR)
 
 
 class _UnreadableRequestError(Exception):
@@ -93,7 +93,8 @@ class PluginEndpoint:
         # (op, allowed|rejected) -> requests; "invalid" stands for an op not understood.
         self.counts: Counter[tuple[str, str]] = Counter()
         # Calls allowed without changing any node, by kind: unreadable, unidentified,
-        # not_ssh (a proxy that is not a node's SSH proxy), error (our own failure).
+        # not_ssh (a proxy that is not a node's SSH proxy), unrecognised_ssh (one that
+        # looks like it, of a node that has none), error (our own failure).
         self.unhandled: Counter[str] = Counter()
 
     async def handle(self, request: web.Request) -> web.Response:

@@ -372,7 +372,7 @@ class Settings:
         _seconds,
         env="FRPA_HEARTBEAT_TIMEOUT",
         group="node state",
-        help="offline a pinging node silent this long, seconds (3 x frpc's 30 s)",
+        help="offline a pinging node silent this long, seconds (3 x frpc's heartbeatInterval)",
     )
     reconcile_interval: float = _setting(
         "60",

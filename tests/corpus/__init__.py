@@ -2,9 +2,11 @@
 
 `FRPC_CONFIGS` are the frpc set-ups: with and without `user`, with and without
 `metadatas`, every proxy type frps 0.65 offers, random remote ports, load-balancing
-groups, health checks, proxy metadatas, heartbeats. `capture.py` runs each against real
-frps with a recording plugin and writes `frps-0.65.jsonl`, one plugin call per line;
-the end-to-end tests run the same configurations against the adapter.
+groups, health checks, proxy metadatas, heartbeats, and SSH proxies the adapter does not
+take (named `sshd` or `node1-sshd`, or with `metadatas.role` at the frpc's top level).
+`capture.py` runs each against real frps with a recording plugin and writes
+`frps-0.65.jsonl`, one plugin call per line; the end-to-end tests run the same
+configurations against the adapter.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class FrpcConfig:
     proxies: int  # how many proxies frpc starts
     ssh_node: str | None  # the unique_id its SSH proxy is online under, if it has one
     fixed_ssh_port: bool = False  # whether the SSH proxy asks for {port}
+    fix: str | None = None  # the frpc.toml fix the adapter's WARNING names, if it warns
 
 
 FRPC_CONFIGS = (
@@ -181,6 +184,59 @@ subdomain = "site"
 """,
         proxies=2,
         ssh_node="rolenode01",
+    ),
+    FrpcConfig(
+        "ssh-proxy-named-sshd",
+        """
+user = "edge-sshd"
+[[proxies]]
+name = "sshd"
+type = "tcp"
+localPort = {local}
+remotePort = 0
+""",
+        proxies=1,
+        ssh_node=None,
+        fix='in the [[proxies]] entry with name = "sshd", write name = "ssh" (or "ssh-edge-sshd")',
+    ),
+    FrpcConfig(
+        "ssh-proxy-named-node1-sshd",
+        """
+user = "node1"
+metadatas.unique_id = "sshdnode01"
+[[proxies]]
+name = "node1-sshd"
+type = "tcp"
+localPort = {local}
+remotePort = 0
+
+[[proxies]]
+name = "web"
+type = "http"
+localPort = {local}
+subdomain = "node1"
+""",
+        proxies=2,
+        ssh_node=None,
+        fix='in the [[proxies]] entry with name = "node1-sshd", write name = "ssh" '
+        '(or "ssh-sshdnode01")',
+    ),
+    FrpcConfig(
+        "ssh-role-at-frpc-level",
+        """
+user = "edge-toprole"
+metadatas.unique_id = "toprole01"
+metadatas.role = "ssh"
+[[proxies]]
+name = "shell"
+type = "tcp"
+localPort = {local}
+remotePort = 0
+""",
+        proxies=1,
+        ssh_node=None,
+        fix='move metadatas.role = "ssh" from the top (there it is the frpc\'s own and names '
+        'no proxy) into the [[proxies]] entry with name = "shell"',
     ),
 )
 

@@ -1,6 +1,7 @@
 """frpc set-ups as people write them, against real frps 0.65 calling the adapter: every
 proxy of every frpc starts (frpc logs `start proxy success` for each), edge node or not,
-and each frpc that names a node with an SSH proxy is online with the port frps bound."""
+each frpc that names a node with an SSH proxy is online with the port frps bound, and
+each whose SSH proxy the adapter does not take is warned of once, with its fix."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.corpus import FRPC_CONFIGS, FrpcConfig, frpc_toml, frps_extra
@@ -52,12 +54,24 @@ async def every_proxy_started(frp: FrpSetup, conf: FrpcConfig) -> None:
     assert "error" not in frp.processes.log(conf.name).lower()
 
 
+async def warned_once(frp: FrpSetup, fix: str) -> None:
+    async def warned() -> bool:
+        return fix in frp.processes.log("adapter")
+
+    await eventually(warned, what=f"the adapter's warning naming {fix}")
+    lines = [line for line in frp.processes.log("adapter").splitlines() if fix in line]
+    assert len(lines) == 1, lines
+    assert "WARNING" in lines[0]
+
+
 async def test_every_proxy_of_every_frpc_starts_and_ssh_nodes_are_online(frp: FrpSetup) -> None:
     # Both name a proxy "ssh" with no user prefix, so frps takes one at a time.
     first = [conf for conf in FRPC_CONFIGS if conf.name != "no-user-no-metas"]
     ports = {conf.name: start(frp, conf) for conf in first}
     for conf in first:
         await every_proxy_started(frp, conf)
+        if conf.fix is not None:
+            await warned_once(frp, conf.fix)
         if conf.ssh_node is None:
             continue
         node = await until_status(frp, conf.ssh_node, "online")
@@ -67,6 +81,14 @@ async def test_every_proxy_of_every_frpc_starts_and_ssh_nodes_are_online(frp: Fr
         name = f"{user[1]}.{proxy[1]}" if user else proxy[1]
         expected = str(ports[conf.name]) if conf.fixed_ssh_port else None
         assert node["proxy_port"] == (expected or await dashboard_port(frp, name))
+
+    misnamed = sum(1 for conf in first if conf.fix)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{frp.adapter_url}/metrics") as resp,
+    ):
+        metrics = await resp.text()
+    assert f'frpa_plugin_unhandled_total{{kind="unrecognised_ssh"}} {misnamed}.0' in metrics
 
     await frp.processes.stop("metas-without-user")
     anonymous = CONFIGS["no-user-no-metas"]

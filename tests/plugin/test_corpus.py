@@ -1,6 +1,7 @@
 """Every plugin call real frps 0.65 made for the corpus's frpc configurations, replayed byte
-for byte: each is allowed, nothing is logged as unreadable or failed, and exactly the frpc
-that name a node with an SSH proxy become nodes."""
+for byte: each is allowed, nothing is logged as unreadable or failed, exactly the frpc
+that name a node with an SSH proxy become nodes, and each frpc whose SSH proxy the adapter
+does not take is warned of once, with its frpc.toml fix."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.keys import PLUGINS, REGISTRY, WRITER
+from api.metrics import METRICS
 from tests import corpus
 from tests.support import FakeDashboard, app_with_dashboard, eventually, online
 
@@ -54,6 +56,27 @@ async def test_every_captured_call_is_allowed_and_none_is_unreadable(
 
     await eventually(every_node_with_its_port, what="every SSH node with its port")
     await client.app[WRITER].drained()
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "api" not in r.name]
-    assert set(client.app[PLUGINS].endpoints["default"].unhandled) <= {"unidentified", "not_ssh"}
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "api" not in r.name
+    ]
+    fixes = [conf.fix for conf in corpus.FRPC_CONFIGS if conf.fix]
+    assert len(warnings) == len(fixes), warnings
+    for fix in fixes:
+        assert len([w for w in warnings if fix in w]) == 1, (fix, warnings)
+    unhandled = client.app[PLUGINS].endpoints["default"].unhandled
+    assert set(unhandled) <= {"unidentified", "not_ssh", "unrecognised_ssh"}
+    # Each frpc logs in twice with one run_id (frps restarts under it): two calls, one line.
+    warned = {conf.name for conf in corpus.FRPC_CONFIGS if conf.fix}
+    misnamed = [
+        call
+        for call in CALLS
+        if call["frpc"] in warned and call["op"] == "NewProxy" and '"tcp"' in call["body"]
+    ]
+    assert unhandled["unrecognised_ssh"] == len(misnamed) == 2 * len(warned)
+    metric = client.app[METRICS].get_sample_value(
+        "frpa_plugin_unhandled_total", {"kind": "unrecognised_ssh"}
+    )
+    assert metric == len(misnamed)
     assert {s.unique_id for s in registry.states()} == expected

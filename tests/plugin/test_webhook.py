@@ -6,6 +6,7 @@ as frps 0.65 does (JSON labelled text/plain, 404 "no proxy info found").
 
 from __future__ import annotations
 
+import copy
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
 from api.keys import PLUGINS, WRITER
+from api.metrics import METRICS
 from plugin.tracker import (
     _PORT_LOOKUP_ATTEMPTS,
     _PORT_LOOKUP_DELAY,
@@ -295,6 +297,70 @@ async def test_an_ssh_proxy_is_recognised_by_its_role_meta_and_by_ssh_unique_id(
     await eventually(becomes(client, "online", "nodemaintenances-def456"))
 
 
+def frpc_role_ssh(body: dict[str, Any]) -> dict[str, Any]:
+    """`metadatas.role = "ssh"` at the top of frpc.toml: frps sends it in the user's metas."""
+    body["content"]["user"]["metas"]["role"] = "ssh"
+    return body
+
+
+MISSED_SSH = [
+    ("named sshd", new_proxy(proxy="sshd"), 'write name = "ssh" (or "ssh-abc123")'),
+    ("named node1-sshd", new_proxy(proxy="node1-sshd"), 'write name = "ssh" (or "ssh-abc123")'),
+    ("on remote port 22", new_proxy(proxy="shell", port=22), 'write name = "ssh"'),
+    (
+        "with role SSH",
+        new_proxy(proxy="shell", metas={"role": "SSH"}),
+        'write metadatas.role = "ssh" (not "SSH")',
+    ),
+    (
+        "of a frpc whose role is ssh",
+        frpc_role_ssh(new_proxy(proxy="shell")),
+        'move metadatas.role = "ssh" from the top',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "fix"), [(b, f) for _, b, f in MISSED_SSH], ids=[i for i, _, _ in MISSED_SSH]
+)
+async def test_a_proxy_that_looks_like_ssh_but_is_not_says_the_fix_once_per_frpc_run(
+    client: Client, caplog: pytest.LogCaptureFixture, body: dict[str, Any], fix: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="plugin.webhook")
+    body = copy.deepcopy(body)
+    name = body["content"]["proxy_name"].removeprefix("node1.")
+    await allowed(client, body)
+    await allowed(client, body)  # a re-login keeps the run_id
+    body["content"]["user"]["run_id"] = "r2"  # frpc restarted
+    await allowed(client, body)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    for warning in warnings:
+        assert f'the [[proxies]] entry with name = "{name}"' in warning
+        assert fix in warning
+    assert "run r1" in warnings[0]
+    assert "run r2" in warnings[1]
+    assert client.app[PLUGINS].endpoints["default"].unhandled == {"unrecognised_ssh": 3}
+    metric = client.app[METRICS].get_sample_value(
+        "frpa_plugin_unhandled_total", {"kind": "unrecognised_ssh"}
+    )
+    assert metric == 3
+    await settled(client)
+    assert await nm(client) is None  # frpc-level role is not taken: it names no proxy
+
+
+async def test_proxies_that_do_not_look_like_a_missing_ssh_proxy_are_not_warned_of(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="plugin.webhook")
+    await allowed(client, new_proxy(proxy="web", port=18080))
+    await allowed(client, new_proxy(proxy="ssh", port=16022, proxy_type="udp"))
+    await allowed(client, new_proxy())  # the node's SSH proxy, then another of this run
+    await allowed(client, new_proxy(proxy="ssh-admin", port=16023))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert client.app[PLUGINS].endpoints["default"].unhandled == {"not_ssh": 3}
+
+
 async def test_without_a_unique_id_meta_the_frps_user_is_the_unique_id(client: Client) -> None:
     body = new_proxy(name="edge-7")
     body["content"]["user"]["metas"] = {}
@@ -374,6 +440,7 @@ UNHANDLED: list[tuple[str, object, str]] = [
     ("no user, no unique_id", login(name="", unique_id=None), "unidentified"),
     ("too long unique_id", new_proxy(unique_id="a" * 240), "unidentified"),
     ("an http proxy", new_proxy(proxy="web", proxy_type="http"), "not_ssh"),
+    ("a misnamed SSH proxy", new_proxy("node2", "def456", proxy="sshd"), "unrecognised_ssh"),
 ]
 
 
