@@ -32,6 +32,8 @@ KUBERNETES = "kubernetes"
 DEFAULT_FRPS = "default"
 _SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _USERINFO = re.compile(r"//[^/@\s]*@")
+# A URL's query, up to whatever ends the URL in a text (space, quote, fragment).
+_QUERY = re.compile(r"(://[^\s'\"?#]*\?)([^\s'\"#]*)")
 
 
 class SettingsError(ValueError):
@@ -71,9 +73,16 @@ def _setting(
 
 
 def redacted(text: str) -> str:
-    """`text` with the userinfo of every URL in it removed, to show: secrets never reach a
-    log, an error or a page."""
-    return _USERINFO.sub("//", text)
+    """`text` with the userinfo and the query values of every URL in it removed, to show:
+    secrets (a dashboard's password, a DingTalk robot's access_token) never reach a log, an
+    error or a page."""
+    return _QUERY.sub(_query_names, _USERINFO.sub("//", text))
+
+
+def _query_names(found: re.Match[str]) -> str:
+    """The query's parameter names, each value `***` (a part without `=` is all value)."""
+    parts = (part.partition("=") for part in found[2].split("&"))
+    return found[1] + "&".join(f"{name}=***" if eq else "***" for name, eq, _ in parts)
 
 
 # Parsers: text in, value out; a ValueError's text completes "<flag or variable> ...".

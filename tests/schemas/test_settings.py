@@ -97,3 +97,12 @@ def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
 def test_redacted_drops_the_userinfo_of_every_url_in_a_text() -> None:
     text = "a=http://u:p@h:1/x, b=https://tok@example.org/y@z"
     assert redacted(text) == "a=http://h:1/x, b=https://example.org/y@z"
+
+
+def test_redacted_keeps_only_the_names_of_a_urls_query() -> None:
+    text = "to 'https://oapi.dingtalk.com/robot/send?access_token=s3cr3t&x=1#top' failed"
+    assert (
+        redacted(text)
+        == "to 'https://oapi.dingtalk.com/robot/send?access_token=***&x=***#top' failed"
+    )
+    assert redacted("http://h/hook?s3cr3t") == "http://h/hook?***"
