@@ -23,6 +23,7 @@ from api.keys import (
     AUDIT,
     EXPIRY,
     LEADERSHIP,
+    NOTIFIER,
     PLUGINS,
     RECONCILERS,
     REGISTRY,
@@ -31,6 +32,7 @@ from api.keys import (
     SUPERVISOR,
     WRITER,
 )
+from api.notifications import RESULTS
 from plugin.webhook import UNHANDLED_KINDS
 from schemas.settings import KUBERNETES
 
@@ -194,8 +196,22 @@ class AdapterCollector(Collector):
         for result in ("ok", "failed", "timeout", "error"):
             execs.add_metric([result], ssh.exec_results[result])
         yield execs
-
+        yield _notifications(app)
         yield from _reconciliation(app)
+
+
+def _notifications(app: web.Application) -> Metric:
+    family = CounterMetricFamily(
+        "frpa_notifications",
+        "Notification messages by destination (dingtalk, webhook) and result: sent, or "
+        "failed (tried again)",
+        labels=["destination", "result"],
+    )
+    if NOTIFIER in app:
+        for outbox in app[NOTIFIER].outboxes:
+            for result in RESULTS:
+                family.add_metric([outbox.destination.name, result], outbox.results[result])
+    return family
 
 
 def _reconciliation(app: web.Application) -> Iterator[Metric]:

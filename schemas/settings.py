@@ -21,7 +21,16 @@ T = TypeVar("T")
 FailureMode = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
 
-GROUPS = ("listen", "store", "frps", "node state", "admission", "SSH", "auth and audit")
+GROUPS = (
+    "listen",
+    "store",
+    "frps",
+    "node state",
+    "admission",
+    "SSH",
+    "auth and audit",
+    "notifications",
+)
 # The terminal client's (`frp-adapter ssh`, `exec`): the running adapter, and its token.
 URL_VARIABLE = "FRPA_URL"
 TOKEN_VARIABLE = "FRPA_TOKEN"  # noqa: S105  (a variable name)
@@ -190,6 +199,13 @@ def _frps_servers(text: str) -> tuple[FrpsServer, ...]:
     if not servers:
         raise ValueError("is empty")
     return tuple(servers)
+
+
+def _webhook(url: str) -> str:
+    # Not shown back: redacted() knows a URL's secrets only once it is a URL.
+    if not url.startswith(("http://", "https://")) or url.endswith("://"):
+        raise ValueError("must be an http(s) URL")
+    return url
 
 
 def _origins(text: str) -> frozenset[str]:
@@ -550,6 +566,33 @@ class Settings:
         env="FRPA_SHELL_RECORDINGS",
         group="auth and audit",
         help="directory to record every shell session in, asciicast v2 (`asciinema play`)",
+    )
+
+    dingtalk_webhook: str | None = _setting(
+        None,
+        _webhook,
+        env="FRP_SERVER_WEBHOOK",
+        group="notifications",
+        help="DingTalk robot URL (`https://oapi.dingtalk.com/robot/send?access_token=...`): "
+        "the original's message for each node created and each online/offline change",
+        secret=True,
+    )
+    notify_url: str | None = _setting(
+        None,
+        _webhook,
+        env="FRPA_NOTIFY_URL",
+        group="notifications",
+        help="URL to POST each node created and each online/offline change to, as JSON "
+        "(see Notifications)",
+        secret=True,
+    )
+    notify_interval: float = _setting(
+        "10",
+        _seconds,
+        env="FRPA_NOTIFY_INTERVAL",
+        group="notifications",
+        help="at most one message per destination this often, seconds; changes meanwhile "
+        "are summarised in the next",
     )
 
     def servers(self) -> tuple[FrpsServer, ...]:
