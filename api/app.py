@@ -41,6 +41,7 @@ from api.keys import (
     SETTINGS,
     SHELLS_BY_USER,
     SHUTDOWN,
+    SLOW_READERS,
     SSH,
     STORE,
     SUPERVISOR,
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SHELLS_BY_USER] = Counter()
     app[FORWARDS_BY_USER] = Counter()
     app[LISTS] = asyncio.Semaphore(CONCURRENT_LISTS)
+    app[SLOW_READERS] = Counter()
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(partial(_nodes, client_keys=client_keys))
     app.cleanup_ctx.append(_notifications)

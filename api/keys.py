@@ -43,6 +43,9 @@ SHUTDOWN = web.AppKey("shutdown", Shutdown)
 TLS = web.AppKey("tls", Certificates)  # with FRPA_TLS_CERT_FILE only
 # With FRP_SERVER_WEBHOOK or FRPA_NOTIFY_URL only.
 NOTIFIER = web.AppKey("notifier", Notifier)
-# Node lists rendering at once; more wait their turn, so readers queue behind each other
-# rather than in front of frps's plugin calls.
+# Render slots: node lists (and watches' first lists) rendering at once; more wait their
+# turn, so readers queue behind each other rather than in front of frps's plugin calls.
+# A slot is held while a piece of an answer is rendered, never while a client reads it.
 LISTS = web.AppKey("lists", asyncio.Semaphore)
+# Clients dropped for taking nothing of an answer for FRPA_SLOW_READER_TIMEOUT, by route.
+SLOW_READERS = web.AppKey("slow_readers", Counter[str])

@@ -28,6 +28,7 @@ from api.keys import (
     RECONCILERS,
     REGISTRY,
     SETTINGS,
+    SLOW_READERS,
     SSH,
     SUPERVISOR,
     WRITER,
@@ -196,6 +197,16 @@ class AdapterCollector(Collector):
         for result in ("ok", "failed", "timeout", "error"):
             execs.add_metric([result], ssh.exec_results[result])
         yield execs
+
+        slow = CounterMetricFamily(
+            "frpa_slow_readers_dropped",
+            "Clients dropped for taking nothing of an answer for FRPA_SLOW_READER_TIMEOUT, "
+            "by route template",
+            labels=["route"],
+        )
+        for route, count in sorted(app[SLOW_READERS].items()):
+            slow.add_metric([route], count)
+        yield slow
         yield _notifications(app)
         yield from _reconciliation(app)
 

@@ -10,8 +10,11 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +22,18 @@ from marshmallow import Schema, ValidationError
 
 from api import audit
 from api.callers import IDENTITY
-from api.keys import ACCESS, AUDIT, LISTS, LOADED, REGISTRY, SETTINGS, SSH, STORE, WRITER
+from api.keys import (
+    ACCESS,
+    AUDIT,
+    LISTS,
+    LOADED,
+    REGISTRY,
+    SETTINGS,
+    SLOW_READERS,
+    SSH,
+    STORE,
+    WRITER,
+)
 from nodes.model import (
     InvalidUniqueIdError,
     JsonObject,
@@ -66,8 +80,9 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
     """`GET /api/v1/nodes[?status=online|offline][&limit=N][&continue=TOKEN]` ->
     `{"items": [NM, ...], "metadata": {"continue": TOKEN}}` (no token on the last page).
 
-    Answered from memory, a page at a time: a few lists run at once (the rest queue behind
-    them), and each yields to the plugin path after every few nodes it renders.
+    Answered from memory, a page at a time: a few lists render at once (the rest queue behind
+    them), and each yields to the plugin path after every few nodes it renders. A client
+    that takes nothing of its answer for FRPA_SLOW_READER_TIMEOUT is dropped.
     """
     try:
         query = _list_query.load(dict(request.query))
@@ -80,17 +95,17 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         return await _watch(request)
     async with request.app[LISTS]:
         states, last = request.app[REGISTRY].page(after, query["limit"], query["status"])
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    try:
         await response.prepare(request)
-        await response.write(b'{"items":[')
-        for start in range(0, len(states), _RENDER_CHUNK):
-            objs = (node_object(request, s) for s in states[start : start + _RENDER_CHUNK])
-            chunk = b",".join(json.dumps(obj, separators=(",", ":")).encode() for obj in objs)
-            await response.write(b"," + chunk if start else chunk)
-            await asyncio.sleep(0)
+        await _delivered(request, response.write(b'{"items":['))
+        await _send_rendered(request, response, states, partial(_node_json, request), b",")
         metadata = {"continue": _continue_token(last)} if last else {}
-        await response.write(b'],"metadata":' + json.dumps(metadata).encode() + b"}")
-        await response.write_eof()
+        tail = b'],"metadata":' + json.dumps(metadata).encode() + b"}"
+        await _delivered(request, response.write(tail))
+        await _delivered(request, response.write_eof())
+    except ConnectionError:  # the client went away, or was dropped
+        pass
     return response
 
 
@@ -125,33 +140,31 @@ async def _watch(request: web.Request) -> web.StreamResponse:
     node is in, and again when quiet (so a dead reader is noticed, and proxies keep the
     stream). A reader too slow to keep
     up gets `{"type": "ERROR", "object": {"code": 410, ...}}` and the stream ends: list
-    again. The stream also ends when the adapter shuts down."""
+    again; one that takes nothing for FRPA_SLOW_READER_TIMEOUT is dropped. The stream also
+    ends when the adapter shuts down."""
     registry = request.app[REGISTRY]
     states, watch = registry.watch()
     try:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        async with request.app[LISTS]:
-            for start in range(0, len(states), _RENDER_CHUNK):
-                chunk = states[start : start + _RENDER_CHUNK]
-                await response.write(b"".join(_event(request, "ADDED", s) for s in chunk))
-                await asyncio.sleep(0)
-        await response.write(_BOOKMARK)  # every node is in: what follows are changes
+        await _send_rendered(request, response, states, partial(_event, request, "ADDED"), b"")
+        await _delivered(request, response.write(_BOOKMARK))  # every node is in: changes follow
         while True:
             try:
                 async with asyncio.timeout(_BOOKMARK_SECONDS):
                     event = await watch.next()
             except TimeoutError:
-                await response.write(_BOOKMARK)
+                await _delivered(request, response.write(_BOOKMARK))
                 continue
             except WatchEndedError as e:
                 if e.overrun:
                     gone = {"code": 410, "reason": "Expired", "message": "fell behind: list again"}
-                    await response.write(json.dumps({"type": "ERROR", "object": gone}).encode())
+                    error = json.dumps({"type": "ERROR", "object": gone}).encode()
+                    await _delivered(request, response.write(error))
                 break
-            await response.write(_event(request, event.type, event.state))
-        await response.write_eof()
-    except ConnectionError:  # the reader went away
+            await _delivered(request, response.write(_event(request, event.type, event.state)))
+        await _delivered(request, response.write_eof())
+    except ConnectionError:  # the reader went away, or was dropped
         pass
     finally:
         registry.unwatch(watch)
@@ -161,6 +174,59 @@ async def _watch(request: web.Request) -> web.StreamResponse:
 def _event(request: web.Request, kind: str, state: NodeState) -> bytes:
     obj = node_object(request, state)
     return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+def _node_json(request: web.Request, state: NodeState) -> bytes:
+    return json.dumps(node_object(request, state), separators=(",", ":")).encode()
+
+
+async def _send_rendered(
+    request: web.Request,
+    response: web.StreamResponse,
+    states: list[NodeState],
+    render: Callable[[NodeState], bytes],
+    separator: bytes,
+) -> None:
+    """`states` to the client, rendered a few at a time, each piece under a render slot
+    (LISTS): the slots bound the CPU readers take, and are free again before a piece is
+    written, so a client slow to read holds up no other reader."""
+    for start in range(0, len(states), _RENDER_CHUNK):
+        async with request.app[LISTS]:
+            piece = separator.join(render(s) for s in states[start : start + _RENDER_CHUNK])
+            # Yielded with the slot held: between two plugin calls the loop renders at most
+            # as many pieces as there are slots, however many lists are open.
+            await asyncio.sleep(0)
+        await _delivered(request, response.write(separator + piece if start else piece))
+
+
+async def _delivered(request: web.Request, writing: Awaitable[None]) -> None:
+    """Awaits a write to the client, which waits for as long as the client reads nothing:
+    one that takes nothing for FRPA_SLOW_READER_TIMEOUT is dropped, counted, and
+    ConnectionResetError raised, so no answer waits on a client for ever."""
+    seconds = request.app[SETTINGS].slow_reader_timeout
+    try:
+        async with asyncio.timeout(seconds or None):
+            await writing
+    except TimeoutError:
+        resource = request.match_info.route.resource
+        assert resource is not None  # a route answers: it has a resource
+        route = resource.canonical
+        request.app[SLOW_READERS][route] += 1
+        _reset(request)
+        logger.info("dropped a client of %s that took nothing for %g s", route, seconds)
+        raise ConnectionResetError(f"the client took nothing for {seconds:g} s") from None
+
+
+def _reset(request: web.Request) -> None:
+    """Close the client's connection at once with a reset: a plain close would leave its
+    unread answer for the kernel to keep offering it, buffers and all, for minutes."""
+    transport = request.transport
+    if transport is None:  # already closed
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def node_object(request: web.Request, state: NodeState) -> JsonObject:

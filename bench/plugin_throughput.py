@@ -6,10 +6,12 @@
 Each server runs in its own process pinned to core 0; wrk (Debian's package), pinned to
 core 1, sends each op over keep-alive connections, cycling through `--nodes` distinct
 nodes as frps would (each node its own body). For each op, `--rounds` times, alternating:
-requests/s and wrk's p50/p99 for the adapter (real app: SQLite store, writer, tracker)
-and for a bare handler that reads the body and returns the same JSON; then the ratio of
-the medians. Last, the adapter's own work
-per request (parse, read, decide), timed in-process without HTTP.
+requests/s and wrk's p50/p99 for the adapter (real app: SQLite store, writer, tracker),
+for the adapter with FRPA_ALLOWED_PORTS (`ports`: every SSH proxy's port is checked
+against the fleet's), and for a bare handler that reads the body and returns the same
+JSON; then the ratios of the medians. Both adapters start with every node online, each
+on a port of its own (at most 50,000 nodes), as their NewProxy left them. Last, each
+adapter's own work per request (parse, read, decide), timed in-process without HTTP.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +36,16 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.app import create_app
-from api.keys import PLUGINS
+from api.keys import PLUGINS, WRITER
 from schemas.settings import Settings
 from tests.support import free_port, login, new_proxy, ping
 
 ALLOW = b'{"reject":false,"unchange":true}'
 OPS = ("Ping", "Login", "NewProxy")
+SERVERS = ("bare", "adapter", "ports")
+PORTS = range(10000, 60000)  # the bench's NewProxy bodies ask for these, one a node
+# Pings come only in the Ping rounds: the fleet must not fall silent, offline, mid-run.
+NO_EXPIRY_SECONDS = 86400.0
 # wrk cycles through the bodies in a file, one per line, starting each thread elsewhere.
 WRK_SCRIPT = """
 local bodies = {}
@@ -59,7 +66,15 @@ def body(op: str, i: int) -> dict[str, Any]:
         return ping(name, uid)
     if op == "Login":
         return login(name, uid)
-    return new_proxy(name, uid, port=10000 + i % 50000)
+    return new_proxy(name, uid, port=PORTS[i % len(PORTS)])
+
+
+def adapter_settings(kind: str, store: str) -> Settings:
+    return Settings(
+        store=f"sqlite:///{store}",
+        allowed_ports=PORTS if kind == "ports" else None,
+        heartbeat_timeout=NO_EXPIRY_SECONDS,
+    )
 
 
 async def bare_handler(request: web.Request) -> web.Response:
@@ -67,18 +82,29 @@ async def bare_handler(request: web.Request) -> web.Response:
     return web.Response(body=ALLOW, content_type="application/json")
 
 
-def serve(kind: str, port: int, store_dir: str) -> None:
+async def bring_online(app: web.Application, *, nodes: int) -> None:
+    """Every node's NewProxy, before the server listens: NewProxy is measured at a fleet
+    of `nodes`, not at one growing from none."""
+    endpoint = app[PLUGINS].endpoints["default"]
+    for i in range(nodes):
+        endpoint.decide(json.dumps(body("NewProxy", i)).encode())
+    await app[WRITER].drained()
+
+
+def serve(kind: str, port: int, store_dir: str, nodes: int) -> None:
     os.sched_setaffinity(0, {0})
     if kind == "bare":
         app = web.Application()
         app.router.add_post("/frps/handler", bare_handler)
     else:
-        app = create_app(Settings(store=f"sqlite:///{store_dir}/bench.db"))
+        app = create_app(adapter_settings(kind, f"{store_dir}/bench.db"))
+        app.on_startup.append(partial(bring_online, nodes=nodes))
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 def wait_listening(port: int) -> None:
-    for _ in range(200):
+    deadline = time.monotonic() + 300  # the adapters store their fleet first
+    while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -116,9 +142,9 @@ def _millis(out: str, quantile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-async def own_work_per_request(store_dir: str, nodes: int) -> dict[str, float]:
+async def own_work_per_request(kind: str, store_dir: str, nodes: int) -> dict[str, float]:
     """Microseconds of the adapter's own work per plugin request: parse, read, decide."""
-    app = create_app(Settings(store=f"sqlite:///{store_dir}/own.db"))
+    app = create_app(adapter_settings(kind, f"{store_dir}/{kind}-own.db"))
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup_ctx: store, writer, tracker
     try:
@@ -128,7 +154,7 @@ async def own_work_per_request(store_dir: str, nodes: int) -> dict[str, float]:
             raws = [json.dumps(body(op, i)).encode() for i in range(nodes)]
             start = time.perf_counter()
             for raw in raws:
-                assert endpoint.decide(raw) is None
+                endpoint.decide(raw)
             results[op] = (time.perf_counter() - start) / nodes * 1e6
         return results
     finally:
@@ -141,12 +167,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--nodes", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve", choices=["adapter", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--store-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.store_dir)
+        serve(args.serve, args.port, args.store_dir, args.nodes)
         return
 
     print(
@@ -162,7 +188,7 @@ def main() -> None:
             scripts[op] = Path(workdir) / f"{op}.lua"
             scripts[op].write_text(WRK_SCRIPT % (bodies, op))
         results: dict[tuple[str, str], list[float]] = {}
-        ports = {kind: free_port() for kind in ("bare", "adapter")}
+        ports = {kind: free_port() for kind in SERVERS}
         servers = [
             subprocess.Popen(
                 [
@@ -174,6 +200,8 @@ def main() -> None:
                     str(port),
                     "--store-dir",
                     tempfile.mkdtemp(dir=workdir),
+                    "--nodes",
+                    str(args.nodes),
                 ]
             )
             for kind, port in ports.items()
@@ -191,12 +219,19 @@ def main() -> None:
             for server in servers:
                 server.terminate()
                 server.wait()
+        medians = {key: statistics.median(rps) for key, rps in results.items()}
         for op in OPS:
-            adapter, bare = (statistics.median(results[kind, op]) for kind in ("adapter", "bare"))
-            print(f"ratio adapter/bare {op} (medians): {adapter / bare:.2f}")
-        own = asyncio.run(own_work_per_request(workdir, args.nodes))
-        for op, micros in own.items():
-            print(f"adapter's own work per {op}: {micros:.1f} µs")
+            adapter = medians["adapter", op]
+            print(f"ratio adapter/bare {op} (medians): {adapter / medians['bare', op]:.2f}")
+            print(f"ratio ports/adapter {op} (medians): {medians['ports', op] / adapter:.2f}")
+        print(
+            f"NewProxy at {args.nodes} nodes: {medians['adapter', 'NewProxy']:.0f} req/s "
+            f"without FRPA_ALLOWED_PORTS, {medians['ports', 'NewProxy']:.0f} with"
+        )
+        for kind in ("adapter", "ports"):
+            own = asyncio.run(own_work_per_request(kind, workdir, args.nodes))
+            for op, micros in own.items():
+                print(f"{kind}'s own work per {op}: {micros:.1f} µs")
 
 
 if __name__ == "__main__":

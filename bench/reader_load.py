@@ -1,6 +1,8 @@
 """Plugin latency while a crowd lists nodes: the connect path must not wait behind readers.
+With --stalled: a client's list latency while other clients never read their list.
 
     python bench/reader_load.py [--nodes 5000 50000] [--readers 32 64] [--seconds 8]
+    python bench/reader_load.py --stalled 0 2 10 [--nodes 5000] [--seconds 8]
 
 N nodes are stored in SQLite before the adapter (`python -m cli serve`, pinned to core 0)
 starts. R clients (one process, core 1) each page through `GET /api/v1/nodes` (default
@@ -9,18 +11,28 @@ page, following `continue`) in a loop, while this process sends a plugin Ping ev
 real frps. Printed per N and R: Ping p50/p99/max, list pages/s and whole lists/s, and
 the frpc's time to log in and start its proxy. The peer is the same adapter with no
 readers (R = 0), in the same run.
+
+--stalled S: S raw sockets (receive buffer 4 KiB) each ask for a page of every node and
+never read, while one aiohttp client in this process lists every node (`limit=N`, one
+page) in a loop, from 2 s after they are answered (the adapter renders what fills its
+socket buffers first). Printed per S: that client's lists done, list p50/p99 (a list that has
+not answered within --seconds counts as blocked), and its watch's time to the first
+BOOKMARK (every node in). S = 0 is the peer, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import re
+import socket
 import statistics
 import sys
 import tempfile
+import termios
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,23 +204,136 @@ async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
             await processes.stop_all()
 
 
+def stall(port: int, nodes: int) -> socket.socket:
+    """A client that asks for a page of `nodes` nodes and never reads a byte of it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /api/v1/nodes?limit={nodes} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    return sock
+
+
+def unread(sock: socket.socket) -> int:
+    """Bytes the adapter sent that wait, unread, in the socket."""
+    waiting = bytearray(4)
+    fcntl.ioctl(sock, termios.FIONREAD, waiting)
+    return int.from_bytes(waiting, sys.byteorder)
+
+
+async def list_latencies(
+    session: aiohttp.ClientSession, url: str, seconds: float
+) -> tuple[list[float], bool]:
+    """Seconds per whole list, listed one after another for `seconds`; and whether a list
+    did not answer within `seconds` (blocked)."""
+    latencies: list[float] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(seconds):
+                async with session.get(url) as resp:
+                    await resp.read()
+        except TimeoutError:
+            return latencies, True
+        latencies.append(time.perf_counter() - start)
+    return latencies, False
+
+
+async def watch_dump(session: aiohttp.ClientSession, url: str, seconds: float) -> float | None:
+    """Seconds until a watch has every node in (its first BOOKMARK); None: not within
+    `seconds`."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(seconds), session.get(url, params={"watch": "true"}) as resp:
+            while b"BOOKMARK" not in await resp.content.readline():
+                pass
+    except TimeoutError:
+        return None
+    return time.perf_counter() - start
+
+
+async def run_stalled(nodes: int, stalled_counts: list[int], seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        db = Path(workdir) / "frpa.db"
+        await fill(db, nodes)
+        processes = Processes(Path(workdir))
+        port = free_port()
+        try:
+            processes.start(
+                "adapter",
+                ["taskset", "-c", "0", sys.executable, "-m", "cli", "serve"],
+                env={
+                    **os.environ,
+                    "PYTHONPATH": str(ROOT),
+                    "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",
+                    "FRPA_STORE": f"sqlite:///{db}",
+                    "FRPA_LOG_LEVEL": "WARNING",
+                },
+            )
+            wait_listening(port)
+            url = f"http://127.0.0.1:{port}/api/v1/nodes"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url, params={"limit": "1"}) as resp:  # waits for the load
+                    assert resp.status == 200, await resp.text()
+                for count in stalled_counts:
+                    socks = [stall(port, nodes) for _ in range(count)]
+                    # Each is stalled once the adapter's answer fills its buffers (or
+                    # waits behind the others for its turn, before the change).
+                    for _ in range(40):
+                        if all(unread(sock) for sock in socks):
+                            break
+                        await asyncio.sleep(0.05)
+                    answering = sum(1 for sock in socks if unread(sock))
+                    # Before they stall, their answers fill the adapter's socket buffers
+                    # (~2.8 MB of a 4.3 MB page each, on loopback): measured after that.
+                    await asyncio.sleep(2)
+                    latencies, blocked = await list_latencies(
+                        session, f"{url}?limit={nodes}", seconds
+                    )
+                    dumped = await watch_dump(session, url, seconds)
+                    for sock in socks:
+                        sock.close()
+                    p50 = p99 = f"{'-':>8}"
+                    if len(latencies) > 1:
+                        q = statistics.quantiles(latencies, n=100)
+                        p50, p99 = f"{q[49] * 1000:8.1f}", f"{q[98] * 1000:8.1f}"
+                    watch = f"{dumped:8.2f}" if dumped is not None else f"{'blocked':>8}"
+                    print(
+                        f"{nodes:7} {count:3} {answering:9} {len(latencies):6} {p50} {p99} "
+                        f"{'blocked' if blocked else '':>8} {watch}",
+                        flush=True,
+                    )
+        finally:
+            await processes.stop_all()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--nodes", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--nodes", type=int, nargs="+")
     parser.add_argument("--readers", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--stalled", type=int, nargs="+")
     parser.add_argument("--read", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.read:
         readers(int(args.read[0]), int(args.read[1]), float(args.read[2]))
         return
     os.sched_setaffinity(0, {1})
+    if args.stalled:
+        print(f"S clients never read a page; one client lists every node for {args.seconds:g} s")
+        print(
+            f"{'nodes':>7} {'S':>3} {'answering':>9} {'lists':>6} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'':>8} {'watch s':>8}"
+        )
+        for nodes in args.nodes or [5000]:
+            asyncio.run(run_stalled(nodes, args.stalled, args.seconds))
+        return
     print(f"frp token {FRP_TOKEN!r}; Ping every 10 ms; R = 0 is the peer (no readers)")
     print(
         f"{'nodes':>7} {'R':>3} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'login s':>7} {'proxy s':>7}   {'pages/s':>8} {'lists/s':>8}"
     )
-    for nodes in args.nodes:
+    for nodes in args.nodes or [5000, 50000]:
         asyncio.run(run(nodes, args.readers, args.seconds))
 
 

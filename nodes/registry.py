@@ -65,6 +65,12 @@ class NodeRegistry:
         self._order_sorted = True
         # Which node records each SSH proxy, by frps address and proxy name (unique in frps).
         self._by_proxy: dict[tuple[str | None, str], UniqueId] = {}
+        # Which online node holds each remote port, per frps address: admission's port check
+        # without a walk of the fleet. One map per frps, not a tuple key per node: a node
+        # costs its slot (~52 bytes), and the maps hold only ints, strings and untracked
+        # tuples, so the collector never tracks them. A port frps gave again before its
+        # first node was seen offline is held by a tuple of both nodes.
+        self._by_port: dict[str | None, dict[int, UniqueId | tuple[UniqueId, ...]]] = {}
         # How many nodes have each (status, frps address): metrics without a walk of the fleet.
         self._counts: Counter[tuple[NodeStatus, str | None]] = Counter()
         self.heartbeat_expiries = 0
@@ -103,6 +109,14 @@ class NodeRegistry:
         """The node that records SSH proxy `proxy_name` of that frps, if any."""
         uid = self._by_proxy.get((frps_address, proxy_name))
         return None if uid is None else self._states.get(uid)
+
+    def port_holders(self, frps_address: str, port: int) -> tuple[UniqueId, ...]:
+        """The online nodes that record remote port `port` of that frps."""
+        ports = self._by_port.get(frps_address)
+        held = None if ports is None else ports.get(port)
+        if held is None:
+            return ()
+        return held if isinstance(held, tuple) else (held,)
 
     def changed_since(self, unique_id: UniqueId, sequence: int) -> bool:
         """Whether the node changed after `sequence` was the registry's `sequence`."""
@@ -237,6 +251,8 @@ class NodeRegistry:
         if self._writer.pending(unique_id) or (gone := self._states.pop(unique_id, None)) is None:
             return
         self._unindex(gone)
+        if (held := _port_held(gone)) is not None:
+            self._release_port(unique_id, *held)
         self._counts[gone.status, gone.frps_address] -= 1
         if self._watches:
             self._tell(NodeEvent("DELETED", gone, made_here=False))
@@ -284,6 +300,12 @@ class NodeRegistry:
             key = (state.frps_address, state.proxy_name)
             untrack(key)
             self._by_proxy[key] = uid
+        held, holds = _port_held(old), _port_held(state)
+        if held != holds:
+            if held is not None:
+                self._release_port(uid, *held)
+            if holds is not None:
+                self._hold_port(uid, *holds)
         self._states[uid] = state
         # Both maps hold only untracked objects, so they need not be tracked either: a full
         # collection walked each of them, ~2 ms at 50,000 nodes, on the plugin path. (A
@@ -297,6 +319,28 @@ class NodeRegistry:
         key = (state.frps_address, state.proxy_name)
         if self._by_proxy.get(key) == state.unique_id:
             del self._by_proxy[key]
+
+    def _hold_port(self, uid: UniqueId, frps_address: str | None, port: int) -> None:
+        ports = self._by_port.get(frps_address)
+        if ports is None:
+            ports = self._by_port[frps_address] = {}
+        held = ports.get(port)
+        if held is None:
+            ports[port] = uid
+            return
+        holders = (*held, uid) if isinstance(held, tuple) else (held, uid)
+        untrack(holders)  # a tracked tuple would make its map tracked again
+        ports[port] = holders
+
+    def _release_port(self, uid: UniqueId, frps_address: str | None, port: int) -> None:
+        ports = self._by_port[frps_address]
+        held = ports[port]
+        if not isinstance(held, tuple):
+            del ports[port]
+            return
+        rest = tuple(holder for holder in held if holder != uid)
+        untrack(rest)
+        ports[port] = rest[0] if len(rest) == 1 else rest
 
     async def load(self, store: NodeStore) -> int:
         """Seed memory from the store, retrying until it can be read; nodes already in
@@ -319,6 +363,13 @@ class NodeRegistry:
             break
         logger.info("stored nodes read: %d node(s) known", len(self._states))
         return len(self._states)
+
+
+def _port_held(state: NodeState | None) -> tuple[str | None, int] | None:
+    """The (frps address, remote port) a node holds: an online node's port, if known."""
+    if state is None or state.status != ONLINE or state.remote_port is None:
+        return None
+    return state.frps_address, state.remote_port
 
 
 def _second(at: datetime) -> datetime:

@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nodes.model import ONLINE, UniqueId
+from nodes.model import UniqueId
 from nodes.registry import NodeRegistry
 
 TOKEN_META = "token"  # noqa: S105  (a metadatas key)
@@ -64,11 +64,6 @@ class Admission:
                 f"remote port {port} is outside the allowed {self.ports.start}-"
                 f"{self.ports.stop - 1}"
             )
-        for state in registry.states():
-            if (
-                state.remote_port == port
-                and state.unique_id != uid
-                and state.status == ONLINE
-                and state.frps_address == frps_address
-            ):
-                raise AdmissionError(f"remote port {port} is held by node {state.unique_id}")
+        for holder in registry.port_holders(frps_address, port):
+            if holder != uid:
+                raise AdmissionError(f"remote port {port} is held by node {holder}")

@@ -274,6 +274,14 @@ class Settings:
         group="listen",
         help="seconds from SIGTERM to exit: shells closed, requests finished, writes drained",
     )
+    slow_reader_timeout: float = _setting(
+        "30",
+        _seconds,
+        env="FRPA_SLOW_READER_TIMEOUT",
+        group="listen",
+        help="drop a client of a node list or watch that takes nothing of it this long, "
+        "seconds (0: never)",
+    )
     log_level: str = _setting(
         "INFO",
         _choice("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -1,12 +1,23 @@
-"""The registry's memory of a fleet, as CPython's cyclic garbage collector sees it."""
+"""The registry's memory of a fleet: its indexes, and how CPython's cyclic garbage
+collector sees it."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from nodes.model import ONLINE, NodeChange, NodeState, UniqueId, render_nm
+from nodes.model import (
+    OFFLINE,
+    ONLINE,
+    NodeChange,
+    NodeState,
+    UniqueId,
+    nm_name,
+    render_nm,
+)
 from nodes.registry import NodeRegistry
 from nodes.sqlite import SqliteStore
 from nodes.writer import NodeWriter
@@ -26,6 +37,7 @@ async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: 
             status=ONLINE,
             frps_address="127.0.0.1",
             proxy_name=f"n{i}.ssh",
+            remote_port=16000 + i,
         )
         registry.transition(UniqueId(f"node-{i}"), change)
     try:
@@ -33,7 +45,7 @@ async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: 
         holding = [
             type(o).__name__
             for o in gc.get_objects()
-            if isinstance(o, dict) and ("node-7" in o or ("127.0.0.1", "n7.ssh") in o)
+            if isinstance(o, dict) and ("node-7" in o or ("127.0.0.1", "n7.ssh") in o or 16007 in o)
         ]
         assert holding == []
         assert writer.backlog == 300
@@ -67,3 +79,92 @@ async def test_a_watch_tells_the_changes_made_here_from_those_adopted_from_the_s
     finally:
         registry.unwatch(watch)
         await store.close()
+
+
+FRPS = ("198.51.100.1", "198.51.100.2")
+PORTS = (16001, 16002, 16003)
+NODES = tuple(UniqueId(f"n{i}") for i in range(8))
+SILENCE = timedelta(seconds=90)
+
+
+async def test_the_port_index_names_each_ports_online_nodes_through_every_transition(
+    tmp_path: Path,
+) -> None:
+    """Few nodes on few ports of two frps, changed at random by every writer of node state
+    (events, another replica's stored NMs, deletions, heartbeat expiry, start-up load):
+    after each change the index names the online nodes a walk of the fleet finds."""
+    store = SqliteStore(str(tmp_path / "nodes.db"))
+    writer = NodeWriter(store)
+    writing = asyncio.create_task(writer.run())
+    registry = NodeRegistry(writer, heartbeat_persist_interval=60)
+    rng = random.Random(23)
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    shared = 0
+    try:
+        for _ in range(600):
+            at += timedelta(seconds=1)
+            uid = rng.choice(NODES)
+            state = registry.get(uid)
+            match rng.randrange(7):
+                case 0:  # a NewProxy, of a new run perhaps
+                    change = NodeChange(
+                        reason="NewProxy",
+                        at=at,
+                        status=ONLINE,
+                        frps_address=rng.choice(FRPS),
+                        remote_port=rng.choice(PORTS),
+                        run_id=rng.choice(("r1", "r2")),
+                    )
+                    registry.transition(uid, change)
+                case 1:  # a CloseProxy, or reconciliation finding the proxy gone
+                    registry.transition(uid, NodeChange(reason="Closed", at=at, status=OFFLINE))
+                case 2:  # reconciliation finding the proxy on another port
+                    registry.amend(
+                        uid, NodeChange(reason="R", at=at, remote_port=rng.choice(PORTS))
+                    )
+                case 3:
+                    registry.heartbeat(uid, at, state.run_id if state else "r1")
+                case 4:
+                    await registry.expire_heartbeats(at + 2 * SILENCE, SILENCE)
+                case 5:  # another replica stored the node
+                    await writer.drained()
+                    stored = NodeState(
+                        unique_id=uid,
+                        status=rng.choice((ONLINE, OFFLINE)),
+                        reason="Elsewhere",
+                        last_transition=at,
+                        updated_at=at,
+                        frps_address=rng.choice(FRPS),
+                        remote_port=rng.choice(PORTS),
+                    )
+                    registry.observe(render_nm(stored, None))
+                case 6:
+                    await writer.drained()
+                    registry.observe_deletion(nm_name(uid))
+            shared = max(shared, assert_port_index_agrees(registry))
+        assert shared >= 2  # the walk gave ports to several online nodes at once
+        await writer.drained()
+        loaded = NodeRegistry(writer, heartbeat_persist_interval=60)
+        await loaded.load(store)
+        assert_port_index_agrees(loaded)
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+        await store.close()
+
+
+def assert_port_index_agrees(registry: NodeRegistry) -> int:
+    """Assert the index against a walk of the fleet; the most nodes a port has."""
+    most = 0
+    for frps in FRPS:
+        for port in PORTS:
+            walked = sorted(
+                state.unique_id
+                for state in registry.states()
+                if state.status == ONLINE
+                and state.frps_address == frps
+                and state.remote_port == port
+            )
+            assert sorted(registry.port_holders(frps, port)) == walked
+            most = max(most, len(walked))
+    return most

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from tests.support import bearer, login, new_proxy, settings_for, tokens_file
+from api.keys import LOADED, REGISTRY, WRITER
+from nodes.model import OFFLINE, ONLINE, UniqueId
+from nodes.registry import NodeRegistry
+from tests.clock import FakeClock
+from tests.support import (
+    FakeDashboard,
+    app_with_dashboard,
+    bearer,
+    clock_of,
+    close_proxy,
+    eventually,
+    login,
+    new_proxy,
+    online,
+    ping,
+    settings_for,
+    tokens_file,
+)
 
 Client = TestClient[web.Request, web.Application]
+GRACE = settings_for(Path()).close_grace_period
+TIMEOUT = settings_for(Path()).heartbeat_timeout
+INTERVAL = settings_for(Path()).reconcile_interval
 
 
 async def adapter(aiohttp_client: AiohttpClient, tmp_path: Path, **settings: Any) -> Client:
@@ -114,3 +135,96 @@ async def test_a_frpc_that_names_no_node_is_refused_only_where_registration_is_r
     assert await answer(client, anonymous) == (
         "Login refused: only registered nodes may log in, this frpc names none: unique_id is empty"
     )
+
+
+async def test_a_port_is_free_again_once_its_node_moves_closes_it_or_falls_silent(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    settings = settings_for(
+        tmp_path, allowed_ports=range(16000, 17000), heartbeat_persist_interval=0
+    )
+    client = await aiohttp_client(create_app(settings, clock=FakeClock()))
+    registry, clock = client.app[REGISTRY], clock_of(client)
+    assert await answer(client, new_proxy("a", "a", port=16001)) is None
+    # frpc logs in again, a new process, and asks for another port.
+    assert await answer(client, new_proxy("a", "a", port=16002, run_id="r2")) is None
+    assert await answer(client, new_proxy("b", "b", port=16001)) is None
+    assert await answer(client, new_proxy("c", "c", port=16002)) == (
+        "NewProxy refused: remote port 16002 is held by node a"
+    )
+
+    await clock.advance(GRACE)
+    assert await answer(client, close_proxy("a", "a", run_id="r2")) is None
+    await clock.advance(GRACE)
+    await eventually(status_is(registry, "a", OFFLINE), what="a offline after its CloseProxy")
+    assert await answer(client, new_proxy("c", "c", port=16002)) is None
+
+    assert await answer(client, ping("b", "b")) is None
+    await clock.advance(TIMEOUT + TIMEOUT / 3)  # silence is judged every third of it
+    await eventually(status_is(registry, "b", OFFLINE), what="b offline once silent")
+    assert await answer(client, new_proxy("d", "d", port=16001)) is None
+
+
+async def test_a_restarted_adapter_knows_the_ports_its_stored_nodes_hold_until_one_is_deleted(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    first = await adapter(aiohttp_client, tmp_path, allowed_ports=range(16000, 17000))
+    assert await answer(first, new_proxy("a", "a", port=16001)) is None
+    await first.app[WRITER].drained()
+    await first.close()
+
+    second = await adapter(aiohttp_client, tmp_path, allowed_ports=range(16000, 17000))
+    await second.app[LOADED]
+    assert await answer(second, new_proxy("b", "b", port=16001)) == (
+        "NewProxy refused: remote port 16001 is held by node a"
+    )
+    second.app[REGISTRY].observe_deletion("nodemaintenances-a")  # as a store's watch tells
+    assert await answer(second, new_proxy("b", "b", port=16001)) is None
+
+
+async def test_a_port_reconciliation_moved_or_freed_is_judged_as_frps_has_it(
+    tmp_path: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> None:
+    dashboard = FakeDashboard()
+    dashboard.proxies = {"a.ssh": online(16001)}
+    client = await app_with_dashboard(
+        tmp_path,
+        aiohttp_client,
+        aiohttp_server,
+        dashboard,
+        clock=FakeClock(),
+        allowed_ports=range(16000, 17000),
+    )
+    registry, clock = client.app[REGISTRY], clock_of(client)
+    assert await answer(client, new_proxy("a", "a", port=16001)) is None
+    await eventually(status_is(registry, "a", ONLINE), what="a confirmed by frps")
+
+    # frps moved a's proxy while its events were lost.
+    dashboard.proxies = {"a.ssh": online(16011), "b.ssh": online(16001)}
+    await clock.advance(INTERVAL)
+    await eventually(port_is(registry, "a", 16011), what="a's port reconciled")
+    assert await answer(client, new_proxy("b", "b", port=16001)) is None
+    assert await answer(client, new_proxy("c", "c", port=16011)) == (
+        "NewProxy refused: remote port 16011 is held by node a"
+    )
+
+    dashboard.proxies = {"a.ssh": {"status": "offline", "conf": None}, "b.ssh": online(16001)}
+    await clock.advance(INTERVAL)
+    await eventually(status_is(registry, "a", OFFLINE), what="a offline as frps has it")
+    assert await answer(client, new_proxy("c", "c", port=16011)) is None
+
+
+def status_is(registry: NodeRegistry, uid: str, status: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        state = registry.get(UniqueId(uid))
+        return state is not None and state.status == status
+
+    return check
+
+
+def port_is(registry: NodeRegistry, uid: str, port: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        state = registry.get(UniqueId(uid))
+        return state is not None and state.remote_port == port
+
+    return check
