@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -34,6 +34,7 @@ from api.keys import (
     LEADERSHIP,
     LISTS,
     LOADED,
+    NOTIFIER,
     PLUGINS,
     RECONCILERS,
     REGISTRY,
@@ -48,6 +49,7 @@ from api.keys import (
     WRITER,
 )
 from api.metrics import METRICS, setup_metrics
+from api.notifications import Notifier, Outbox, destinations
 from api.shutdown import Shutdown
 from api.tls import Certificates
 from nodes.backend import open_store
@@ -115,6 +117,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SLOW_READERS] = Counter()
     app.cleanup_ctx.append(_access)
     app.cleanup_ctx.append(partial(_nodes, client_keys=client_keys))
+    app.cleanup_ctx.append(_notifications)
     if settings.metrics_address is not None:
         app.cleanup_ctx.append(_metrics_site)
     timer = setup_metrics(app)
@@ -263,6 +266,43 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             except TimeoutError:
                 logger.error("shutting down with %d node write(s) not stored", writer.backlog)
             await supervisor.stop(_WRITER)
+
+
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    """Node changes to FRP_SERVER_WEBHOOK and FRPA_NOTIFY_URL, when either is set."""
+    settings = app[SETTINGS]
+    found = destinations(settings)
+    if not found:
+        yield
+        return
+    # Its own session: DingTalk is outside the cluster, often only through HTTPS_PROXY.
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        outboxes = [
+            Outbox(d, session, interval=settings.notify_interval, clock=app[CLOCK]) for d in found
+        ]
+        app[NOTIFIER] = notifier = Notifier(
+            app[REGISTRY],
+            outboxes,
+            frps_names={server.address: server.name for server in settings.servers()},
+        )
+        loaded = app[LOADED]
+        tasks: dict[str, Callable[[], Awaitable[object]]] = {
+            "notifications-watch": partial(notifier.run, loaded)
+        }
+        tasks |= {f"notifications-{o.destination.name}": o.run for o in outboxes}
+        for name, work in tasks.items():
+            app[SUPERVISOR].start(name, work)
+        try:
+            yield
+        finally:
+            await app[SUPERVISOR].stop(*tasks)
+            for outbox in outboxes:
+                if outbox.backlog:
+                    logger.warning(
+                        "shutting down with %d change(s) not notified to %s",
+                        outbox.backlog,
+                        outbox.destination.name,
+                    )
 
 
 def _frps_parts(

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api.audit import AuditLog
 from api.auth import Access
+from api.notifications import Notifier
 from api.shutdown import Shutdown
 from api.tls import Certificates
 from nodes.clock import Clock
@@ -40,6 +41,8 @@ EXPIRY = web.AppKey("expiry", HeartbeatExpiry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 SHUTDOWN = web.AppKey("shutdown", Shutdown)
 TLS = web.AppKey("tls", Certificates)  # with FRPA_TLS_CERT_FILE only
+# With FRP_SERVER_WEBHOOK or FRPA_NOTIFY_URL only.
+NOTIFIER = web.AppKey("notifier", Notifier)
 # Render slots: node lists (and watches' first lists) rendering at once; more wait their
 # turn, so readers queue behind each other rather than in front of frps's plugin calls.
 # A slot is held while a piece of an answer is rendered, never while a client reads it.

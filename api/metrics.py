@@ -23,6 +23,7 @@ from api.keys import (
     AUDIT,
     EXPIRY,
     LEADERSHIP,
+    NOTIFIER,
     PLUGINS,
     RECONCILERS,
     REGISTRY,
@@ -32,6 +33,7 @@ from api.keys import (
     SUPERVISOR,
     WRITER,
 )
+from api.notifications import RESULTS
 from plugin.webhook import UNHANDLED_KINDS
 from schemas.settings import KUBERNETES
 
@@ -207,8 +209,22 @@ class AdapterCollector(Collector):
         for route, count in sorted(app[SLOW_READERS].items()):
             slow.add_metric([route], count)
         yield slow
-
+        yield _notifications(app)
         yield from _reconciliation(app)
+
+
+def _notifications(app: web.Application) -> Metric:
+    family = CounterMetricFamily(
+        "frpa_notifications",
+        "Notification messages by destination (dingtalk, webhook) and result: sent, or "
+        "failed (tried again)",
+        labels=["destination", "result"],
+    )
+    if NOTIFIER in app:
+        for outbox in app[NOTIFIER].outboxes:
+            for result in RESULTS:
+                family.add_metric([outbox.destination.name, result], outbox.results[result])
+    return family
 
 
 def _reconciliation(app: web.Application) -> Iterator[Metric]:

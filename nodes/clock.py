@@ -24,6 +24,11 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    async def wait(self, event: asyncio.Event) -> None:
+        """Until `event` is set, however long: a part with nothing to do waits for its work
+        here, so a test's clock can tell it is idle rather than still busy."""
+        await event.wait()
+
 
 def cause(error: BaseException, time_limit: float) -> str:
     """What went wrong, for a message: a timeout says nothing of itself (the text of

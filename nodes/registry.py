@@ -130,7 +130,7 @@ class NodeRegistry:
         new = apply_change(current, unique_id, change)
         if new is current:
             return new
-        self._put(new)
+        self._put(new, made_here=True)
         if current is None or new.status != current.status:
             before = current.status if current else "unknown"
             logger.info(
@@ -240,7 +240,7 @@ class NodeRegistry:
                 default=None,
             )
             stored = replace(stored, last_heartbeat=heartbeat)
-        self._put(stored)
+        self._put(stored, made_here=False)
 
     def observe_deletion(self, name: str) -> None:
         """Drop a node whose NM someone deleted from the store, unless we are writing it."""
@@ -255,7 +255,7 @@ class NodeRegistry:
             self._release_port(unique_id, *held)
         self._counts[gone.status, gone.frps_address] -= 1
         if self._watches:
-            self._tell(NodeEvent("DELETED", gone))
+            self._tell(NodeEvent("DELETED", gone, made_here=False))
         self._heartbeats.pop(unique_id, None)
         self._pinging_runs.pop(unique_id, None)
         self._changed[unique_id] = self.sequence = self.sequence + 1
@@ -283,11 +283,11 @@ class NodeRegistry:
         for watch in self._watches:
             watch.put(event)
 
-    def _put(self, state: NodeState) -> None:
+    def _put(self, state: NodeState, *, made_here: bool) -> None:
         uid = state.unique_id
         old = self._states.get(uid)
         if self._watches:
-            self._tell(NodeEvent("ADDED" if old is None else "MODIFIED", state))
+            self._tell(NodeEvent("ADDED" if old is None else "MODIFIED", state, made_here))
         if old is None:
             self._order.append(uid)
             self._order_sorted = False
@@ -353,7 +353,7 @@ class NodeRegistry:
                         unique_id = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
                         if unique_id in self._states:  # a change since start-up, or observed
                             continue
-                        self._put(state_from_nm(obj))
+                        self._put(state_from_nm(obj), made_here=False)
                     except InvalidUniqueIdError as e:
                         logger.warning("ignoring a stored object that is not ours: %s", e)
             except StoreError as e:

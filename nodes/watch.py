@@ -21,6 +21,9 @@ QUEUE_SIZE = 4096
 class NodeEvent:
     type: EventType
     state: NodeState  # for DELETED, the last state known
+    # Made by this replica (`transition`), not adopted from the store (another replica's
+    # write, or the nodes read at start-up): each change is notified by its maker only.
+    made_here: bool
 
 
 class WatchEndedError(Exception):

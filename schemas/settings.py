@@ -21,7 +21,16 @@ T = TypeVar("T")
 FailureMode = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
 
-GROUPS = ("listen", "store", "frps", "node state", "admission", "SSH", "auth and audit")
+GROUPS = (
+    "listen",
+    "store",
+    "frps",
+    "node state",
+    "admission",
+    "SSH",
+    "auth and audit",
+    "notifications",
+)
 # The terminal client's (`frp-adapter ssh`, `exec`): the running adapter, and its token.
 URL_VARIABLE = "FRPA_URL"
 TOKEN_VARIABLE = "FRPA_TOKEN"  # noqa: S105  (a variable name)
@@ -32,6 +41,8 @@ KUBERNETES = "kubernetes"
 DEFAULT_FRPS = "default"
 _SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _USERINFO = re.compile(r"//[^/@\s]*@")
+# A URL's query, up to whatever ends the URL in a text (space, quote, fragment).
+_QUERY = re.compile(r"(://[^\s'\"?#]*\?)([^\s'\"#]*)")
 
 
 class SettingsError(ValueError):
@@ -71,9 +82,16 @@ def _setting(
 
 
 def redacted(text: str) -> str:
-    """`text` with the userinfo of every URL in it removed, to show: secrets never reach a
-    log, an error or a page."""
-    return _USERINFO.sub("//", text)
+    """`text` with the userinfo and the query values of every URL in it removed, to show:
+    secrets (a dashboard's password, a DingTalk robot's access_token) never reach a log, an
+    error or a page."""
+    return _QUERY.sub(_query_names, _USERINFO.sub("//", text))
+
+
+def _query_names(found: re.Match[str]) -> str:
+    """The query's parameter names, each value `***` (a part without `=` is all value)."""
+    parts = (part.partition("=") for part in found[2].split("&"))
+    return found[1] + "&".join(f"{name}=***" if eq else "***" for name, eq, _ in parts)
 
 
 # Parsers: text in, value out; a ValueError's text completes "<flag or variable> ...".
@@ -181,6 +199,13 @@ def _frps_servers(text: str) -> tuple[FrpsServer, ...]:
     if not servers:
         raise ValueError("is empty")
     return tuple(servers)
+
+
+def _webhook(url: str) -> str:
+    # Not shown back: redacted() knows a URL's secrets only once it is a URL.
+    if not url.startswith(("http://", "https://")) or url.endswith("://"):
+        raise ValueError("must be an http(s) URL")
+    return url
 
 
 def _origins(text: str) -> frozenset[str]:
@@ -549,6 +574,33 @@ class Settings:
         env="FRPA_SHELL_RECORDINGS",
         group="auth and audit",
         help="directory to record every shell session in, asciicast v2 (`asciinema play`)",
+    )
+
+    dingtalk_webhook: str | None = _setting(
+        None,
+        _webhook,
+        env="FRP_SERVER_WEBHOOK",
+        group="notifications",
+        help="DingTalk robot URL (`https://oapi.dingtalk.com/robot/send?access_token=...`): "
+        "the original's message for each node created and each online/offline change",
+        secret=True,
+    )
+    notify_url: str | None = _setting(
+        None,
+        _webhook,
+        env="FRPA_NOTIFY_URL",
+        group="notifications",
+        help="URL to POST each node created and each online/offline change to, as JSON "
+        "(see Notifications)",
+        secret=True,
+    )
+    notify_interval: float = _setting(
+        "10",
+        _seconds,
+        env="FRPA_NOTIFY_INTERVAL",
+        group="notifications",
+        help="at most one message per destination this often, seconds; changes meanwhile "
+        "are summarised in the next",
     )
 
     def servers(self) -> tuple[FrpsServer, ...]:

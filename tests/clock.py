@@ -45,6 +45,16 @@ class FakeClock(Clock):
         finally:
             self._asleep.discard(task)
 
+    async def wait(self, event: asyncio.Event) -> None:
+        """Idle until `event` is set: as asleep, for `settle`, as a sleeper is."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._asleep.add(task)
+        try:
+            await event.wait()
+        finally:
+            self._asleep.discard(task)
+
     def stall(self, seconds: float) -> None:
         """Pass `seconds` with nothing running, as for a process stopped or frozen: every
         sleeper due meanwhile wakes late, at the next `advance`."""

@@ -54,6 +54,33 @@ async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: 
         await store.close()
 
 
+async def test_a_watch_tells_the_changes_made_here_from_those_adopted_from_the_store(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "nodes.db"))
+    registry = NodeRegistry(NodeWriter(store), heartbeat_persist_interval=60)
+    at = datetime.now(UTC)
+    theirs = NodeState(
+        unique_id=UniqueId("theirs"),
+        status=ONLINE,
+        reason="NewProxy",
+        last_transition=at,
+        updated_at=at,
+    )
+    _, watch = registry.watch()
+    try:
+        registry.observe(render_nm(theirs, None))  # another replica's write
+        registry.transition(UniqueId("mine"), NodeChange(reason="NewProxy", at=at, status=ONLINE))
+        events = [await watch.next(), await watch.next()]
+        assert [(e.state.unique_id, e.made_here) for e in events] == [
+            ("theirs", False),
+            ("mine", True),
+        ]
+    finally:
+        registry.unwatch(watch)
+        await store.close()
+
+
 FRPS = ("198.51.100.1", "198.51.100.2")
 PORTS = (16001, 16002, 16003)
 NODES = tuple(UniqueId(f"n{i}") for i in range(8))

@@ -49,14 +49,22 @@ def test_a_bad_value_names_what_was_given_flag_or_variable() -> None:
 
 def test_secrets_have_no_flag_and_never_show_in_a_repr() -> None:
     secrets = {f.name for f, setting in declared() if setting.secret}
-    assert secrets == {"frps_api_password", "plugin_secret", "ssh_password"}
+    assert secrets == {
+        "frps_api_password",
+        "plugin_secret",
+        "ssh_password",
+        "dingtalk_webhook",
+        "notify_url",
+    }
     settings = load(
         FRP_SERVER_HTTPAUTHPASSWORD="pw-one-1234",
         FRPA_PLUGIN_SECRET="secret-two-12345",
         FRPA_SSH_PASSWORD="pw-three-5678",
+        FRP_SERVER_WEBHOOK="https://oapi.dingtalk.com/robot/send?access_token=token-four",
+        FRPA_NOTIFY_URL="https://hooks.example.org/token-five",
     )
     assert settings.plugin_secret == "secret-two-12345"
-    for secret in ("pw-one", "secret-two", "pw-three"):
+    for secret in ("pw-one", "secret-two", "pw-three", "token-four", "token-five"):
         assert secret not in repr(settings)
     with pytest.raises(SystemExit):
         load("--plugin-secret", "x" * 16)
@@ -97,3 +105,18 @@ def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
 def test_redacted_drops_the_userinfo_of_every_url_in_a_text() -> None:
     text = "a=http://u:p@h:1/x, b=https://tok@example.org/y@z"
     assert redacted(text) == "a=http://h:1/x, b=https://example.org/y@z"
+
+
+def test_redacted_keeps_only_the_names_of_a_urls_query() -> None:
+    text = "to 'https://oapi.dingtalk.com/robot/send?access_token=s3cr3t&x=1#top' failed"
+    assert (
+        redacted(text)
+        == "to 'https://oapi.dingtalk.com/robot/send?access_token=***&x=***#top' failed"
+    )
+    assert redacted("http://h/hook?s3cr3t") == "http://h/hook?***"
+
+
+def test_a_webhook_must_be_an_http_url_and_its_error_shows_no_secret() -> None:
+    with pytest.raises(SettingsError, match=r"^FRP_SERVER_WEBHOOK: must be an http\(s\) URL") as e:
+        load(FRP_SERVER_WEBHOOK="oapi.dingtalk.com/robot/send?access_token=s3cr3t")
+    assert "s3cr3t" not in str(e.value)
