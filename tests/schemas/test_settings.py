@@ -97,3 +97,21 @@ def test_store_urls_name_kubernetes_or_relative_and_absolute_files() -> None:
 def test_redacted_drops_the_userinfo_of_every_url_in_a_text() -> None:
     text = "a=http://u:p@h:1/x, b=https://tok@example.org/y@z"
     assert redacted(text) == "a=http://h:1/x, b=https://example.org/y@z"
+
+
+def test_each_frps_may_name_its_bind_port_after_its_address() -> None:
+    settings = load(
+        FRPA_FRPS_SERVERS="east=frps-east=http://frps-east:7500,west=10.0.0.2:7001,"
+        "v6=[fd00::2]:7002,bare=fd00::3"
+    )
+    assert [(s.name, s.address, s.bind_port) for s in settings.servers()] == [
+        ("east", "frps-east", 7000),
+        ("west", "10.0.0.2", 7001),
+        ("v6", "fd00::2", 7002),
+        ("bare", "fd00::3", 7000),
+    ]
+    assert load(FRPA_FRPS_BIND_PORT="7100").servers()[0].bind_port == 7100
+    with pytest.raises(SettingsError, match="must be host:port"):
+        load(FRPA_FRPS_SERVERS="a=10.0.0.2:ssh")
+    with pytest.raises(SettingsError, match="drop FRPA_FRPS_ADDRESS, FRPA_FRPS_BIND_PORT"):
+        load(FRPA_FRPS_SERVERS="a=10.0.0.2", FRPA_FRPS_BIND_PORT="7100")
