@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from api.keys import (
     AUDIT,
     EXPIRY,
+    FRPS,
     LEADERSHIP,
     PLUGINS,
     RECONCILERS,
@@ -195,7 +196,21 @@ class AdapterCollector(Collector):
             execs.add_metric([result], ssh.exec_results[result])
         yield execs
 
+        yield _frps_up(app)
         yield from _reconciliation(app)
+
+
+def _frps_up(app: web.Application) -> Metric:
+    up = GaugeMetricFamily(
+        "frpa_frps_up",
+        "1 while frps answers (its dashboard, else its bind port) or calls the plugin, 0 "
+        "from the first probe it leaves unanswered (FRPA_FRPS_DOWN_AFTER=0: not watched)",
+        labels=["frps"],
+    )
+    for name, live in sorted(app[FRPS].items()):
+        if live.watched:
+            up.add_metric([name], int(not live.unreachable))
+    return up
 
 
 def _reconciliation(app: web.Application) -> Iterator[Metric]:
