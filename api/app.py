@@ -31,6 +31,7 @@ from api.keys import (
     CLOCK,
     EXPIRY,
     FORWARDS_BY_USER,
+    FRPS,
     LEADERSHIP,
     LISTS,
     LOADED,
@@ -55,15 +56,17 @@ from api.tls import Certificates
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
+from nodes.liveness import FrpsLiveness
 from nodes.registry import NodeRegistry
 from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
 from plugin.admission import Admission
 from plugin.dashboard import FrpsDashboard
-from plugin.reconciler import FrpsReconciler
+from plugin.liveness import FrpsWatch
+from plugin.reconciler import RELOGIN_SETTLE_SECONDS, FrpsReconciler
 from plugin.tracker import SshProxyTracker
 from plugin.webhook import FrpsPlugins, PluginEndpoint
-from schemas.settings import Settings, SettingsError
+from schemas.settings import FrpsServer, Settings, SettingsError
 from ssh.connector import ClientKey, SshConnector, read_client_key
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[SUPERVISOR] = Supervisor(app[CLOCK])
+    app[FRPS] = {
+        server.name: FrpsLiveness(
+            server.name,
+            server.address,
+            watched=bool(settings.frps_down_after),
+        )
+        for server in settings.servers()
+    }
     app[SHUTDOWN] = Shutdown(settings.shutdown_timeout)
     app.on_shutdown.append(app[SHUTDOWN].begin)
     app.on_shutdown.append(_end_watches)
@@ -214,6 +225,7 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             password=settings.ssh_password,
             known_hosts=settings.ssh_known_hosts,
             connect_timeout=settings.ssh_connect_timeout,
+            frps={live.address: live for live in app[FRPS].values()},
         )
         app[EXPIRY] = expiry = HeartbeatExpiry(
             registry,
@@ -225,6 +237,8 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             {
                 name: PluginEndpoint(
                     tracker,
+                    liveness=app[FRPS][name],
+                    clock=clock,
                     fail_closed=settings.plugin_failure_mode == "closed",
                     store_failing=lambda: writer.failing,
                 )
@@ -247,6 +261,9 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
         for name, reconciler in reconcilers.items():
             background.append(f"reconciler-{name}")
             supervisor.start(background[-1], partial(reconciler.run, loaded))
+        background += _start_frps_watches(
+            app, registry, session, reconcilers, leading=lambda: leadership.leading
+        )
         try:
             yield
         finally:
@@ -322,16 +339,7 @@ def _frps_parts(
     trackers: dict[str, SshProxyTracker] = {}
     reconcilers: dict[str, FrpsReconciler] = {}
     for server in settings.servers():
-        dashboard = (
-            FrpsDashboard(
-                session,
-                server.api,
-                user=settings.frps_api_user,
-                password=settings.frps_api_password,
-            )
-            if server.api
-            else None
-        )
+        dashboard = _dashboard(settings, server, session)
         reconciler = (
             FrpsReconciler(
                 registry,
@@ -357,3 +365,47 @@ def _frps_parts(
             admission=admission,
         )
     return trackers, reconcilers
+
+
+def _dashboard(
+    settings: Settings, server: FrpsServer, session: aiohttp.ClientSession
+) -> FrpsDashboard | None:
+    if server.api is None:
+        return None
+    return FrpsDashboard(
+        session, server.api, user=settings.frps_api_user, password=settings.frps_api_password
+    )
+
+
+def _start_frps_watches(
+    app: web.Application,
+    registry: NodeRegistry,
+    session: aiohttp.ClientSession,
+    reconcilers: dict[str, FrpsReconciler],
+    *,
+    leading: Callable[[], bool],
+) -> list[str]:
+    """Per frps, the watch of its liveness (none with FRPA_FRPS_DOWN_AFTER=0), started;
+    the names of their tasks."""
+    settings = app[SETTINGS]
+    if not settings.frps_down_after:
+        return []
+    names = []
+    for server in settings.servers():
+        reconciler = reconcilers.get(server.name)
+        watch = FrpsWatch(
+            app[FRPS][server.name],
+            registry,
+            dashboard=_dashboard(settings, server, session),
+            bind_port=server.bind_port,
+            down_after=settings.frps_down_after,
+            leading=leading,
+            # Its nodes log in again as frps comes back; those that do not are found then.
+            on_back=(
+                partial(reconciler.reconcile_soon, RELOGIN_SETTLE_SECONDS) if reconciler else None
+            ),
+            clock=app[CLOCK],
+        )
+        names.append(f"frps-watch-{server.name}")
+        app[SUPERVISOR].start(names[-1], watch.run)
+    return names

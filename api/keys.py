@@ -14,6 +14,7 @@ from api.shutdown import Shutdown
 from api.tls import Certificates
 from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
+from nodes.liveness import FrpsLiveness
 from nodes.registry import NodeRegistry
 from nodes.store import Leadership, NodeStore
 from nodes.supervisor import Supervisor
@@ -31,6 +32,7 @@ REGISTRY = web.AppKey("registry", NodeRegistry)
 PLUGINS = web.AppKey("plugins", FrpsPlugins)
 LOADED = web.AppKey("loaded", asyncio.Task[None])
 RECONCILERS = web.AppKey("reconcilers", dict[str, FrpsReconciler])  # frps with a dashboard
+FRPS = web.AppKey("frps", dict[str, FrpsLiveness])  # by name, every frps served
 SSH = web.AppKey("ssh", SshConnector)
 ACCESS = web.AppKey("access", Access)
 AUDIT = web.AppKey("audit", AuditLog)

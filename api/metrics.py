@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from api.keys import (
     AUDIT,
     EXPIRY,
+    FRPS,
     LEADERSHIP,
     NOTIFIER,
     PLUGINS,
@@ -210,6 +211,7 @@ class AdapterCollector(Collector):
             slow.add_metric([route], count)
         yield slow
         yield _notifications(app)
+        yield _frps_up(app)
         yield from _reconciliation(app)
 
 
@@ -225,6 +227,19 @@ def _notifications(app: web.Application) -> Metric:
             for result in RESULTS:
                 family.add_metric([outbox.destination.name, result], outbox.results[result])
     return family
+
+
+def _frps_up(app: web.Application) -> Metric:
+    up = GaugeMetricFamily(
+        "frpa_frps_up",
+        "1 while frps answers (its dashboard, else its bind port) or calls the plugin, 0 "
+        "from the first probe it leaves unanswered (FRPA_FRPS_DOWN_AFTER=0: not watched)",
+        labels=["frps"],
+    )
+    for name, live in sorted(app[FRPS].items()):
+        if live.watched:
+            up.add_metric([name], int(not live.unreachable))
+    return up
 
 
 def _reconciliation(app: web.Application) -> Iterator[Metric]:

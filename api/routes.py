@@ -73,7 +73,7 @@ _SSH = {
     **_UNKNOWN,
     409: "node offline",
     502: "the node's sshd cannot be reached or is not trusted",
-    503: "shell and exec are disabled, or SSH is not configured",
+    503: "shell and exec are disabled, SSH is not configured, or the node's frps is unreachable",
 }
 _WEBSOCKET = {101: "a WebSocket shell (see README.md)", **_SSH, 429: "too many shells"}
 _FORM: BodyType = "application/x-www-form-urlencoded"
@@ -111,8 +111,8 @@ ROUTES: tuple[Route, ...] = (
         path="/readyz",
         handler=health.readyz,
         access=OPEN,
-        summary="readiness, with the state of the store, of each frps's reconciliation and of "
-        "each background task",
+        summary="readiness, with the state of the store, of each frps (reachable, reconciliation) "
+        "and of each background task",
         answers={200: "ready", 503: "the store cannot keep writes"},
     ),
     Route(

@@ -10,7 +10,6 @@ from nodes.model import UniqueId
 from schemas.settings import FrpsServer, Settings
 
 _DASHBOARD_PORT = 7500
-_FRPS_PORT = 7000
 _SSH_PORT = 22
 # Without a dashboard or FRPA_ALLOWED_PORTS, a port to start from: each node needs its own.
 _SOME_PORT = 22000
@@ -61,7 +60,7 @@ def frpc_config(
     lines = [
         f"# node {unique_id}, through frps {server.name}",
         f"serverAddr = {json.dumps(server.address)}",
-        f"serverPort = {_FRPS_PORT}  # frps's bindPort",
+        f"serverPort = {server.bind_port}  # frps's bindPort",
         f"user = {json.dumps(unique_id)}",
         f"metadatas.{key} = {json.dumps(unique_id)}",
     ]

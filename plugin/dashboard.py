@@ -109,6 +109,16 @@ class FrpsDashboard:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise DashboardError(f"GET {url}: {cause(e, self._time_limit)}") from e
 
+    async def answers(self) -> None:
+        """Returns once frps answers at all: an error status (500, 401) is frps alive too.
+        A DashboardError when no answer came (refused, timed out, cut off)."""
+        url = f"{self.base_url}/api/serverinfo"
+        try:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout):
+                pass
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise DashboardError(f"GET {url}: {cause(e, self._time_limit)}") from e
+
 
 class _ProxyListing:
     """frps's `{"proxies":[...]}`, one proxy at a time as the bytes arrive. With 100,000

@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from nodes.clock import Clock
+from nodes.liveness import FrpsLiveness
 from nodes.model import untrack
 from plugin.admission import AdmissionError
 from plugin.tracker import Ignored, SshProxyTracker
@@ -76,9 +78,13 @@ class PluginEndpoint:
         self,
         tracker: SshProxyTracker,
         *,
+        liveness: FrpsLiveness,
+        clock: Clock,
         fail_closed: bool,
         store_failing: Callable[[], bool],
     ) -> None:
+        self._liveness = liveness
+        self._monotonic = clock.monotonic
         self._fail_closed = fail_closed
         self._store_failing = store_failing
         self._handlers: dict[str, Callable[[Any], Ignored | None]] = {
@@ -98,6 +104,7 @@ class PluginEndpoint:
         self.unhandled: Counter[str] = Counter()
 
     async def handle(self, request: web.Request) -> web.Response:
+        self._liveness.heard_at = self._monotonic()  # any call is frps alive
         try:
             body = await request.read()
         except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match

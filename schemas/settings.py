@@ -39,6 +39,7 @@ _OURS = "FRPA_"
 _SHARED = "FRP_"
 KUBERNETES = "kubernetes"
 DEFAULT_FRPS = "default"
+FRPS_BIND_PORT = 7000  # frps's own default `bindPort`
 _SERVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _USERINFO = re.compile(r"//[^/@\s]*@")
 # A URL's query, up to whatever ends the URL in a text (space, quote, fragment).
@@ -172,11 +173,23 @@ def _frps_api(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FrpsServer:
-    """One frps: its plugin calls arrive at `/frps/<name>/handler`; nodes dial `address`."""
+    """One frps: its plugin calls arrive at `/frps/<name>/handler`; nodes dial `address`;
+    frpc connects to `bind_port` there, which shows frps alive when it has no dashboard."""
 
     name: str
     address: str
     api: str | None = field(repr=False)  # its dashboard (may carry credentials)
+    bind_port: int = FRPS_BIND_PORT
+
+
+def _frps_host(text: str) -> tuple[str, int]:
+    """`host`, `host:bind port` or `[IPv6]:bind port`; a bare IPv6 address has no port."""
+    if text.count(":") == 1 or text.startswith("["):
+        host, port = _address(text)
+        if not host:
+            raise ValueError(f"must name a host, not {text!r}")
+        return host, port
+    return text, FRPS_BIND_PORT
 
 
 def _frps_servers(text: str) -> tuple[FrpsServer, ...]:
@@ -186,10 +199,11 @@ def _frps_servers(text: str) -> tuple[FrpsServer, ...]:
         address, _, api = rest.partition("=")
         if not _SERVER_NAME.fullmatch(name) or not address:
             raise ValueError(
-                f"{redacted(entry)!r} is not name=address[=dashboard URL] "
+                f"{redacted(entry)!r} is not name=address[:bind port][=dashboard URL] "
                 "(names: lowercase letters, digits and '-')"
             )
-        servers.append(FrpsServer(name, address, _frps_api(api) if api else None))
+        host, bind_port = _frps_host(address)
+        servers.append(FrpsServer(name, host, _frps_api(api) if api else None, bind_port))
     for what, values in (
         ("names", [s.name for s in servers]),
         ("addresses", [s.address for s in servers]),
@@ -327,6 +341,14 @@ class Settings:
         group="frps",
         help="frps address recorded in each NM: what SSH dials",
     )
+    frps_bind_port: int = _setting(
+        str(FRPS_BIND_PORT),
+        _whole(65535),
+        env="FRPA_FRPS_BIND_PORT",
+        group="frps",
+        help="frps's `bindPort`, where frpc connects: without a dashboard, frps is alive while "
+        "it accepts connections there",
+    )
     frps_api: str | None = _setting(
         None,
         _frps_api,
@@ -350,8 +372,8 @@ class Settings:
         _frps_servers,
         env="FRPA_FRPS_SERVERS",
         group="frps",
-        help="several frps, `name=address[=dashboard URL],...`, instead of `FRPA_FRPS_ADDRESS` "
-        "and `FRP_SERVER_API` (see frps setup)",
+        help="several frps, `name=address[:bind port][=dashboard URL],...`, instead of "
+        "`FRPA_FRPS_ADDRESS`, `FRPA_FRPS_BIND_PORT` and `FRP_SERVER_API` (see frps setup)",
     )
     plugin_secret: str = _setting(
         "",
@@ -398,6 +420,14 @@ class Settings:
         env="FRPA_HEARTBEAT_TIMEOUT",
         group="node state",
         help="offline a pinging node silent this long, seconds (3 x frpc's heartbeatInterval)",
+    )
+    frps_down_after: float = _setting(
+        "60",
+        _seconds,
+        env="FRPA_FRPS_DOWN_AFTER",
+        group="node state",
+        help="offline every online node of an frps unreachable this long (its dashboard, else "
+        "its bind port), seconds; `0`: frps is not watched",
     )
     reconcile_interval: float = _setting(
         "60",
@@ -605,7 +635,9 @@ class Settings:
 
     def servers(self) -> tuple[FrpsServer, ...]:
         """Every frps whose plugin calls this adapter answers; the first is the default."""
-        return self.frps_servers or (FrpsServer(DEFAULT_FRPS, self.frps_address, self.frps_api),)
+        return self.frps_servers or (
+            FrpsServer(DEFAULT_FRPS, self.frps_address, self.frps_api, self.frps_bind_port),
+        )
 
 
 def declared() -> Iterator[tuple[Field[Any], Declared]]:
@@ -675,9 +707,10 @@ def _unknown(name: str) -> str:
 
 
 def _check_together(given: Mapping[str, str], values: Mapping[str, Any]) -> None:
-    if "frps_servers" in given and {"frps_address", "frps_api"} & given.keys():
+    if "frps_servers" in given and {"frps_address", "frps_bind_port", "frps_api"} & given.keys():
         raise SettingsError(
-            f"{given['frps_servers']} names every frps: drop FRPA_FRPS_ADDRESS and FRP_SERVER_API"
+            f"{given['frps_servers']} names every frps: drop FRPA_FRPS_ADDRESS, "
+            "FRPA_FRPS_BIND_PORT and FRP_SERVER_API"
         )
     if ("tls_cert_file" in given) != ("tls_key_file" in given):
         raise SettingsError("FRPA_TLS_CERT_FILE and FRPA_TLS_KEY_FILE: give both, or neither")

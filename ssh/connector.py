@@ -1,6 +1,7 @@
 """Dial a node's sshd through frps, as the configured user, with its host key verified.
 
-A node is dialled at `frpServerIpAddress:proxyPort` of its NM, only while it is online.
+A node is dialled at `frpServerIpAddress:proxyPort` of its NM, only while it is online;
+a node behind an frps that is unreachable is refused, or its failed dial blamed, for that.
 Host keys are checked against `FRPA_SSH_KNOWN_HOSTS` when given, with entries naming
 the node by its NM name (frps hands ports out again, so `[host]:port` would not say which
 node a key belongs to). Without that file the first key seen is pinned in the NM's
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import asyncssh
 from asyncssh.known_hosts import KnownHostsArg
 
 from nodes.clock import cause
+from nodes.liveness import FrpsLiveness
 from nodes.model import (
     ONLINE,
     InvalidUniqueIdError,
@@ -70,6 +72,11 @@ class NodeOfflineError(SshError):
     kind = "node offline"
 
 
+class FrpsUnreachableError(SshError):
+    status = 503
+    kind = "frps unreachable"
+
+
 class HostKeyMismatchError(SshError):
     kind = "host key not trusted"
 
@@ -109,8 +116,10 @@ class SshConnector:
         password: str,
         known_hosts: str | None,
         connect_timeout: float,
+        frps: Mapping[str, FrpsLiveness],
     ) -> None:
         self._registry = registry
+        self._frps = frps  # by address
         self._user = user
         self._client_keys = list(client_keys)
         self.shells_active = 0
@@ -137,6 +146,9 @@ class SshConnector:
         """Where to dial the node named `name`; refuses unknown and offline nodes, no dial."""
         state = self._known(name)
         uid = state.unique_id
+        frps = self._frps.get(state.frps_address or "")
+        if frps is not None and frps.down:
+            raise FrpsUnreachableError(frps.why())
         if state.status != ONLINE:
             raise NodeOfflineError(f"frp client {uid} is offline now")
         if not state.frps_address or state.remote_port is None:
@@ -181,6 +193,9 @@ class SshConnector:
         except asyncssh.PermissionDenied as e:
             raise SshError(f"{target.name}: sshd refused user {self._user!r}: {e}") from e
         except (OSError, TimeoutError, asyncssh.Error) as e:
+            frps = self._frps.get(target.host)
+            if frps is not None and frps.unreachable:
+                raise FrpsUnreachableError(frps.why()) from e
             raise SshError(
                 f"{target.name}: cannot reach sshd at {target.host}:{target.port}: "
                 f"{cause(e, self._connect_timeout)}"

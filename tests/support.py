@@ -76,6 +76,8 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "store": f"sqlite:///{tmp_path / 'frpa.db'}",
         "frps_address": "203.0.113.7",
         "close_grace_period": 0.1,
+        # frps at 203.0.113.7 is not there: unwatched, unless a test watches it.
+        "frps_down_after": 0,
         **overrides,
     }
     return Settings(**values)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.peers import FrpSetup, sqlite_frp
 from tests.e2e.test_frp_nodes import fetch, until_status
-from tests.support import eventually, free_port, plugin_body
+from tests.support import bearer, eventually, free_port, plugin_body, tokens_file
 
 pytestmark = pytest.mark.e2e
 GRACE = 0.5  # FrpSetup's FRPA_CLOSE_GRACE_PERIOD
@@ -137,3 +137,55 @@ async def test_a_paused_adapter_judges_no_node_silent_when_it_resumes(frp: FrpSe
     assert "-> offline" not in log, log
     for uid in uids:
         assert (await fetch(frp, uid) or {}).get("status") == "online"
+
+
+async def test_a_killed_frps_takes_its_nodes_offline_and_they_return_with_it(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    down_after = 3
+    await frp.start_adapter(
+        FRPA_FRPS_DOWN_AFTER=str(down_after),
+        FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
+        FRPA_SSH_PASSWORD="unused",
+    )
+    await frp.start_frps()
+    uids = [f"behind-{i}" for i in range(12)]
+    for i, uid in enumerate(uids):
+        frp.start_frpc(f"node{i}", uid, remote_port=free_port())
+    for uid in uids:
+        await until_status(frp, uid, "online")
+
+    await frp.processes.stop("frps", signal.SIGKILL)  # no CloseProxy, no word at all
+    killed = time.monotonic()
+    for uid in uids:
+        await until_status(frp, uid, "offline")
+    assert time.monotonic() - killed < down_after + 10
+    async with aiohttp.ClientSession(frp.adapter_url, headers=bearer("admin")) as session:
+        for uid in uids:
+            async with session.get(f"/api/v1/nodes/nodemaintenances-{uid}") as resp:
+                assert (await resp.json())["status"]["reason"] == "FrpsUnreachable"
+        async with session.get("/readyz") as resp:
+            assert resp.status == 200
+            seen = (await resp.json())["frps"]["default"]
+        assert seen["reachable"] is False
+        assert seen["down"] is True
+        assert seen["unreachable_since"]
+        node = f"/api/v1/nodes/nodemaintenances-{uids[0]}"
+        async with session.post(f"{node}/exec", json={"cmd": "true"}) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["details"].startswith("frps default unreachable since")
+        async with session.get(f"{node}/shell") as resp:
+            assert resp.status == 503
+            assert "frps default unreachable" in await resp.text()
+
+        await frp.start_frps()  # the same ports: every frpc logs in again
+
+        async def all_online() -> bool:
+            for uid in uids:
+                if (await fetch(frp, uid) or {}).get("status") != "online":
+                    return False
+            return True
+
+        await eventually(all_online, within=60, what="all 12 nodes back with their frps")
+        async with session.get("/readyz") as resp:
+            assert (await resp.json())["frps"]["default"]["reachable"] is True

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError
 
 from nodes.clock import Clock
+from nodes.liveness import FrpsLiveness
 from nodes.registry import NodeRegistry
 from nodes.sqlite import SqliteStore
 from nodes.writer import NodeWriter
@@ -76,17 +77,28 @@ async def endpoint(
     """An endpoint on a running loop (a CloseProxy starts a task), its tasks ended after."""
     store = SqliteStore(str(tmp_path / "p.db"))
     registry = NodeRegistry(NodeWriter(store), heartbeat_persist_interval=30)
+    clock = Clock()
     tracker = SshProxyTracker(
         registry,
         frps_address="203.0.113.7",
         unique_id_meta_key="unique_id",
         close_grace_period=0.1,
         dashboard=None,
-        clock=Clock(),
+        clock=clock,
         admission=admission,
     )
+    liveness = FrpsLiveness("default", "203.0.113.7", watched=False)
     try:
-        yield PluginEndpoint(tracker, fail_closed=False, store_failing=lambda: False), registry
+        yield (
+            PluginEndpoint(
+                tracker,
+                liveness=liveness,
+                clock=clock,
+                fail_closed=False,
+                store_failing=lambda: False,
+            ),
+            registry,
+        )
     finally:
         await tracker.close()
         await store.close()

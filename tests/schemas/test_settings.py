@@ -120,3 +120,21 @@ def test_a_webhook_must_be_an_http_url_and_its_error_shows_no_secret() -> None:
     with pytest.raises(SettingsError, match=r"^FRP_SERVER_WEBHOOK: must be an http\(s\) URL") as e:
         load(FRP_SERVER_WEBHOOK="oapi.dingtalk.com/robot/send?access_token=s3cr3t")
     assert "s3cr3t" not in str(e.value)
+
+
+def test_each_frps_may_name_its_bind_port_after_its_address() -> None:
+    settings = load(
+        FRPA_FRPS_SERVERS="east=frps-east=http://frps-east:7500,west=10.0.0.2:7001,"
+        "v6=[fd00::2]:7002,bare=fd00::3"
+    )
+    assert [(s.name, s.address, s.bind_port) for s in settings.servers()] == [
+        ("east", "frps-east", 7000),
+        ("west", "10.0.0.2", 7001),
+        ("v6", "fd00::2", 7002),
+        ("bare", "fd00::3", 7000),
+    ]
+    assert load(FRPA_FRPS_BIND_PORT="7100").servers()[0].bind_port == 7100
+    with pytest.raises(SettingsError, match="must be host:port"):
+        load(FRPA_FRPS_SERVERS="a=10.0.0.2:ssh")
+    with pytest.raises(SettingsError, match="drop FRPA_FRPS_ADDRESS, FRPA_FRPS_BIND_PORT"):
+        load(FRPA_FRPS_SERVERS="a=10.0.0.2", FRPA_FRPS_BIND_PORT="7100")
