@@ -279,7 +279,8 @@ def _frps_parts(
     )
     trackers: dict[str, SshProxyTracker] = {}
     reconcilers: dict[str, FrpsReconciler] = {}
-    for server in settings.servers():
+    servers = settings.servers()
+    for server in servers:
         dashboard = (
             FrpsDashboard(
                 session,
@@ -296,6 +297,7 @@ def _frps_parts(
                 dashboard,
                 interval=settings.reconcile_interval,
                 frps_address=server.address,
+                only_frps=len(servers) == 1,
                 leading=leading,
                 clock=clock,
             )
