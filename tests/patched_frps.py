@@ -44,6 +44,9 @@ class PatchedFrps:
     def __init__(self, address: str = ADDRESS) -> None:
         self.address = address
         self.nodes: dict[str, int | None] = {}
+        # Other tcp proxies of the frpcs: name -> (unique_id, remote port). frps lists in
+        # no set order (a Go map); these come first.
+        self.other_proxies: dict[str, tuple[str, int]] = {}
         self.listings = 0
 
     def app(self, user: str = "admin", password: str = "admin") -> web.Application:
@@ -70,11 +73,11 @@ class PatchedFrps:
 
     def listing(self) -> str:
         """The body of `GET /api/proxy/tcp`."""
-        proxies = [self._proxy(uid, port) for uid, port in self.nodes.items()]
+        proxies = [self._proxy(name, uid, port) for name, (uid, port) in self.other_proxies.items()]
+        proxies += [self._proxy(f"ssh-{uid}", uid, port) for uid, port in self.nodes.items()]
         return json.dumps({"proxies": proxies}, separators=(",", ":"))
 
-    def _proxy(self, unique_id: str, port: int | None) -> dict[str, Any]:
-        name = f"ssh-{unique_id}"
+    def _proxy(self, name: str, unique_id: str, port: int | None) -> dict[str, Any]:
         return {
             "name": name,
             "conf": None if port is None else _tcp_out_conf(name, port),

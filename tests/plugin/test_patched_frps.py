@@ -141,6 +141,17 @@ async def test_a_node_the_patched_frps_lists_online_and_nothing_records_is_creat
     assert await adapter.stored(N3) is None  # gone before the restart: nothing to create
 
 
+async def test_a_node_is_judged_by_its_ssh_proxy_not_another_proxy_of_its_frpc(
+    restart: Restart,
+) -> None:
+    frps = PatchedFrps()
+    frps.nodes = {N1: 6011}
+    frps.other_proxies = {"web": (N1, 8080)}  # the same unique_id: the frpc's Login's
+    adapter = await restart(frps, [recorded(N1, OFFLINE, 6001)])
+    assert await adapter.reconcile() == 1
+    assert await adapter.stored(N1) == ("online", "6011", ADDRESS, "Reconciled")
+
+
 async def test_an_empty_list_takes_every_node_of_the_only_frps_offline(
     restart: Restart,
 ) -> None:
