@@ -338,7 +338,8 @@ def _frps_parts(
     )
     trackers: dict[str, SshProxyTracker] = {}
     reconcilers: dict[str, FrpsReconciler] = {}
-    for server in settings.servers():
+    servers = settings.servers()
+    for server in servers:
         dashboard = _dashboard(settings, server, session)
         reconciler = (
             FrpsReconciler(
@@ -346,6 +347,7 @@ def _frps_parts(
                 dashboard,
                 interval=settings.reconcile_interval,
                 frps_address=server.address,
+                only_frps=len(servers) == 1,
                 leading=leading,
                 clock=clock,
             )

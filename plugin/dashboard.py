@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import json
 import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ class DashboardError(Exception):
 class ProxyInfo:
     online: bool
     remote_port: int | None
+    # Only the original's patched frps (ttlv/frp v0.33) tells whose a proxy is: the
+    # `unique_id` its frpc logged in with, and the address it posts for such nodes to
+    # `/frp_create` (`public_ip_address`). None from frps 0.65.
+    unique_id: str | None = None
+    frps_address: str | None = None
 
     def __post_init__(self) -> None:
         untrack(self)  # a reconciliation holds one per proxy frps lists
@@ -80,6 +86,7 @@ class FrpsDashboard:
             listing.close()
         except ValueError as e:
             raise DashboardError(f"GET {url}: {e}") from e
+        untrack(proxies)  # held for a whole pass: a full collection would walk every proxy
         return proxies
 
     async def tcp_proxy(self, name: str) -> ProxyInfo | None:
@@ -172,8 +179,14 @@ class _ProxyListing:
 
 def _proxy_info(body: dict[str, Any]) -> ProxyInfo:
     conf = body.get("conf") or {}
-    port = conf.get("remotePort") if isinstance(conf, dict) else None
+    # frps 0.65 names it `remotePort`; the patched frps's Go struct tags `remote_port`.
+    port = conf.get("remotePort", conf.get("remote_port")) if isinstance(conf, dict) else None
+    unique_id = body.get("unique_id")
+    address = body.get("public_ip_address")
     return ProxyInfo(
         online=body.get("status") == "online",
         remote_port=port if isinstance(port, int) and port > 0 else None,
+        unique_id=unique_id if isinstance(unique_id, str) else None,
+        # Every proxy of an frps gives the same address: one string, not one per proxy.
+        frps_address=sys.intern(address) if isinstance(address, str) and address else None,
     )

@@ -6,6 +6,11 @@ state names is looked up in frps's proxy list and the node corrected through the
 transition as events. A node changed by an event since the list was read is left
 alone (the event is newer), and a failing dashboard flips nothing: it is logged,
 counted and shown on /readyz.
+
+The original's patched frps (ttlv/frp v0.33) records its nodes through the original's
+routes, which name no proxy, and lists each proxy with the `unique_id` of its frpc: its
+answer is read by node, as the original's start-up check read it
+(`frp_adapter_init/do_some_check.go` in ttlv/frp_adapter).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nodes.clock import Clock
 from nodes.model import (
@@ -21,8 +27,10 @@ from nodes.model import (
     ONLINE,
     InvalidUniqueIdError,
     NodeChange,
+    NodeState,
     UniqueId,
     parse_unique_id,
+    untrack,
 )
 from nodes.registry import NAMED_BY_USER, NodeRegistry
 from plugin.dashboard import DashboardError, FrpsDashboard, ProxyInfo
@@ -45,6 +53,7 @@ class FrpsReconciler:
         *,
         interval: float,
         frps_address: str,
+        only_frps: bool,
         leading: Callable[[], bool],
         clock: Clock,
     ) -> None:
@@ -54,6 +63,10 @@ class FrpsReconciler:
         self._dashboard = dashboard
         self._interval = interval
         self._frps_address = frps_address
+        # Judged by node (an answer of the patched frps, or an empty one), every node is
+        # the only frps's, as in the original; with several, the nodes recorded under its
+        # address.
+        self._only_frps = only_frps
         self._soon: asyncio.Task[int] | None = None
         self._loaded = asyncio.Event()
         # `<user>.ssh` proxies no node claims, and since when (monotonic).
@@ -108,48 +121,103 @@ class FrpsReconciler:
             return 0
         self.runs += 1
         self.last_error = None
+        listed = await _by_node(proxies)
+        corrected = await self._correct(proxies, listed, asked_at)
+        corrected += await (self._discover(proxies) if listed is None else self._create(listed))
+        self.corrections += corrected
+        self.last_seconds = time.perf_counter() - started
+        if corrected:
+            logger.info("reconciliation corrected %d node(s)", corrected)
+        return corrected
+
+    async def _correct(
+        self, proxies: dict[str, ProxyInfo], listed: _Listed | None, asked_at: int
+    ) -> int:
+        """Flip the known nodes frps shows otherwise."""
+        if listed is None and not proxies:
+            listed = _NOTHING  # whichever frps answered, it has nothing of any node
         corrected = 0
         states = self._registry.states()
         for i, state in enumerate(states):
             if i % _CHUNK == _CHUNK - 1:
                 await asyncio.sleep(0)
             # A node changed since frps was asked was changed by a newer event: it wins (and
-            # `state`, read before the yields, may be stale only for such a node). A node
-            # recorded under another frps's address is that frps's to judge.
+            # `state`, read before the yields, may be stale only for such a node).
             uid = state.unique_id
             holder = self._registry.holder(self._frps_address, state.proxy_name)
-            if (
-                not state.proxy_name
-                or state.frps_address != self._frps_address
-                or self._registry.changed_since(uid, asked_at)
-                or (holder is not None and holder.unique_id != uid)  # another node has it now
+            if self._registry.changed_since(uid, asked_at) or (
+                holder is not None and holder.unique_id != uid  # another node has it now
             ):
                 continue
-            proxy = proxies.get(state.proxy_name)
-            at = self._clock.now()
-            if proxy is not None and proxy.online:
-                port = proxy.remote_port or state.remote_port
-                if state.status == ONLINE and port == state.remote_port:
+            if listed is not None:
+                if not self._judges(state, listed.addresses):
                     continue
-                change = NodeChange(
-                    reason=RECONCILED,
-                    at=at,
-                    status=ONLINE,
-                    remote_port=port,
-                    frps_address=self._frps_address,
-                )
-            elif state.status == ONLINE:
-                change = NodeChange(reason=RECONCILED, at=at, status=OFFLINE)
+                proxy = listed.proxies.get(uid)
+                address = proxy.frps_address if proxy and proxy.frps_address else state.frps_address
             else:
-                continue
-            self._registry.transition(uid, change)
-            corrected += 1
-        corrected += await self._discover(proxies)
-        self.corrections += corrected
-        self.last_seconds = time.perf_counter() - started
-        if corrected:
-            logger.info("reconciliation corrected %d node(s)", corrected)
+                # A node recorded under another frps's address is that frps's to judge; one
+                # with no proxy name (recorded by the original's routes) cannot be found
+                # in frps 0.65's list.
+                if not state.proxy_name or state.frps_address != self._frps_address:
+                    continue
+                proxy, address = proxies.get(state.proxy_name), self._frps_address
+            change = self._correction(state, proxy, address)
+            if change is not None:
+                self._registry.transition(uid, change)
+                corrected += 1
         return corrected
+
+    def _judges(self, state: NodeState, addresses: frozenset[str]) -> bool:
+        """Whether the node is this frps's, judged by node: see `_only_frps`; the patched
+        frps also owns the nodes recorded under the address it lists as its own."""
+        return (
+            self._only_frps
+            or state.frps_address == self._frps_address
+            or state.frps_address in addresses
+        )
+
+    def _correction(
+        self, state: NodeState, proxy: ProxyInfo | None, address: str | None
+    ) -> NodeChange | None:
+        """What frps's `proxy` of the node changes of it, if anything."""
+        at = self._clock.now()
+        if proxy is not None and proxy.online:
+            port = proxy.remote_port or state.remote_port
+            if (
+                state.status == ONLINE
+                and port == state.remote_port
+                and address == state.frps_address
+            ):
+                return None
+            return NodeChange(
+                reason=RECONCILED, at=at, status=ONLINE, remote_port=port, frps_address=address
+            )
+        if state.status == ONLINE:
+            return NodeChange(reason=RECONCILED, at=at, status=OFFLINE)
+        return None
+
+    async def _create(self, listed: _Listed) -> int:
+        """Nodes online in the patched frps that no node records, created as the original's
+        start-up check did. It also created those listed offline; not here: this runs every
+        interval, and an NM deleted by hand would come back each time."""
+        created = 0
+        for i, (uid, proxy) in enumerate(listed.proxies.items()):
+            if i % _CHUNK == _CHUNK - 1:
+                await asyncio.sleep(0)
+            if not proxy.online or self._registry.get(uid) is not None:
+                continue
+            self._registry.transition(
+                uid,
+                NodeChange(
+                    reason=RECONCILED,
+                    at=self._clock.now(),
+                    status=ONLINE,
+                    remote_port=proxy.remote_port,
+                    frps_address=proxy.frps_address or self._frps_address,
+                ),
+            )
+            created += 1
+        return created
 
     async def _discover(self, proxies: dict[str, ProxyInfo]) -> int:
         """Online SSH proxies no node records: a NewProxy answered but never (or only half)
@@ -193,6 +261,42 @@ class FrpsReconciler:
             found += 1
         self._unclaimed = unclaimed
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """An answer read by node: each node's proxy, and the addresses frps gave as its own."""
+
+    proxies: dict[UniqueId, ProxyInfo]
+    addresses: frozenset[str]
+
+
+_NOTHING = _Listed({}, frozenset())
+
+
+async def _by_node(proxies: dict[str, ProxyInfo]) -> _Listed | None:
+    """The patched frps's answer by node; None for frps 0.65's (no proxy carries a
+    `unique_id`), or an empty answer."""
+    by_node: dict[UniqueId, ProxyInfo] = {}
+    addresses = set()
+    patched = False
+    for i, (name, proxy) in enumerate(proxies.items()):
+        if i % _CHUNK == _CHUNK - 1:
+            await asyncio.sleep(0)
+        if proxy.unique_id is None:
+            continue
+        patched = True
+        if proxy.frps_address:
+            addresses.add(proxy.frps_address)
+        try:
+            uid = parse_unique_id(proxy.unique_id)  # "" from an frpc that is not patched
+        except InvalidUniqueIdError:
+            continue
+        # Every proxy of an frpc carries its unique_id; the node's is its SSH proxy.
+        if uid not in by_node or _unique_id_in(name) == uid:
+            by_node[uid] = proxy
+    untrack(by_node)
+    return _Listed(by_node, frozenset(addresses)) if patched else None
 
 
 def _user_of(proxy_name: str) -> UniqueId | None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from plugin.dashboard import DashboardError, FrpsDashboard, ProxyInfo
+from tests.patched_frps import ADDRESS, PatchedFrps, frpc_unique_id
 
 
 async def test_credentials_in_the_url_are_sent_and_left_out_of_every_message(
@@ -98,6 +99,24 @@ async def test_a_large_listing_is_read_one_proxy_at_a_time_as_it_arrives(
     assert len(proxies) == len(entries)
     assert proxies["n8.ssh"] == ProxyInfo(online=True, remote_port=10008)
     assert proxies["n7.ssh"] == ProxyInfo(online=False, remote_port=10007)
+
+
+@pytest.mark.parametrize("piece", [7, 1 << 20])
+async def test_the_patched_frps_s_listing_tells_each_proxy_s_node_port_and_frps_address(
+    aiohttp_server: AiohttpServer, piece: int
+) -> None:
+    frps = PatchedFrps()
+    frps.nodes = {frpc_unique_id(i): None if i % 7 == 0 else 10000 + i for i in range(300)}
+    proxies = await listing_of(aiohttp_server, frps.listing().encode(), piece)
+    assert isinstance(proxies, dict)
+    assert len(proxies) == 300
+    n7, n8 = frpc_unique_id(7), frpc_unique_id(8)
+    assert proxies[f"ssh-{n8}"] == ProxyInfo(
+        online=True, remote_port=10008, unique_id=n8, frps_address=ADDRESS
+    )
+    assert proxies[f"ssh-{n7}"] == ProxyInfo(
+        online=False, remote_port=None, unique_id=n7, frps_address=ADDRESS
+    )
 
 
 @pytest.mark.parametrize(
