@@ -7,9 +7,11 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.e2e.peers import FrpSetup, sqlite_frp
 from tests.e2e.test_frp_nodes import fetch, until_status
@@ -143,10 +145,33 @@ async def test_a_killed_frps_takes_its_nodes_offline_and_they_return_with_it(
     frp: FrpSetup, tmp_path: Path
 ) -> None:
     down_after = 3
+    messages: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        messages.append(await request.json())
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    receiver_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+    try:
+        await _frps_killed_and_back(frp, tmp_path, down_after, receiver_port, messages)
+    finally:
+        await runner.cleanup()
+
+
+async def _frps_killed_and_back(
+    frp: FrpSetup, tmp_path: Path, down_after: int, receiver_port: int, messages: list[Any]
+) -> None:
     await frp.start_adapter(
         FRPA_FRPS_DOWN_AFTER=str(down_after),
         FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)),
         FRPA_SSH_PASSWORD="unused",
+        FRPA_NOTIFY_URL=f"http://127.0.0.1:{receiver_port}/hook",
+        FRPA_NOTIFY_INTERVAL="2",
     )
     await frp.start_frps()
     uids = [f"behind-{i}" for i in range(12)]
@@ -170,6 +195,21 @@ async def test_a_killed_frps_takes_its_nodes_offline_and_they_return_with_it(
         assert seen["reachable"] is False
         assert seen["down"] is True
         assert seen["unreachable_since"]
+
+        def told_offline() -> list[tuple[int, dict[str, Any]]]:
+            return [
+                (i, change)
+                for i, message in enumerate(messages)
+                for change in message["changes"]
+                if change["to"] == "offline"
+            ]
+
+        async def all_told() -> bool:
+            return {c["unique_id"] for _, c in told_offline()} == set(uids)
+
+        await eventually(all_told, within=30, what="the receiver told of all 12 nodes offline")
+        assert {c["reason"] for _, c in told_offline()} == {"FrpsUnreachable"}
+        assert len({i for i, _ in told_offline()}) <= 3  # summarised, not one per node
         node = f"/api/v1/nodes/nodemaintenances-{uids[0]}"
         async with session.post(f"{node}/exec", json={"cmd": "true"}) as resp:
             assert resp.status == 503
