@@ -102,7 +102,7 @@ async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
 async def put_files(request: web.Request) -> web.StreamResponse:
     """The body, spooled once on the adapter, written to `path` on every node selected:
     one NDJSON line per node as it is done (`{"node", "path", "size", "sha256"}` or
-    `{"node", "error", "details"}`)."""
+    `{"node", "error", "details"}`); one node's failure, whatever it is, is its own line."""
     most = request.app[SETTINGS].max_upload_bytes
     try:
         query = _batch_query.load(dict(request.query))
@@ -111,12 +111,15 @@ async def put_files(request: web.Request) -> web.StreamResponse:
         return error_answer(400, "invalid query", e.messages)
     connector = request.app[SSH]
     names = query["nodes"].split(",") if query["nodes"] else connector.online()
-    with tempfile.TemporaryFile() as spool:
-        try:
-            async for chunk in _body(request, most):
-                await asyncio.to_thread(spool.write, chunk)
-        except _TooLargeError:
-            return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+    try:
+        spool = await _spool(request, most)
+    except _TooLargeError:
+        return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+    except (ConnectionError, web.RequestPayloadError) as e:
+        raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
+    except OSError as e:
+        return _unspooled(e)
+    with spool:
         limit = asyncio.Semaphore(query["concurrency"])
 
         async def one(name: str) -> dict[str, Any]:
@@ -128,6 +131,10 @@ async def put_files(request: web.Request) -> web.StreamResponse:
             except SshError as e:
                 record.result = f"error: {e.kind}"
                 return {"node": name, "error": e.kind, "details": str(e)}
+            except Exception as e:  # a fault of ours on one node leaves the others going
+                logger.exception("batch upload to %s failed", name)
+                record.result = "error: internal error"
+                return {"node": name, "error": "internal error", "details": repr(e)}
             finally:
                 request.app[AUDIT].write(record)
             return {"node": name, **asdict(stored)}
@@ -140,6 +147,25 @@ async def put_files(request: web.Request) -> web.StreamResponse:
                 await response.write(json.dumps(await done).encode() + b"\n")
         await response.write_eof()
     return response
+
+
+async def _spool(request: web.Request, most: int) -> IO[bytes]:
+    """The body in a temporary file, all of it on the descriptor the nodes read by."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115  (the caller closes it, once filled)
+    try:
+        async for chunk in _body(request, most):
+            await asyncio.to_thread(spool.write, chunk)
+        await asyncio.to_thread(spool.flush)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _unspooled(error: OSError) -> web.Response:
+    """The adapter's own disk could not keep the body (full, or refusing): its words."""
+    details = f"the adapter cannot spool the body in {tempfile.gettempdir()}: {error}"
+    return error_answer(507, "insufficient storage", details)
 
 
 async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:

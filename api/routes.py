@@ -276,7 +276,12 @@ ROUTES: tuple[Route, ...] = (
         access=Rule(Role.OPERATOR, "create", "files"),
         summary="write the request body to a file on many nodes; one NDJSON line per node",
         query=BatchFileQuerySchema,
-        answers={200: "NDJSON results", **_SSH, 413: "too large"},
+        answers={
+            200: "NDJSON results",
+            **_SSH,
+            413: "too large",
+            507: "the adapter's disk cannot hold the body",
+        },
     ),
     Route(
         method="GET",

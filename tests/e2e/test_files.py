@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
+import resource
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -279,3 +281,26 @@ async def test_a_download_the_client_abandons_is_no_error(frp: FrpSetup, tmp_pat
     writer.transport.abort()  # gone after the first bytes
     await asyncio.sleep(1)
     assert "Error handling request" not in frp.processes.log("adapter")
+
+
+async def test_a_batch_body_the_adapters_disk_cannot_hold_is_a_507_that_says_so(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    # The adapter may write files of at most 8 MiB from now on: its spool runs out there,
+    # as on a full disk (EFBIG rather than ENOSPC; both are the disk refusing).
+    adapter = frp.processes.running["adapter"].pid
+    resource.prlimit(adapter, resource.RLIMIT_FSIZE, (8 * MB, resource.RLIM_INFINITY))
+    target = tmp_path / "pushed.bin"
+    async with (
+        aiohttp.ClientSession(headers=bearer("operator")) as session,
+        session.put(
+            f"{frp.adapter_url}/api/v1/files",
+            params={"path": str(target), "nodes": NODE},
+            data=io.BytesIO(os.urandom(16 * MB)),
+        ) as resp,
+    ):
+        assert resp.status == 507
+        answer = await resp.json()
+    assert answer["error"] == "insufficient storage"
+    assert "the adapter cannot spool the body" in answer["details"]
+    assert not target.exists()
