@@ -1,9 +1,10 @@
 """Files on a node and its local ports, through the node's SSH connection via frps.
 
 `PUT /api/v1/nodes/{nm_name}/files?path=` streams the body to the node (under a temporary
-name, renamed into place when complete); `GET` streams a file back (`Range` supported)
-or lists a directory. `GET /api/v1/nodes/{nm_name}/portforward?port=N` is a WebSocket
-whose binary frames carry a TCP stream to the node's 127.0.0.1:N. All are audited.
+name, renamed into place when complete); `GET` streams a file back (`Range` as RFC 9110
+has it) or lists a directory. `GET /api/v1/nodes/{nm_name}/portforward?port=N` is a
+WebSocket whose binary frames carry a TCP stream to the node's 127.0.0.1:N. All are
+audited.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import IO, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from marshmallow import ValidationError
 
 from api import audit
@@ -37,6 +39,7 @@ _FRAME = 1 << 20
 _file_query = FileQuerySchema()
 _port_query = PortForwardQuerySchema()
 _batch_query = BatchFileQuerySchema()
+_BYTE_RANGE = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
 
 
 class _TooLargeError(Exception):
@@ -195,10 +198,12 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                 items = [asdict(entry) for entry in await files.listing(path)]
                 return web.json_response({"path": path, "items": items})
             size = await files.size(path)
-            wanted = _wanted(request, size)
+            wanted = _wanted(request.headers.get(hdrs.RANGE), size)
             if wanted is None:
                 record.result = "range not satisfiable"
-                return error_answer(416, "range not satisfiable", f"{path} has {size} bytes")
+                refusal = error_answer(416, "range not satisfiable", f"{path} has {size} bytes")
+                refusal.headers["Content-Range"] = f"bytes */{size}"
+                return refusal
             start, length = wanted
             response.set_status(206 if length < size else 200)
             response.headers.update(
@@ -225,27 +230,38 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         return response
     except SshError as e:
         record.result = f"error: {e.kind}"
+        if response.prepared:  # the status is sent: only a cut body can say so
+            response.force_close()
+            return response
         return error_answer(e.status, e.kind, str(e))
     finally:
         request.app[AUDIT].write(record)
 
 
-def _wanted(request: web.Request, size: int) -> tuple[int, int] | None:
-    """(start, length) of what to send; None when the asked range is not in the file."""
-    try:
-        asked = request.http_range
-    except ValueError:
+def _wanted(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) of what to send, as RFC 9110 (14.2) has it: a Range this server does
+    not serve (another unit, several ranges, bad syntax) is ignored, and the whole file sent;
+    None when the one byte range asked is not in the file."""
+    whole = 0, size
+    unit, equals, ranges = (header or "").partition("=")
+    specs = [spec.strip() for spec in ranges.split(",") if spec.strip()]
+    if not equals or unit.lower() != "bytes" or len(specs) != 1:
+        return whole
+    found = _BYTE_RANGE.fullmatch(specs[0])
+    if found is None:
+        return whole
+    first, last, suffix = found.groups()
+    if suffix is not None:  # the last `suffix` bytes
+        if int(suffix) == 0:
+            return None
+        return max(size - int(suffix), 0), min(int(suffix), size)
+    start = int(first)
+    if last and int(last) < start:
+        return whole  # invalid: its end before its start
+    if start >= size:
         return None
-    start, stop = asked.start, asked.stop
-    if start is None and stop is None:
-        return 0, size
-    if start is not None and start < 0:  # bytes=-N: the last N
-        start = max(size + start, 0)
-    start = start or 0
-    stop = size if stop is None else min(stop, size)
-    if size and (start >= size or stop <= start):
-        return None
-    return start, max(stop - start, 0)
+    stop = min(int(last) + 1, size) if last else size
+    return start, stop - start
 
 
 async def port_forward(request: web.Request) -> web.StreamResponse:

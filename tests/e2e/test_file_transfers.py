@@ -1,7 +1,7 @@
 """Transfers are exact: whatever the body's size and however it is cut, every upload route
-stores on the node the bytes sent and reports their size and sha256. One adapter, frps,
-frpc and sshd serve the whole module; the node is this machine, so its disk is read
-directly.
+stores on the node the bytes sent and reports their size and sha256, and a download (a
+Range of it, as RFC 9110 says) is the bytes the node holds. One adapter, frps, frpc and
+sshd serve the whole module; the node is this machine, so its disk is read directly.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -111,7 +112,7 @@ def upload_grid() -> Iterator[Upload]:
                     yield Upload(route, cut, size, seed=size, cuts=(1, 4096, size // 2))
 
 
-def with_grid(grid: Iterator[Upload]) -> Callable[[Test], Test]:
+def with_grid(grid: Iterator[Upload | Download]) -> Callable[[Test], Test]:
     """Each case of `grid` as an explicit example: run every time, before any drawn one."""
 
     def add(test: Test) -> Test:
@@ -181,6 +182,134 @@ async def test_every_upload_route_stores_the_bytes_sent_and_says_so(
     assert not list(node.directory.glob(".*.frpa-*"))
     target.unlink()
     RUNS["upload"] = RUNS.get("upload", 0) + 1
+
+
+@dataclass(frozen=True)
+class Download:
+    size: int
+    seed: int
+    header: str | None
+    reader: str  # whole, pieces (of `piece` bytes), cp
+    piece: int = 1
+
+    def expected(self, body: bytes) -> tuple[int, bytes]:
+        """The status and body RFC 9110 asks for (416: none), by the header's own reading."""
+        size = len(body)
+        if self.header is None or not self.header.startswith("bytes="):
+            return 200, body
+        spec = self.header.removeprefix("bytes=")
+        if "," in spec or spec.count("-") != 1:
+            return 200, body
+        first, last = spec.split("-")
+        if not all(side.isdigit() or side == "" for side in (first, last)) or first == last == "":
+            return 200, body
+        if first == "":  # the last N bytes
+            if int(last) == 0:
+                return 416, b""
+            part = body[-int(last) :]
+        elif last and int(last) < int(first):
+            return 200, body
+        elif int(first) >= size:
+            return 416, b""
+        else:
+            part = body[int(first) : int(last) + 1] if last else body[int(first) :]
+        return (206 if len(part) < size else 200), part
+
+
+def range_headers(size: int) -> st.SearchStrategy[str | None]:
+    position = st.integers(0, size + 2)
+    return st.one_of(
+        st.none(),
+        st.builds(lambda a, b: f"bytes={min(a, b)}-{max(a, b)}", position, position),
+        st.builds(lambda a: f"bytes={a}-", position),
+        st.builds(lambda n: f"bytes=-{n}", position),
+        st.sampled_from(
+            ["bytes=-0", "bytes=0-1,4-5", "bytes=abc", "bytes=5-3", "items=0-1", "bytes=-"]
+        ),
+    )
+
+
+@st.composite
+def downloads(draw: st.DrawFn) -> Download:
+    size = draw(st.sampled_from(EDGES) | st.integers(0, 3 * MIB))
+    reader = draw(st.sampled_from(["whole", "pieces", "cp"]))
+    header = None if reader == "cp" else draw(range_headers(size))
+    return Download(size, draw(st.integers(0, 1 << 32)), header, reader, draw(st.integers(1, MIB)))
+
+
+def download_grid() -> Iterator[Download]:
+    """Every edge size, whole and by each kind of Range header."""
+    headers = (None, "bytes=1-", "bytes=-1", "bytes=-0", "bytes=0-1,4-5", "items=0-1")
+    for size in EDGES:
+        for header in headers:
+            yield Download(size, seed=size, header=header, reader="whole")
+
+
+@TRANSFERS
+@given(case=downloads())
+@with_grid(download_grid())
+async def test_a_download_is_the_bytes_the_node_holds_or_the_range_asked(
+    node: Node, case: Download
+) -> None:
+    source = node.fresh("held")
+    body = random.Random(case.seed).randbytes(case.size)
+    source.write_bytes(body)
+    status, wanted = case.expected(body)
+    if case.reader == "cp":
+        copied = node.directory.parent / f"{source.name}.copied"
+        assert (
+            await copy(node.frp.adapter_url, f"{NODE}:{source}", str(copied), TOKENS["operator"])
+            == 0
+        )
+        assert copied.read_bytes() == body
+        copied.unlink()
+    else:
+        headers = {} if case.header is None else {"Range": case.header}
+        async with node.session.get(node.url(source), headers=headers) as resp:
+            assert resp.status == status, (case.header, await resp.text())
+            if status != 416:
+                received = b""
+                if case.reader == "whole":
+                    received = await resp.read()
+                else:
+                    async for piece in resp.content.iter_chunked(case.piece):
+                        received += piece
+                assert (len(received), received == wanted) == (len(wanted), True)
+    source.unlink()
+    RUNS["download"] = RUNS.get("download", 0) + 1
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "part"),
+    [
+        ("bytes=10-19", 206, slice(10, 20)),
+        ("BYTES=10-19", 206, slice(10, 20)),
+        ("bytes=990-", 206, slice(990, None)),
+        ("bytes=-10", 206, slice(990, None)),
+        ("bytes=0-5,", 206, slice(0, 6)),  # an empty list element counts for nothing
+        ("bytes=0-", 200, slice(None)),
+        ("bytes=-5000", 200, slice(None)),
+        ("bytes=-0", 416, None),  # a zero-length suffix: unsatisfiable
+        ("bytes=1000-", 416, None),
+        ("bytes=0-1,5-6", 200, slice(None)),  # several ranges, not served: ignored
+        ("bytes=5-3", 200, slice(None)),  # invalid: ignored
+        ("bytes=abc", 200, slice(None)),
+        ("bytes=-", 200, slice(None)),
+        ("items=0-1", 200, slice(None)),  # another unit: ignored
+    ],
+)
+async def test_range_headers_are_answered_as_rfc_9110_says(
+    node: Node, header: str, status: int, part: slice | None
+) -> None:
+    source = node.fresh("ranged")
+    body = os.urandom(1000)
+    source.write_bytes(body)
+    async with node.session.get(node.url(source), headers={"Range": header}) as resp:
+        assert resp.status == status, await resp.text()
+        if part is None:
+            assert resp.headers["Content-Range"] == "bytes */1000"
+        else:
+            assert await resp.read() == body[part]
 
 
 async def test_one_nodes_unexpected_failure_is_its_line_and_the_others_go_on(
