@@ -2,9 +2,9 @@
 
 `PUT /api/v1/nodes/{nm_name}/files?path=` streams the body to the node (under a temporary
 name, renamed into place when complete); `GET` streams a file back (`Range` as RFC 9110
-has it) or lists a directory. `GET /api/v1/nodes/{nm_name}/portforward?port=N` is a
-WebSocket whose binary frames carry a TCP stream to the node's 127.0.0.1:N. All are
-audited.
+has it) or lists a directory; only regular files are read or replaced.
+`GET /api/v1/nodes/{nm_name}/portforward?port=N` is a WebSocket whose binary frames carry
+a TCP stream to the node's 127.0.0.1:N. All are audited.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from api.auth import WS_PROTOCOL
 from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
 from api.v1 import error_answer
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
-from ssh.connector import SshError
-from ssh.files import checked_path, node_files
+from ssh.connector import SshError, SshTarget
+from ssh.files import NodeFiles, checked_path, node_files
 from ssh.ports import PortStream, node_port
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,13 @@ def _file_input(query: dict[str, Any]) -> tuple[str, int]:
     return path, int(query["mode"], 8)
 
 
+def _node_files(
+    request: web.Request, target: SshTarget
+) -> contextlib.AbstractAsyncContextManager[NodeFiles]:
+    step_timeout = request.app[SETTINGS].sftp_step_timeout or None
+    return node_files(request.app[SSH], target, step_timeout=step_timeout)
+
+
 async def put_file(request: web.Request) -> web.Response:
     """The body, streamed to the node's file `path`: `{"path", "size", "sha256"}`."""
     name = request.match_info["nm_name"]
@@ -76,7 +83,7 @@ async def put_file(request: web.Request) -> web.Response:
         return _refusal(e)
     record = audit.start_record(request, "upload", name, path)
     try:
-        async with node_files(connector, target) as files:
+        async with _node_files(request, target) as files:
             stored = await files.write(path, _body(request, most), mode=mode)
         record.result, record.bytes_in = "stored", stored.size
     except _TooLargeError:
@@ -128,7 +135,7 @@ async def put_files(request: web.Request) -> web.StreamResponse:
         async def one(name: str) -> dict[str, Any]:
             record = audit.start_record(request, "upload", name, path)
             try:
-                async with limit, node_files(connector, connector.target(name)) as files:
+                async with limit, _node_files(request, connector.target(name)) as files:
                     stored = await files.write(path, _spooled(spool), mode=mode)
                 record.result, record.bytes_in = "stored", stored.size
             except SshError as e:
@@ -192,12 +199,13 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     record = audit.start_record(request, "download", name, path)
     response = web.StreamResponse()
     try:
-        async with node_files(connector, target) as files:
-            if await files.kind(path) == "directory":
+        async with _node_files(request, target) as files:
+            if await files.is_directory(path):
                 record.result = "listed"
                 items = [asdict(entry) for entry in await files.listing(path)]
                 return web.json_response({"path": path, "items": items})
-            size = await files.size(path)
+            reading = await files.reading(path)
+            size = reading.size
             wanted = _wanted(request.headers.get(hdrs.RANGE), size)
             if wanted is None:
                 record.result = "range not satisfiable"
@@ -219,9 +227,12 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                 }
             )
             await response.prepare(request)
-            async for chunk in files.read(path, start, length):
-                record.bytes_out += len(chunk)
-                await response.write(chunk)
+            async with contextlib.aclosing(reading.chunks(start, length)) as chunks:
+                async for chunk in chunks:
+                    record.bytes_out += len(chunk)
+                    await response.write(chunk)
+            if record.bytes_out < length:  # the file shrank: only a cut body can say so
+                response.force_close()
             await response.write_eof()
             record.result = "sent"
             return response

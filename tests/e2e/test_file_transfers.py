@@ -7,15 +7,18 @@ sshd serve the whole module; the node is this machine, so its disk is read direc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import itertools
 import json
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +30,7 @@ from hypothesis import strategies as st
 
 from cli.client import copy
 from tests.e2e.peers import FrpSetup, node_online, sshd_behind_frps
-from tests.support import TOKENS, bearer
+from tests.support import TOKENS, bearer, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 NODE = "nodemaintenances-edge-1"
@@ -310,6 +313,101 @@ async def test_range_headers_are_answered_as_rfc_9110_says(
             assert resp.headers["Content-Range"] == "bytes */1000"
         else:
             assert await resp.read() == body[part]
+
+
+def sshd_connections(port: int) -> int:
+    """TCP connections sshd on `port` still holds: open, or closed by the peer only."""
+    held = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if int(local.rpartition(":")[2], 16) == port and state in ("01", "08"):
+            held += 1
+    return held
+
+
+async def sshd_idle(node: Node) -> bool:
+    return sshd_connections(node.sshd_port) == 0
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "socket"])
+async def test_only_regular_files_are_read_or_replaced(
+    node: Node, kind: str, tmp_path: Path
+) -> None:
+    special = tmp_path / kind
+    with socket.socket(socket.AF_UNIX) as listener:
+        if kind == "FIFO":
+            os.mkfifo(special)
+        else:
+            listener.bind(str(special))
+        await eventually(partial(sshd_idle, node), what="no SSH session left from before")
+        try:
+            async with node.session.get(node.url(special)) as resp:
+                assert resp.status == 400
+                assert (await resp.json())[
+                    "details"
+                ] == f"{special}: is a {kind}, not a regular file"
+            async with node.session.put(node.url(special), data=b"replaced?") as resp:
+                assert resp.status == 400
+                assert (await resp.json())[
+                    "details"
+                ] == f"{special}: is a {kind}, not a regular file"
+            await eventually(partial(sshd_idle, node), what="the SSH session ended")
+        finally:  # a node left blocked opening the FIFO is freed
+            with contextlib.suppress(OSError):
+                os.close(os.open(special, os.O_WRONLY | os.O_NONBLOCK))
+    assert os.listdir(tmp_path) == [kind]
+
+
+async def test_a_download_the_client_leaves_ends_its_ssh_session(node: Node) -> None:
+    big = node.fresh("big")
+    with big.open("wb") as file:
+        file.truncate(1 << 30)  # sparse: a gibibyte to send, none of it on disk
+    await eventually(partial(sshd_idle, node), what="no SSH session left from before")
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.frp.adapter_port)
+    writer.write(
+        f"GET /api/v1/nodes/{NODE}/files?path={big} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKENS['operator']}\r\n\r\n".encode()
+    )
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    await reader.readexactly(MIB)  # the transfer is under way
+    assert sshd_connections(node.sshd_port) == 1
+    writer.transport.abort()
+    await eventually(partial(sshd_idle, node), what="the SSH session ended")
+    big.unlink()
+
+
+@pytest.mark.parametrize("name", ["n" * 255, "é" * 127], ids=["255 bytes", "254 bytes of é"])
+async def test_a_name_of_up_to_255_bytes_uploads(node: Node, name: str) -> None:
+    directory = node.fresh("names")
+    directory.mkdir()
+    async with node.session.put(node.url(directory / name), data=b"long name") as resp:
+        assert resp.status == 200, await resp.text()
+    assert [p.name for p in directory.iterdir()] == [name]
+    assert (directory / name).read_bytes() == b"long name"
+
+
+async def test_an_upload_removes_temporaries_abandoned_an_hour_before(node: Node) -> None:
+    directory = node.fresh("abandoned")
+    directory.mkdir()
+    hours_ago = time.time() - 3700
+    abandoned = ".app.conf.frpa-0123abcd"
+    kept = {
+        ".app.conf.frpa-4567cdef": time.time() - 1800,  # a live upload's, maybe
+        ".app.conf.frpa-0123abc": hours_ago,  # not our name: 7 digits
+        ".app.conf.frpa-0123ABCD": hours_ago,
+        "app.conf.frpa-0123abcd": hours_ago,
+        ".app.conf.frpa-0123abcd.bak": hours_ago,
+    }
+    for name, mtime in {abandoned: hours_ago, **kept}.items():
+        (directory / name).write_bytes(b"part")
+        os.utime(directory / name, (mtime, mtime))
+    (directory / ".dir.frpa-89abcdef").mkdir()
+    os.utime(directory / ".dir.frpa-89abcdef", (hours_ago, hours_ago))
+    async with node.session.put(node.url(directory / "app.conf"), data=b"setting") as resp:
+        assert resp.status == 200, await resp.text()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [*kept, ".dir.frpa-89abcdef", "app.conf"]
+    )
 
 
 async def test_one_nodes_unexpected_failure_is_its_line_and_the_others_go_on(
