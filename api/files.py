@@ -1,9 +1,10 @@
 """Files on a node and its local ports, through the node's SSH connection via frps.
 
 `PUT /api/v1/nodes/{nm_name}/files?path=` streams the body to the node (under a temporary
-name, renamed into place when complete); `GET` streams a file back (`Range` supported)
-or lists a directory. `GET /api/v1/nodes/{nm_name}/portforward?port=N` is a WebSocket
-whose binary frames carry a TCP stream to the node's 127.0.0.1:N. All are audited.
+name, renamed into place when complete); `GET` streams a file back (`Range` as RFC 9110
+has it) or lists a directory; only regular files are read or replaced.
+`GET /api/v1/nodes/{nm_name}/portforward?port=N` is a WebSocket whose binary frames carry
+a TCP stream to the node's 127.0.0.1:N. All are audited.
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import IO, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from marshmallow import ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
-from api.v1 import error_answer
+from api.v1 import delivered, error_answer
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
-from ssh.connector import SshError
-from ssh.files import checked_path, node_files
+from ssh.connector import SshError, SshTarget
+from ssh.files import NodeFiles, checked_path, node_files
 from ssh.ports import PortStream, node_port
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ _FRAME = 1 << 20
 _file_query = FileQuerySchema()
 _port_query = PortForwardQuerySchema()
 _batch_query = BatchFileQuerySchema()
+_BYTE_RANGE = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
 
 
 class _TooLargeError(Exception):
@@ -59,6 +62,13 @@ def _file_input(query: dict[str, Any]) -> tuple[str, int]:
     return path, int(query["mode"], 8)
 
 
+def _node_files(
+    request: web.Request, target: SshTarget
+) -> contextlib.AbstractAsyncContextManager[NodeFiles]:
+    step_timeout = request.app[SETTINGS].sftp_step_timeout or None
+    return node_files(request.app[SSH], target, step_timeout=step_timeout)
+
+
 async def put_file(request: web.Request) -> web.Response:
     """The body, streamed to the node's file `path`: `{"path", "size", "sha256"}`."""
     name = request.match_info["nm_name"]
@@ -74,7 +84,7 @@ async def put_file(request: web.Request) -> web.Response:
     record = audit.start_record(request, "upload", name, path)
     await request.app[AUDIT].begin(record)
     try:
-        async with node_files(connector, target) as files:
+        async with _node_files(request, target) as files:
             stored = await files.write(path, _body(request, most), mode=mode)
         record.result, record.bytes_in = "stored", stored.size
     except _TooLargeError:
@@ -103,7 +113,7 @@ async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
 async def put_files(request: web.Request) -> web.StreamResponse:
     """The body, spooled once on the adapter, written to `path` on every node selected:
     one NDJSON line per node as it is done (`{"node", "path", "size", "sha256"}` or
-    `{"node", "error", "details"}`)."""
+    `{"node", "error", "details"}`); one node's failure, whatever it is, is its own line."""
     try:
         query = _batch_query.load(dict(request.query))
         path, mode = _file_input(query)
@@ -132,12 +142,18 @@ async def _put_spooled(
 ) -> web.StreamResponse:
     most = request.app[SETTINGS].max_upload_bytes
     connector = request.app[SSH]
-    with tempfile.TemporaryFile() as spool:
-        try:
-            async for chunk in _body(request, most):
-                await asyncio.to_thread(spool.write, chunk)
-        except _TooLargeError:
-            return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+    try:
+        spool = await _spool(request, most)
+    except _TooLargeError:
+        batch.result = "too large"
+        return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+    except (ConnectionError, web.RequestPayloadError) as e:
+        batch.result = "client went away"
+        raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
+    except OSError as e:
+        batch.result = "error: insufficient storage"
+        return _unspooled(e)
+    with spool:
         limit = asyncio.Semaphore(concurrency)
 
         async def one(name: str) -> dict[str, Any]:
@@ -147,25 +163,53 @@ async def _put_spooled(
             except audit.AuditUnavailableError as e:
                 return {"node": name, "error": "audit log unavailable", "details": str(e)}
             try:
-                async with limit, node_files(connector, connector.target(name)) as files:
+                async with limit, _node_files(request, connector.target(name)) as files:
                     stored = await files.write(path, _spooled(spool), mode=mode)
                 record.result, record.bytes_in = "stored", stored.size
             except SshError as e:
                 record.result = f"error: {e.kind}"
                 return {"node": name, "error": e.kind, "details": str(e)}
+            except Exception as e:  # a fault of ours on one node leaves the others going
+                logger.exception("batch upload to %s failed", name)
+                record.result = "error: internal error"
+                return {"node": name, "error": "internal error", "details": repr(e)}
             finally:
                 await request.app[AUDIT].end(record)
             return {"node": name, **asdict(stored)}
 
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(name)) for name in dict.fromkeys(names)]
-            for done in asyncio.as_completed(tasks):
-                await response.write(json.dumps(await done).encode() + b"\n")
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(name)) for name in dict.fromkeys(names)]
+                for done in asyncio.as_completed(tasks):
+                    line = json.dumps(await done).encode() + b"\n"
+                    await delivered(request, response.write(line))
+            await delivered(request, response.write_eof())
+        except ConnectionError:  # the caller went away: the nodes' own records say what ran
+            batch.result = "client went away"
+            return response
     batch.result = "done"
     return response
+
+
+async def _spool(request: web.Request, most: int) -> IO[bytes]:
+    """The body in a temporary file, all of it on the descriptor the nodes read by."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115  (the caller closes it, once filled)
+    try:
+        async for chunk in _body(request, most):
+            await asyncio.to_thread(spool.write, chunk)
+        await asyncio.to_thread(spool.flush)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _unspooled(error: OSError) -> web.Response:
+    """The adapter's own disk could not keep the body (full, or refusing): its words."""
+    details = f"the adapter cannot spool the body in {tempfile.gettempdir()}: {error}"
+    return error_answer(507, "insufficient storage", details)
 
 
 async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
@@ -190,16 +234,19 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     await request.app[AUDIT].begin(record)
     response = web.StreamResponse()
     try:
-        async with node_files(connector, target) as files:
-            if await files.kind(path) == "directory":
+        async with _node_files(request, target) as files:
+            if await files.is_directory(path):
                 record.result = "listed"
                 items = [asdict(entry) for entry in await files.listing(path)]
                 return web.json_response({"path": path, "items": items})
-            size = await files.size(path)
-            wanted = _wanted(request, size)
+            reading = await files.reading(path)
+            size = reading.size
+            wanted = _wanted(request.headers.get(hdrs.RANGE), size)
             if wanted is None:
                 record.result = "range not satisfiable"
-                return error_answer(416, "range not satisfiable", f"{path} has {size} bytes")
+                refusal = error_answer(416, "range not satisfiable", f"{path} has {size} bytes")
+                refusal.headers["Content-Range"] = f"bytes */{size}"
+                return refusal
             start, length = wanted
             response.set_status(206 if length < size else 200)
             response.headers.update(
@@ -215,9 +262,12 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                 }
             )
             await response.prepare(request)
-            async for chunk in files.read(path, start, length):
-                record.bytes_out += len(chunk)
-                await response.write(chunk)
+            async with contextlib.aclosing(reading.chunks(start, length)) as chunks:
+                async for chunk in chunks:
+                    record.bytes_out += len(chunk)
+                    await delivered(request, response.write(chunk))
+            if record.bytes_out < length:  # the file shrank: only a cut body can say so
+                response.force_close()
             await response.write_eof()
             record.result = "sent"
             return response
@@ -226,27 +276,38 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         return response
     except SshError as e:
         record.result = f"error: {e.kind}"
+        if response.prepared:  # the status is sent: only a cut body can say so
+            response.force_close()
+            return response
         return error_answer(e.status, e.kind, str(e))
     finally:
         await request.app[AUDIT].end(record)
 
 
-def _wanted(request: web.Request, size: int) -> tuple[int, int] | None:
-    """(start, length) of what to send; None when the asked range is not in the file."""
-    try:
-        asked = request.http_range
-    except ValueError:
+def _wanted(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) of what to send, as RFC 9110 (14.2) has it: a Range this server does
+    not serve (another unit, several ranges, bad syntax) is ignored, and the whole file sent;
+    None when the one byte range asked is not in the file."""
+    whole = 0, size
+    unit, equals, ranges = (header or "").partition("=")
+    specs = [spec.strip() for spec in ranges.split(",") if spec.strip()]
+    if not equals or unit.lower() != "bytes" or len(specs) != 1:
+        return whole
+    found = _BYTE_RANGE.fullmatch(specs[0])
+    if found is None:
+        return whole
+    first, last, suffix = found.groups()
+    if suffix is not None:  # the last `suffix` bytes
+        if int(suffix) == 0:
+            return None
+        return max(size - int(suffix), 0), min(int(suffix), size)
+    start = int(first)
+    if last and int(last) < start:
+        return whole  # invalid: its end before its start
+    if start >= size:
         return None
-    start, stop = asked.start, asked.stop
-    if start is None and stop is None:
-        return 0, size
-    if start is not None and start < 0:  # bytes=-N: the last N
-        start = max(size + start, 0)
-    start = start or 0
-    stop = size if stop is None else min(stop, size)
-    if size and (start >= size or stop <= start):
-        return None
-    return start, max(stop - start, 0)
+    stop = min(int(last) + 1, size) if last else size
+    return start, stop - start
 
 
 async def port_forward(request: web.Request) -> web.StreamResponse:

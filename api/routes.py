@@ -75,6 +75,7 @@ _SSH = {
     502: "the node's sshd cannot be reached or is not trusted",
     503: "shell and exec are disabled, SSH is not configured, or the node's frps is unreachable",
 }
+_SILENT = "the node did not answer an SFTP step in time (FRPA_SFTP_STEP_TIMEOUT)"
 _WEBSOCKET = {101: "a WebSocket shell (see README.md)", **_SSH, 429: "too many shells"}
 _FORM: BodyType = "application/x-www-form-urlencoded"
 _JSON: BodyType = "application/json"
@@ -254,7 +255,7 @@ ROUTES: tuple[Route, ...] = (
         access=Rule(Role.OPERATOR, "create", "files"),
         summary="write the request body to a file on the node (streamed; renamed into place)",
         query=FileQuerySchema,
-        answers={200: "stored: path, size, sha256", **_SSH, 413: "too large"},
+        answers={200: "stored: path, size, sha256", **_SSH, 413: "too large", 504: _SILENT},
     ),
     Route(
         method="GET",
@@ -268,6 +269,7 @@ ROUTES: tuple[Route, ...] = (
             206: "part of the file",
             **_SSH,
             416: "no such range",
+            504: _SILENT,
         },
     ),
     Route(
@@ -277,7 +279,12 @@ ROUTES: tuple[Route, ...] = (
         access=Rule(Role.OPERATOR, "create", "files"),
         summary="write the request body to a file on many nodes; one NDJSON line per node",
         query=BatchFileQuerySchema,
-        answers={200: "NDJSON results", **_SSH, 413: "too large"},
+        answers={
+            200: "NDJSON results",
+            **_SSH,
+            413: "too large",
+            507: "the adapter's disk cannot hold the body",
+        },
     ),
     Route(
         method="GET",

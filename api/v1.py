@@ -98,12 +98,12 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     try:
         await response.prepare(request)
-        await _delivered(request, response.write(b'{"items":['))
+        await delivered(request, response.write(b'{"items":['))
         await _send_rendered(request, response, states, partial(_node_json, request), b",")
         metadata = {"continue": _continue_token(last)} if last else {}
         tail = b'],"metadata":' + json.dumps(metadata).encode() + b"}"
-        await _delivered(request, response.write(tail))
-        await _delivered(request, response.write_eof())
+        await delivered(request, response.write(tail))
+        await delivered(request, response.write_eof())
     except ConnectionError:  # the client went away, or was dropped
         pass
     return response
@@ -148,22 +148,22 @@ async def _watch(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         await _send_rendered(request, response, states, partial(_event, request, "ADDED"), b"")
-        await _delivered(request, response.write(_BOOKMARK))  # every node is in: changes follow
+        await delivered(request, response.write(_BOOKMARK))  # every node is in: changes follow
         while True:
             try:
                 async with asyncio.timeout(_BOOKMARK_SECONDS):
                     event = await watch.next()
             except TimeoutError:
-                await _delivered(request, response.write(_BOOKMARK))
+                await delivered(request, response.write(_BOOKMARK))
                 continue
             except WatchEndedError as e:
                 if e.overrun:
                     gone = {"code": 410, "reason": "Expired", "message": "fell behind: list again"}
                     error = json.dumps({"type": "ERROR", "object": gone}).encode()
-                    await _delivered(request, response.write(error))
+                    await delivered(request, response.write(error))
                 break
-            await _delivered(request, response.write(_event(request, event.type, event.state)))
-        await _delivered(request, response.write_eof())
+            await delivered(request, response.write(_event(request, event.type, event.state)))
+        await delivered(request, response.write_eof())
     except ConnectionError:  # the reader went away, or was dropped
         pass
     finally:
@@ -196,10 +196,10 @@ async def _send_rendered(
             # Yielded with the slot held: between two plugin calls the loop renders at most
             # as many pieces as there are slots, however many lists are open.
             await asyncio.sleep(0)
-        await _delivered(request, response.write(separator + piece if start else piece))
+        await delivered(request, response.write(separator + piece if start else piece))
 
 
-async def _delivered(request: web.Request, writing: Awaitable[None]) -> None:
+async def delivered(request: web.Request, writing: Awaitable[None]) -> None:
     """Awaits a write to the client, which waits for as long as the client reads nothing:
     one that takes nothing for FRPA_SLOW_READER_TIMEOUT is dropped, counted, and
     ConnectionResetError raised, so no answer waits on a client for ever."""
@@ -314,8 +314,8 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
             tasks = [group.create_task(one(name)) for name in names]
             for done in asyncio.as_completed(tasks):
                 line = json.dumps(await done, ensure_ascii=False) + "\n"
-                await response.write(line.encode())
-        await response.write_eof()
+                await delivered(request, response.write(line.encode()))
+        await delivered(request, response.write_eof())
         batch.result = "done"
     except ConnectionError:  # the caller went away: the nodes' own records say what ran
         batch.result = "client went away"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -130,11 +131,15 @@ def _on_node(spec: str) -> tuple[str, str] | None:
 async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: str) -> int:
     total = await asyncio.to_thread(os.path.getsize, source)
     progress = _Progress(source, total)
+    sent, sent_size = hashlib.sha256(), 0
 
     async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent_size
         with open(source, "rb") as file:  # noqa: ASYNC230  (reads below, in a thread)
             while chunk := await asyncio.to_thread(file.read, _COPY_CHUNK):
                 progress.add(len(chunk))
+                sent.update(chunk)
+                sent_size += len(chunk)
                 yield chunk
 
     async with session.put(url, params={"path": path}, data=chunks()) as resp:
@@ -142,6 +147,12 @@ async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: s
     progress.done()
     if resp.status != 200:
         return _fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+    # The adapter says what the node holds: it must be what left here.
+    if (answer["size"], answer["sha256"]) != (sent_size, sent.hexdigest()):
+        return _fail(
+            f"{path}: the node holds {answer['size']} bytes, sha256 {answer['sha256']}; "
+            f"sent {sent_size} bytes, sha256 {sent.hexdigest()}"
+        )
     return 0
 
 

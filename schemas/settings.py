@@ -530,6 +530,14 @@ class Settings:
         group="SSH",
         help="the largest file an upload may write to a node, bytes",
     )
+    sftp_step_timeout: float = _setting(
+        "120",
+        _seconds,
+        env="FRPA_SFTP_STEP_TIMEOUT",
+        group="SSH",
+        help="seconds one SFTP step (a stat, an open, a read of up to 2 MiB, a write) may "
+        "wait for the node before the transfer is abandoned (0: no limit)",
+    )
     max_forwards_per_user: int = _setting(
         "20",
         _whole(100000),

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
+import resource
+import signal
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -279,3 +282,58 @@ async def test_a_download_the_client_abandons_is_no_error(frp: FrpSetup, tmp_pat
     writer.transport.abort()  # gone after the first bytes
     await asyncio.sleep(1)
     assert "Error handling request" not in frp.processes.log("adapter")
+
+
+async def test_a_batch_body_the_adapters_disk_cannot_hold_is_a_507_that_says_so(
+    frp: FrpSetup, tmp_path: Path
+) -> None:
+    # The adapter may write files of at most 8 MiB from now on: its spool runs out there,
+    # as on a full disk (EFBIG rather than ENOSPC; both are the disk refusing).
+    adapter = frp.processes.running["adapter"].pid
+    resource.prlimit(adapter, resource.RLIMIT_FSIZE, (8 * MB, resource.RLIM_INFINITY))
+    target = tmp_path / "pushed.bin"
+    async with (
+        aiohttp.ClientSession(headers=bearer("operator")) as session,
+        session.put(
+            f"{frp.adapter_url}/api/v1/files",
+            params={"path": str(target), "nodes": NODE},
+            data=io.BytesIO(os.urandom(16 * MB)),
+        ) as resp,
+    ):
+        assert resp.status == 507
+        answer = await resp.json()
+    assert answer["error"] == "insufficient storage"
+    assert "the adapter cannot spool the body" in answer["details"]
+    assert not target.exists()
+
+
+async def test_a_node_gone_silent_mid_download_is_given_up_after_the_step_timeout(
+    tmp_path: Path,
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    env = {"FRPA_SFTP_STEP_TIMEOUT": "3", "FRPA_AUDIT_LOG": str(audit)}
+    async with sshd_behind_frps(tmp_path, **env) as (setup, sshd):
+        setup.start_frpc("edge", "edge-1", local_port=sshd.port)
+        await node_online(setup, NODE)
+        big = tmp_path / "big.bin"
+        with big.open("wb") as file:
+            file.truncate(1 << 30)  # sparse
+
+        async def given_up() -> bool:
+            return audit.exists() and "node timed out" in audit.read_text()
+
+        frpc = setup.processes.running["edge"]
+        try:
+            async with (
+                aiohttp.ClientSession(headers=bearer("operator")) as session,
+                session.get(files_url(setup, big)) as resp,
+            ):
+                assert resp.status == 200
+                await resp.content.readexactly(MB)
+                frpc.send_signal(signal.SIGSTOP)  # the node answers nothing more
+                # The adapter's own verdict, not the SSH keepalive's (90 s) or frps's.
+                await eventually(given_up, within=60, what="the download given up")
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()  # what was sent, then the cut
+        finally:
+            frpc.send_signal(signal.SIGCONT)
