@@ -192,7 +192,8 @@ class SshConnector:
             raise HostKeyMismatchError(self._mismatch(target, e)) from e
         except asyncssh.PermissionDenied as e:
             raise SshError(f"{target.name}: sshd refused user {self._user!r}: {e}") from e
-        except (OSError, TimeoutError, asyncssh.Error) as e:
+        # UnicodeError: a host name IDNA cannot encode (a label over 63 characters).
+        except (OSError, TimeoutError, UnicodeError, asyncssh.Error) as e:
             frps = self._frps.get(target.host)
             if frps is not None and frps.unreachable:
                 raise FrpsUnreachableError(frps.why()) from e

@@ -499,3 +499,20 @@ async def test_limits_answer_with_a_clear_4xx(
         assert closing.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     resp = await client.post(f"/api/v1/nodes/{NODE}/exec", data=io.BytesIO(b"x" * (2 << 20)))
     assert resp.status == 413
+
+
+async def test_a_node_at_an_address_no_resolver_takes_is_a_502_that_says_so(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    client = await adapter(aiohttp_client, tmp_path, sshd)
+    address = "a" * 64 + ".example"  # a DNS label of 64 characters: IDNA refuses it
+    resp = await client.post(
+        "/frp_create",
+        data={"frp_server_ip_address": address, "unique_id": "abc123", "port": sshd.port},
+    )
+    assert resp.status == 200
+    status, body = await run(client, "true")
+    assert status == 502, body
+    assert f"cannot reach sshd at {address}:{sshd.port}" in body["details"]
+    resp = await client.get(f"/api/v1/nodes/{NODE}/files", params={"path": "/tmp"})
+    assert resp.status == 502
