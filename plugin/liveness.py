@@ -68,6 +68,7 @@ class FrpsWatch:
         """Probe frps once; past FRPA_FRPS_DOWN_AFTER unreachable, offline its nodes."""
         live, clock = self._liveness, self._clock
         started, started_at = clock.monotonic(), clock.now()
+        asked_at = self._registry.sequence
         try:
             await self._probe()
         except _UnansweredError as e:
@@ -93,7 +94,7 @@ class FrpsWatch:
             live.past_down_after = True
             logger.warning("%s: its online nodes go offline", live.why())
         if live.down and self._leading():
-            await self._offline_nodes()
+            await self._offline_nodes(asked_at)
 
     async def _probe(self) -> None:
         if self._dashboard is not None:
@@ -112,9 +113,11 @@ class FrpsWatch:
             ) from e
         writer.close()  # accepted: frps is there, whatever becomes of the connection
 
-    async def _offline_nodes(self) -> None:
+    async def _offline_nodes(self, asked_at: int) -> None:
         """Offline every online node recorded under this frps; stops once frps is heard
-        from again (its nodes are its events' then)."""
+        from again (its nodes are its events' then). A node changed since the probe was
+        sent (registry sequence `asked_at`) is left alone: its change is newer than the
+        probe's verdict, as a login at another replica while the probe was out."""
         registry, live = self._registry, self._liveness
         if not registry.counts().get((ONLINE, live.address)):
             return
@@ -128,7 +131,12 @@ class FrpsWatch:
                 continue
             uid = state.unique_id
             current = registry.get(uid)  # changed since the list was taken, maybe
-            if current is None or current.status != ONLINE or current.frps_address != live.address:
+            if (
+                current is None
+                or current.status != ONLINE
+                or current.frps_address != live.address
+                or registry.changed_since(uid, asked_at)
+            ):
                 continue
             registry.transition(
                 uid, NodeChange(reason=FRPS_UNREACHABLE, at=self._clock.now(), status=OFFLINE)

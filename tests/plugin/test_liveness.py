@@ -16,7 +16,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from api.app import create_app
 from api.keys import FRPS, LEADERSHIP, REGISTRY
 from api.metrics import METRICS
-from nodes.model import UniqueId
+from nodes.model import NodeState, UniqueId, render_nm
 from plugin.reconciler import RELOGIN_SETTLE_SECONDS
 from tests.clock import FakeClock
 from tests.support import (
@@ -268,4 +268,54 @@ async def test_a_dial_that_fails_while_frps_does_not_answer_names_frps_not_sshd(
     answer, body = await exec_on(client, "n1")
     assert (answer, body["error"]) == (503, "frps unreachable"), body
     assert body["details"].startswith("frps default unreachable since ")
+    assert await status(client, "n1") == ("online", "NewProxy")
+
+
+async def test_a_node_another_replica_brings_online_while_a_probe_is_out_is_left_online(
+    tmp_path: Path, aiohttp_client: AiohttpClient, dashboard: Dashboard
+) -> None:
+    """HA: frps comes back, its frpc logs in at the other replica (no plugin call here), and
+    this replica's probe, sent before, fails after: the newer login wins, as it does over a
+    reconciliation's older view."""
+    client = await watched_app(tmp_path, aiohttp_client, dashboard)
+    clock = clock_of(client)
+    await online_nodes(client, "n1", "n2")
+    await dashboard.stop()
+    await clock.advance(DOWN_AFTER + 2 * PERIOD)
+    assert await status(client, "n1") == ("offline", "FrpsUnreachable")
+
+    asked, answer = asyncio.Event(), asyncio.Event()
+    slow = web.Application()
+
+    async def late_failure(request: web.Request) -> web.Response:
+        asked.set()
+        await answer.wait()
+        assert request.transport is not None
+        request.transport.abort()  # no answer: the probe fails
+        return web.Response()
+
+    slow.router.add_route("*", "/{tail:.*}", late_failure)
+    await dashboard.start(slow)
+    probing = asyncio.ensure_future(clock.advance(PERIOD))
+
+    async def sent() -> bool:
+        return asked.is_set()
+
+    await eventually(sent, what="the probe sent")
+    at = clock.now()
+    theirs = NodeState(
+        unique_id=UniqueId("n1"),
+        status="online",
+        reason="NewProxy",
+        last_transition=at,
+        updated_at=at,
+        frps_address="203.0.113.7",
+        remote_port=16001,
+        proxy_name="n1.ssh",
+    )
+    client.app[REGISTRY].observe(render_nm(theirs, None))  # the other replica's write
+    answer.set()
+    await probing
+    await clock.advance(0)
+    assert (await frps_on_readyz(client))["down"] is True
     assert await status(client, "n1") == ("online", "NewProxy")
