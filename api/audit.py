@@ -22,6 +22,7 @@ import secrets
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,8 +31,13 @@ from pathlib import Path
 from aiohttp import web
 
 from api.callers import ANONYMOUS, IDENTITY
+from nodes.clock import cause
 
 logger = logging.getLogger(__name__)
+
+# How long an action waits for its record to be written before it is refused: a disk that
+# hangs (an NFS server gone, a pipe nobody reads) refuses actions, it does not hold them.
+WRITE_SECONDS = 10.0
 
 
 class AuditUnavailableError(Exception):
@@ -114,11 +120,14 @@ class _AppendOnly:
 
 class AuditLog:
     """Appends records to a file (or stdout for `-`); with no destination, drops them.
-    Writes go to a thread: a full or slow disk must not hold the event loop."""
+    Writes go to a thread of the log's own, within WRITE_SECONDS: a full, slow or hung
+    disk holds neither the event loop nor the threads the store's writes run in
+    (asyncio's default executor)."""
 
     def __init__(self, destination: str | None) -> None:
         self._destination = destination
         self._file = _AppendOnly(destination) if destination not in (None, "-") else None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit")
         self.failures = 0  # records that could not be written
 
     async def begin(self, record: AuditRecord) -> None:
@@ -127,16 +136,17 @@ class AuditLog:
         record.result = record.result or "started"
         try:
             await self._write(record)
-        except OSError as e:
+        except (OSError, TimeoutError) as e:
             self.failures += 1
+            why = cause(e, WRITE_SECONDS)
             logger.error(
                 "refused %s on %s: the audit log cannot be written: %s",
                 record.event,
                 record.node,
-                e,
+                why,
             )
             raise AuditUnavailableError(
-                f"the audit log {self._destination} cannot be written ({e}): "
+                f"the audit log {self._destination} cannot be written ({why}): "
                 f"{record.event} refused, nothing was done"
             ) from e
 
@@ -146,7 +156,7 @@ class AuditLog:
         record.end = datetime.now(UTC).isoformat()
         try:
             await self._write(record)
-        except OSError as e:
+        except (OSError, TimeoutError) as e:
             self.failures += 1
             logger.error(
                 "the end of %s %s on %s (%s) is not in the audit log: %s",
@@ -154,7 +164,7 @@ class AuditLog:
                 record.id,
                 record.node,
                 record.result,
-                e,
+                cause(e, WRITE_SECONDS),
             )
 
     async def _write(self, record: AuditRecord) -> None:
@@ -163,11 +173,18 @@ class AuditLog:
             errors="backslashreplace"
         )
         if self._file is not None:
-            await asyncio.to_thread(self._file.write, line)
+            write = self._file.write
         elif self._destination == "-":
-            await asyncio.to_thread(_to_stdout, line)
+            write = _to_stdout
+        else:
+            return
+        # A record that waited its turn past the time limit is cancelled before it is
+        # written: it would say started of an action refused.
+        async with asyncio.timeout(WRITE_SECONDS):
+            await asyncio.get_running_loop().run_in_executor(self._thread, write, line)
 
     def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
         if self._file is not None:
             self._file.close()
 

@@ -6,7 +6,9 @@ the adapter follows the name, as it does after a rotation.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpClient
 
+from api.keys import STORE
 from ssh.session import run_command
 from tests.ssh.test_ssh import NODE, Client, adapter, register, run
 from tests.sshd import Sshd, running_sshd
@@ -51,6 +54,15 @@ def records(path: Path) -> list[dict[str, Any]]:
 def fill_disk(name: Path) -> None:
     name.unlink()
     name.symlink_to("/dev/full")
+
+
+def hang_disk(name: Path) -> Path:
+    """`name` to a FIFO nobody reads: opening it for writing waits for ever."""
+    hung = name.with_name("hung")
+    os.mkfifo(hung)
+    name.unlink()
+    name.symlink_to(hung)
+    return hung
 
 
 async def test_with_a_full_disk_nothing_audited_runs_and_each_refusal_says_why(
@@ -151,3 +163,38 @@ async def test_one_nodes_unexpected_error_is_its_own_line_and_the_others_run(
     assert lines[NODE]["stdout"] == "ok\n"
     assert lines["nodemaintenances-broken"]["error"] == "internal error"
     assert "a fault of the adapter's own" in lines["nodemaintenances-broken"]["details"]
+
+
+async def test_an_audit_log_that_hangs_refuses_in_time_and_holds_up_nothing_else(
+    client: Client, tmp_path: Path, audit_name: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO with no reader behind the name is a disk that hangs (an NFS server gone):
+    opening it for writing waits for ever. The actions wait at most WRITE_SECONDS and are
+    refused; the store, whose writes also run in threads, goes on."""
+    monkeypatch.setattr("api.audit.WRITE_SECONDS", 0.5)
+    ran = tmp_path / "ran"
+    hung = hang_disk(audit_name)
+    try:
+        execs = [
+            asyncio.ensure_future(
+                client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": f"touch {ran}"})
+            )
+            for _ in range(12)  # more than asyncio's default executor has threads
+        ]
+        await asyncio.sleep(0.1)
+        # Waited on, not cancelled: a store read cancelled waits for its thread anyway.
+        read = asyncio.ensure_future(client.app[STORE].get(NODE))
+        read_done, _ = await asyncio.wait([read], timeout=5)
+        assert read_done, "the store's read waited behind the audit log"
+        assert read.result() is not None
+        answered, _ = await asyncio.wait(execs, timeout=5)
+        assert len(answered) == len(execs), "actions waited on the audit log for ever"
+        for resp in (e.result() for e in execs):
+            body = await resp.json()
+            assert resp.status == 503, body
+            assert "timed out after 0.5 s" in body["details"]
+        assert not ran.exists()
+    finally:
+        reader = os.open(hung, os.O_RDONLY | os.O_NONBLOCK)  # frees the thread that waits
+        await asyncio.sleep(0.1)
+        os.close(reader)
