@@ -20,9 +20,7 @@ import logging
 import os
 import secrets
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -84,24 +82,22 @@ class _AppendOnly:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._lock = threading.Lock()  # writes come from asyncio.to_thread, maybe two at once
         self._fd = self._open()
 
     def _open(self) -> int:
         return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
     def write(self, line: bytes) -> None:
-        with self._lock:
-            self._follow()
-            size = os.fstat(self._fd).st_size
-            try:
-                written = os.write(self._fd, line)
-                if written < len(line):
-                    raise OSError(f"only {written} of {len(line)} bytes written (disk full?)")
-            except OSError:
-                with suppress(OSError):  # no half line for the next record to follow
-                    os.ftruncate(self._fd, size)
-                raise
+        self._follow()
+        size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written < len(line):
+                raise OSError(f"only {written} of {len(line)} bytes written (disk full?)")
+        except OSError:
+            with suppress(OSError):  # no half line for the next record to follow
+                os.ftruncate(self._fd, size)
+            raise
 
     def _follow(self) -> None:
         try:
@@ -120,14 +116,17 @@ class _AppendOnly:
 
 class AuditLog:
     """Appends records to a file (or stdout for `-`); with no destination, drops them.
-    Writes go to a thread of the log's own, within WRITE_SECONDS: a full, slow or hung
-    disk holds neither the event loop nor the threads the store's writes run in
-    (asyncio's default executor)."""
+    Writes go to a thread (asyncio's), one at a time, within WRITE_SECONDS: a full, slow or
+    hung disk holds neither the event loop nor more than one of the threads the store's
+    writes also run in."""
 
     def __init__(self, destination: str | None) -> None:
         self._destination = destination
         self._file = _AppendOnly(destination) if destination not in (None, "-") else None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit")
+        # Held from a write's start until its thread returns, even after its caller gave up
+        # waiting: a write that hangs then holds one thread, and the next ones time out
+        # before they start (never to say later that a refused action started).
+        self._writing = asyncio.Lock()
         self.failures = 0  # records that could not be written
 
     async def begin(self, record: AuditRecord) -> None:
@@ -178,13 +177,17 @@ class AuditLog:
             write = _to_stdout
         else:
             return
-        # A record that waited its turn past the time limit is cancelled before it is
-        # written: it would say started of an action refused.
         async with asyncio.timeout(WRITE_SECONDS):
-            await asyncio.get_running_loop().run_in_executor(self._thread, write, line)
+            await self._writing.acquire()
+            try:
+                done = asyncio.get_running_loop().run_in_executor(None, write, line)
+            except BaseException:
+                self._writing.release()
+                raise
+            done.add_done_callback(lambda _: self._writing.release())
+            await asyncio.shield(done)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
         if self._file is not None:
             self._file.close()
 
