@@ -30,12 +30,15 @@ from pathlib import Path
 from aiohttp import web
 
 from api.callers import ANONYMOUS, IDENTITY
+from nodes.errors import AdapterError
 
 logger = logging.getLogger(__name__)
 
 
-class AuditUnavailableError(Exception):
+class AuditUnavailableError(AdapterError):
     """The audit log cannot take a record, so the action it would record is refused."""
+
+    kind = "audit log unavailable"
 
 
 @dataclass(slots=True, kw_only=True)
