@@ -30,6 +30,7 @@ from aiohttp import web
 
 from api.callers import ANONYMOUS, IDENTITY
 from nodes.clock import cause
+from nodes.errors import AdapterError
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,10 @@ logger = logging.getLogger(__name__)
 WRITE_SECONDS = 10.0
 
 
-class AuditUnavailableError(Exception):
+class AuditUnavailableError(AdapterError):
     """The audit log cannot take a record, so the action it would record is refused."""
+
+    kind = "audit log unavailable"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -32,8 +32,14 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from api.audit import AuditLog, AuditUnavailableError, start_record
+from api.audit import AuditLog, start_record
 from api.callers import ANONYMOUS, IDENTITY, ROLE_NAMES, Identity, Role
+from api.errors import (
+    AuthNotConfiguredError,
+    ForbiddenError,
+    TokenUncheckedError,
+    UnauthorizedError,
+)
 from api.watched import stamp
 from nodes.clock import Clock
 from nodes.store import Reviewer, ReviewError
@@ -172,10 +178,7 @@ class Access:
 
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                return await self._check(request, handler, rule, needed)
-            except AuditUnavailableError as e:  # raised before the action touched anything
-                return _answer(request, 503, "audit log unavailable", str(e))
+            return await self._check(request, handler, rule, needed)
 
         return guarded
 
@@ -185,25 +188,22 @@ class Access:
         # CORS does not cover WebSockets: any page may open one, so every upgrade's
         # origin is checked, token or not.
         if _is_websocket(request) and (foreign := self._foreign_page(request)):
-            return self._deny(request, 403, "forbidden", foreign)
+            raise self._denied(request, ForbiddenError(foreign))
         if not self._tokens_file and self.reviewer is None:
             if not (rule.anonymous or self.insecure):
-                return _answer(
-                    request,
-                    503,
-                    "disabled without authentication",
+                raise AuthNotConfiguredError(
                     "no API tokens are configured: set FRPA_API_TOKENS_FILE or "
                     "FRPA_KUBERNETES_AUTH=1 (or FRPA_INSECURE_NO_AUTH=1 to allow everything "
-                    "to anyone)",
+                    "to anyone)"
                 )
             if foreign := self._foreign_write(request):
-                return self._deny(request, 403, "forbidden", foreign)
+                raise self._denied(request, ForbiddenError(foreign))
             request[IDENTITY] = ANONYMOUS
             return await handler(request)
         token = _presented_token(request)
         if token is None and rule.anonymous and self._from_trusted_network(request):
             if foreign := self._foreign_write(request):
-                return self._deny(request, 403, "forbidden", foreign)
+                raise self._denied(request, ForbiddenError(foreign))
             request[IDENTITY] = Identity(f"trusted network {request.remote}", needed)
             record = start_record(
                 request, "trusted", request.match_info.get("nm_name", ""), request.path_qs
@@ -216,14 +216,14 @@ class Access:
         identity = self._tokens.get(digest(token)) if token else None
         if identity is None:
             why = "a valid bearer token is required" if token is None else "unknown token"
-            return self._deny(request, 401, "unauthorized", why)
+            raise self._denied(request, UnauthorizedError(why))
         if identity.role < needed:
-            return self._deny(
+            raise self._denied(
                 request,
-                403,
-                "forbidden",
-                f"{identity.name} ({identity.role.name.lower()}) may not do this: "
-                f"it needs {needed.name.lower()}",
+                ForbiddenError(
+                    f"{identity.name} ({identity.role.name.lower()}) may not do this: "
+                    f"it needs {needed.name.lower()}"
+                ),
             )
         request[IDENTITY] = identity
         return await handler(request)
@@ -237,24 +237,22 @@ class Access:
         needed: Role,
     ) -> web.StreamResponse:
         if not token:
-            return self._deny(request, 401, "unauthorized", "a valid bearer token is required")
+            raise self._denied(request, UnauthorizedError("a valid bearer token is required"))
         verb, subresource = rule.verb, rule.subresource
         name = request.match_info.get("nm_name")
         try:
             identity = await self._review(token, verb, subresource, name, needed)
         except ReviewError as e:
-            return _answer(request, 503, "cannot check the token", str(e))
+            raise TokenUncheckedError(str(e)) from e
         if identity is None:
-            return self._deny(
-                request, 401, "unauthorized", "the Kubernetes API does not know this token"
+            raise self._denied(
+                request, UnauthorizedError("the Kubernetes API does not know this token")
             )
         if identity.role < needed:
             target = f"nodemaintenances{'/' + subresource if subresource else ''}"
-            return self._deny(
+            raise self._denied(
                 request,
-                403,
-                "forbidden",
-                f"{identity.name} may not {verb} {target} {name or ''}".rstrip(),
+                ForbiddenError(f"{identity.name} may not {verb} {target} {name or ''}".rstrip()),
             )
         request[IDENTITY] = identity
         return await handler(request)
@@ -285,12 +283,15 @@ class Access:
         self._reviews[cache_key] = (now, identity)
         return identity
 
-    def _deny(self, request: web.Request, status: int, error: str, details: str) -> web.Response:
+    def _denied(
+        self, request: web.Request, error: UnauthorizedError | ForbiddenError
+    ) -> UnauthorizedError | ForbiddenError:
+        """`error`, counted and logged, for the caller to raise."""
         self.denied += 1
         logger.warning(
-            "denied %s %s from %s: %s", request.method, request.path, request.remote, details
+            "denied %s %s from %s: %s", request.method, request.path, request.remote, error
         )
-        return _answer(request, status, error, details)
+        return error
 
     async def may(self, request: web.Request, method: str, path: str) -> bool:
         """Whether the caller of `request` would be let through to route `method path`."""
@@ -339,19 +340,6 @@ class Access:
         if cross_site or (origin is not None and urlsplit(origin).netloc != request.host):
             return f"origin {origin or 'of another site'} is not allowed"
         return None
-
-
-def _answer(request: web.Request, status: int, error: str, details: str) -> web.Response:
-    headers = {hdrs.WWW_AUTHENTICATE: "Bearer"} if status == 401 else None
-    if _is_original(request):
-        body: dict[str, object] = {"code": status, "error": {"message": f"{error}: {details}"}}
-    else:
-        body = {"error": error, "details": details}
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _is_original(request: web.Request) -> bool:
-    return not request.path.startswith("/api/")
 
 
 def _is_websocket(request: web.Request) -> bool:

@@ -21,14 +21,21 @@ from dataclasses import asdict
 from typing import IO, Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
+from api.errors import (
+    InsufficientStorageError,
+    RangeNotSatisfiableError,
+    TooLargeError,
+    TooManyError,
+)
 from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
-from api.v1 import delivered, error_answer
+from api.v1 import delivered
+from nodes.errors import AdapterError, InvalidInputError
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
-from ssh.connector import SshError, SshTarget
+from ssh.connector import SshTarget
 from ssh.files import NodeFiles, checked_path, node_files
 from ssh.ports import PortStream, node_port
 
@@ -42,15 +49,13 @@ _batch_query = BatchFileQuerySchema()
 _BYTE_RANGE = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
 
 
-class _TooLargeError(Exception):
-    pass
-
-
-def _refusal(error: ValidationError | SshError) -> web.Response:
-    """Bad input, or a node that cannot be reached: refused before anything moves."""
-    if isinstance(error, ValidationError):
-        return error_answer(400, "invalid query", error.messages)
-    return error_answer(error.status, error.kind, str(error))
+def _query(schema: Schema, request: web.Request) -> dict[str, Any]:
+    """The request's query, loaded by `schema` (InvalidInputError)."""
+    try:
+        query: dict[str, Any] = schema.load(dict(request.query))
+    except ValidationError as e:
+        raise InvalidInputError(e.messages, kind="invalid query") from e
+    return query
 
 
 def _file_input(query: dict[str, Any]) -> tuple[str, int]:
@@ -58,8 +63,12 @@ def _file_input(query: dict[str, Any]) -> tuple[str, int]:
     try:
         path = checked_path(query["path"])
     except ValueError as e:
-        raise ValidationError({"path": [str(e)]}) from e
+        raise InvalidInputError({"path": [str(e)]}, kind="invalid query") from e
     return path, int(query["mode"], 8)
+
+
+def _too_large(most: int) -> TooLargeError:
+    return TooLargeError(f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
 
 
 def _node_files(
@@ -73,26 +82,23 @@ async def put_file(request: web.Request) -> web.Response:
     """The body, streamed to the node's file `path`: `{"path", "size", "sha256"}`."""
     name = request.match_info["nm_name"]
     most = request.app[SETTINGS].max_upload_bytes
-    try:
-        path, mode = _file_input(_file_query.load(dict(request.query)))
-        if request.content_length is not None and request.content_length > most:
-            return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
-        connector = request.app[SSH]
-        target = connector.target(name)
-    except (ValidationError, SshError) as e:
-        return _refusal(e)
+    path, mode = _file_input(_query(_file_query, request))
+    if request.content_length is not None and request.content_length > most:
+        raise _too_large(most)
+    connector = request.app[SSH]
+    target = connector.target(name)
     record = audit.start_record(request, "upload", name, path)
     await request.app[AUDIT].begin(record)
     try:
         async with _node_files(request, target) as files:
             stored = await files.write(path, _body(request, most), mode=mode)
         record.result, record.bytes_in = "stored", stored.size
-    except _TooLargeError:
+    except TooLargeError:
         record.result = "too large"
-        return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
-    except SshError as e:
+        raise
+    except AdapterError as e:
         record.result = f"error: {e.kind}"
-        return error_answer(e.status, e.kind, str(e))
+        raise
     except (ConnectionError, web.RequestPayloadError) as e:
         record.result = "client went away"
         raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
@@ -106,7 +112,7 @@ async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
     async for chunk in request.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > most:
-            raise _TooLargeError
+            raise _too_large(most)
         yield chunk
 
 
@@ -114,11 +120,8 @@ async def put_files(request: web.Request) -> web.StreamResponse:
     """The body, spooled once on the adapter, written to `path` on every node selected:
     one NDJSON line per node as it is done (`{"node", "path", "size", "sha256"}` or
     `{"node", "error", "details"}`); one node's failure, whatever it is, is its own line."""
-    try:
-        query = _batch_query.load(dict(request.query))
-        path, mode = _file_input(query)
-    except ValidationError as e:
-        return error_answer(400, "invalid query", e.messages)
+    query = _query(_batch_query, request)
+    path, mode = _file_input(query)
     connector = request.app[SSH]
     names = query["nodes"].split(",") if query["nodes"] else connector.online()
     batch = audit.start_record(request, "upload batch", f"{len(names)} nodes", path)
@@ -144,15 +147,15 @@ async def _put_spooled(
     connector = request.app[SSH]
     try:
         spool = await _spool(request, most)
-    except _TooLargeError:
+    except TooLargeError:
         batch.result = "too large"
-        return error_answer(413, "too large", f"at most {most} bytes (FRPA_MAX_UPLOAD_BYTES)")
+        raise
     except (ConnectionError, web.RequestPayloadError) as e:
         batch.result = "client went away"
         raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
     except OSError as e:
         batch.result = "error: insufficient storage"
-        return _unspooled(e)
+        raise _unspooled(e) from e
     with spool:
         limit = asyncio.Semaphore(concurrency)
 
@@ -161,12 +164,12 @@ async def _put_spooled(
             try:
                 await request.app[AUDIT].begin(record)
             except audit.AuditUnavailableError as e:
-                return {"node": name, "error": "audit log unavailable", "details": str(e)}
+                return {"node": name, "error": e.kind, "details": str(e)}
             try:
                 async with limit, _node_files(request, connector.target(name)) as files:
                     stored = await files.write(path, _spooled(spool), mode=mode)
                 record.result, record.bytes_in = "stored", stored.size
-            except SshError as e:
+            except AdapterError as e:  # the node's: its own line
                 record.result = f"error: {e.kind}"
                 return {"node": name, "error": e.kind, "details": str(e)}
             except Exception as e:  # a fault of ours on one node leaves the others going
@@ -206,10 +209,11 @@ async def _spool(request: web.Request, most: int) -> IO[bytes]:
     return spool
 
 
-def _unspooled(error: OSError) -> web.Response:
+def _unspooled(error: OSError) -> InsufficientStorageError:
     """The adapter's own disk could not keep the body (full, or refusing): its words."""
-    details = f"the adapter cannot spool the body in {tempfile.gettempdir()}: {error}"
-    return error_answer(507, "insufficient storage", details)
+    return InsufficientStorageError(
+        f"the adapter cannot spool the body in {tempfile.gettempdir()}: {error}"
+    )
 
 
 async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
@@ -224,12 +228,8 @@ async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
 async def get_file(request: web.Request) -> web.StreamResponse:
     """The node's file `path` (a `Range` of it, if asked), or a directory's listing."""
     name = request.match_info["nm_name"]
-    try:
-        path, _ = _file_input(_file_query.load(dict(request.query)))
-        connector = request.app[SSH]
-        target = connector.target(name)
-    except (ValidationError, SshError) as e:
-        return _refusal(e)
+    path, _ = _file_input(_query(_file_query, request))
+    target = request.app[SSH].target(name)
     record = audit.start_record(request, "download", name, path)
     await request.app[AUDIT].begin(record)
     response = web.StreamResponse()
@@ -243,10 +243,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
             size = reading.size
             wanted = _wanted(request.headers.get(hdrs.RANGE), size)
             if wanted is None:
-                record.result = "range not satisfiable"
-                refusal = error_answer(416, "range not satisfiable", f"{path} has {size} bytes")
-                refusal.headers["Content-Range"] = f"bytes */{size}"
-                return refusal
+                raise RangeNotSatisfiableError(path, size)
             start, length = wanted
             response.set_status(206 if length < size else 200)
             response.headers.update(
@@ -274,12 +271,15 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     except ConnectionError:  # the client went away mid-download: nothing more to send
         record.result = "client went away"
         return response
-    except SshError as e:
+    except RangeNotSatisfiableError:
+        record.result = "range not satisfiable"
+        raise
+    except AdapterError as e:
         record.result = f"error: {e.kind}"
         if response.prepared:  # the status is sent: only a cut body can say so
             response.force_close()
             return response
-        return error_answer(e.status, e.kind, str(e))
+        raise
     finally:
         await request.app[AUDIT].end(record)
 
@@ -314,20 +314,16 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
     """A WebSocket to the node's 127.0.0.1:`port`: binary frames both ways."""
     name = request.match_info["nm_name"]
     settings = request.app[SETTINGS]
-    try:
-        port = _port_query.load(dict(request.query))["port"]
-        connector = request.app[SSH]
-        target = connector.target(name)
-    except (ValidationError, SshError) as e:
-        return _refusal(e)
+    port = _query(_port_query, request)["port"]
+    connector = request.app[SSH]
+    target = connector.target(name)
     record = audit.start_record(request, "portforward", name, f"port {port}")
     forwards = request.app[FORWARDS_BY_USER]
     if forwards[record.user] >= settings.max_forwards_per_user:
-        return error_answer(
-            429,
-            "too many forwards",
+        raise TooManyError(
             f"{record.user} has {forwards[record.user]} open "
             f"(FRPA_MAX_FORWARDS_PER_USER={settings.max_forwards_per_user})",
+            kind="too many forwards",
         )
     await request.app[AUDIT].begin(record)
     ws = web.WebSocketResponse(
@@ -338,7 +334,7 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
     try:
         async with node_port(connector, target, port) as stream:
             record.result = await _carry(request, ws, stream, record)
-    except SshError as e:
+    except AdapterError as e:  # after the upgrade: the close frame says it
         record.result = f"error: {e.kind}"
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
     finally:

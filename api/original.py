@@ -2,7 +2,8 @@
 
 Parameters come from the query string (the original's patched frps sent them that way,
 with an empty body labelled application/json), a form body, or a JSON object body.
-Answers: `{"code": 200, "data": ...}`, errors `{"code": <status>, "error": {"message": ...}}`.
+Answers: `{"code": 200, "data": ...}`; refusals are raised as `AdapterError`s, which
+`api.errors` answers as the original did, `{"code": <status>, "error": {"message": ...}}`.
 Writes return once the change is stored.
 """
 
@@ -15,8 +16,10 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
+from api.errors import CommandFailedError
 from api.keys import REGISTRY, SETTINGS, SSH
 from api.v1 import loaded, node_object, node_state, run_audited, stored
+from nodes.errors import InvalidInputError, NodeNotFoundError, NotLoadedError, NotStoredError
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -30,27 +33,15 @@ from nodes.model import (
 )
 from schemas import parse_json
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
-from ssh.connector import NodeNotFoundError, SshError
+from ssh.connector import SshError, SshTarget
 
 _create_schema = FrpCreateSchema()
 _update_schema = FrpUpdateSchema()
 _exec_schema = OriginalExecSchema()
 
 
-class _FailureError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _success(data: object) -> web.Response:
     return web.json_response({"code": 200, "data": data})
-
-
-def _failure(error: _FailureError) -> web.Response:
-    return web.json_response(
-        {"code": error.status, "error": {"message": str(error)}}, status=error.status
-    )
 
 
 async def home(request: web.Request) -> web.Response:
@@ -59,19 +50,13 @@ async def home(request: web.Request) -> web.Response:
 
 async def frp_fetch(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
-    try:
-        await _loaded(request)
-    except _FailureError as e:
-        return _failure(e)
+    await _loaded(request)
     state = node_state(request, name)
     if state is None:
         # Word for word the original's, which quoted the Kubernetes API's NotFound.
-        return _failure(
-            _FailureError(
-                404,
-                "failed to get latest version of nodeMaintenance: "
-                f'nodemaintenances.edge.harmonycloud.cn "{name}" not found',
-            )
+        raise NodeNotFoundError(
+            "failed to get latest version of nodeMaintenance: "
+            f'nodemaintenances.edge.harmonycloud.cn "{name}" not found'
         )
     endpoint = ssh_endpoint(node_object(request, state))
     return _success(
@@ -84,29 +69,23 @@ async def frp_fetch(request: web.Request) -> web.Response:
 
 
 async def frp_create(request: web.Request) -> web.Response:
-    try:
-        data = _load(_create_schema, await _params(request))
-        uid = _unique_id(data["unique_id"])
-        await _loaded(request)
-        _transition(request, uid, data, reason="FrpCreate", status=ONLINE)
-        await _stored(request, [uid])
-    except _FailureError as e:
-        return _failure(e)
+    data = _load(_create_schema, await _params(request))
+    uid = _unique_id(data["unique_id"])
+    await _loaded(request)
+    _transition(request, uid, data, reason="FrpCreate", status=ONLINE)
+    await _stored(request, [uid])
     return _success(f"create {nm_name(uid)} crd resource in k8s cluster successfully")
 
 
 async def frp_update(request: web.Request) -> web.Response:
-    try:
-        data = _load(_update_schema, await _params(request))
-        uid = _unique_id(data["unique_id"])
-        await _loaded(request)
-        status: NodeStatus | None = None
-        if data["status"] is not None:
-            status = ONLINE if data["status"] == ONLINE else OFFLINE
-        _transition(request, uid, data, reason="FrpUpdate", status=status)
-        await _stored(request, [uid])
-    except _FailureError as e:
-        return _failure(e)
+    data = _load(_update_schema, await _params(request))
+    uid = _unique_id(data["unique_id"])
+    await _loaded(request)
+    status: NodeStatus | None = None
+    if data["status"] is not None:
+        status = ONLINE if data["status"] == ONLINE else OFFLINE
+    _transition(request, uid, data, reason="FrpUpdate", status=status)
+    await _stored(request, [uid])
     return _success("Update Successfully")
 
 
@@ -114,14 +93,11 @@ async def nm_useless(request: web.Request) -> web.Response:
     """Mark every NM offline (the original frps called this when it shut down)."""
     registry = request.app[REGISTRY]
     at = datetime.now(UTC)
-    try:
-        await _loaded(request)
-        uids = [state.unique_id for state in registry.states()]
-        for uid in uids:
-            registry.transition(uid, NodeChange(reason="NmUseless", at=at, status=OFFLINE))
-        await _stored(request, uids)
-    except _FailureError as e:
-        return _failure(e)
+    await _loaded(request)
+    uids = [state.unique_id for state in registry.states()]
+    for uid in uids:
+        registry.transition(uid, NodeChange(reason="NmUseless", at=at, status=OFFLINE))
+    await _stored(request, uids)
     return _success("make all nodemaintenances objects become useless successfully")
 
 
@@ -138,24 +114,19 @@ async def reverse_shell_command(request: web.Request) -> web.Response:
 async def _exec(request: web.Request, name: str | None) -> web.Response:
     settings = request.app[SETTINGS]
     connector = request.app[SSH]
-    try:
-        data = _load(_exec_schema, await _params(request))
-        name = name or data["nm_name"]
-        if not name:
-            raise _FailureError(400, "invalid parameters: nm_name: Missing data")
-        target = connector.target(name)
-    except _FailureError as e:
-        return _failure(e)
-    except NodeNotFoundError as e:
-        return _failure(_FailureError(404, str(e)))
-    except SshError as e:
-        # The original answered 400 for an offline node.
-        return _failure(_FailureError(400, str(e)))
+    data = _load(_exec_schema, await _params(request))
+    name = name or data["nm_name"]
+    if not name:
+        raise InvalidInputError("invalid parameters: nm_name: Missing data")
     cmd = data["cmd"]
+    target: SshTarget | None = None
     try:
+        target = connector.target(name)
         result = await run_audited(request, target.name, cmd, settings.exec_timeout)
     except SshError as e:
-        return _failure(_FailureError(400, f"ssh client create failed, err is: {e}"))
+        # The original answered 400 for every node it could not run on, an offline one too.
+        said = f"ssh client create failed, err is: {e}" if target is not None else str(e)
+        raise CommandFailedError(said) from e
     if result.timed_out:
         why = f"timed out after {settings.exec_timeout:g} s"
     elif result.exit_signal is not None:
@@ -167,7 +138,7 @@ async def _exec(request: web.Request, name: str | None) -> web.Response:
     else:
         output = result.stdout.decode(errors="replace").strip()
         return _success(f"execute shell command {cmd} successfully,the result is: {output}")
-    return _failure(_FailureError(400, f"execute shell command {cmd} failed, err is: {why}"))
+    raise CommandFailedError(f"execute shell command {cmd} failed, err is: {why}")
 
 
 # x/crypto/ssh's numbers for the signals it names: a status of 128 + the number.
@@ -191,24 +162,24 @@ async def _params(request: web.Request) -> dict[str, Any]:
         try:
             form = await request.post()
         except (ValueError, web.RequestPayloadError) as e:  # e.g. multipart without boundary
-            raise _FailureError(400, f"the form body cannot be read: {e}") from e
+            raise InvalidInputError(f"the form body cannot be read: {e}") from e
         if any(not isinstance(value, str) for value in form.values()):
-            raise _FailureError(400, "file uploads are not accepted")
+            raise InvalidInputError("file uploads are not accepted")
         return {**params, **form}
     try:
         body = await request.read()
     except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
-        raise _FailureError(400, f"the body cannot be read: {e}") from e
+        raise InvalidInputError(f"the body cannot be read: {e}") from e
     if not body.strip():
         return params
     if request.content_type != "application/json":
-        raise _FailureError(400, f"unsupported Content-Type {request.content_type!r}")
+        raise InvalidInputError(f"unsupported Content-Type {request.content_type!r}")
     try:
         parsed = parse_json(body)
     except ValueError as e:
-        raise _FailureError(400, f"the body is not valid JSON: {e}") from e
+        raise InvalidInputError(f"the body is not valid JSON: {e}") from e
     if not isinstance(parsed, dict):
-        raise _FailureError(400, "the JSON body must be an object")
+        raise InvalidInputError("the JSON body must be an object")
     return {**params, **parsed}
 
 
@@ -217,7 +188,7 @@ def _load(schema: Schema, params: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = schema.load(params)
     except ValidationError as e:
         details = "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in _items(e))
-        raise _FailureError(400, f"invalid parameters: {details}") from e
+        raise InvalidInputError(f"invalid parameters: {details}") from e
     return data
 
 
@@ -230,7 +201,7 @@ def _unique_id(value: str) -> UniqueId:
     try:
         return parse_unique_id(value)
     except InvalidUniqueIdError as e:
-        raise _FailureError(400, str(e)) from e
+        raise InvalidInputError(str(e)) from e
 
 
 def _transition(
@@ -260,9 +231,9 @@ def _transition(
 
 async def _loaded(request: web.Request) -> None:
     if not await loaded(request):
-        raise _FailureError(503, "the node store is not readable yet; try again")
+        raise NotLoadedError("the node store is not readable yet; try again")
 
 
 async def _stored(request: web.Request, uids: list[UniqueId]) -> None:
     if not await stored(request, uids):
-        raise _FailureError(503, "the change is queued but the store did not confirm it in time")
+        raise NotStoredError("the change is queued but the store did not confirm it in time")

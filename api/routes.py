@@ -21,6 +21,7 @@ from marshmallow import Schema
 from api import console, files, health, metrics, original, shell, v1
 from api.auth import OPEN, Access, Rule
 from api.callers import Role
+from api.errors import rendered
 from api.keys import PLUGINS
 from api.metrics import RequestTimer
 from schemas.rest import (
@@ -351,11 +352,15 @@ ROUTES: tuple[Route, ...] = (
 
 
 def add_routes(app: web.Application, *, access: Access, timer: RequestTimer) -> None:
-    """Every route on `app`'s router, timed and behind its rule, and their document as
+    """Every route on `app`'s router, timed and behind its rule (a guarded route's refusals
+    answered by `api.errors.rendered`), and their document as
     `app[OPENAPI]`; the app refuses to start if its router holds any other route."""
     app[OPENAPI] = document()
     for route in ROUTES:
-        handler = timer.timed(route.path, access.guard(route.access, route.handler))
+        handler = access.guard(route.access, route.handler)
+        if route.access.role is not None:  # open routes (the frps plugin's) stay bare
+            handler = rendered(handler)
+        handler = timer.timed(route.path, handler)
         if route.method == "GET":  # and HEAD
             app.router.add_get(route.path, handler)
         else:

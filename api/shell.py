@@ -26,11 +26,11 @@ from marshmallow import ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
+from api.errors import TooManyError
 from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
-from api.v1 import error_answer
+from nodes.errors import AdapterError, InvalidInputError
 from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
-from ssh.connector import SshError
 from ssh.session import Shell, open_shell
 
 logger = logging.getLogger(__name__)
@@ -61,21 +61,17 @@ async def _serve(
     name = request.match_info["nm_name"]
     try:
         query = _query_schema.load(dict(request.query))
-        target = connector.target(name)
     except ValidationError as e:
-        return _refuse(binary, 400, "invalid query", e.messages)
-    except SshError as e:
-        return _refuse(binary, e.status, e.kind, str(e))
+        raise InvalidInputError(e.messages, kind="invalid query") from e
+    target = connector.target(name)
     settings = request.app[SETTINGS]
     record = audit.start_record(request, "shell", name)
     open_shells = request.app[SHELLS_BY_USER]
     if open_shells[record.user] >= settings.max_shells_per_user:
-        return _refuse(
-            binary,
-            429,
-            "too many shells",
+        raise TooManyError(
             f"{record.user} has {open_shells[record.user]} shells open "
             f"(FRPA_MAX_SHELLS_PER_USER={settings.max_shells_per_user})",
+            kind="too many shells",
         )
     cols = query.get("cols", default_size[0])
     rows = query.get("rows", default_size[1])
@@ -97,7 +93,7 @@ async def _serve(
             record.exit_status = bridge.exit_status
             if ended and binary:
                 await _send_control(ws, {"type": "exit", "exit_status": bridge.exit_status})
-    except SshError as e:
+    except AdapterError as e:  # after the upgrade: an error frame says it
         record.result = f"error: {e.kind}"
         logger.warning("shell on %s failed: %s", name, e)
         with contextlib.suppress(ConnectionError):
@@ -125,13 +121,6 @@ def _recording(
         return None
     path = audit.recording_path(directory, record)
     return audit.Recording(path, cols=cols, rows=rows, node=record.node, user=record.user)
-
-
-def _refuse(binary: bool, status: int, error: str, details: Any) -> web.Response:
-    if binary:
-        return error_answer(status, error, details)
-    message = details if isinstance(details, str) else f"{error}: {json.dumps(details)}"
-    return web.json_response({"code": status, "error": {"message": message}}, status=status)
 
 
 async def _send_control(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:

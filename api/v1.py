@@ -1,4 +1,5 @@
-"""The versioned API: whole NodeMaintenance objects, and exec. Errors: `{"error", "details"}`.
+"""The versioned API: whole NodeMaintenance objects, and exec. Refusals are raised as
+`AdapterError`s, which `api.errors` answers as `{"error", "details"}`.
 
 The shell WebSocket of this API is in `api.shell`.
 """
@@ -34,6 +35,13 @@ from api.keys import (
     STORE,
     WRITER,
 )
+from nodes.errors import (
+    AdapterError,
+    InvalidInputError,
+    NodeNotFoundError,
+    NotLoadedError,
+    NotStoredError,
+)
 from nodes.model import (
     InvalidUniqueIdError,
     JsonObject,
@@ -49,7 +57,6 @@ from nodes.watch import WatchEndedError
 from plugin.admission import token_digest
 from schemas import parse_json
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
-from ssh.connector import SshError
 from ssh.session import ExecResult, run_command
 
 logger = logging.getLogger(__name__)
@@ -60,20 +67,10 @@ _RENDER_CHUNK = 20
 # A quiet watch says so this often: below the idle timeouts of proxies on the way.
 _BOOKMARK_SECONDS = 10.0
 _BOOKMARK = b'{"type":"BOOKMARK"}\n'
+_NOT_LOADED = "the node store is not read yet; try again"
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
-
-
-class _InputError(Exception):
-    def __init__(self, details: object) -> None:
-        super().__init__(str(details))
-        self.details = details
-
-
-def error_answer(status: int, error: str, details: object) -> web.Response:
-    """The versioned API's refusal: `{"error", "details"}` with a 4xx or 5xx status."""
-    return web.json_response({"error": error, "details": details}, status=status)
 
 
 async def list_nodes(request: web.Request) -> web.StreamResponse:
@@ -88,9 +85,9 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         query = _list_query.load(dict(request.query))
         after = _after(query["continue_"])
     except ValidationError as e:
-        return error_answer(400, "invalid query", e.messages)
+        raise InvalidInputError(e.messages, kind="invalid query") from e
     if not await loaded(request):
-        return error_answer(503, "not loaded yet", "the node store is not read yet; try again")
+        raise NotLoadedError(_NOT_LOADED)
     if query["watch"]:
         return await _watch(request)
     async with request.app[LISTS]:
@@ -127,10 +124,10 @@ async def caller_access(request: web.Request) -> web.Response:
 async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
     if not await loaded(request):
-        return error_answer(503, "not loaded yet", "the node store is not read yet; try again")
+        raise NotLoadedError(_NOT_LOADED)
     state = node_state(request, name)
     if state is None:
-        return error_answer(404, "not found", {"name": name})
+        raise NodeNotFoundError({"name": name})
     return web.json_response(node_object(request, state))
 
 
@@ -268,14 +265,8 @@ async def loaded(request: web.Request) -> bool:
 
 async def exec_node(request: web.Request) -> web.Response:
     """`{"cmd", "timeout"?}` -> `{"exit_status", "stdout", "stderr", "duration_ms", ...}`."""
-    try:
-        data = await _exec_input(request, _exec_schema)
-        result = await _run(request, request.match_info["nm_name"], data)
-    except _InputError as e:
-        return error_answer(400, "invalid input", e.details)
-    except SshError as e:
-        return error_answer(e.status, e.kind, str(e))
-    return web.json_response(result)
+    data = await _exec_input(request, _exec_schema)
+    return web.json_response(await _run(request, request.match_info["nm_name"], data))
 
 
 async def exec_batch(request: web.Request) -> web.StreamResponse:
@@ -284,10 +275,7 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     One line per node as soon as that node is done: a hung node delays only its own line
     (bounded by the connect timeout plus the command's timeout).
     """
-    try:
-        data = await _exec_input(request, _batch_schema)
-    except _InputError as e:
-        return error_answer(400, "invalid input", e.details)
+    data = await _exec_input(request, _batch_schema)
     connector = request.app[SSH]
     names: list[str] = data["nodes"] or connector.online()
     names = list(dict.fromkeys(names))
@@ -299,10 +287,8 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
         async with limit:
             try:
                 return {"node": name, **await _run(request, name, data)}
-            except SshError as e:
+            except AdapterError as e:  # the node's, or its audit record's
                 return {"node": name, "error": e.kind, "details": str(e)}
-            except audit.AuditUnavailableError as e:
-                return {"node": name, "error": "audit log unavailable", "details": str(e)}
             except Exception as e:  # one node's fault is its own line; the others go on
                 logger.exception("exec on %s failed", name)
                 return {"node": name, "error": "internal error", "details": repr(e)}
@@ -331,9 +317,9 @@ async def unpin_host_key(request: web.Request) -> web.Response:
     await request.app[AUDIT].begin(record)
     try:
         request.app[SSH].unpin(name)
-    except SshError as e:
+    except AdapterError as e:
         record.result = f"error: {e.kind}"
-        return error_answer(e.status, e.kind, str(e))
+        raise
     else:
         record.result = "unpinned"
     finally:
@@ -351,7 +337,7 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
     try:
         uid = unique_id_of(name)
     except InvalidUniqueIdError as e:
-        return error_answer(400, "invalid name", str(e))
+        raise InvalidInputError(str(e), kind="invalid name") from e
     record = audit.start_record(request, "frpc-token", name)
     await request.app[AUDIT].begin(record)
     token = secrets.token_urlsafe(32)
@@ -364,7 +350,7 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
     record.result = "issued" if await stored(request, [uid]) else "not stored yet"
     await request.app[AUDIT].end(record)
     if record.result != "issued":
-        return error_answer(503, "not stored yet", "the store did not confirm the token in time")
+        raise NotStoredError("the store did not confirm the token in time")
     logger.info("issued a new frpc token for %s", name)
     return web.json_response({"node": name, "token": token, "frpc": {"metadatas.token": token}})
 
@@ -385,18 +371,18 @@ async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
     try:
         body = parse_json(await request.read())
     except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
-        raise _InputError(f"the body cannot be read: {e}") from e
+        raise InvalidInputError(f"the body cannot be read: {e}") from e
     except ValueError as e:
-        raise _InputError(f"the body is not valid JSON: {e}") from e
+        raise InvalidInputError(f"the body is not valid JSON: {e}") from e
     if not isinstance(body, dict):
-        raise _InputError("the body must be a JSON object")
+        raise InvalidInputError("the body must be a JSON object")
     try:
         data: dict[str, Any] = schema.load(body)
     except ValidationError as e:
-        raise _InputError(e.messages) from e
+        raise InvalidInputError(e.messages) from e
     ceiling = request.app[SETTINGS].exec_timeout_max
     if data.get("timeout") and data["timeout"] > ceiling:
-        raise _InputError({"timeout": [f"at most {ceiling:g} s (FRPA_EXEC_TIMEOUT_MAX)"]})
+        raise InvalidInputError({"timeout": [f"at most {ceiling:g} s (FRPA_EXEC_TIMEOUT_MAX)"]})
     return data
 
 
@@ -422,7 +408,7 @@ async def run_audited(
             time_limit=time_limit,
             output_limit=request.app[SETTINGS].exec_output_limit,
         )
-    except SshError as e:
+    except AdapterError as e:
         record.result = f"error: {e.kind}"
         raise
     except asyncio.CancelledError:

@@ -21,6 +21,7 @@ import asyncssh
 from asyncssh.known_hosts import KnownHostsArg
 
 from nodes.clock import cause
+from nodes.errors import AdapterError, NodeNotFoundError
 from nodes.liveness import FrpsLiveness
 from nodes.model import (
     ONLINE,
@@ -55,25 +56,17 @@ _WINDOW = 8 << 20
 _PACKET = 128 << 10
 
 
-class SshError(Exception):
-    """The node cannot be reached over SSH; `status` is the HTTP status that says why."""
+class SshError(AdapterError):
+    """The node cannot be reached over SSH, or its sshd failed what was asked."""
 
-    status = 502
     kind = "ssh failed"
 
 
-class NodeNotFoundError(SshError):
-    status = 404
-    kind = "not found"
-
-
 class NodeOfflineError(SshError):
-    status = 409
     kind = "node offline"
 
 
 class FrpsUnreachableError(SshError):
-    status = 503
     kind = "frps unreachable"
 
 
@@ -82,7 +75,6 @@ class HostKeyMismatchError(SshError):
 
 
 class NotConfiguredError(SshError):
-    status = 503
     kind = "ssh not configured"
 
 

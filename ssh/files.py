@@ -49,17 +49,14 @@ _NOT_REGULAR = {
 class FileError(SshError):
     """The node refused a file operation; the message is the node's own words."""
 
-    status = 400
     kind = "file error"
 
 
 class NoSuchFileError(FileError):
-    status = 404
     kind = "no such file"
 
 
 class NodeTimeoutError(SshError):
-    status = 504
     kind = "node timed out"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, watch
 
-from nodes.kubernetes.errors import ApiError, api_errors
+from nodes.kubernetes.errors import ApiError, APIGoneError, APINotFoundError, api_errors
 from nodes.model import (
     GROUP,
     ONLINE,
@@ -104,10 +104,8 @@ class NodeCache:
                 obj: JsonObject = await self._objects.get_cluster_custom_object(
                     GROUP, VERSION, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
                 )
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        except APINotFoundError:
+            return None
         return obj
 
     async def list(self) -> AsyncIterator[JsonObject]:
@@ -180,10 +178,10 @@ class NodeCache:
                     version = await self._watch_from(version)
                     # A proxy that cuts long requests at once must not make this a loop.
                     await asyncio.sleep(_MIN_WATCH_SECONDS - (time.monotonic() - opened))
+            except APIGoneError:
+                logger.info("watch of %s expired (410 Gone): listing again", PLURAL)
+                continue
             except ApiError as e:
-                if e.status == 410:
-                    logger.info("watch of %s expired (410 Gone): listing again", PLURAL)
-                    continue
                 logger.warning("%s", e)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _RELIST_BACKOFF_MAX)

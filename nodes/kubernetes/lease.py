@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 
 from nodes.clock import Clock
 from nodes.kubernetes.cache import REQUEST_TIMEOUT
-from nodes.kubernetes.errors import ApiError, api_errors
+from nodes.kubernetes.errors import APIConflictError, ApiError, APINotFoundError, api_errors
 from nodes.kubernetes.writes import MERGE_PATCH
 from nodes.model import JsonObject
 
@@ -52,9 +52,10 @@ class LeaseLeadership:
             was_leading = self.leading
             try:
                 await self._try_to_lead()
+            except APIConflictError:
+                pass  # another replica wrote first; read again next time
             except ApiError as e:
-                if e.status != 409:  # 409: another replica wrote first; read again next time
-                    logger.warning("%s", e)
+                logger.warning("%s", e)
             if self.leading and not was_leading:
                 logger.info("leading as %s", self.identity)
                 on_gain()
@@ -85,9 +86,7 @@ class LeaseLeadership:
                 lease = await self._leases.read_namespaced_lease(
                     LEASE_NAME, self._namespace, _request_timeout=REQUEST_TIMEOUT
                 )
-        except ApiError as e:
-            if e.status != 404:
-                raise
+        except APINotFoundError:
             with api_errors("leader election", REQUEST_TIMEOUT):
                 await self._leases.create_namespaced_lease(
                     self._namespace,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from kubernetes_asyncio import client
 
 from nodes.kubernetes.cache import PLURAL, REQUEST_TIMEOUT, NodeCache
-from nodes.kubernetes.errors import ApiError, api_errors
+from nodes.kubernetes.errors import APIConflictError, ApiError, api_errors
 from nodes.kubernetes.events import TransitionEvents
 from nodes.model import GROUP, VERSION, JsonObject, NodeState, UniqueId, nm_name, render_nm
 from nodes.store import StoreError
@@ -61,9 +61,7 @@ class NodeWrites:
             for attempt in range(_CONFLICT_ATTEMPTS):
                 try:
                     await self._write(state, name, reread=attempt > 0)
-                except ApiError as e:
-                    if e.status != 409:
-                        raise
+                except APIConflictError:
                     continue  # someone else wrote it first: read it afresh
                 return None
             return f"{name}: still conflicting after {_CONFLICT_ATTEMPTS} attempts"

@@ -13,11 +13,18 @@ from typing import Any
 import pytest
 from kmock._internal import enums
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from nodes.backend import open_store
 from nodes.clock import Clock
 from nodes.kubernetes import cache, lease
-from nodes.kubernetes.errors import ApiError, api_errors
+from nodes.kubernetes.errors import (
+    APIConflictError,
+    ApiError,
+    APIGoneError,
+    APINotFoundError,
+    api_errors,
+)
 from nodes.kubernetes.events import TransitionEvents
 from nodes.kubernetes.store import KubernetesStore, connect
 from nodes.model import NAME_PREFIX, NodeChange, NodeState, UniqueId, apply_change
@@ -336,6 +343,19 @@ def test_an_api_call_that_runs_out_of_time_says_after_how_long() -> None:
     with pytest.raises(ApiError) as failure, api_errors("reading x failed", cache.REQUEST_TIMEOUT):
         raise TimeoutError  # as aiohttp raises it when `_request_timeout` runs out: no text
     assert str(failure.value) == "reading x failed: timed out after 10 s"
+
+
+@pytest.mark.parametrize(
+    ("status", "typed"),
+    [(404, APINotFoundError), (409, APIConflictError), (410, APIGoneError), (422, ApiError)],
+)
+def test_an_api_refusal_is_raised_as_the_class_of_its_status(
+    status: int, typed: type[ApiError]
+) -> None:
+    with pytest.raises(ApiError) as failure, api_errors("writing x failed", 1.0):
+        raise ApiException(status=status, reason="Refused")
+    assert type(failure.value) is typed
+    assert str(failure.value) == f"writing x failed: HTTP {status} Refused"
 
 
 async def test_a_failing_reread_fails_only_its_own_node(
