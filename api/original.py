@@ -9,13 +9,12 @@ Writes return once the change is stored.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from api.keys import REGISTRY, SETTINGS, SSH
+from api.keys import CLOCK, REGISTRY, SETTINGS, SSH
 from api.v1 import loaded, node_object, node_state, run_audited, stored
 from nodes.model import (
     OFFLINE,
@@ -113,7 +112,7 @@ async def frp_update(request: web.Request) -> web.Response:
 async def nm_useless(request: web.Request) -> web.Response:
     """Mark every NM offline (the original frps called this when it shut down)."""
     registry = request.app[REGISTRY]
-    at = datetime.now(UTC)
+    at = request.app[CLOCK].now()
     try:
         await _loaded(request)
         uids = [state.unique_id for state in registry.states()]
@@ -248,7 +247,7 @@ def _transition(
         uid,
         NodeChange(
             reason=reason,
-            at=datetime.now(UTC),
+            at=request.app[CLOCK].now(),
             status=status,
             frps_address=data["frp_server_ip_address"],
             remote_port=data["port"],

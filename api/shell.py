@@ -26,8 +26,9 @@ from marshmallow import ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
-from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
+from api.keys import AUDIT, CLOCK, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
 from api.v1 import error_answer
+from nodes.clock import Clock
 from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.connector import SshError
@@ -90,7 +91,9 @@ async def _serve(
     try:
         async with open_shell(connector, target, cols=cols, rows=rows) as session:
             logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
-            recording = _recording(settings.shell_recordings, record, cols, rows)
+            recording = _recording(
+                settings.shell_recordings, record, cols, rows, request.app[CLOCK]
+            )
             bridge = _Bridge(ws, session, query["encoding"], binary, recording)
             ended = await bridge.run()
             record.result = "exited" if ended else "client closed"
@@ -119,12 +122,14 @@ async def _serve(
 
 
 def _recording(
-    directory: str | None, record: audit.AuditRecord, cols: int, rows: int
+    directory: str | None, record: audit.AuditRecord, cols: int, rows: int, clock: Clock
 ) -> audit.Recording | None:
     if not directory:
         return None
     path = audit.recording_path(directory, record)
-    return audit.Recording(path, cols=cols, rows=rows, node=record.node, user=record.user)
+    return audit.Recording(
+        path, cols=cols, rows=rows, node=record.node, user=record.user, clock=clock
+    )
 
 
 def _refuse(binary: bool, status: int, error: str, details: Any) -> web.Response:
