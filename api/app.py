@@ -94,7 +94,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         )
         for server in settings.servers()
     }
-    app[SHUTDOWN] = Shutdown(settings.shutdown_timeout)
+    app[SHUTDOWN] = Shutdown(settings.shutdown_timeout, app[CLOCK])
     app.on_shutdown.append(app[SHUTDOWN].begin)
     app.on_shutdown.append(_end_watches)
     client_keys = (
@@ -106,7 +106,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         _at_start("FRPA_SSH_KNOWN_HOSTS", partial(_readable, settings.ssh_known_hosts))
     if settings.shell_recordings:
         _at_start("FRPA_SHELL_RECORDINGS", partial(writable_directory, settings.shell_recordings))
-    app[AUDIT] = _at_start("FRPA_AUDIT_LOG", partial(AuditLog, settings.audit_log))
+    app[AUDIT] = _at_start(
+        "FRPA_AUDIT_LOG", partial(AuditLog, settings.audit_log, clock=app[CLOCK])
+    )
     app[ACCESS] = _at_start(
         "FRPA_API_TOKENS_FILE",
         partial(
@@ -199,9 +201,12 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
         event_namespace=settings.event_namespace,
         event_min_interval=settings.event_min_interval,
         supervisor=supervisor,
+        clock=clock,
     )
-    writer = NodeWriter(store)
-    registry = NodeRegistry(writer, heartbeat_persist_interval=settings.heartbeat_persist_interval)
+    writer = NodeWriter(store, clock=clock)
+    registry = NodeRegistry(
+        writer, heartbeat_persist_interval=settings.heartbeat_persist_interval, clock=clock
+    )
     # Other replicas' writes, seen through the store, keep this one's memory current.
     store.subscribe(registry)
     if settings.kubernetes_auth:
@@ -226,6 +231,7 @@ async def _nodes(app: web.Application, *, client_keys: Sequence[ClientKey]) -> A
             known_hosts=settings.ssh_known_hosts,
             connect_timeout=settings.ssh_connect_timeout,
             frps={live.address: live for live in app[FRPS].values()},
+            clock=clock,
         )
         app[EXPIRY] = expiry = HeartbeatExpiry(
             registry,

@@ -20,16 +20,14 @@ import logging
 import os
 import secrets
 import sys
-import time
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
 from api.callers import ANONYMOUS, IDENTITY
-from nodes.clock import cause
+from nodes.clock import Clock, cause
 from nodes.errors import AdapterError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +51,7 @@ class AuditRecord:
     role: str
     remote: str
     id: str = field(default_factory=lambda: secrets.token_hex(8))  # pairs start and end
-    start: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    start: str = ""  # stamped by the audit log when the record is begun
     end: str = ""
     command: str | None = None  # the command, path, port or scope the action is on
     exit_status: int | None = None
@@ -123,8 +121,9 @@ class AuditLog:
     hung disk holds neither the event loop nor more than one of the threads the store's
     writes also run in."""
 
-    def __init__(self, destination: str | None) -> None:
+    def __init__(self, destination: str | None, *, clock: Clock) -> None:
         self._destination = destination
+        self._clock = clock
         self._file = _AppendOnly(destination) if destination not in (None, "-") else None
         # Held from a write's start until its thread returns, even after its caller gave up
         # waiting: a write that hangs then holds one thread, and the next ones time out
@@ -136,6 +135,7 @@ class AuditLog:
         """Writes that `record`'s action starts (or, given a result, that it happens);
         AuditUnavailableError if it cannot be written."""
         record.result = record.result or "started"
+        record.start = record.start or self._clock.now().isoformat()
         try:
             await self._write(record)
         except (OSError, TimeoutError) as e:
@@ -155,7 +155,8 @@ class AuditLog:
     async def end(self, record: AuditRecord) -> None:
         """Writes how `record`'s action ended. Its start is already written and the action
         done, so a failure here is logged and counted, not the caller's."""
-        record.end = datetime.now(UTC).isoformat()
+        record.end = self._clock.now().isoformat()
+        record.start = record.start or record.end
         try:
             await self._write(record)
         except (OSError, TimeoutError) as e:
@@ -203,9 +204,12 @@ def _to_stdout(line: bytes) -> None:
 class Recording:
     """A shell session in asciicast v2 (`asciinema play` replays it): output and resizes."""
 
-    def __init__(self, path: Path, *, cols: int, rows: int, node: str, user: str) -> None:
+    def __init__(
+        self, path: Path, *, cols: int, rows: int, node: str, user: str, clock: Clock
+    ) -> None:
         self.path = path
-        self._started = time.monotonic()
+        self._monotonic = clock.monotonic
+        self._started = self._monotonic()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         # Buffered: a chunk of output costs a memory copy, not a write(2).
         self._file = path.open("x", encoding="utf-8")
@@ -213,7 +217,7 @@ class Recording:
             "version": 2,
             "width": cols,
             "height": rows,
-            "timestamp": int(time.time()),
+            "timestamp": int(clock.now().timestamp()),
             "env": {"TERM": "xterm"},
             "title": f"{node} ({user})",
         }
@@ -227,7 +231,7 @@ class Recording:
         self._event("r", f"{cols}x{rows}")
 
     def _event(self, kind: str, data: str) -> None:
-        elapsed = round(time.monotonic() - self._started, 6)
+        elapsed = round(self._monotonic() - self._started, 6)
         self._file.write(json.dumps([elapsed, kind, data], ensure_ascii=False) + "\n")
 
     def close(self) -> None:

@@ -10,14 +10,13 @@ Writes return once the change is stored.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.errors import CommandFailedError
-from api.keys import REGISTRY, SETTINGS, SSH
+from api.keys import CLOCK, REGISTRY, SETTINGS, SSH
 from api.v1 import loaded, node_object, node_state, run_audited, stored
 from nodes.errors import InvalidInputError, NodeNotFoundError, NotLoadedError, NotStoredError
 from nodes.model import (
@@ -92,7 +91,7 @@ async def frp_update(request: web.Request) -> web.Response:
 async def nm_useless(request: web.Request) -> web.Response:
     """Mark every NM offline (the original frps called this when it shut down)."""
     registry = request.app[REGISTRY]
-    at = datetime.now(UTC)
+    at = request.app[CLOCK].now()
     await _loaded(request)
     uids = [state.unique_id for state in registry.states()]
     for uid in uids:
@@ -219,7 +218,7 @@ def _transition(
         uid,
         NodeChange(
             reason=reason,
-            at=datetime.now(UTC),
+            at=request.app[CLOCK].now(),
             status=status,
             frps_address=data["frp_server_ip_address"],
             remote_port=data["port"],

@@ -27,7 +27,8 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.errors import TooManyError
-from api.keys import AUDIT, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
+from api.keys import AUDIT, CLOCK, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
+from nodes.clock import Clock
 from nodes.errors import AdapterError, InvalidInputError
 from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
@@ -86,7 +87,9 @@ async def _serve(
     try:
         async with open_shell(connector, target, cols=cols, rows=rows) as session:
             logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
-            recording = _recording(settings.shell_recordings, record, cols, rows)
+            recording = _recording(
+                settings.shell_recordings, record, cols, rows, request.app[CLOCK]
+            )
             bridge = _Bridge(ws, session, query["encoding"], binary, recording)
             ended = await bridge.run()
             record.result = "exited" if ended else "client closed"
@@ -115,12 +118,14 @@ async def _serve(
 
 
 def _recording(
-    directory: str | None, record: audit.AuditRecord, cols: int, rows: int
+    directory: str | None, record: audit.AuditRecord, cols: int, rows: int, clock: Clock
 ) -> audit.Recording | None:
     if not directory:
         return None
     path = audit.recording_path(directory, record)
-    return audit.Recording(path, cols=cols, rows=rows, node=record.node, user=record.user)
+    return audit.Recording(
+        path, cols=cols, rows=rows, node=record.node, user=record.user, clock=clock
+    )
 
 
 async def _send_control(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:

@@ -14,12 +14,15 @@ import weakref
 
 from aiohttp import WSCloseCode, web
 
+from nodes.clock import Clock
+
 logger = logging.getLogger(__name__)
 
 
 class Shutdown:
-    def __init__(self, budget: float) -> None:
+    def __init__(self, budget: float, clock: Clock) -> None:
         self.budget = budget
+        self._clock = clock
         # Forgotten once their handlers are done with them.
         self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._deadline: float | None = None
@@ -33,11 +36,11 @@ class Shutdown:
         """Seconds of the budget left; all of it before shutdown begins."""
         if self._deadline is None:
             return self.budget
-        return max(self._deadline - asyncio.get_running_loop().time(), 0.0)
+        return max(self._deadline - self._clock.monotonic(), 0.0)
 
     async def begin(self, app: web.Application) -> None:
         """An `on_shutdown` handler: start the clock, and close every WebSocket."""
-        self._deadline = asyncio.get_running_loop().time() + self.budget
+        self._deadline = self._clock.monotonic() + self.budget
         open_now = [ws for ws in self._websockets if not ws.closed]
         if open_now:
             logger.info("closing %d WebSocket(s): shutting down", len(open_now))

@@ -14,7 +14,6 @@ import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -26,6 +25,7 @@ from api.callers import IDENTITY
 from api.keys import (
     ACCESS,
     AUDIT,
+    CLOCK,
     LISTS,
     LOADED,
     REGISTRY,
@@ -344,7 +344,9 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
     request.app[REGISTRY].amend(
         uid,
         NodeChange(
-            reason="FrpcTokenIssued", at=datetime.now(UTC), frpc_token_hash=token_digest(token)
+            reason="FrpcTokenIssued",
+            at=request.app[CLOCK].now(),
+            frpc_token_hash=token_digest(token),
         ),
     )
     record.result = "issued" if await stored(request, [uid]) else "not stored yet"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+
+from api.keys import CLOCK
+from nodes.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ def raise_file_limit() -> int:
 class AcceptErrors:
     """A loop exception handler: accept errors said once per interval, the rest as usual."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._monotonic = clock.monotonic
         self._said_at = -_ACCEPT_ERROR_INTERVAL
         self._unsaid = 0
 
@@ -50,7 +53,7 @@ class AcceptErrors:
             loop.default_exception_handler(context)
             return
         self._unsaid += 1
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._said_at < _ACCEPT_ERROR_INTERVAL:
             return
         logger.error(
@@ -68,7 +71,7 @@ async def accept_errors(app: web.Application) -> AsyncIterator[None]:
     """While the app runs, accept errors go to `AcceptErrors`."""
     loop = asyncio.get_running_loop()
     before = loop.get_exception_handler()
-    loop.set_exception_handler(AcceptErrors())
+    loop.set_exception_handler(AcceptErrors(app[CLOCK]))
     try:
         yield
     finally:

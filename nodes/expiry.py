@@ -12,7 +12,6 @@ counts as such a resume, since stored heartbeats are as old as the adapter's abs
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -60,6 +59,6 @@ class HeartbeatExpiry:
                 judge_from = now + self._period
             wall, awake = now_wall, now
             if now >= judge_from and self._leading():
-                started = time.perf_counter()
+                started = clock.perf_counter()
                 await self._registry.expire_heartbeats(clock.now(), self._limit)
-                self.last_sweep_seconds = time.perf_counter() - started
+                self.last_sweep_seconds = clock.perf_counter() - started

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from nodes.clock import Clock
 from nodes.model import (
     OFFLINE,
     ONLINE,
@@ -46,8 +47,15 @@ _EXPIRY_CHUNK = 500
 
 
 class NodeRegistry:
-    def __init__(self, writer: NodeWriter, *, heartbeat_persist_interval: float) -> None:
+    def __init__(
+        self,
+        writer: NodeWriter,
+        *,
+        heartbeat_persist_interval: float,
+        clock: Clock | None = None,
+    ) -> None:
         self._writer = writer
+        self._clock = clock or Clock()
         self._heartbeat_persist_interval = timedelta(seconds=heartbeat_persist_interval)
         self._states: dict[UniqueId, NodeState] = {}
         self._heartbeats: dict[UniqueId, datetime] = {}
@@ -358,7 +366,7 @@ class NodeRegistry:
                         logger.warning("ignoring a stored object that is not ours: %s", e)
             except StoreError as e:
                 logger.warning("cannot read stored nodes yet, retrying: %s", e)
-                await asyncio.sleep(_LOAD_RETRY_SECONDS)
+                await self._clock.sleep(_LOAD_RETRY_SECONDS)
                 continue
             break
         logger.info("stored nodes read: %d node(s) known", len(self._states))

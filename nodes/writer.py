@@ -13,6 +13,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from nodes.clock import Clock
 from nodes.model import NodeState, UniqueId, untrack
 from nodes.store import NodeStore, StoreError
 
@@ -36,8 +37,10 @@ class NodeWriter:
         batch_size: int = 500,
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
+        clock: Clock | None = None,
     ) -> None:
         self._store = store
+        self._clock = clock or Clock()
         self._batch_size = batch_size
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -82,7 +85,7 @@ class NodeWriter:
         while True:
             if not self._pending:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._clock.wait(self._wakeup)
             batch = self._take_batch()
             failed = await self._write(batch)
             self._in_flight.clear()
@@ -91,7 +94,7 @@ class NodeWriter:
             if failed:
                 self.failures += len(failed)
                 self.failing = True
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
             else:
                 if self.failing:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,7 +109,7 @@ class FrpsReconciler:
     async def reconcile(self) -> int:
         """Correct every node frps disagrees with; the number corrected. The comparison
         yields to the plugin path every `_CHUNK` nodes."""
-        started = time.perf_counter()
+        started = self._clock.perf_counter()
         asked_at = self._registry.sequence
         try:
             proxies = await self._dashboard.tcp_proxies()
@@ -125,7 +124,7 @@ class FrpsReconciler:
         corrected = await self._correct(proxies, listed, asked_at)
         corrected += await (self._discover(proxies) if listed is None else self._create(listed))
         self.corrections += corrected
-        self.last_seconds = time.perf_counter() - started
+        self.last_seconds = self._clock.perf_counter() - started
         if corrected:
             logger.info("reconciliation corrected %d node(s)", corrected)
         return corrected

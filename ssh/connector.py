@@ -15,12 +15,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncssh
 from asyncssh.known_hosts import KnownHostsArg
 
-from nodes.clock import cause
+from nodes.clock import Clock, cause
 from nodes.errors import AdapterError, NodeNotFoundError
 from nodes.liveness import FrpsLiveness
 from nodes.model import (
@@ -109,8 +108,10 @@ class SshConnector:
         known_hosts: str | None,
         connect_timeout: float,
         frps: Mapping[str, FrpsLiveness],
+        clock: Clock | None = None,
     ) -> None:
         self._registry = registry
+        self.clock = clock or Clock()
         self._frps = frps  # by address
         self._user = user
         self._client_keys = list(client_keys)
@@ -236,5 +237,5 @@ class SshConnector:
     def _set_pin(self, uid: UniqueId, key: str) -> None:
         if self._registry.get(uid) is not None:  # a pin never creates a node
             self._registry.amend(
-                uid, NodeChange(reason="HostKeyPinned", at=datetime.now(UTC), ssh_host_key=key)
+                uid, NodeChange(reason="HostKeyPinned", at=self.clock.now(), ssh_host_key=key)
             )

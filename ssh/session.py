@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from nodes.clock import Clock
 from ssh.connector import SshConnector, SshError, SshTarget
 
 _READ_SIZE = 1 << 16
@@ -89,7 +90,9 @@ async def run_command(
     SSH_CONNECTION (each exec has a connection of its own) but its own.
     """
     try:
-        result = await _run(connector.connect(target), command, time_limit, output_limit)
+        result = await _run(
+            connector.connect(target), command, time_limit, output_limit, connector.clock
+        )
     except SshError:
         connector.exec_results["error"] += 1
         raise
@@ -103,9 +106,9 @@ async def _run(
     command: str,
     time_limit: float,
     output_limit: int,
+    clock: Clock,
 ) -> ExecResult:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = clock.monotonic()
     timed_out = False
     exit_status: int | None = None
     exit_signal: tuple[str, str] | None = None
@@ -130,7 +133,7 @@ async def _run(
         exit_signal=exit_signal,
         stdout=out.data(),
         stderr=err.data(),
-        duration_ms=round((loop.time() - started) * 1000),
+        duration_ms=round((clock.monotonic() - started) * 1000),
         truncated=out.truncated or err.truncated,
         timed_out=timed_out,
     )

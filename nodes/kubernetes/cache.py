@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, watch
 
+from nodes.clock import Clock
 from nodes.kubernetes.errors import ApiError, APIGoneError, APINotFoundError, api_errors
 from nodes.model import (
     GROUP,
@@ -53,6 +53,7 @@ _MEMORY_LEVEL = 1
 
 
 def _typical_nm() -> bytes:
+    # Read once, at import, outside the clock: only how well NMs deflate depends on it.
     now = datetime.now(UTC)  # this year's times share their digits with it
     state = NodeState(
         unique_id=UniqueId("node"),
@@ -75,8 +76,9 @@ _DICTIONARY = _typical_nm()
 
 
 class NodeCache:
-    def __init__(self, objects: client.CustomObjectsApi) -> None:
+    def __init__(self, objects: client.CustomObjectsApi, *, clock: Clock | None = None) -> None:
         self._objects = objects
+        self._clock = clock or Clock()
         # name -> (resourceVersion, the NM as compact JSON, deflated)
         self._kept: dict[str, tuple[str, bytes]] = {}
         self.synced = asyncio.Event()
@@ -168,22 +170,23 @@ class NodeCache:
         """List, then watch from there. A watch that ends (its timeout) is opened again
         where it stopped; only 410 Gone or a failure lists everything again: at 50,000
         NMs a list holds the loop for about a second."""
+        clock = self._clock
         backoff = 1.0
         while True:
             try:
                 version = await self._relist()
                 backoff = 1.0
                 while True:
-                    opened = time.monotonic()
+                    opened = clock.monotonic()
                     version = await self._watch_from(version)
                     # A proxy that cuts long requests at once must not make this a loop.
-                    await asyncio.sleep(_MIN_WATCH_SECONDS - (time.monotonic() - opened))
+                    await clock.sleep(_MIN_WATCH_SECONDS - (clock.monotonic() - opened))
             except APIGoneError:
                 logger.info("watch of %s expired (410 Gone): listing again", PLURAL)
                 continue
             except ApiError as e:
                 logger.warning("%s", e)
-            await asyncio.sleep(backoff)
+            await clock.sleep(backoff)
             backoff = min(backoff * 2, _RELIST_BACKOFF_MAX)
 
     async def _watch_from(self, version: str | None) -> str | None:

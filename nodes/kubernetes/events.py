@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC
 
 from kubernetes_asyncio import client
 
+from nodes.clock import Clock
 from nodes.kubernetes.cache import REQUEST_TIMEOUT
 from nodes.kubernetes.errors import ApiError, api_errors
 from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId
@@ -26,8 +26,16 @@ _CONCURRENT_POSTS = 2
 
 
 class TransitionEvents:
-    def __init__(self, core: client.CoreV1Api, *, namespace: str, min_interval: float) -> None:
+    def __init__(
+        self,
+        core: client.CoreV1Api,
+        *,
+        namespace: str,
+        min_interval: float,
+        clock: Clock | None = None,
+    ) -> None:
         self._core = core
+        self._clock = clock or Clock()
         self._namespace = namespace
         self._min_interval = min_interval
         # When each node last had an Event, oldest first; a node whose interval is over
@@ -39,7 +47,7 @@ class TransitionEvents:
         # each while a reconciliation corrected 500 nodes, and a Ping took three of them.
         self._posting = asyncio.Semaphore(_CONCURRENT_POSTS)
         self._tokens = _EVENT_BURST
-        self._filled_at = time.monotonic()
+        self._filled_at = self._clock.monotonic()
         self._dropping = False
 
     def record(self, state: NodeState, obj: JsonObject, before: JsonObject) -> None:
@@ -47,7 +55,7 @@ class TransitionEvents:
         services = before.get("services") or [{}]
         if services[0].get("status") == state.status:
             return
-        now = time.monotonic()
+        now = self._clock.monotonic()
         last = self._last.get(state.unique_id)
         if last is not None and now - last < self._min_interval:
             return
@@ -72,7 +80,7 @@ class TransitionEvents:
         self._tokens -= 1
         self._dropping = False
         online = state.status == "online"
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = obj["metadata"]["name"]
         event = {
             "apiVersion": "v1",
@@ -95,6 +103,10 @@ class TransitionEvents:
         task = asyncio.create_task(self._post(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def posted(self) -> None:
+        """Return once every Event recorded so far is posted, or given up."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
         for task in self._tasks:

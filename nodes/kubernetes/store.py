@@ -57,14 +57,18 @@ class KubernetesStore:
         event_namespace: str,
         event_min_interval: float,
         supervisor: Supervisor,
+        clock: Clock,
     ) -> None:
         self._api = api
         self._supervisor = supervisor
         self._namespace = event_namespace
         objects = client.CustomObjectsApi(api)
-        self._cache = NodeCache(objects)
+        self._cache = NodeCache(objects, clock=clock)
         self._events = TransitionEvents(
-            client.CoreV1Api(api), namespace=event_namespace, min_interval=event_min_interval
+            client.CoreV1Api(api),
+            namespace=event_namespace,
+            min_interval=event_min_interval,
+            clock=clock,
         )
         self._writes = NodeWrites(objects, self._cache, self._events)
         supervisor.start(_WATCH, self._cache.watch_forever)

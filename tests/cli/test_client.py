@@ -121,11 +121,12 @@ async def test_ssh_drives_a_remote_shell_from_a_terminal(
     os.close(secondary)
     seen = b""
 
-    async def until(text: bytes) -> None:
+    async def until(text: bytes, after: int = 0) -> None:
+        """Until the terminal has shown `text` (past its first `after` bytes)."""
         nonlocal seen
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(15):
-            while text not in seen:
+            while text not in seen[after:]:
                 readable = asyncio.Event()
                 loop.add_reader(primary, readable.set)
                 try:
@@ -135,14 +136,22 @@ async def test_ssh_drives_a_remote_shell_from_a_terminal(
                 seen += os.read(primary, 65536)
 
     try:
-        await until(b"# " if os.getuid() == 0 else b"$ ")  # the remote prompt: raw mode is on
+        prompt = b"# " if os.getuid() == 0 else b"$ "
+        await until(prompt)  # the remote prompt: raw mode is on
         os.write(primary, b"stty size\r")
         await until(size)
         set_size(primary, cols=120, rows=40)
         process.send_signal(signal.SIGWINCH)
-        await asyncio.sleep(0.3)
-        os.write(primary, b"stty size\r")
-        await until(b"40 120")
+        # The client may read the keys typed next before it handles the signal: the shell is
+        # asked again, once it has answered, until it has the new size.
+        for _ in range(20):
+            asked = len(seen)
+            os.write(primary, b"stty size\r")
+            await until(prompt, after=asked)
+            if b"40 120" in seen[asked:]:
+                break
+        else:
+            raise AssertionError(f"the terminal was not resized: {seen!r}")
         os.write(primary, b"exit 5\r")
         assert await asyncio.wait_for(process.wait(), 15) == 5
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,17 @@ def state(uid: str = "abc123", status: str = "online", port: int = 16022) -> Nod
     )
 
 
-async def open_replica(*, event_min_interval: float = 30) -> KubernetesStore:
+async def open_replica(
+    *, event_min_interval: float = 30, clock: Clock | None = None
+) -> KubernetesStore:
     """A store on the emulated API, as each adapter replica opens one."""
+    clock = clock or Clock()
     store = await open_store(
         "kubernetes",
         event_namespace="frp-adapter",
         event_min_interval=event_min_interval,
-        supervisor=Supervisor(Clock()),
+        supervisor=Supervisor(clock),
+        clock=clock,
     )
     assert isinstance(store, KubernetesStore)
     return store
@@ -300,7 +304,7 @@ async def test_each_transition_records_an_event_but_a_flapping_node_only_one(
     assert connected["involvedObject"]["uid"]
     for status in ["offline", "online"] * 5:
         await store.apply([state(status=status)])
-    await asyncio.sleep(0.2)
+    await store._events.posted()
     assert len(events(kube)) == 1
 
 
@@ -336,6 +340,7 @@ async def test_without_any_cluster_config_the_store_says_so(
             event_namespace="ns",
             event_min_interval=30,
             supervisor=Supervisor(Clock()),
+            clock=Clock(),
         )
 
 
@@ -442,10 +447,9 @@ async def test_a_replica_adopts_what_another_stored_but_not_over_its_own_pending
             assert not writer_b.pending(uid)  # adopted, not written again
             assert kube.nm_writes == 2
 
-            await asyncio.sleep(1.1)  # the store keeps times to the second
-            registry_a.transition(
-                uid, NodeChange(reason="CloseProxy", at=datetime.now(UTC), status="offline")
-            )
+            # The store keeps times to the second: this change is a second later.
+            later = datetime.now(UTC) + timedelta(seconds=1)
+            registry_a.transition(uid, NodeChange(reason="CloseProxy", at=later, status="offline"))
             await writer_a.flushed(uid)
             await eventually(lambda: b_sees(7001, "offline"), what="b adopts the offline")
         finally:
@@ -508,12 +512,15 @@ async def test_nodes_past_the_event_interval_are_not_remembered(
     kube: NodeMaintenanceEmulator,
 ) -> None:
     api = await connect()
-    events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=0.05)
+    clock = FakeClock()
+    events_of = TransitionEvents(
+        client.CoreV1Api(api), namespace="ns", min_interval=0.05, clock=clock
+    )
     try:
         for i in range(300):
             events_of.record(state(f"storm-{i}"), {"metadata": {"name": f"storm-{i}"}}, {})
         assert len(events_of._last) == 300
-        await asyncio.sleep(0.1)
+        await clock.advance(0.1)
         events_of.record(state("later"), {"metadata": {"name": "later"}}, {})
         assert list(events_of._last) == ["later"]
     finally:
@@ -525,15 +532,25 @@ async def test_a_storm_of_new_nodes_posts_a_burst_of_events_not_one_per_node(
     kube: NodeMaintenanceEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = await connect()
-    events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=30)
+    clock = FakeClock()
+    events_of = TransitionEvents(
+        client.CoreV1Api(api), namespace="ns", min_interval=30, clock=clock
+    )
     try:
-        for i in range(300):  # 300 nodes come online at once
-            new = state(f"storm-{i}")
-            events_of.record(new, {"metadata": {"name": f"nodemaintenances-storm-{i}"}}, {})
-        await eventually(_count(kube, 100), what="a burst of events")
-        await asyncio.sleep(0.5)
-        assert 100 <= len(events(kube)) < 110
+
+        def storm(first: int, nodes: int) -> None:
+            for i in range(first, first + nodes):  # nodes come online at once
+                new = state(f"storm-{i}")
+                events_of.record(new, {"metadata": {"name": f"nodemaintenances-storm-{i}"}}, {})
+
+        storm(0, 300)
+        await events_of.posted()
+        assert len(events(kube)) == 100  # the burst
         assert "get no Kubernetes Event" in caplog.text
+        await clock.advance(1)
+        storm(300, 300)
+        await events_of.posted()
+        assert len(events(kube)) == 150  # and 50 a second after it
     finally:
         await events_of.close()
         await api.close()

@@ -59,7 +59,7 @@ async def test_a_locked_database_fails_the_whole_batch_and_changes_nothing(
 def test_an_acknowledged_write_survives_a_kill_9_of_the_process(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     writer = f"""
-import asyncio, sys, time
+import asyncio, signal, sys
 from datetime import datetime, UTC
 from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.sqlite import SqliteStore
@@ -70,7 +70,7 @@ async def main():
                              NodeChange(reason="t", at=datetime.now(UTC), status="online"))
         await store.apply([state])
         print(i, flush=True)
-    time.sleep(60)
+    signal.pause()  # until killed
 asyncio.run(main())
 """
     with subprocess.Popen(

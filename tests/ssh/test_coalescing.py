@@ -29,11 +29,13 @@ class Peer:
 
     def __init__(self) -> None:
         self.reads: list[bytes] = []
+        self.read = asyncio.Event()  # set at each read
         self.closed = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(1 << 20):
             self.reads.append(data)
+            self.read.set()
         self.closed.set()
         writer.close()
 
@@ -55,7 +57,7 @@ async def test_the_writes_of_one_turn_leave_together_and_in_order(
     for i in range(100):
         transport.write(b"%03d," % i)
     assert transport.get_write_buffer_size() == 400  # queued until the loop turns
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(recorder.read.wait(), 5)  # they left, and arrived
     for i in range(100, 200):
         transport.write(b"%03d," % i)
     transport.close()

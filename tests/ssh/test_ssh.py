@@ -10,6 +10,7 @@ import asyncio
 import codecs
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,23 @@ async def run(client: Client, cmd: str, node: str = NODE, **extra: Any) -> tuple
     return resp.status, await resp.json()
 
 
+async def ended(pidfile: Path) -> None:
+    """Until the process whose id is in `pidfile` has ended (the node is this machine):
+    told by its pidfd, which becomes readable when it ends."""
+    try:
+        pidfd = os.pidfd_open(int(await asyncio.to_thread(pidfile.read_text)))
+    except ProcessLookupError:
+        return  # ended already
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(pidfd, readable.set)
+    try:
+        await asyncio.wait_for(readable.wait(), 15)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
 async def test_exec_returns_exit_status_and_both_streams(client: Client) -> None:
     status, body = await run(client, "echo out; echo err >&2; exit 3")
     assert status == 200, body
@@ -95,13 +113,14 @@ async def test_exec_output_is_capped_and_says_so(
 
 
 async def test_exec_timeout_kills_the_remote_command(client: Client, tmp_path: Path) -> None:
-    marker = tmp_path / "survived"
-    status, body = await run(client, f"sleep 3 && touch {marker}", timeout=0.5)
+    marker, pidfile = tmp_path / "survived", tmp_path / "pid"
+    command = f"echo $$ > {pidfile}; sleep 3 && touch {marker}"
+    status, body = await run(client, command, timeout=0.5)
     assert status == 200, body
     assert body["timed_out"] is True
     assert body["exit_status"] is None
     assert body["duration_ms"] < 3000
-    await asyncio.sleep(3.5)
+    await ended(pidfile)  # at once if killed; else after it touched the marker
     assert not marker.exists(), "the command outlived its timeout"
 
 
@@ -137,10 +156,11 @@ async def test_a_command_runs_verbatim_past_a_validating_forced_command(
         assert (status, body["exit_status"], body["stderr"]) == (200, 1, "refused: id\n")
         # sshd refuses to signal a forced command; the kill script still ends the whole
         # process group, or the background subshell would touch the marker
-        marker = tmp_path / "survived"
-        status, body = await run(client, f"(sleep 3; touch {marker}) & sleep 3", timeout=0.5)
+        marker, pidfile = tmp_path / "survived", tmp_path / "pid"
+        command = f"(sleep 3; touch {marker}) & echo $! > {pidfile}; sleep 3"
+        status, body = await run(client, command, timeout=0.5)
         assert (status, body["timed_out"]) == (200, True), body
-        await asyncio.sleep(3.5)
+        await ended(pidfile)  # the background subshell: at once if killed
         assert not marker.exists(), "the command's process group outlived its timeout"
         assert "refusing to send signal" in (tmp_path / "forced" / "sshd.log").read_text()
 
