@@ -152,6 +152,22 @@ def quantiles(latencies: list[float]) -> tuple[float, float, float]:
     return q[49] * 1000, q[98] * 1000, max(latencies) * 1000
 
 
+def start_adapter(processes: Processes, port: int, db: Path) -> None:
+    """The adapter on one core, serving the nodes stored in `db`, once it listens."""
+    processes.start(
+        "adapter",
+        ["taskset", "-c", "0", sys.executable, "-m", "cli", "serve"],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",
+            "FRPA_STORE": f"sqlite:///{db}",
+            "FRPA_LOG_LEVEL": "WARNING",
+        },
+    )
+    wait_listening(port)
+
+
 async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         db = Path(workdir) / "frpa.db"
@@ -160,18 +176,7 @@ async def run(nodes: int, reader_counts: list[int], seconds: float) -> None:
         frps, frpc = frp_binaries(Path(workdir))
         frp = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{db}"})
         try:
-            processes.start(
-                "adapter",
-                ["taskset", "-c", "0", sys.executable, "-m", "cli", "serve"],
-                env={
-                    **os.environ,
-                    "PYTHONPATH": str(ROOT),
-                    "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{frp.adapter_port}",
-                    "FRPA_STORE": f"sqlite:///{db}",
-                    "FRPA_LOG_LEVEL": "WARNING",
-                },
-            )
-            wait_listening(frp.adapter_port)
+            start_adapter(processes, frp.adapter_port, db)
             async with aiohttp.ClientSession() as session:
                 url = f"http://127.0.0.1:{frp.adapter_port}/api/v1/nodes?limit=1"
                 async with session.get(url) as resp:  # waits for the load
@@ -259,18 +264,7 @@ async def run_stalled(nodes: int, stalled_counts: list[int], seconds: float) -> 
         processes = Processes(Path(workdir))
         port = free_port()
         try:
-            processes.start(
-                "adapter",
-                ["taskset", "-c", "0", sys.executable, "-m", "cli", "serve"],
-                env={
-                    **os.environ,
-                    "PYTHONPATH": str(ROOT),
-                    "FRP_ADAPTER_ADDRESS": f"127.0.0.1:{port}",
-                    "FRPA_STORE": f"sqlite:///{db}",
-                    "FRPA_LOG_LEVEL": "WARNING",
-                },
-            )
-            wait_listening(port)
+            start_adapter(processes, port, db)
             url = f"http://127.0.0.1:{port}/api/v1/nodes"
             async with aiohttp.ClientSession() as session:
                 async with session.get(url, params={"limit": "1"}) as resp:  # waits for the load

@@ -239,3 +239,19 @@ def certificate(directory: Path, name: str) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+async def node_status(
+    client: TestClient[web.Request, web.Application], uid: str
+) -> tuple[str, str]:
+    """The node's SSH service status and the reason of its last change, as the API shows."""
+    resp = await client.get(f"/api/v1/nodes/nodemaintenances-{uid}")
+    assert resp.status == 200
+    obj: dict[str, Any] = await resp.json()
+    return obj["status"]["services"][0]["status"], obj["status"]["reason"]
+
+
+async def plugin_post(client: TestClient[web.Request, web.Application], body: object) -> None:
+    """A plugin call as frps makes it, which the adapter lets in."""
+    resp = await client.post("/frps/handler", json=body)
+    assert (await resp.json())["reject"] is False

@@ -26,8 +26,10 @@ from tests.support import (
     eventually,
     free_port,
     new_proxy,
+    node_status,
     online,
     ping,
+    plugin_post,
     settings_for,
     tokens_file,
 )
@@ -35,18 +37,6 @@ from tests.support import (
 Client = TestClient[web.Request, web.Application]
 DOWN_AFTER = 3.0
 PERIOD = DOWN_AFTER / 3  # how often frps is probed
-
-
-async def status(client: Client, uid: str) -> tuple[str, str]:
-    resp = await client.get(f"/api/v1/nodes/nodemaintenances-{uid}")
-    assert resp.status == 200
-    obj: dict[str, Any] = await resp.json()
-    return obj["status"]["services"][0]["status"], obj["status"]["reason"]
-
-
-async def post(client: Client, body: object) -> None:
-    resp = await client.post("/frps/handler", json=body)
-    assert (await resp.json())["reject"] is False
 
 
 async def frps_on_readyz(client: Client) -> dict[str, Any]:
@@ -111,7 +101,7 @@ async def watched_app(
 
 async def online_nodes(client: Client, *uids: str) -> None:
     for uid in uids:
-        await post(client, new_proxy(uid, uid, port=16000 + int(uid[1:])))
+        await plugin_post(client, new_proxy(uid, uid, port=16000 + int(uid[1:])))
 
     async def confirmed() -> bool:
         states = [client.app[REGISTRY].get(UniqueId(uid)) for uid in uids]
@@ -137,11 +127,11 @@ async def test_an_frps_that_stops_answering_takes_its_nodes_offline_and_back_whe
     assert seen["down"] is False
     assert seen["unreachable_since"] == clock.now().isoformat()
     assert "Cannot connect" in seen["probe_error"]
-    assert await status(client, "n1") == ("online", "NewProxy")  # not for long enough yet
+    assert await node_status(client, "n1") == ("online", "NewProxy")  # not for long enough yet
 
     await clock.advance(DOWN_AFTER)
-    assert await status(client, "n1") == ("offline", "FrpsUnreachable")
-    assert await status(client, "n2") == ("offline", "FrpsUnreachable")
+    assert await node_status(client, "n1") == ("offline", "FrpsUnreachable")
+    assert await node_status(client, "n2") == ("offline", "FrpsUnreachable")
     assert (await frps_on_readyz(client))["down"] is True
     answer, body = await exec_on(client, "n1")
     assert answer == 503
@@ -157,7 +147,7 @@ async def test_an_frps_that_stops_answering_takes_its_nodes_offline_and_back_whe
     await clock.advance(RELOGIN_SETTLE_SECONDS)
 
     async def back() -> bool:
-        return await status(client, "n1") == ("online", "Reconciled")
+        return await node_status(client, "n1") == ("online", "Reconciled")
 
     await eventually(back, what="n1 back through the reconciliation after frps returned")
     assert dashboard.fake.listings == listings + 1
@@ -180,7 +170,7 @@ async def test_a_dashboard_that_answers_with_an_error_is_an_frps_alive(
         await clock_of(client).advance(3 * DOWN_AFTER)
         assert up(client) == 1
         assert (await frps_on_readyz(client))["reachable"] is True
-        assert await status(client, "n1") == ("online", "NewProxy")
+        assert await node_status(client, "n1") == ("online", "NewProxy")
         await dashboard.stop()
 
 
@@ -191,9 +181,9 @@ async def test_plugin_calls_keep_an_frps_alive_whose_dashboard_cannot_be_reached
     await online_nodes(client, "n1")
     await dashboard.stop()
     for _ in range(int(3 * DOWN_AFTER / PERIOD)):
-        await post(client, ping("n2", "n2"))  # any frpc of that frps
+        await plugin_post(client, ping("n2", "n2"))  # any frpc of that frps
         await clock_of(client).advance(PERIOD)
-    assert await status(client, "n1") == ("online", "NewProxy")
+    assert await node_status(client, "n1") == ("online", "NewProxy")
     assert up(client) == 1
 
 
@@ -209,11 +199,11 @@ async def test_only_the_leader_takes_the_nodes_of_an_frps_gone_offline(
     await dashboard.stop()
     await clock_of(client).advance(DOWN_AFTER + 2 * PERIOD)
     assert (await frps_on_readyz(client))["down"] is True
-    assert await status(client, "n1") == ("online", "NewProxy")
+    assert await node_status(client, "n1") == ("online", "NewProxy")
 
     monkeypatch.setattr(client.app[LEADERSHIP], "leading", True)
     await clock_of(client).advance(PERIOD)
-    assert await status(client, "n1") == ("offline", "FrpsUnreachable")
+    assert await node_status(client, "n1") == ("offline", "FrpsUnreachable")
 
 
 async def test_without_a_dashboard_frps_is_watched_at_its_bind_port(
@@ -229,14 +219,14 @@ async def test_without_a_dashboard_frps_is_watched_at_its_bind_port(
         tmp_path, frps_address="127.0.0.1", frps_bind_port=port, frps_down_after=DOWN_AFTER
     )
     client = await aiohttp_client(create_app(settings, clock=FakeClock()))
-    await post(client, new_proxy("n1", "n1"))
+    await plugin_post(client, new_proxy("n1", "n1"))
     await clock_of(client).advance(3 * DOWN_AFTER)
-    assert await status(client, "n1") == ("online", "NewProxy")
+    assert await node_status(client, "n1") == ("online", "NewProxy")
 
     server.close()
     await server.wait_closed()
     await clock_of(client).advance(DOWN_AFTER + PERIOD)
-    assert await status(client, "n1") == ("offline", "FrpsUnreachable")
+    assert await node_status(client, "n1") == ("offline", "FrpsUnreachable")
     assert f"connect to 127.0.0.1:{port}" in (await frps_on_readyz(client))["probe_error"]
 
     server = await frps()
@@ -261,14 +251,14 @@ async def test_a_dial_that_fails_while_frps_does_not_answer_names_frps_not_sshd(
         api_tokens_file=str(tokens_file(tmp_path)),
     )
     client = await aiohttp_client(create_app(settings, clock=FakeClock()), headers=bearer("admin"))
-    await post(client, new_proxy("n1", "n1", port=free_port()))
+    await plugin_post(client, new_proxy("n1", "n1", port=free_port()))
     await clock_of(client).advance(2 * PERIOD)  # the NewProxy answered for frps at first
     assert client.app[FRPS]["default"].unreachable
     assert not client.app[FRPS]["default"].down
     answer, body = await exec_on(client, "n1")
     assert (answer, body["error"]) == (503, "frps unreachable"), body
     assert body["details"].startswith("frps default unreachable since ")
-    assert await status(client, "n1") == ("online", "NewProxy")
+    assert await node_status(client, "n1") == ("online", "NewProxy")
 
 
 async def test_a_node_another_replica_brings_online_while_a_probe_is_out_is_left_online(
@@ -282,7 +272,7 @@ async def test_a_node_another_replica_brings_online_while_a_probe_is_out_is_left
     await online_nodes(client, "n1", "n2")
     await dashboard.stop()
     await clock.advance(DOWN_AFTER + 2 * PERIOD)
-    assert await status(client, "n1") == ("offline", "FrpsUnreachable")
+    assert await node_status(client, "n1") == ("offline", "FrpsUnreachable")
 
     asked, answer = asyncio.Event(), asyncio.Event()
     slow = web.Application()
@@ -318,4 +308,4 @@ async def test_a_node_another_replica_brings_online_while_a_probe_is_out_is_left
     await probing
     await clock.advance(0)
     assert (await frps_on_readyz(client))["down"] is True
-    assert await status(client, "n1") == ("online", "NewProxy")
+    assert await node_status(client, "n1") == ("online", "NewProxy")

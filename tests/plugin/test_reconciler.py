@@ -25,6 +25,7 @@ from tests.support import (
     new_proxy,
     online,
     ping,
+    plugin_post,
     settings_for,
 )
 
@@ -44,11 +45,6 @@ async def status(client: Client, uid: str) -> tuple[str, str]:
     return obj["status"]["services"][0]["status"], obj["status"]["reason"]
 
 
-async def post(client: Client, body: object) -> None:
-    resp = await client.post("/frps/handler", json=body)
-    assert (await resp.json())["reject"] is False
-
-
 async def confirmed(client: Client, uid: str) -> None:
     """With a dashboard, a NewProxy is recorded once frps shows the proxy online."""
 
@@ -65,8 +61,8 @@ async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_
     dashboard = FakeDashboard()
     dashboard.proxies = {"n1.ssh": online(16001), "n2.ssh": online(16002)}
     first = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
-    await post(first, new_proxy("n1", "n1", port=16001))
-    await post(first, new_proxy("n2", "n2", port=16002))
+    await plugin_post(first, new_proxy("n1", "n1", port=16001))
+    await plugin_post(first, new_proxy("n2", "n2", port=16002))
     await first.app[WRITER].drained()
     await first.close()
 
@@ -94,7 +90,7 @@ async def test_a_failing_dashboard_flips_nothing_and_shows_on_readyz(
     client = await app_with_dashboard(
         tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
-    await post(client, new_proxy("n1", "n1", port=16001))
+    await plugin_post(client, new_proxy("n1", "n1", port=16001))
     await confirmed(client, "n1")
     dashboard.broken = True
     dashboard.proxies = {}
@@ -120,8 +116,8 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     client = await app_with_dashboard(
         tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
-    await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
-    await post(client, new_proxy("n2", "n2", port=16002, run_id="r2"))
+    await plugin_post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
+    await plugin_post(client, new_proxy("n2", "n2", port=16002, run_id="r2"))
     await confirmed(client, "n1")
     await confirmed(client, "n2")
     await client.app[WRITER].drained()
@@ -131,8 +127,8 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     dashboard.proxies = {"n1.ssh": online(16001)}
     relogin = login("n1", "n1")
     relogin["content"]["run_id"] = "r1"
-    await post(client, relogin)
-    await post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
+    await plugin_post(client, relogin)
+    await plugin_post(client, new_proxy("n1", "n1", port=16001, run_id="r1"))
     await clock_of(client).advance(RELOGIN_SETTLE_SECONDS)  # well within the interval
 
     async def n2_offline() -> bool:
@@ -227,7 +223,7 @@ async def test_an_unclaimed_user_ssh_proxy_is_the_users_node_until_its_node_clai
     assert (state.status, state.reason) == ("online", "ReconciledByUser")
     assert [s.unique_id for s in client.app[REGISTRY].states()] == ["n5"]  # "ssh": whose?
 
-    await post(client, ping("n5", "real5"))  # the frpc names itself by its unique-id meta
+    await plugin_post(client, ping("n5", "real5"))  # the frpc names itself by its unique-id meta
     await confirmed(client, "real5")
     await clock.advance(INTERVAL)  # another reconciliation: the node that claimed it keeps it
     assert await status(client, "n5") == ("offline", "ClaimedByItsNode")
@@ -242,8 +238,8 @@ async def test_an_event_that_lands_while_frps_answers_wins_over_the_answer(
     client = await app_with_dashboard(
         tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
-    await post(client, new_proxy("n1", "n1", port=16001))
-    await post(client, new_proxy("n2", "n2", port=16002))
+    await plugin_post(client, new_proxy("n1", "n1", port=16001))
+    await plugin_post(client, new_proxy("n2", "n2", port=16002))
     await confirmed(client, "n1")
     await confirmed(client, "n2")
     reconciler = client.app[RECONCILERS]["default"]
@@ -263,7 +259,7 @@ async def test_an_event_that_lands_while_frps_answers_wins_over_the_answer(
 
     await eventually(frps_asked, what="frps asked")
     dashboard.proxies = {"n1.ssh": online(16011)}
-    await post(client, new_proxy("n1", "n1", port=16011))
+    await plugin_post(client, new_proxy("n1", "n1", port=16011))
     await eventually(n1_moved, what="n1's NewProxy confirmed")
     dashboard.held.set()
     assert await pass_ == 1
