@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from api.errors import (
     TooManyError,
 )
 from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
-from api.v1 import delivered
+from api.v1 import delivered, node_lines
 from nodes.errors import AdapterError, InvalidInputError
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
 from ssh.connector import SshTarget
@@ -180,20 +179,7 @@ async def _put_spooled(
                 await request.app[AUDIT].end(record)
             return {"node": name, **asdict(stored)}
 
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        try:
-            await response.prepare(request)
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(name)) for name in dict.fromkeys(names)]
-                for done in asyncio.as_completed(tasks):
-                    line = json.dumps(await done).encode() + b"\n"
-                    await delivered(request, response.write(line))
-            await delivered(request, response.write_eof())
-        except ConnectionError:  # the caller went away: the nodes' own records say what ran
-            batch.result = "client went away"
-            return response
-    batch.result = "done"
-    return response
+        return await node_lines(request, batch, names, one)
 
 
 async def _spool(request: web.Request, most: int) -> IO[bytes]:

@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any
 
@@ -293,11 +293,25 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
                 logger.exception("exec on %s failed", name)
                 return {"node": name, "error": "internal error", "details": repr(e)}
 
+    try:
+        return await node_lines(request, batch, names, one)
+    finally:
+        await request.app[AUDIT].end(batch)
+
+
+async def node_lines(
+    request: web.Request,
+    batch: audit.AuditRecord,
+    names: Iterable[str],
+    one: Callable[[str], Coroutine[Any, Any, dict[str, Any]]],
+) -> web.StreamResponse:
+    """A batch's answer: `one(name)` for each node at once, one NDJSON line per node as soon
+    as it is done (a hung node delays only its own); `batch.result` says how it ended."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     try:
         await response.prepare(request)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(name)) for name in names]
+            tasks = [group.create_task(one(name)) for name in dict.fromkeys(names)]
             for done in asyncio.as_completed(tasks):
                 line = json.dumps(await done, ensure_ascii=False) + "\n"
                 await delivered(request, response.write(line.encode()))
@@ -305,8 +319,6 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
         batch.result = "done"
     except ConnectionError:  # the caller went away: the nodes' own records say what ran
         batch.result = "client went away"
-    finally:
-        await request.app[AUDIT].end(batch)
     return response
 
 
