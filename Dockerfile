@@ -11,6 +11,7 @@ COPY api api
 COPY cli cli
 COPY nodes nodes
 COPY plugin plugin
+COPY runtime runtime
 COPY schemas schemas
 COPY ssh ssh
 COPY --from=console /src/api/ui api/ui

@@ -42,7 +42,7 @@ from api.errors import (
 )
 from api.watched import stamp
 from nodes.clock import Clock
-from nodes.store import Reviewer, ReviewError
+from nodes.reviews import Reviewer, ReviewError
 from schemas.settings import Network
 
 logger = logging.getLogger(__name__)

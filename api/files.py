@@ -30,7 +30,7 @@ from api.errors import (
     TooLargeError,
     TooManyError,
 )
-from api.keys import AUDIT, CLOCK, FORWARDS_BY_USER, SETTINGS, SHUTDOWN, SSH
+from api.state import STATE
 from api.v1 import delivered, node_lines
 from nodes.errors import AdapterError, InvalidInputError
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
@@ -73,21 +73,21 @@ def _too_large(most: int) -> TooLargeError:
 def _node_files(
     request: web.Request, target: SshTarget
 ) -> contextlib.AbstractAsyncContextManager[NodeFiles]:
-    step_timeout = request.app[SETTINGS].sftp_step_timeout or None
-    return node_files(request.app[SSH], target, step_timeout=step_timeout)
+    step_timeout = request.app[STATE].adapter.settings.sftp_step_timeout or None
+    return node_files(request.app[STATE].adapter.ssh, target, step_timeout=step_timeout)
 
 
 async def put_file(request: web.Request) -> web.Response:
     """The body, streamed to the node's file `path`: `{"path", "size", "sha256"}`."""
     name = request.match_info["nm_name"]
-    most = request.app[SETTINGS].max_upload_bytes
+    most = request.app[STATE].adapter.settings.max_upload_bytes
     path, mode = _file_input(_query(_file_query, request))
     if request.content_length is not None and request.content_length > most:
         raise _too_large(most)
-    connector = request.app[SSH]
+    connector = request.app[STATE].adapter.ssh
     target = connector.target(name)
     record = audit.start_record(request, "upload", name, path)
-    await request.app[AUDIT].begin(record)
+    await request.app[STATE].audit.begin(record)
     try:
         async with _node_files(request, target) as files:
             stored = await files.write(path, _body(request, most), mode=mode)
@@ -102,7 +102,7 @@ async def put_file(request: web.Request) -> web.Response:
         record.result = "client went away"
         raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
     finally:
-        await request.app[AUDIT].end(record)
+        await request.app[STATE].audit.end(record)
     return web.json_response(asdict(stored))
 
 
@@ -121,16 +121,16 @@ async def put_files(request: web.Request) -> web.StreamResponse:
     `{"node", "error", "details"}`); one node's failure, whatever it is, is its own line."""
     query = _query(_batch_query, request)
     path, mode = _file_input(query)
-    connector = request.app[SSH]
+    connector = request.app[STATE].adapter.ssh
     names = query["nodes"].split(",") if query["nodes"] else connector.online()
     batch = audit.start_record(request, "upload batch", f"{len(names)} nodes", path)
-    await request.app[AUDIT].begin(batch)  # refused whole (503) when it cannot be written
+    await request.app[STATE].audit.begin(batch)  # refused whole (503) when it cannot be written
     try:
         return await _put_spooled(
             request, batch, names, path=path, mode=mode, concurrency=query["concurrency"]
         )
     finally:
-        await request.app[AUDIT].end(batch)
+        await request.app[STATE].audit.end(batch)
 
 
 async def _put_spooled(
@@ -142,8 +142,8 @@ async def _put_spooled(
     mode: int,
     concurrency: int,
 ) -> web.StreamResponse:
-    most = request.app[SETTINGS].max_upload_bytes
-    connector = request.app[SSH]
+    most = request.app[STATE].adapter.settings.max_upload_bytes
+    connector = request.app[STATE].adapter.ssh
     try:
         spool = await _spool(request, most)
     except TooLargeError:
@@ -161,7 +161,7 @@ async def _put_spooled(
         async def one(name: str) -> dict[str, Any]:
             record = audit.start_record(request, "upload", name, path)
             try:
-                await request.app[AUDIT].begin(record)
+                await request.app[STATE].audit.begin(record)
             except audit.AuditUnavailableError as e:
                 return {"node": name, "error": e.kind, "details": str(e)}
             try:
@@ -176,7 +176,7 @@ async def _put_spooled(
                 record.result = "error: internal error"
                 return {"node": name, "error": "internal error", "details": repr(e)}
             finally:
-                await request.app[AUDIT].end(record)
+                await request.app[STATE].audit.end(record)
             return {"node": name, **asdict(stored)}
 
         return await node_lines(request, batch, names, one)
@@ -215,9 +215,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     """The node's file `path` (a `Range` of it, if asked), or a directory's listing."""
     name = request.match_info["nm_name"]
     path, _ = _file_input(_query(_file_query, request))
-    target = request.app[SSH].target(name)
+    target = request.app[STATE].adapter.ssh.target(name)
     record = audit.start_record(request, "download", name, path)
-    await request.app[AUDIT].begin(record)
+    await request.app[STATE].audit.begin(record)
     response = web.StreamResponse()
     try:
         async with _node_files(request, target) as files:
@@ -267,7 +267,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
             return response
         raise
     finally:
-        await request.app[AUDIT].end(record)
+        await request.app[STATE].audit.end(record)
 
 
 def _wanted(header: str | None, size: int) -> tuple[int, int] | None:
@@ -299,23 +299,23 @@ def _wanted(header: str | None, size: int) -> tuple[int, int] | None:
 async def port_forward(request: web.Request) -> web.StreamResponse:
     """A WebSocket to the node's 127.0.0.1:`port`: binary frames both ways."""
     name = request.match_info["nm_name"]
-    settings = request.app[SETTINGS]
+    settings = request.app[STATE].adapter.settings
     port = _query(_port_query, request)["port"]
-    connector = request.app[SSH]
+    connector = request.app[STATE].adapter.ssh
     target = connector.target(name)
     record = audit.start_record(request, "portforward", name, f"port {port}")
-    forwards = request.app[FORWARDS_BY_USER]
+    forwards = request.app[STATE].forwards_by_user
     if forwards[record.user] >= settings.max_forwards_per_user:
         raise TooManyError(
             f"{record.user} has {forwards[record.user]} open "
             f"(FRPA_MAX_FORWARDS_PER_USER={settings.max_forwards_per_user})",
             kind="too many forwards",
         )
-    await request.app[AUDIT].begin(record)
+    await request.app[STATE].audit.begin(record)
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat or None, max_msg_size=_FRAME, protocols=(WS_PROTOCOL,)
     )
-    await request.app[SHUTDOWN].prepare(ws, request)
+    await request.app[STATE].shutdown.prepare(ws, request)
     forwards[record.user] += 1
     try:
         async with node_port(connector, target, port) as stream:
@@ -325,7 +325,7 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
     finally:
         forwards[record.user] -= 1
-        await request.app[AUDIT].end(record)
+        await request.app[STATE].audit.end(record)
     await ws.close()
     return ws
 
@@ -334,8 +334,8 @@ async def _carry(
     request: web.Request, ws: web.WebSocketResponse, stream: PortStream, record: audit.AuditRecord
 ) -> str:
     """Both ways until either side closes, or nothing moved for the idle timeout."""
-    clock = request.app[CLOCK]
-    idle = request.app[SETTINGS].forward_idle_timeout
+    clock = request.app[STATE].adapter.clock
+    idle = request.app[STATE].adapter.settings.forward_idle_timeout
     moved = clock.monotonic()
 
     async def to_node() -> None:

@@ -6,14 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from api.keys import FRPS, LEADERSHIP, LOADED, RECONCILERS, STORE, SUPERVISOR, WRITER
-from nodes.liveness import FrpsLiveness
+from api.state import STATE
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive unless a background task is down (ended, or failing again and again: see
     `nodes.supervisor`): then 503, so an orchestrator restarts a process that stays so."""
-    down = request.app[SUPERVISOR].down()
+    down = request.app[STATE].adapter.supervisor.down()
     if down:
         return web.json_response({"status": "failing", "down": down}, status=503)
     return web.json_response({"status": "ok"})
@@ -29,28 +28,35 @@ async def readyz(request: web.Request) -> web.Response:
     adapter is what serves its plugin calls as it comes back (and the other frps's
     meanwhile), and what tells the state of its nodes; unready, it would be taken out of
     its Service then, and frps would refuse every frpc Login."""
-    writer = request.app[WRITER]
-    problem = request.app[STORE].problem()
-    frps: dict[str, dict[str, Any]] = {
-        name: _liveness(live) for name, live in request.app[FRPS].items() if live.watched
-    }
-    for name, reconciler in request.app[RECONCILERS].items():
-        frps.setdefault(name, {}).update(
-            {
-                "reconciliations": reconciler.runs,
-                "corrections": reconciler.corrections,
-                "failures": reconciler.failures,
-                "last_error": reconciler.last_error,
+    stats = request.app[STATE].adapter.stats()
+    frps: dict[str, dict[str, Any]] = {}
+    for name, each in stats.frps.items():
+        if each.watched:
+            since = each.unreachable_since
+            frps[name] = {
+                "reachable": each.reachable,
+                "unreachable_since": since.isoformat() if since else None,
+                "down": each.down,  # past FRPA_FRPS_DOWN_AFTER: its nodes offline
+                "probe_error": each.probe_error,
             }
-        )
+        if reconciliation := each.reconciliation:
+            frps.setdefault(name, {}).update(
+                {
+                    "reconciliations": reconciliation.runs,
+                    "corrections": reconciliation.corrections,
+                    "failures": reconciliation.failures,
+                    "last_error": reconciliation.last_error,
+                }
+            )
+    problem = stats.store_problem
     return web.json_response(
         {
             "status": "not ready" if problem else "ready",
-            "leading": request.app[LEADERSHIP].leading,
+            "leading": stats.leading,
             "store": {
-                "loaded": request.app[LOADED].done(),
-                "failing": writer.failing,
-                "backlog": writer.backlog,
+                "loaded": stats.loaded,
+                "failing": stats.store_failing,
+                "backlog": stats.store_backlog,
                 "problem": problem,
             },
             "frps": frps,
@@ -60,19 +66,8 @@ async def readyz(request: web.Request) -> web.Response:
                     "restarts": status.restarts,
                     "last_error": status.last_error,
                 }
-                for name, status in request.app[SUPERVISOR].tasks().items()
+                for name, status in stats.tasks.items()
             },
         },
         status=503 if problem else 200,
     )
-
-
-def _liveness(live: FrpsLiveness) -> dict[str, Any]:
-    unreachable = live.unreachable
-    since = live.unreachable_since if unreachable else None
-    return {
-        "reachable": not unreachable,
-        "unreachable_since": since.isoformat() if since else None,
-        "down": live.down,  # past FRPA_FRPS_DOWN_AFTER: its nodes offline
-        "probe_error": live.last_error if unreachable else None,
-    }

@@ -8,7 +8,6 @@ histogram is observed per request, labelled by route template (never the raw pat
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -18,43 +17,24 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.keys import (
-    AUDIT,
-    CLOCK,
-    EXPIRY,
-    FRPS,
-    LEADERSHIP,
-    NOTIFIER,
-    PLUGINS,
-    RECONCILERS,
-    REGISTRY,
-    SETTINGS,
-    SLOW_READERS,
-    SSH,
-    SUPERVISOR,
-    WRITER,
-)
-from api.notifications import RESULTS
+from api.state import STATE, State
 from nodes.clock import Clock
-from plugin.webhook import UNHANDLED_KINDS
-from schemas.settings import KUBERNETES
-
-METRICS = web.AppKey("metrics", CollectorRegistry)
+from runtime.stats import Stats
 
 
 async def serve(request: web.Request) -> web.StreamResponse:
     """`/metrics` on the API's port, unless FRPA_METRICS_ADDRESS serves it alone."""
-    if request.app[SETTINGS].metrics_address is not None:
+    state = request.app[STATE]
+    if state.adapter.settings.metrics_address is not None:
         raise web.HTTPNotFound()
-    return await make_aiohttp_handler(request.app[METRICS])(request)
+    return await make_aiohttp_handler(state.metrics)(request)
 
 
-def setup_metrics(app: web.Application) -> RequestTimer:
-    """The app's registry, and the timer its routes are wrapped in."""
+def setup_metrics(clock: Clock) -> tuple[CollectorRegistry, RequestTimer]:
+    """The app's registry, and the timer its routes are wrapped in; the app's own
+    `AdapterCollector` is registered once its state is made."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(AdapterCollector(app))
-    app[METRICS] = registry
-    return RequestTimer(
+    return registry, RequestTimer(
         Histogram(
             "frpa_http_request_duration_seconds",
             "Time to answer an HTTP request, by route template",
@@ -62,7 +42,7 @@ def setup_metrics(app: web.Application) -> RequestTimer:
             registry=registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5),
         ),
-        app[CLOCK],
+        clock,
     )
 
 
@@ -95,40 +75,28 @@ class RequestTimer:
 
 
 class AdapterCollector(Collector):
-    """Reads the app's parts at scrape time; before start-up it yields nothing."""
+    """Reads the adapter's one snapshot (`Adapter.stats`) and the HTTP layer's counts at
+    scrape time; before start-up it yields nothing."""
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self, state: State) -> None:
+        self._state = state
 
     def collect(self) -> Iterator[Metric]:
-        if PLUGINS not in self._app:
+        if not self._state.adapter.opened:
             return
-        app = self._app
-        settings = app[SETTINGS]
+        stats = self._state.adapter.stats()
         nodes = GaugeMetricFamily(
             "frpa_nodes",
             "Nodes by status and frps (its name; the address for one this adapter does not serve)",
             labels=["status", "frps"],
         )
-        # Every family labels an frps by its name, as FRPA_FRPS_SERVERS gives it.
-        names = {server.address: server.name for server in settings.servers()}
-        by_status: Counter[tuple[str, str]] = Counter()
-        for (status, address), count in app[REGISTRY].counts().items():
-            by_status[status, names.get(address or "", address or "")] += count
-        for each in ("online", "offline"):
-            for name in names.values():
-                by_status.setdefault((each, name), 0)
-        for (each, frps), count in sorted(by_status.items()):
-            nodes.add_metric([each, frps], count)
+        for (status, name), count in sorted(stats.nodes.items()):
+            nodes.add_metric([status, name], count)
         yield nodes
-
         requests = CounterMetricFamily(
             "frpa_plugin_requests", "frps plugin requests by op and result", labels=["op", "result"]
         )
-        counts: Counter[tuple[str, str]] = Counter()
-        for endpoint in app[PLUGINS].endpoints.values():
-            counts.update(endpoint.counts)
-        for (op, result), count in sorted(counts.items()):
+        for (op, result), count in sorted(stats.plugin_requests.items()):
             requests.add_metric([op, result], count)
         yield requests
         unhandled = CounterMetricFamily(
@@ -139,62 +107,53 @@ class AdapterCollector(Collector):
             "error (ours)",
             labels=["kind"],
         )
-        kinds: Counter[str] = Counter(dict.fromkeys(UNHANDLED_KINDS, 0))
-        for endpoint in app[PLUGINS].endpoints.values():
-            kinds.update(endpoint.unhandled)
-        for kind, count in sorted(kinds.items()):
+        for kind, count in sorted(stats.plugin_unhandled.items()):
             unhandled.add_metric([kind], count)
         yield unhandled
-
-        backend = KUBERNETES if settings.store == KUBERNETES else "sqlite"
-        writer = app[WRITER]
         writes = CounterMetricFamily("frpa_store_writes", "Node writes stored", labels=["backend"])
-        writes.add_metric([backend], writer.writes)
+        writes.add_metric([stats.backend], stats.store_writes)
         yield writes
         failures = CounterMetricFamily(
             "frpa_store_write_failures", "Node writes failed (and queued again)", labels=["backend"]
         )
-        failures.add_metric([backend], writer.failures)
+        failures.add_metric([stats.backend], stats.store_write_failures)
         yield failures
-
         yield GaugeMetricFamily(
             "frpa_leader",
             "1 on the replica that runs reconciliation and heartbeat expiry",
-            value=int(app[LEADERSHIP].leading),
+            value=int(stats.leading),
         )
         yield CounterMetricFamily(
             "frpa_stalls",
             "Times the adapter itself was stalled (stopped, frozen) long enough to hold off "
             "heartbeat expiry",
-            value=app[EXPIRY].stalls,
+            value=stats.stalls,
         )
-        supervisor = app[SUPERVISOR]
         restarts = CounterMetricFamily(
             "frpa_task_restarts",
             "Background tasks started again after they failed, by task",
             labels=["task"],
         )
-        for task in sorted(set(supervisor.names) | set(supervisor.restarts)):
-            restarts.add_metric([task], supervisor.restarts[task])
+        for task, count in sorted(stats.task_restarts.items()):
+            restarts.add_metric([task], count)
         yield restarts
         yield CounterMetricFamily(
             "frpa_audit_write_failures",
             "Audit records that could not be written (a start refuses its action)",
-            value=app[AUDIT].failures,
+            value=self._state.audit.failures,
         )
         yield GaugeMetricFamily(
             "frpa_expiry_sweep_seconds",
             "How long the last heartbeat expiry sweep took",
-            value=app[EXPIRY].last_sweep_seconds,
+            value=stats.expiry_sweep_seconds,
         )
         yield CounterMetricFamily(
             "frpa_heartbeat_expiries",
             "Nodes set offline because their Pings stopped",
-            value=app[REGISTRY].heartbeat_expiries,
+            value=stats.heartbeat_expiries,
         )
-        ssh = app[SSH]
         yield GaugeMetricFamily(
-            "frpa_ssh_shell_sessions", "Shell sessions open on nodes", value=ssh.shells_active
+            "frpa_ssh_shell_sessions", "Shell sessions open on nodes", value=stats.shells_active
         )
         execs = CounterMetricFamily(
             "frpa_ssh_exec_calls",
@@ -202,52 +161,41 @@ class AdapterCollector(Collector):
             labels=["result"],
         )
         for result in ("ok", "failed", "timeout", "error"):
-            execs.add_metric([result], ssh.exec_results[result])
+            execs.add_metric([result], stats.exec_results[result])
         yield execs
-
         slow = CounterMetricFamily(
             "frpa_slow_readers_dropped",
             "Clients dropped for taking nothing of an answer for FRPA_SLOW_READER_TIMEOUT, "
             "by route template",
             labels=["route"],
         )
-        for route, count in sorted(app[SLOW_READERS].items()):
+        for route, count in sorted(self._state.slow_readers.items()):
             slow.add_metric([route], count)
         yield slow
-        yield _notifications(app)
-        yield _frps_up(app)
-        yield from _reconciliation(app)
+        notifications = CounterMetricFamily(
+            "frpa_notifications",
+            "Notification messages by destination (dingtalk, webhook) and result: sent, or "
+            "failed (tried again)",
+            labels=["destination", "result"],
+        )
+        for (destination, result), count in stats.notifications.items():
+            notifications.add_metric([destination, result], count)
+        yield notifications
+        up = GaugeMetricFamily(
+            "frpa_frps_up",
+            "1 while frps answers (its dashboard, else its bind port) or calls the plugin, 0 "
+            "from the first probe it leaves unanswered (FRPA_FRPS_DOWN_AFTER=0: not watched)",
+            labels=["frps"],
+        )
+        for name, frps in stats.frps.items():
+            if frps.watched:
+                up.add_metric([name], int(frps.reachable))
+        yield up
+        yield from _reconciliation(stats)
 
 
-def _notifications(app: web.Application) -> Metric:
-    family = CounterMetricFamily(
-        "frpa_notifications",
-        "Notification messages by destination (dingtalk, webhook) and result: sent, or "
-        "failed (tried again)",
-        labels=["destination", "result"],
-    )
-    if NOTIFIER in app:
-        for outbox in app[NOTIFIER].outboxes:
-            for result in RESULTS:
-                family.add_metric([outbox.destination.name, result], outbox.results[result])
-    return family
-
-
-def _frps_up(app: web.Application) -> Metric:
-    up = GaugeMetricFamily(
-        "frpa_frps_up",
-        "1 while frps answers (its dashboard, else its bind port) or calls the plugin, 0 "
-        "from the first probe it leaves unanswered (FRPA_FRPS_DOWN_AFTER=0: not watched)",
-        labels=["frps"],
-    )
-    for name, live in sorted(app[FRPS].items()):
-        if live.watched:
-            up.add_metric([name], int(not live.unreachable))
-    return up
-
-
-def _reconciliation(app: web.Application) -> Iterator[Metric]:
-    reconcilers = sorted(app[RECONCILERS].items())
+def _reconciliation(stats: Stats) -> Iterator[Metric]:
+    reconciled = [(name, frps.reconciliation) for name, frps in stats.frps.items()]
     families: list[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, str]] = [
         (CounterMetricFamily, "frpa_reconciliations", "Reconciliations with frps done", "runs"),
         (CounterMetricFamily, "frpa_reconcile_corrections", "Nodes corrected", "corrections"),
@@ -261,6 +209,7 @@ def _reconciliation(app: web.Application) -> Iterator[Metric]:
     ]
     for kind, name, text, attribute in families:
         family = kind(name, text, labels=["frps"])
-        for frps, reconciler in reconcilers:
-            family.add_metric([frps], getattr(reconciler, attribute))
+        for frps, reconciliation in reconciled:
+            if reconciliation:
+                family.add_metric([frps], getattr(reconciliation, attribute))
         yield family

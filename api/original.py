@@ -16,7 +16,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.errors import CommandFailedError
-from api.keys import CLOCK, REGISTRY, SETTINGS, SSH
+from api.state import STATE
 from api.v1 import loaded, node_object, node_state, run_audited, stored
 from nodes.errors import InvalidInputError, NodeNotFoundError, NotLoadedError, NotStoredError
 from nodes.model import (
@@ -90,8 +90,8 @@ async def frp_update(request: web.Request) -> web.Response:
 
 async def nm_useless(request: web.Request) -> web.Response:
     """Mark every NM offline (the original frps called this when it shut down)."""
-    registry = request.app[REGISTRY]
-    at = request.app[CLOCK].now()
+    registry = request.app[STATE].adapter.registry
+    at = request.app[STATE].adapter.clock.now()
     await _loaded(request)
     uids = [state.unique_id for state in registry.states()]
     for uid in uids:
@@ -111,8 +111,8 @@ async def reverse_shell_command(request: web.Request) -> web.Response:
 
 
 async def _exec(request: web.Request, name: str | None) -> web.Response:
-    settings = request.app[SETTINGS]
-    connector = request.app[SSH]
+    settings = request.app[STATE].adapter.settings
+    connector = request.app[STATE].adapter.ssh
     data = _load(_exec_schema, await _params(request))
     name = name or data["nm_name"]
     if not name:
@@ -212,13 +212,13 @@ def _transition(
     status: NodeStatus | None,
 ) -> None:
     """Record what the call says; without a status, the node's status stays as it is."""
-    registry = request.app[REGISTRY]
+    registry = request.app[STATE].adapter.registry
     record = registry.transition if status is not None else registry.amend
     record(
         uid,
         NodeChange(
             reason=reason,
-            at=request.app[CLOCK].now(),
+            at=request.app[STATE].adapter.clock.now(),
             status=status,
             frps_address=data["frp_server_ip_address"],
             remote_port=data["port"],

@@ -7,6 +7,7 @@ cannot exist without its rule or its document entry, and the document cannot dri
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from api import console, files, health, metrics, original, shell, v1
 from api.auth import OPEN, Access, Rule
 from api.callers import Role
 from api.errors import rendered
-from api.keys import PLUGINS
 from api.metrics import RequestTimer
+from api.state import STATE
 from schemas.rest import (
     BatchExecSchema,
     BatchFileQuerySchema,
@@ -52,16 +53,15 @@ class Route:
     body: tuple[BodyType, type[Schema]] | None = None
 
 
-OPENAPI = web.AppKey("openapi", dict[str, Any])
 _PARAMETER = re.compile(r"{(\w+)}")
 
 
 async def _plugin(request: web.Request) -> web.StreamResponse:
-    return await request.app[PLUGINS].handle(request)
+    return await request.app[STATE].adapter.plugins.handle(request)
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
+    return web.json_response(document())
 
 
 _READ = Rule(Role.READ, "get", anonymous=True)
@@ -353,9 +353,8 @@ ROUTES: tuple[Route, ...] = (
 
 def add_routes(app: web.Application, *, access: Access, timer: RequestTimer) -> None:
     """Every route on `app`'s router, timed and behind its rule (a guarded route's refusals
-    answered by `api.errors.rendered`), and their document as
-    `app[OPENAPI]`; the app refuses to start if its router holds any other route."""
-    app[OPENAPI] = document()
+    answered by `api.errors.rendered`); the app refuses to start if its router holds any
+    other route."""
     for route in ROUTES:
         handler = access.guard(route.access, route.handler)
         if route.access.role is not None:  # open routes (the frps plugin's) stay bare
@@ -401,6 +400,7 @@ def rules() -> dict[tuple[str, str], Rule]:
     return {(route.method, route.path): route.access for route in ROUTES}
 
 
+@functools.cache  # the same for every app: built once, read by every request for it
 def document() -> dict[str, Any]:
     """The OpenAPI 3 document of every route, with the schemas that check their input."""
     spec = APISpec(

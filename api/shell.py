@@ -27,7 +27,7 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.errors import TooManyError
-from api.keys import AUDIT, CLOCK, SETTINGS, SHELLS_BY_USER, SHUTDOWN, SSH
+from api.state import STATE
 from nodes.clock import Clock
 from nodes.errors import AdapterError, InvalidInputError
 from schemas import parse_json
@@ -58,16 +58,16 @@ async def shell(request: web.Request) -> web.StreamResponse:
 async def _serve(
     request: web.Request, *, binary: bool, default_size: tuple[int, int]
 ) -> web.StreamResponse:
-    connector = request.app[SSH]
+    connector = request.app[STATE].adapter.ssh
     name = request.match_info["nm_name"]
     try:
         query = _query_schema.load(dict(request.query))
     except ValidationError as e:
         raise InvalidInputError(e.messages, kind="invalid query") from e
     target = connector.target(name)
-    settings = request.app[SETTINGS]
+    settings = request.app[STATE].adapter.settings
     record = audit.start_record(request, "shell", name)
-    open_shells = request.app[SHELLS_BY_USER]
+    open_shells = request.app[STATE].shells_by_user
     if open_shells[record.user] >= settings.max_shells_per_user:
         raise TooManyError(
             f"{record.user} has {open_shells[record.user]} shells open "
@@ -76,11 +76,11 @@ async def _serve(
         )
     cols = query.get("cols", default_size[0])
     rows = query.get("rows", default_size[1])
-    await request.app[AUDIT].begin(record)
+    await request.app[STATE].audit.begin(record)
     ws = web.WebSocketResponse(
         heartbeat=settings.ws_heartbeat or None, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
     )
-    await request.app[SHUTDOWN].prepare(ws, request)
+    await request.app[STATE].shutdown.prepare(ws, request)
     open_shells[record.user] += 1
     bridge: _Bridge | None = None
     recording = None
@@ -88,7 +88,7 @@ async def _serve(
         async with open_shell(connector, target, cols=cols, rows=rows) as session:
             logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
             recording = _recording(
-                settings.shell_recordings, record, cols, rows, request.app[CLOCK]
+                settings.shell_recordings, record, cols, rows, request.app[STATE].adapter.clock
             )
             bridge = _Bridge(ws, session, query["encoding"], binary, recording)
             ended = await bridge.run()
@@ -111,7 +111,7 @@ async def _serve(
             recording.close()
         if bridge is not None:
             record.bytes_in, record.bytes_out = bridge.bytes_in, bridge.bytes_out
-        await request.app[AUDIT].end(record)
+        await request.app[STATE].audit.end(record)
     await ws.close()
     logger.info("shell on %s closed", name)
     return ws

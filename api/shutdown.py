@@ -14,38 +14,31 @@ import weakref
 
 from aiohttp import WSCloseCode, web
 
-from nodes.clock import Clock
+from runtime.adapter import Adapter
 
 logger = logging.getLogger(__name__)
 
 
 class Shutdown:
-    def __init__(self, budget: float, clock: Clock) -> None:
-        self.budget = budget
-        self._clock = clock
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter  # it keeps the budget
         # Forgotten once their handlers are done with them.
         self._websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
-        self._deadline: float | None = None
 
     async def prepare(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         """`ws.prepare(request)`, and `ws` is closed first when shutdown begins."""
         await ws.prepare(request)
         self._websockets.add(ws)
 
-    def left(self) -> float:
-        """Seconds of the budget left; all of it before shutdown begins."""
-        if self._deadline is None:
-            return self.budget
-        return max(self._deadline - self._clock.monotonic(), 0.0)
-
     async def begin(self, app: web.Application) -> None:
-        """An `on_shutdown` handler: start the clock, and close every WebSocket."""
-        self._deadline = self._clock.monotonic() + self.budget
+        """An `on_shutdown` handler: start the clock, end node watches, and close every
+        WebSocket."""
+        self._adapter.begin_shutdown()
         open_now = [ws for ws in self._websockets if not ws.closed]
         if open_now:
             logger.info("closing %d WebSocket(s): shutting down", len(open_now))
         try:
-            async with asyncio.timeout(self.left()):
+            async with asyncio.timeout(self._adapter.time_left()):
                 await asyncio.gather(
                     *(
                         ws.close(code=WSCloseCode.GOING_AWAY, message=b"frp-adapter shutting down")

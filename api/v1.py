@@ -22,19 +22,7 @@ from marshmallow import Schema, ValidationError
 
 from api import audit
 from api.callers import IDENTITY
-from api.keys import (
-    ACCESS,
-    AUDIT,
-    CLOCK,
-    LISTS,
-    LOADED,
-    REGISTRY,
-    SETTINGS,
-    SLOW_READERS,
-    SSH,
-    STORE,
-    WRITER,
-)
+from api.state import STATE
 from nodes.errors import (
     AdapterError,
     InvalidInputError,
@@ -48,9 +36,7 @@ from nodes.model import (
     NodeChange,
     NodeState,
     UniqueId,
-    nm_name,
     parse_unique_id,
-    render_nm,
     unique_id_of,
 )
 from nodes.watch import WatchEndedError
@@ -90,8 +76,10 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         raise NotLoadedError(_NOT_LOADED)
     if query["watch"]:
         return await _watch(request)
-    async with request.app[LISTS]:
-        states, last = request.app[REGISTRY].page(after, query["limit"], query["status"])
+    async with request.app[STATE].lists:
+        states, last = request.app[STATE].adapter.registry.page(
+            after, query["limit"], query["status"]
+        )
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     try:
         await response.prepare(request)
@@ -109,7 +97,7 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
 async def caller_access(request: web.Request) -> web.Response:
     """`{"user", "may": {"list", "shell", "exec"}}`: what the console may offer this caller
     (the rules decide each call anyway)."""
-    access = request.app[ACCESS]
+    access = request.app[STATE].access
     may = {
         what: await access.may(request, method, path)
         for what, (method, path) in {
@@ -139,7 +127,7 @@ async def _watch(request: web.Request) -> web.StreamResponse:
     up gets `{"type": "ERROR", "object": {"code": 410, ...}}` and the stream ends: list
     again; one that takes nothing for FRPA_SLOW_READER_TIMEOUT is dropped. The stream also
     ends when the adapter shuts down."""
-    registry = request.app[REGISTRY]
+    registry = request.app[STATE].adapter.registry
     states, watch = registry.watch()
     try:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -188,7 +176,7 @@ async def _send_rendered(
     (LISTS): the slots bound the CPU readers take, and are free again before a piece is
     written, so a client slow to read holds up no other reader."""
     for start in range(0, len(states), _RENDER_CHUNK):
-        async with request.app[LISTS]:
+        async with request.app[STATE].lists:
             piece = separator.join(render(s) for s in states[start : start + _RENDER_CHUNK])
             # Yielded with the slot held: between two plugin calls the loop renders at most
             # as many pieces as there are slots, however many lists are open.
@@ -200,7 +188,7 @@ async def delivered(request: web.Request, writing: Awaitable[None]) -> None:
     """Awaits a write to the client, which waits for as long as the client reads nothing:
     one that takes nothing for FRPA_SLOW_READER_TIMEOUT is dropped, counted, and
     ConnectionResetError raised, so no answer waits on a client for ever."""
-    seconds = request.app[SETTINGS].slow_reader_timeout
+    seconds = request.app[STATE].adapter.settings.slow_reader_timeout
     try:
         async with asyncio.timeout(seconds or None):
             await writing
@@ -208,7 +196,7 @@ async def delivered(request: web.Request, writing: Awaitable[None]) -> None:
         resource = request.match_info.route.resource
         assert resource is not None  # a route answers: it has a resource
         route = resource.canonical
-        request.app[SLOW_READERS][route] += 1
+        request.app[STATE].slow_readers[route] += 1
         _reset(request)
         logger.info("dropped a client of %s that took nothing for %g s", route, seconds)
         raise ConnectionResetError(f"the client took nothing for {seconds:g} s") from None
@@ -229,13 +217,13 @@ def _reset(request: web.Request) -> None:
 def node_object(request: web.Request, state: NodeState) -> JsonObject:
     """The node's NM as the API shows it: its state in memory, over what others own in the
     stored object (labels, bindStatus...) where the store keeps a copy in memory."""
-    return render_nm(state, request.app[STORE].cached(nm_name(state.unique_id)))
+    return request.app[STATE].adapter.node_object(state)
 
 
 def node_state(request: web.Request, name: str) -> NodeState | None:
     """The node an NM name names, if known; None also for names not of ours."""
     try:
-        return request.app[REGISTRY].get(unique_id_of(name))
+        return request.app[STATE].adapter.registry.get(unique_id_of(name))
     except InvalidUniqueIdError:
         return None
 
@@ -257,7 +245,7 @@ async def loaded(request: web.Request) -> bool:
     """Whether the stored nodes are in memory, waiting up to STORE_WAIT_SECONDS for them."""
     try:
         async with asyncio.timeout(STORE_WAIT_SECONDS):
-            await asyncio.shield(request.app[LOADED])
+            await asyncio.shield(request.app[STATE].adapter.loaded)
     except TimeoutError:
         return False
     return True
@@ -276,12 +264,12 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     (bounded by the connect timeout plus the command's timeout).
     """
     data = await _exec_input(request, _batch_schema)
-    connector = request.app[SSH]
+    connector = request.app[STATE].adapter.ssh
     names: list[str] = data["nodes"] or connector.online()
     names = list(dict.fromkeys(names))
     limit = asyncio.Semaphore(data["concurrency"])
     batch = audit.start_record(request, "exec batch", f"{len(names)} nodes", data["cmd"])
-    await request.app[AUDIT].begin(batch)  # refused whole (503) when it cannot be written
+    await request.app[STATE].audit.begin(batch)  # refused whole (503) when it cannot be written
 
     async def one(name: str) -> dict[str, Any]:
         async with limit:
@@ -296,7 +284,7 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     try:
         return await node_lines(request, batch, names, one)
     finally:
-        await request.app[AUDIT].end(batch)
+        await request.app[STATE].audit.end(batch)
 
 
 async def node_lines(
@@ -326,16 +314,16 @@ async def unpin_host_key(request: web.Request) -> web.Response:
     """Forget a node's pinned sshd host key (after a reinstall): the next dial pins anew."""
     name = request.match_info["nm_name"]
     record = audit.start_record(request, "unpin", name)
-    await request.app[AUDIT].begin(record)
+    await request.app[STATE].audit.begin(record)
     try:
-        request.app[SSH].unpin(name)
+        request.app[STATE].adapter.ssh.unpin(name)
     except AdapterError as e:
         record.result = f"error: {e.kind}"
         raise
     else:
         record.result = "unpinned"
     finally:
-        await request.app[AUDIT].end(record)
+        await request.app[STATE].audit.end(record)
     return web.json_response({"unpinned": name})
 
 
@@ -351,18 +339,18 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
     except InvalidUniqueIdError as e:
         raise InvalidInputError(str(e), kind="invalid name") from e
     record = audit.start_record(request, "frpc-token", name)
-    await request.app[AUDIT].begin(record)
+    await request.app[STATE].audit.begin(record)
     token = secrets.token_urlsafe(32)
-    request.app[REGISTRY].amend(
+    request.app[STATE].adapter.registry.amend(
         uid,
         NodeChange(
             reason="FrpcTokenIssued",
-            at=request.app[CLOCK].now(),
+            at=request.app[STATE].adapter.clock.now(),
             frpc_token_hash=token_digest(token),
         ),
     )
     record.result = "issued" if await stored(request, [uid]) else "not stored yet"
-    await request.app[AUDIT].end(record)
+    await request.app[STATE].audit.end(record)
     if record.result != "issued":
         raise NotStoredError("the store did not confirm the token in time")
     logger.info("issued a new frpc token for %s", name)
@@ -372,13 +360,7 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
 async def stored(request: web.Request, uids: Iterable[UniqueId]) -> bool:
     """Whether the store confirms these nodes' changes within STORE_WAIT_SECONDS; either
     way they stay queued until stored."""
-    writer = request.app[WRITER]
-    try:
-        async with asyncio.timeout(STORE_WAIT_SECONDS):
-            await asyncio.gather(*(writer.flushed(uid) for uid in uids))
-    except TimeoutError:
-        return False
-    return True
+    return await request.app[STATE].adapter.stored(uids, STORE_WAIT_SECONDS)
 
 
 async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
@@ -394,14 +376,14 @@ async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
         data: dict[str, Any] = schema.load(body)
     except ValidationError as e:
         raise InvalidInputError(e.messages) from e
-    ceiling = request.app[SETTINGS].exec_timeout_max
+    ceiling = request.app[STATE].adapter.settings.exec_timeout_max
     if data.get("timeout") and data["timeout"] > ceiling:
         raise InvalidInputError({"timeout": [f"at most {ceiling:g} s (FRPA_EXEC_TIMEOUT_MAX)"]})
     return data
 
 
 async def _run(request: web.Request, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    time_limit = data["timeout"] or request.app[SETTINGS].exec_timeout
+    time_limit = data["timeout"] or request.app[STATE].adapter.settings.exec_timeout
     return _result(await run_audited(request, name, data["cmd"], time_limit))
 
 
@@ -410,8 +392,8 @@ async def run_audited(
 ) -> ExecResult:
     """Run `command` on node `name` for the caller of `request`, recorded in the audit log
     before it runs (AuditUnavailableError: it does not run) and when it ends."""
-    connector = request.app[SSH]
-    log = request.app[AUDIT]
+    connector = request.app[STATE].adapter.ssh
+    log = request.app[STATE].audit
     record = audit.start_record(request, "exec", name, command)
     await log.begin(record)
     try:
@@ -420,7 +402,7 @@ async def run_audited(
             connector.target(name),
             command,
             time_limit=time_limit,
-            output_limit=request.app[SETTINGS].exec_output_limit,
+            output_limit=request.app[STATE].adapter.settings.exec_output_limit,
         )
     except AdapterError as e:
         record.result = f"error: {e.kind}"

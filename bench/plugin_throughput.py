@@ -36,7 +36,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.app import create_app
-from api.keys import PLUGINS, WRITER
+from api.state import STATE
 from schemas.settings import Settings
 from tests.support import free_port, login, new_proxy, ping
 
@@ -85,10 +85,10 @@ async def bare_handler(request: web.Request) -> web.Response:
 async def bring_online(app: web.Application, *, nodes: int) -> None:
     """Every node's NewProxy, before the server listens: NewProxy is measured at a fleet
     of `nodes`, not at one growing from none."""
-    endpoint = app[PLUGINS].endpoints["default"]
+    endpoint = app[STATE].adapter.plugins.endpoints["default"]
     for i in range(nodes):
         endpoint.decide(json.dumps(body("NewProxy", i)).encode())
-    await app[WRITER].drained()
+    await app[STATE].adapter.writer.drained()
 
 
 def serve(kind: str, port: int, store_dir: str, nodes: int) -> None:
@@ -148,7 +148,7 @@ async def own_work_per_request(kind: str, store_dir: str, nodes: int) -> dict[st
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup_ctx: store, writer, tracker
     try:
-        endpoint = app[PLUGINS].endpoints["default"]
+        endpoint = app[STATE].adapter.plugins.endpoints["default"]
         results = {}
         for op in OPS:
             raws = [json.dumps(body(op, i)).encode() for i in range(nodes)]

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.keys import CLOCK
+from api.state import STATE
 from nodes.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ async def accept_errors(app: web.Application) -> AsyncIterator[None]:
     """While the app runs, accept errors go to `AcceptErrors`."""
     loop = asyncio.get_running_loop()
     before = loop.get_exception_handler()
-    loop.set_exception_handler(AcceptErrors(app[CLOCK]))
+    loop.set_exception_handler(AcceptErrors(app[STATE].adapter.clock))
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from api.app import create_app
-from api.keys import TLS
+from api.state import STATE
 from cli import client
 from cli.configs import frpc_config, frps_config
 from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
@@ -213,7 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
             keepalive_timeout=IDLE_CONNECTION_SECONDS,
             # In-flight requests get half the budget; the writes to drain, the rest.
             shutdown_timeout=settings.shutdown_timeout / 2,
-            ssl_context=app[TLS].served if TLS in app else None,
+            ssl_context=tls.served if (tls := app[STATE].tls) else None,
             access_log=None,
             print=lambda _: _say_listening(settings),
         )

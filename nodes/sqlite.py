@@ -28,9 +28,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
-from nodes.clock import Clock
 from nodes.model import JsonObject, NodeState, compact_json, nm_name, render_nm
-from nodes.store import SoleLeader, StoreError, StoreObserver
+from nodes.store import StoreError, StoreObserver
 
 _T = TypeVar("_T")
 # Nodes whose JSON is parsed or rendered between two yields to the event loop (~1 ms).
@@ -82,12 +81,6 @@ class SqliteStore:
         """Nothing to hear of: one process writes the file, and it knows what it wrote."""
 
     def cached(self, name: str) -> None:
-        return None
-
-    def leadership(self, identity: str, clock: Clock) -> SoleLeader:
-        return SoleLeader()
-
-    def reviewer(self) -> None:
         return None
 
     async def apply(self, states: Sequence[NodeState]) -> None:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.keys import CLOCK
+from api.state import STATE
 from nodes.clock import Clock
 from schemas.settings import Settings
 from tests.clock import FakeClock
@@ -66,7 +66,7 @@ def free_port() -> int:
 
 def clock_of(client: TestClient[web.Request, web.Application]) -> FakeClock:
     """The fake clock a test app was made with."""
-    clock = client.app[CLOCK]
+    clock = client.app[STATE].adapter.clock
     assert isinstance(clock, FakeClock)
     return clock
 

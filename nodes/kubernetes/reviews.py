@@ -11,7 +11,7 @@ from kubernetes_asyncio import client
 from nodes.kubernetes.cache import PLURAL, REQUEST_TIMEOUT
 from nodes.kubernetes.errors import ApiError, api_errors
 from nodes.model import GROUP, JsonObject
-from nodes.store import ReviewError
+from nodes.reviews import ReviewError
 
 
 class KubernetesReviewer:

@@ -1,5 +1,5 @@
 """`KubernetesStore`: the NodeStore of NMs in a cluster, composed of the watch cache, the
-writes and their Events, and the factories of leader election and access reviews."""
+writes and their Events."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from nodes.clock import Clock
 from nodes.kubernetes.cache import NodeCache
 from nodes.kubernetes.events import TransitionEvents
-from nodes.kubernetes.lease import LeaseLeadership
-from nodes.kubernetes.reviews import KubernetesReviewer
 from nodes.kubernetes.writes import NodeWrites
 from nodes.model import JsonObject, NodeState
 from nodes.store import StoreError, StoreObserver
@@ -61,7 +59,6 @@ class KubernetesStore:
     ) -> None:
         self._api = api
         self._supervisor = supervisor
-        self._namespace = event_namespace
         objects = client.CustomObjectsApi(api)
         self._cache = NodeCache(objects, clock=clock)
         self._events = TransitionEvents(
@@ -81,12 +78,6 @@ class KubernetesStore:
 
     def problem(self) -> None:
         """A failing API server shows as failing writes, which are retried: nothing lost."""
-
-    def leadership(self, identity: str, clock: Clock) -> LeaseLeadership:
-        return LeaseLeadership(self._api, namespace=self._namespace, identity=identity, clock=clock)
-
-    def reviewer(self) -> KubernetesReviewer:
-        return KubernetesReviewer(self._api)
 
     async def get(self, name: str) -> JsonObject | None:
         if self._cache.synced.is_set():

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from api.keys import STORE
+from api.state import STATE
 from ssh.session import run_command
 from tests.ssh.test_ssh import NODE, Client, adapter, register, run
 from tests.sshd import Sshd, running_sshd
@@ -183,7 +183,7 @@ async def test_an_audit_log_that_hangs_refuses_in_time_and_holds_up_nothing_else
         ]
         await asyncio.sleep(0.1)
         # Waited on, not cancelled: a store read cancelled waits for its thread anyway.
-        read = asyncio.ensure_future(client.app[STORE].get(NODE))
+        read = asyncio.ensure_future(client.app[STATE].adapter.store.get(NODE))
         read_done, _ = await asyncio.wait([read], timeout=5)
         assert read_done, "the store's read waited behind the audit log"
         assert read.result() is not None

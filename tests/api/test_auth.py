@@ -18,8 +18,8 @@ from pytest_aiohttp import AiohttpClient
 from api.app import create_app
 from api.auth import RELOAD_SECONDS, TokensFileError, parse_tokens
 from api.callers import Role
-from api.metrics import METRICS
 from api.routes import ROUTES, Route, rules
+from api.state import STATE
 from tests.clock import FakeClock
 from tests.support import TOKENS, bearer, clock_of, login, settings_for, tokens_file
 
@@ -193,7 +193,7 @@ async def test_the_plugin_secret_hides_the_endpoint_from_anyone_without_it(
     assert (await client.post("/frps/handler/wrong-secret-000000", json=login())).status == 404
     resp = await client.post(f"/frps/handler/{secret}", json=login())
     assert await resp.json() == {"reject": False, "unchange": True}
-    wrong = client.app[METRICS].get_sample_value(
+    wrong = client.app[STATE].metrics.get_sample_value(
         "frpa_plugin_requests_total", {"op": "unauthorized", "result": "rejected"}
     )
     assert wrong == 2

@@ -8,8 +8,7 @@ import aiohttp
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import WRITER
-from api.metrics import METRICS
+from api.state import STATE
 from tests.support import free_port, login, new_proxy, plugin_body, settings_for
 
 
@@ -25,8 +24,8 @@ async def test_plugin_traffic_shows_in_the_metrics(
         plugin_body("Whatever-an-attacker-sends", {}),
     ):
         await client.post("/frps/handler", json=body)
-    await client.app[WRITER].drained()
-    registry = client.app[METRICS]
+    await client.app[STATE].adapter.writer.drained()
+    registry = client.app[STATE].metrics
 
     def sample(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)

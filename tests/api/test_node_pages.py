@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import WRITER
+from api.state import STATE
 from tests.support import new_proxy, settings_for
 
 Client = TestClient[web.Request, web.Application]
@@ -26,7 +26,7 @@ async def client(tmp_path: Path, aiohttp_client: AiohttpClient) -> Client:
         if i % 3 == 0:
             status = {"unique_id": f"n{i:02}", "status": "offline"}
             await client.put("/frp_update", data=status)
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
     return client
 
 

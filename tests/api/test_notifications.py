@@ -17,8 +17,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.keys import NOTIFIER, REGISTRY, WRITER
-from api.metrics import METRICS
+from api.state import STATE
 from nodes.model import NodeChange, NodeState, UniqueId, render_nm
 from nodes.watch import QUEUE_SIZE
 from tests.clock import FakeClock
@@ -112,7 +111,7 @@ async def adapter(tmp_path: Path, aiohttp_client: AiohttpClient, **settings: Any
     client = await aiohttp_client(create_app(settings_for(tmp_path, **settings), clock=FakeClock()))
 
     async def watching() -> bool:
-        return client.app[REGISTRY].watchers == 1
+        return client.app[STATE].adapter.registry.watchers == 1
 
     await eventually(watching, what="the notifier watching")
     return client
@@ -131,11 +130,11 @@ def count(messages: list[Any], n: int) -> Callable[[], Awaitable[bool]]:
 
 
 def sample(client: Client, name: str, **labels: str) -> float | None:
-    return client.app[METRICS].get_sample_value(name, labels)
+    return client.app[STATE].metrics.get_sample_value(name, labels)
 
 
 def change(client: Client, uid: str, status: Any, reason: str) -> None:
-    client.app[REGISTRY].transition(
+    client.app[STATE].adapter.registry.transition(
         UniqueId(uid), NodeChange(reason=reason, at=clock_of(client).now(), status=status)
     )
 
@@ -239,13 +238,13 @@ async def test_a_receiver_down_delays_no_state_change_and_gets_the_changes_once_
     labels = {"destination": "dingtalk"}
     with caplog.at_level(logging.INFO):
         await allowed(client, new_proxy("a", "aaa"))  # answered, connection refused behind
-        await client.app[WRITER].flushed(UniqueId("aaa"))  # and stored
+        await client.app[STATE].adapter.writer.flushed(UniqueId("aaa"))  # and stored
         await failed(1)
 
         await start()
         receiver.status = 500
         await allowed(client, new_proxy("b", "bbb"))
-        await client.app[WRITER].flushed(UniqueId("bbb"))
+        await client.app[STATE].adapter.writer.flushed(UniqueId("bbb"))
         await clock.advance(INTERVAL)  # tried again no sooner than the interval
         await failed(2)
         assert receiver.requests == 1
@@ -278,7 +277,7 @@ async def test_a_receiver_that_does_not_answer_holds_up_no_state_change(
     await eventually(sent, what="the first message sent")
     for uid in ("bbb", "ccc"):  # while that message hangs
         await allowed(client, new_proxy(uid[0], uid))
-        await client.app[WRITER].flushed(UniqueId(uid))
+        await client.app[STATE].adapter.writer.flushed(UniqueId(uid))
     receiver.held.set()
     receiver.held = None
     await eventually(count(receiver.dingtalk, 1))
@@ -301,7 +300,9 @@ async def test_a_storm_of_500_nodes_and_an_frps_outage_are_a_few_messages_naming
     uids = [f"node-{i:03}" for i in range(500)]
     for uid in uids:
         await allowed(client, new_proxy(uid, uid))
-    [_, outbox] = client.app[NOTIFIER].outboxes
+    notifier = client.app[STATE].adapter.notifier
+    assert notifier is not None
+    [_, outbox] = notifier.outboxes
 
     async def all_queued() -> bool:  # so that the next message has every node's creation
         return sum(len(m["changes"]) for m in receiver.webhook) + outbox.backlog == 500
@@ -365,7 +366,7 @@ async def test_a_change_adopted_from_another_replica_is_that_replicas_to_notify(
         last_transition=at,
         updated_at=at,
     )
-    client.app[REGISTRY].observe(render_nm(theirs, None))  # as its NM watch tells it
+    client.app[STATE].adapter.registry.observe(render_nm(theirs, None))  # as its NM watch tells it
     change(client, "mine", "online", "NewProxy")
     await eventually(count(receiver.webhook, 1))
     assert [c["unique_id"] for m in receiver.webhook for c in m["changes"]] == ["mine"]

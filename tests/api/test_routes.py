@@ -15,7 +15,7 @@ from api import console
 from api.app import create_app
 from api.auth import Rule
 from api.callers import Role
-from api.routes import OPENAPI, ROUTES, rules
+from api.routes import ROUTES, document, rules
 from tests.support import settings_for, tokens_file
 
 
@@ -30,18 +30,16 @@ def test_the_router_serves_exactly_the_table(tmp_path: Path) -> None:
     assert rules().keys() == served.keys()
 
 
-def test_the_document_describes_every_route_with_its_parameters_and_rule(
-    tmp_path: Path,
-) -> None:
-    document = create_app(settings_for(tmp_path))[OPENAPI]
+def test_the_document_describes_every_route_with_its_parameters_and_rule() -> None:
+    openapi = document()
     described = {
         (method.upper(), path)
-        for path, operations in document["paths"].items()
+        for path, operations in openapi["paths"].items()
         for method in operations
     }
     assert described == {(route.method, route.path) for route in ROUTES}
     for route in ROUTES:
-        operation = document["paths"][route.path][route.method.lower()]
+        operation = openapi["paths"][route.path][route.method.lower()]
         in_path = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
         assert in_path == set(re.findall(r"{(\w+)}", route.path)), route.path
         assert ("security" in operation) == (route.access.role is not None), route.path

@@ -20,8 +20,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import CONCURRENT_LISTS, create_app
-from api.keys import REGISTRY
-from api.metrics import METRICS
+from api.state import STATE
 from nodes.model import NodeState, UniqueId
 from nodes.sqlite import SqliteStore
 from tests.support import eventually, settings_for
@@ -94,7 +93,7 @@ async def until_reset(sock: socket.socket) -> bytes:
 
 def dropped(client: Client) -> float | None:
     labels = {"route": "/api/v1/nodes"}
-    return client.app[METRICS].get_sample_value("frpa_slow_readers_dropped_total", labels)
+    return client.app[STATE].metrics.get_sample_value("frpa_slow_readers_dropped_total", labels)
 
 
 @pytest.mark.parametrize("query", [LIST, WATCH])
@@ -136,4 +135,4 @@ async def test_a_client_that_takes_nothing_for_the_timeout_is_dropped_and_counte
         async with asyncio.timeout(60):  # fails the test, never waited for
             received = await until_reset(sock)
     assert not received.endswith(b"0\r\n\r\n"), "the answer was whole"
-    assert client.app[REGISTRY].watchers == 0
+    assert client.app[STATE].adapter.registry.watchers == 0

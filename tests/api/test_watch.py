@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import REGISTRY, WRITER
+from api.state import STATE
 from nodes.model import NodeChange, UniqueId
 from nodes.watch import QUEUE_SIZE
 from tests.support import new_proxy, settings_for
@@ -32,7 +32,7 @@ async def next_event(stream: Any) -> dict[str, Any]:
 
 
 def change(client: Client, uid: str, port: int) -> None:
-    client.app[REGISTRY].transition(
+    client.app[STATE].adapter.registry.transition(
         UniqueId(uid),
         NodeChange(reason="Test", at=datetime.now(UTC), status="online", remote_port=port),
     )
@@ -63,8 +63,8 @@ async def test_a_watch_lists_every_node_then_streams_each_change_in_order(
             assert event["type"] == "MODIFIED"
             assert event["object"]["spec"]["services"][0]["proxyPort"] == str(port)
         # A deletion seen while our own write of the node is queued is ignored, by design.
-        await client.app[WRITER].flushed(UniqueId("bbb"))
-        client.app[REGISTRY].observe_deletion("nodemaintenances-bbb")
+        await client.app[STATE].adapter.writer.flushed(UniqueId("bbb"))
+        client.app[STATE].adapter.registry.observe_deletion("nodemaintenances-bbb")
         deleted = await next_event(resp.content)
         assert (deleted["type"], deleted["object"]["metadata"]["name"]) == (
             "DELETED",
@@ -76,7 +76,7 @@ async def test_a_reader_that_falls_behind_is_told_to_list_again_and_costs_no_mor
     tmp_path: Path, aiohttp_client: AiohttpClient
 ) -> None:
     client = await aiohttp_client(create_app(settings_for(tmp_path)))
-    registry = client.app[REGISTRY]
+    registry = client.app[STATE].adapter.registry
     async with client.get("/api/v1/nodes", params={"watch": "true"}) as resp:
         # Changes far beyond the queue and the sockets' buffers, and no reading meanwhile.
         for port in range(10 * QUEUE_SIZE):

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import EXPIRY
+from api.state import STATE
 from tests.clock import FakeClock
 from tests.support import clock_of, new_proxy, node_status, ping, plugin_post, settings_for
 
@@ -70,7 +70,7 @@ async def test_a_stalled_adapter_hears_the_pings_held_meanwhile_before_judging(
     assert await node_status(client, "pinger") == ("online", "NewProxy")
     await clock.advance(PERIOD)
     assert await node_status(client, "pinger") == ("online", "NewProxy")
-    assert client.app[EXPIRY].stalls == 1
+    assert client.app[STATE].adapter.expiry.stalls == 1
     await clock.advance(TIMEOUT + PERIOD)  # and a real silence is still judged
     assert await node_status(client, "pinger") == ("offline", "HeartbeatTimeout")
 

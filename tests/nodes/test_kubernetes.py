@@ -15,7 +15,7 @@ from kmock._internal import enums
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from nodes.backend import open_store
+from nodes.backend import Backend, open_backend
 from nodes.clock import Clock
 from nodes.kubernetes import cache, lease
 from nodes.kubernetes.errors import (
@@ -57,16 +57,23 @@ async def open_replica(
     *, event_min_interval: float = 30, clock: Clock | None = None
 ) -> KubernetesStore:
     """A store on the emulated API, as each adapter replica opens one."""
+    backend = await open_kubernetes(event_min_interval=event_min_interval, clock=clock)
+    assert isinstance(backend.store, KubernetesStore)
+    return backend.store
+
+
+async def open_kubernetes(
+    *, identity: str = "replica", event_min_interval: float = 30, clock: Clock | None = None
+) -> Backend:
     clock = clock or Clock()
-    store = await open_store(
+    return await open_backend(
         "kubernetes",
+        identity=identity,
         event_namespace="frp-adapter",
         event_min_interval=event_min_interval,
         supervisor=Supervisor(clock),
         clock=clock,
     )
-    assert isinstance(store, KubernetesStore)
-    return store
 
 
 @pytest.fixture
@@ -335,13 +342,7 @@ async def test_without_any_cluster_config_the_store_says_so(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(StoreError, match="no in-cluster config and no usable kubeconfig"):
-        await open_store(
-            "kubernetes",
-            event_namespace="ns",
-            event_min_interval=30,
-            supervisor=Supervisor(Clock()),
-            clock=Clock(),
-        )
+        await open_kubernetes()
 
 
 def test_an_api_call_that_runs_out_of_time_says_after_how_long() -> None:
@@ -381,8 +382,9 @@ async def test_one_replica_leads_and_another_takes_over_when_it_stops_renewing(
     kube: NodeMaintenanceEmulator,
 ) -> None:
     clock = FakeClock()
-    first, second = await open_replica(), await open_replica()
-    a, b = first.leadership("replica-a", clock), second.leadership("replica-b", clock)
+    first = await open_kubernetes(identity="replica-a", clock=clock)
+    second = await open_kubernetes(identity="replica-b", clock=clock)
+    a, b = first.leadership, second.leadership
     gains: list[str] = []
     run_a = asyncio.create_task(a.run(lambda: gains.append("a")))
     try:
@@ -411,8 +413,8 @@ async def test_one_replica_leads_and_another_takes_over_when_it_stops_renewing(
     finally:
         run_a.cancel()
         await asyncio.gather(run_a, return_exceptions=True)
-        await first.close()
-        await second.close()
+        await first.store.close()
+        await second.store.close()
 
 
 async def _true(value: bool) -> bool:

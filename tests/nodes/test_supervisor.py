@@ -16,8 +16,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import REGISTRY
-from api.metrics import METRICS
+from api.state import STATE
 from nodes.supervisor import FAILURES_DOWN, STEADY_SECONDS, backoff
 from tests.clock import FakeClock
 from tests.support import clock_of, settings_for
@@ -31,7 +30,7 @@ async def expiry_failing(
 ) -> tuple[TestClient[web.Request, web.Application], list[str]]:
     """An app whose heartbeat expiry raises at its first `times` rounds; and the rounds."""
     client = await aiohttp_client(create_app(settings_for(tmp_path), clock=FakeClock()))
-    registry = client.app[REGISTRY]
+    registry = client.app[STATE].adapter.registry
     judged = registry.expire_heartbeats
     rounds: list[str] = []
 
@@ -84,12 +83,14 @@ async def test_a_task_that_fails_once_is_logged_restarted_and_counted_and_health
         "restarts": 1,
         "last_error": ERROR,
     }
-    restarts = client.app[METRICS].get_sample_value(
+    restarts = client.app[STATE].metrics.get_sample_value(
         "frpa_task_restarts_total", {"task": "heartbeat-expiry"}
     )
     assert restarts == 1
     assert (
-        client.app[METRICS].get_sample_value("frpa_task_restarts_total", {"task": "node-writer"})
+        client.app[STATE].metrics.get_sample_value(
+            "frpa_task_restarts_total", {"task": "node-writer"}
+        )
         == 0
     )
 
@@ -125,7 +126,7 @@ async def test_a_task_ended_by_a_cancelled_await_is_red_on_healthz_and_not_start
     tmp_path: Path, aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = await aiohttp_client(create_app(settings_for(tmp_path), clock=FakeClock()))
-    registry = client.app[REGISTRY]
+    registry = client.app[STATE].adapter.registry
 
     async def awaits_a_cancelled_future(now: datetime, limit: timedelta) -> int:
         cancelled = asyncio.get_running_loop().create_future()

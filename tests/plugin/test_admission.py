@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.keys import LOADED, REGISTRY, WRITER
+from api.state import STATE
 from nodes.model import OFFLINE, ONLINE, UniqueId
 from nodes.registry import NodeRegistry
 from tests.clock import FakeClock
@@ -144,7 +144,7 @@ async def test_a_port_is_free_again_once_its_node_moves_closes_it_or_falls_silen
         tmp_path, allowed_ports=range(16000, 17000), heartbeat_persist_interval=0
     )
     client = await aiohttp_client(create_app(settings, clock=FakeClock()))
-    registry, clock = client.app[REGISTRY], clock_of(client)
+    registry, clock = client.app[STATE].adapter.registry, clock_of(client)
     assert await answer(client, new_proxy("a", "a", port=16001)) is None
     # frpc logs in again, a new process, and asks for another port.
     assert await answer(client, new_proxy("a", "a", port=16002, run_id="r2")) is None
@@ -170,15 +170,17 @@ async def test_a_restarted_adapter_knows_the_ports_its_stored_nodes_hold_until_o
 ) -> None:
     first = await adapter(aiohttp_client, tmp_path, allowed_ports=range(16000, 17000))
     assert await answer(first, new_proxy("a", "a", port=16001)) is None
-    await first.app[WRITER].drained()
+    await first.app[STATE].adapter.writer.drained()
     await first.close()
 
     second = await adapter(aiohttp_client, tmp_path, allowed_ports=range(16000, 17000))
-    await second.app[LOADED]
+    await second.app[STATE].adapter.loaded
     assert await answer(second, new_proxy("b", "b", port=16001)) == (
         "NewProxy refused: remote port 16001 is held by node a"
     )
-    second.app[REGISTRY].observe_deletion("nodemaintenances-a")  # as a store's watch tells
+    second.app[STATE].adapter.registry.observe_deletion(
+        "nodemaintenances-a"
+    )  # as a store's watch tells
     assert await answer(second, new_proxy("b", "b", port=16001)) is None
 
 
@@ -195,7 +197,7 @@ async def test_a_port_reconciliation_moved_or_freed_is_judged_as_frps_has_it(
         clock=FakeClock(),
         allowed_ports=range(16000, 17000),
     )
-    registry, clock = client.app[REGISTRY], clock_of(client)
+    registry, clock = client.app[STATE].adapter.registry, clock_of(client)
     assert await answer(client, new_proxy("a", "a", port=16001)) is None
     await eventually(status_is(registry, "a", ONLINE), what="a confirmed by frps")
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from api.keys import PLUGINS, REGISTRY, WRITER
-from api.metrics import METRICS
+from api.state import STATE
 from tests import corpus
 from tests.support import FakeDashboard, app_with_dashboard, eventually, online
 
@@ -48,14 +47,14 @@ async def test_every_captured_call_is_allowed_and_none_is_unreadable(
         )
         assert resp.status == 200
         assert await resp.json() == {"reject": False, "unchange": True}, call
-    registry = client.app[REGISTRY]
+    registry = client.app[STATE].adapter.registry
     expected = {conf.ssh_node for conf in corpus.FRPC_CONFIGS if conf.ssh_node}
 
     async def every_node_with_its_port() -> bool:
         return {s.unique_id for s in registry.states() if s.remote_port} == expected
 
     await eventually(every_node_with_its_port, what="every SSH node with its port")
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
     warnings = [
         r.getMessage()
         for r in caplog.records
@@ -65,7 +64,7 @@ async def test_every_captured_call_is_allowed_and_none_is_unreadable(
     assert len(warnings) == len(fixes), warnings
     for fix in fixes:
         assert len([w for w in warnings if fix in w]) == 1, (fix, warnings)
-    unhandled = client.app[PLUGINS].endpoints["default"].unhandled
+    unhandled = client.app[STATE].adapter.plugins.endpoints["default"].unhandled
     assert set(unhandled) <= {"unidentified", "not_ssh", "unrecognised_ssh"}
     # Each frpc logs in twice with one run_id (frps restarts under it): two calls, one line.
     warned = {conf.name for conf in corpus.FRPC_CONFIGS if conf.fix}
@@ -75,7 +74,7 @@ async def test_every_captured_call_is_allowed_and_none_is_unreadable(
         if call["frpc"] in warned and call["op"] == "NewProxy" and '"tcp"' in call["body"]
     ]
     assert unhandled["unrecognised_ssh"] == len(misnamed) == 2 * len(warned)
-    metric = client.app[METRICS].get_sample_value(
+    metric = client.app[STATE].metrics.get_sample_value(
         "frpa_plugin_unhandled_total", {"kind": "unrecognised_ssh"}
     )
     assert metric == len(misnamed)

@@ -14,8 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.keys import FRPS, LEADERSHIP, REGISTRY
-from api.metrics import METRICS
+from api.state import STATE
 from nodes.model import NodeState, UniqueId, render_nm
 from plugin.reconciler import RELOGIN_SETTLE_SECONDS
 from tests.clock import FakeClock
@@ -47,7 +46,7 @@ async def frps_on_readyz(client: Client) -> dict[str, Any]:
 
 
 def up(client: Client) -> float | None:
-    return client.app[METRICS].get_sample_value("frpa_frps_up", {"frps": "default"})
+    return client.app[STATE].metrics.get_sample_value("frpa_frps_up", {"frps": "default"})
 
 
 async def exec_on(client: Client, uid: str) -> tuple[int, dict[str, Any]]:
@@ -104,7 +103,7 @@ async def online_nodes(client: Client, *uids: str) -> None:
         await plugin_post(client, new_proxy(uid, uid, port=16000 + int(uid[1:])))
 
     async def confirmed() -> bool:
-        states = [client.app[REGISTRY].get(UniqueId(uid)) for uid in uids]
+        states = [client.app[STATE].adapter.registry.get(UniqueId(uid)) for uid in uids]
         return all(state is not None and state.status == "online" for state in states)
 
     await eventually(confirmed, what="nodes confirmed by frps")
@@ -195,13 +194,13 @@ async def test_only_the_leader_takes_the_nodes_of_an_frps_gone_offline(
 ) -> None:
     client = await watched_app(tmp_path, aiohttp_client, dashboard)
     await online_nodes(client, "n1")
-    monkeypatch.setattr(client.app[LEADERSHIP], "leading", False)
+    monkeypatch.setattr(client.app[STATE].adapter.leadership, "leading", False)
     await dashboard.stop()
     await clock_of(client).advance(DOWN_AFTER + 2 * PERIOD)
     assert (await frps_on_readyz(client))["down"] is True
     assert await node_status(client, "n1") == ("online", "NewProxy")
 
-    monkeypatch.setattr(client.app[LEADERSHIP], "leading", True)
+    monkeypatch.setattr(client.app[STATE].adapter.leadership, "leading", True)
     await clock_of(client).advance(PERIOD)
     assert await node_status(client, "n1") == ("offline", "FrpsUnreachable")
 
@@ -253,8 +252,8 @@ async def test_a_dial_that_fails_while_frps_does_not_answer_names_frps_not_sshd(
     client = await aiohttp_client(create_app(settings, clock=FakeClock()), headers=bearer("admin"))
     await plugin_post(client, new_proxy("n1", "n1", port=free_port()))
     await clock_of(client).advance(2 * PERIOD)  # the NewProxy answered for frps at first
-    assert client.app[FRPS]["default"].unreachable
-    assert not client.app[FRPS]["default"].down
+    assert client.app[STATE].adapter.frps["default"].unreachable
+    assert not client.app[STATE].adapter.frps["default"].down
     answer, body = await exec_on(client, "n1")
     assert (answer, body["error"]) == (503, "frps unreachable"), body
     assert body["details"].startswith("frps default unreachable since ")
@@ -303,7 +302,7 @@ async def test_a_node_another_replica_brings_online_while_a_probe_is_out_is_left
         remote_port=16001,
         proxy_name="n1.ssh",
     )
-    client.app[REGISTRY].observe(render_nm(theirs, None))  # the other replica's write
+    client.app[STATE].adapter.registry.observe(render_nm(theirs, None))  # the other replica's write
     answer.set()
     await probing
     await clock.advance(0)

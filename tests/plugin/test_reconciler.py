@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.keys import RECONCILERS, REGISTRY, WRITER
+from api.state import STATE
 from nodes.model import UniqueId
 from plugin.reconciler import RELOGIN_SETTLE_SECONDS
 from schemas.settings import FrpsServer
@@ -49,7 +49,7 @@ async def confirmed(client: Client, uid: str) -> None:
     """With a dashboard, a NewProxy is recorded once frps shows the proxy online."""
 
     async def online() -> bool:
-        state = client.app[REGISTRY].get(UniqueId(uid))
+        state = client.app[STATE].adapter.registry.get(UniqueId(uid))
         return state is not None and state.status == "online"
 
     await eventually(online, what=f"{uid} confirmed by frps")
@@ -63,7 +63,7 @@ async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_
     first = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
     await plugin_post(first, new_proxy("n1", "n1", port=16001))
     await plugin_post(first, new_proxy("n2", "n2", port=16002))
-    await first.app[WRITER].drained()
+    await first.app[STATE].adapter.writer.drained()
     await first.close()
 
     # While the adapter is down, n2 leaves (its CloseProxy is lost) and n1's port moves.
@@ -74,10 +74,10 @@ async def test_a_restarted_adapter_corrects_what_frps_says_changed_while_it_was_
         return await status(second, "n2") == ("offline", "Reconciled")
 
     await eventually(corrected, what="n2 offline after the first reconciliation")
-    await second.app[WRITER].drained()
+    await second.app[STATE].adapter.writer.drained()
     assert await status(second, "n1") == ("online", "Reconciled")
     assert (await nm(second, "n1"))["spec"]["services"][0]["proxyPort"] == "16011"
-    reconciler = second.app[RECONCILERS]["default"]
+    reconciler = second.app[STATE].adapter.reconcilers["default"]
     assert reconciler is not None
     assert reconciler.corrections == 2
 
@@ -120,7 +120,7 @@ async def test_a_relogin_with_an_old_run_id_rechecks_the_nodes_soon(
     await plugin_post(client, new_proxy("n2", "n2", port=16002, run_id="r2"))
     await confirmed(client, "n1")
     await confirmed(client, "n2")
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
     listings = dashboard.listings
 
     # frps restarted (no CloseProxy); n1 comes back with its old run_id, n2 does not.
@@ -151,10 +151,10 @@ async def test_an_online_proxy_named_after_its_node_is_recovered_if_nothing_stor
         "edge10.ssh-Not_An_Id": online(16010),
     }
     client = await app_with_dashboard(tmp_path, aiohttp_client, aiohttp_server, dashboard)
-    reconciler = client.app[RECONCILERS]["default"]
+    reconciler = client.app[STATE].adapter.reconcilers["default"]
     assert reconciler is not None
     await eventually(lambda: _ran(reconciler.runs), what="the start-up reconciliation")
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
     assert await status(client, "node-7") == ("online", "Reconciled")
     assert (await nm(client, "node-7"))["status"]["proxyName"] == "edge7.ssh-node-7"
     assert (await nm(client, "node-8"))["spec"]["services"][0]["proxyPort"] == "16008"
@@ -191,7 +191,7 @@ async def test_each_frps_reconciles_only_the_nodes_it_served(
     assert (await client.post("/frps/north/handler", json=login())).status == 404
     await confirmed(client, "n1")
     await confirmed(client, "n2")
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
     addresses = {
         uid: (await nm(client, uid))["spec"]["services"][0]["frpServerIpAddress"]
         for uid in ("n1", "n2")
@@ -203,7 +203,7 @@ async def test_each_frps_reconciles_only_the_nodes_it_served(
     await clock_of(client).advance(3 * INTERVAL)  # three rounds of both reconcilers
     assert (await status(client, "n2"))[0] == "offline"
     assert await status(client, "n1") == ("online", "NewProxy")
-    assert sorted(client.app[RECONCILERS].keys()) == ["east", "west"]
+    assert sorted(client.app[STATE].adapter.reconcilers.keys()) == ["east", "west"]
 
 
 async def test_an_unclaimed_user_ssh_proxy_is_the_users_node_until_its_node_claims_it(
@@ -215,13 +215,17 @@ async def test_an_unclaimed_user_ssh_proxy_is_the_users_node_until_its_node_clai
         tmp_path, aiohttp_client, aiohttp_server, dashboard, clock=FakeClock()
     )
     clock = clock_of(client)
-    await eventually(lambda: _ran(client.app[RECONCILERS]["default"].runs))
-    assert client.app[REGISTRY].get(UniqueId("n5")) is None  # not before a whole interval
+    await eventually(lambda: _ran(client.app[STATE].adapter.reconcilers["default"].runs))
+    assert (
+        client.app[STATE].adapter.registry.get(UniqueId("n5")) is None
+    )  # not before a whole interval
     await clock.advance(INTERVAL)
-    state = client.app[REGISTRY].get(UniqueId("n5"))
+    state = client.app[STATE].adapter.registry.get(UniqueId("n5"))
     assert state is not None
     assert (state.status, state.reason) == ("online", "ReconciledByUser")
-    assert [s.unique_id for s in client.app[REGISTRY].states()] == ["n5"]  # "ssh": whose?
+    assert [s.unique_id for s in client.app[STATE].adapter.registry.states()] == [
+        "n5"
+    ]  # "ssh": whose?
 
     await plugin_post(client, ping("n5", "real5"))  # the frpc names itself by its unique-id meta
     await confirmed(client, "real5")
@@ -242,7 +246,7 @@ async def test_an_event_that_lands_while_frps_answers_wins_over_the_answer(
     await plugin_post(client, new_proxy("n2", "n2", port=16002))
     await confirmed(client, "n1")
     await confirmed(client, "n2")
-    reconciler = client.app[RECONCILERS]["default"]
+    reconciler = client.app[STATE].adapter.reconcilers["default"]
     assert reconciler is not None
 
     dashboard.proxies = {}  # frps's list, read before n1 came back; n2 is gone
@@ -254,7 +258,7 @@ async def test_an_event_that_lands_while_frps_answers_wins_over_the_answer(
         return dashboard.listings >= asked
 
     async def n1_moved() -> bool:
-        state = client.app[REGISTRY].get(UniqueId("n1"))
+        state = client.app[STATE].adapter.registry.get(UniqueId("n1"))
         return state is not None and state.remote_port == 16011
 
     await eventually(frps_asked, what="frps asked")

@@ -19,8 +19,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from api.keys import PLUGINS, WRITER
-from api.metrics import METRICS
+from api.state import STATE
 from plugin.tracker import (
     _PORT_LOOKUP_ATTEMPTS,
     _PORT_LOOKUP_DELAY,
@@ -115,7 +114,7 @@ def becomes(client: Client, status: str, name: str = NM) -> Callable[[], Awaitab
 
 
 async def settled(client: Client) -> None:
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
 
 
 async def test_ssh_new_proxy_makes_the_node_online_with_its_port_and_login_details(
@@ -193,7 +192,7 @@ async def test_a_new_proxy_within_the_grace_period_keeps_the_node_online(client:
     assert status_of(obj) == "online"
     assert obj is not None
     assert obj["spec"]["services"][0]["proxyPort"] == "16023"
-    assert client.app[WRITER].writes == 2  # never written offline in between
+    assert client.app[STATE].adapter.writer.writes == 2  # never written offline in between
 
 
 def relogin(run_id: str) -> dict[str, Any]:
@@ -340,8 +339,10 @@ async def test_a_proxy_that_looks_like_ssh_but_is_not_says_the_fix_once_per_frpc
         assert fix in warning
     assert "run r1" in warnings[0]
     assert "run r2" in warnings[1]
-    assert client.app[PLUGINS].endpoints["default"].unhandled == {"unrecognised_ssh": 3}
-    metric = client.app[METRICS].get_sample_value(
+    assert client.app[STATE].adapter.plugins.endpoints["default"].unhandled == {
+        "unrecognised_ssh": 3
+    }
+    metric = client.app[STATE].metrics.get_sample_value(
         "frpa_plugin_unhandled_total", {"kind": "unrecognised_ssh"}
     )
     assert metric == 3
@@ -358,7 +359,7 @@ async def test_proxies_that_do_not_look_like_a_missing_ssh_proxy_are_not_warned_
     await allowed(client, new_proxy())  # the node's SSH proxy, then another of this run
     await allowed(client, new_proxy(proxy="ssh-admin", port=16023))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert client.app[PLUGINS].endpoints["default"].unhandled == {"not_ssh": 3}
+    assert client.app[STATE].adapter.plugins.endpoints["default"].unhandled == {"not_ssh": 3}
 
 
 async def test_without_a_unique_id_meta_the_frps_user_is_the_unique_id(client: Client) -> None:
@@ -374,7 +375,7 @@ async def test_work_and_user_connections_are_accepted_without_a_store_write(
     await allowed(client, plugin_body("NewWorkConn", {"user": {}, "run_id": "r1"}))
     await allowed(client, plugin_body("NewUserConn", {"user": {}, "proxy_name": "node1.ssh"}))
     await settled(client)
-    assert client.app[WRITER].writes == 0
+    assert client.app[STATE].adapter.writer.writes == 0
 
 
 async def test_pings_persist_the_heartbeat_at_most_once_per_interval(
@@ -391,7 +392,9 @@ async def test_pings_persist_the_heartbeat_at_most_once_per_interval(
     obj = await nm(client)
     assert obj is not None
     assert obj["status"]["lastHeartbeatTime"] != ""
-    assert client.app[WRITER].writes == 2  # the NewProxy, then the first heartbeat only
+    assert (
+        client.app[STATE].adapter.writer.writes == 2
+    )  # the NewProxy, then the first heartbeat only
 
 
 async def test_repeated_identical_pings_each_reach_the_node(
@@ -400,11 +403,11 @@ async def test_repeated_identical_pings_each_reach_the_node(
     client = await aiohttp_client(create_app(settings_for(tmp_path, heartbeat_persist_interval=0)))
     await allowed(client, new_proxy())
     await settled(client)
-    writes = client.app[WRITER].writes
+    writes = client.app[STATE].adapter.writer.writes
     for _ in range(3):
         await allowed(client, ping())  # the same bytes each time, as frps sends them
         await settled(client)
-    assert client.app[WRITER].writes == writes + 3
+    assert client.app[STATE].adapter.writer.writes == writes + 3
 
 
 def metas_null(op: str) -> dict[str, Any]:
@@ -454,7 +457,7 @@ async def test_what_the_adapter_cannot_use_is_allowed_counted_and_logged_once(
     await allowed(client, new_proxy())
     await settled(client)
     before = await nm(client)
-    endpoint = client.app[PLUGINS].endpoints["default"]
+    endpoint = client.app[STATE].adapter.plugins.endpoints["default"]
     for _ in range(3):
         if isinstance(body, bytes):
             resp = await client.post("/frps/handler", data=body)
@@ -473,7 +476,7 @@ async def test_what_the_adapter_cannot_use_is_allowed_counted_and_logged_once(
 @pytest.mark.parametrize("op", ["Login", "NewProxy", "Ping"])
 async def test_metas_null_is_a_frpc_without_metadatas(client: Client, op: str) -> None:
     await allowed(client, metas_null(op))
-    assert client.app[PLUGINS].endpoints["default"].unhandled == {}
+    assert client.app[STATE].adapter.plugins.endpoints["default"].unhandled == {}
 
 
 async def test_a_frpc_without_metadatas_is_identified_by_its_user(client: Client) -> None:
@@ -487,7 +490,7 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_allowed(client
     )
     assert resp.status == 200
     assert await resp.json() == {"reject": False, "unchange": True}
-    assert client.app[PLUGINS].endpoints["default"].unhandled["unreadable"] == 1
+    assert client.app[STATE].adapter.plugins.endpoints["default"].unhandled["unreadable"] == 1
 
 
 def lock_database(tmp_path: Path) -> sqlite3.Connection:
@@ -501,11 +504,11 @@ async def test_the_failure_mode_decides_whether_a_failing_store_rejects_nodes(
     tmp_path: Path, aiohttp_client: AiohttpClient, mode: str, rejected: bool
 ) -> None:
     client = await aiohttp_client(create_app(settings_for(tmp_path, plugin_failure_mode=mode)))
-    await client.app[WRITER].drained()
+    await client.app[STATE].adapter.writer.drained()
     lock = lock_database(tmp_path)
     try:
         await allowed(client, new_proxy())
-        writer = client.app[WRITER]
+        writer = client.app[STATE].adapter.writer
 
         async def failing() -> bool:
             return writer.failing

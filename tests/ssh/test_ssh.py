@@ -22,8 +22,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from api.keys import SSH
-from api.metrics import METRICS
+from api.state import STATE
 from tests.sshd import Sshd, running_sshd
 from tests.support import bearer, eventually, free_port, settings_for, tokens_file
 
@@ -173,7 +172,7 @@ async def test_exec_refuses_unknown_and_offline_nodes_before_dialling(
     await register(client, "gone", sshd.port, status="offline")
     status, body = await run(client, "true", node="nodemaintenances-gone")
     assert (status, body["error"]) == (409, "node offline")
-    assert client.app[SSH].exec_results["error"] == 0  # refused before any dial
+    assert client.app[STATE].adapter.ssh.exec_results["error"] == 0  # refused before any dial
 
 
 @pytest.mark.parametrize(
@@ -314,7 +313,7 @@ async def test_exec_calls_are_counted_in_metrics(client: Client) -> None:
     await run(client, "true")
     await run(client, "false")
     await run(client, "sleep 5", timeout=0.2)
-    metrics = client.app[METRICS]
+    metrics = client.app[STATE].metrics
     for result, count in (("ok", 1), ("failed", 1), ("timeout", 1), ("error", 0)):
         value = metrics.get_sample_value("frpa_ssh_exec_calls_total", {"result": result})
         assert value == count, result
@@ -415,7 +414,7 @@ async def test_shell_refusals_come_before_the_upgrade(client: Client) -> None:
 
 
 async def test_closing_the_websocket_closes_the_ssh_session(client: Client) -> None:
-    connector = client.app[SSH]
+    connector = client.app[STATE].adapter.ssh
     async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
         await ws.send_str("echo ready\r")
         await read_until(ws, "ready")
