@@ -1,4 +1,5 @@
-"""Store writes behind the plugin endpoint: coalesced per node, retried, never dropped.
+"""Store writes behind the plugin endpoint: coalesced per node, retried until stored; only
+a shutdown that runs out of time leaves some unwritten (logged, with their count).
 
 Callers hand over a node's newest state and return at once. One task writes batches;
 a node whose state changes while a write is pending costs no extra write (the newest state

@@ -5,9 +5,10 @@ fails, and waits on it with no timeout. So it answers from memory (no store or n
 call before replying) and refuses only by decision: an admission rule, or a failing store
 with FRPA_PLUGIN_FAILURE_MODE=closed. What it cannot read, a frpc it cannot identify, a
 proxy it does not track, its own error: the call is allowed, counted by kind, and logged
-once per kind and frpc. It always answers HTTP 200 with `"unchange": true` (without it
-frps replaces the content and the login fails), and a reject always carries a reason (an
-empty one makes frpc believe it logged in and retry in a tight loop).
+once per kind and frpc. Every call that reaches an endpoint is answered HTTP 200 with
+`"unchange": true` (without it frps replaces the content and the login fails), and a
+reject always carries a reason (an empty one makes frpc believe it logged in and retry in
+a tight loop); a wrong plugin secret or frps name is a 404, as any unknown path is.
 """
 
 from __future__ import annotations
