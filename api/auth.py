@@ -22,7 +22,6 @@ import asyncio
 import base64
 import binascii
 import functools
-import hashlib
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from api.errors import (
 )
 from api.watched import stamp
 from nodes.clock import Clock
+from nodes.model import token_digest
 from nodes.reviews import Reviewer, ReviewError
 from schemas.settings import Network
 
@@ -80,10 +80,6 @@ class TokensFileError(ValueError):
     pass
 
 
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def parse_tokens(text: str, source: str) -> dict[str, Identity]:
     """Token digest -> identity, from the lines of a tokens file."""
     tokens: dict[str, Identity] = {}
@@ -105,7 +101,7 @@ def parse_tokens(text: str, source: str) -> dict[str, Identity]:
         elif len(token) < 16:
             raise TokensFileError(f"{where}: token of {name!r} is shorter than 16 characters")
         else:
-            key = digest(token)
+            key = token_digest(token)
         if key in tokens:
             raise TokensFileError(f"{where}: the token of {name!r} is given twice")
         tokens[key] = Identity(name, ROLE_NAMES[role])
@@ -213,7 +209,7 @@ class Access:
             return await handler(request)
         if self.reviewer is not None:
             return await self._by_kubernetes(request, handler, token, rule, needed)
-        identity = self._tokens.get(digest(token)) if token else None
+        identity = self._tokens.get(token_digest(token)) if token else None
         if identity is None:
             why = "a valid bearer token is required" if token is None else "unknown token"
             raise self._denied(request, UnauthorizedError(why))
@@ -266,7 +262,7 @@ class Access:
         costs two API calls per request.
         """
         assert self.reviewer is not None
-        cache_key = (digest(token), verb, subresource, name or "")
+        cache_key = (token_digest(token), verb, subresource, name or "")
         now = self._clock.monotonic()
         cached = self._reviews.get(cache_key)
         if cached is not None and now - cached[0] < _REVIEW_CACHE_SECONDS:
@@ -302,7 +298,7 @@ class Access:
             return rule.anonymous or self.insecure
         token = _presented_token(request)
         if self.reviewer is None:
-            identity = self._tokens.get(digest(token)) if token else None
+            identity = self._tokens.get(token_digest(token)) if token else None
             return identity is not None and identity.role >= rule.role
         if not token:
             return False

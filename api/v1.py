@@ -37,10 +37,10 @@ from nodes.model import (
     NodeState,
     UniqueId,
     parse_unique_id,
+    token_digest,
     unique_id_of,
 )
 from nodes.watch import WatchEndedError
-from plugin.admission import token_digest
 from schemas import parse_json
 from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
 from ssh.session import ExecResult, run_command

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -88,6 +89,12 @@ def unique_id_of(name: str) -> UniqueId:
     if not name.startswith(NAME_PREFIX):
         raise InvalidUniqueIdError(f"{name!r} is not named {NAME_PREFIX}<unique_id>")
     return parse_unique_id(name.removeprefix(NAME_PREFIX))
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest a secret token is kept and compared as: a node's frpc token
+    (the NM's frpcTokenHash) and an API caller's bearer token alike."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1024)  # an NM shows a change's time up to four times

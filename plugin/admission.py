@@ -10,12 +10,11 @@ the same frps may hold. A refusal is deliberate, whatever FRPA_PLUGIN_FAILURE_MO
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nodes.model import UniqueId
+from nodes.model import UniqueId, token_digest
 from nodes.registry import NodeRegistry
 
 TOKEN_META = "token"  # noqa: S105  (a metadatas key)
@@ -23,10 +22,6 @@ TOKEN_META = "token"  # noqa: S105  (a metadatas key)
 
 class AdmissionError(Exception):
     """Why frpc is refused; frpc logs the text."""
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
