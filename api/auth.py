@@ -71,6 +71,19 @@ class Rule:
 
 
 OPEN = Rule(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A caller `Access.decide` lets through."""
+
+    identity: Identity
+    # Let in without a token, from a trusted network: the guard writes an audit record.
+    trusted: bool = False
+
+
+# What `Access.decide` refuses a caller with: raised by the guard, a False for `may`.
+Refusal = UnauthorizedError | ForbiddenError | AuthNotConfiguredError | TokenUncheckedError
 _SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 _REVIEW_CACHE_SECONDS = 10.0
 _REVIEW_CACHE_SIZE = 10000
@@ -166,92 +179,91 @@ class Access:
             logger.info("reloaded %d API token(s) from %s", len(self._tokens), self._tokens_file)
 
     def guard(self, rule: Rule, handler: Handler) -> Handler:
-        """`handler` behind `rule`; an open route's handler as it is (the plugin path pays
-        nothing for access)."""
-        needed = rule.role
-        if needed is None:
+        """`handler` behind `rule`, as `decide` has it; an open route's handler as it is (the
+        plugin path pays nothing for access)."""
+        if rule.role is None:
             return handler
 
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            return await self._check(request, handler, rule, needed)
+            decision = await self.decide(request, rule, request.method)
+            if not isinstance(decision, Admitted):
+                raise self._refused(request, decision)
+            request[IDENTITY] = decision.identity
+            if decision.trusted:
+                record = start_record(
+                    request, "trusted", request.match_info.get("nm_name", ""), request.path_qs
+                )
+                record.result = f"{request.method} let in without a token"
+                await self._audit.begin(record)
+            return await handler(request)
 
         return guarded
 
-    async def _check(
-        self, request: web.Request, handler: Handler, rule: Rule, needed: Role
-    ) -> web.StreamResponse:
+    async def may(self, request: web.Request, method: str, path: str) -> bool:
+        """Whether the caller of `request` would be let through to route `method path`: what
+        `decide` says of it, so the console offers only what the routes then allow."""
+        return isinstance(await self.decide(request, self._rules[method, path], method), Admitted)
+
+    async def decide(self, request: web.Request, rule: Rule, method: str) -> Admitted | Refusal:
+        """The caller of `request`, let through to a route of `method` under `rule`, or the
+        refusal to raise. The one decision: the guard applies it to each request, `may` asks
+        it about routes the caller has not called yet (the NM name, the WebSocket upgrade and
+        the origin are then those of `request`). Changes nothing; a Kubernetes review is
+        remembered for a few seconds."""
+        needed = rule.role
+        if needed is None:
+            return Admitted(ANONYMOUS)
         # CORS does not cover WebSockets: any page may open one, so every upgrade's
         # origin is checked, token or not.
         if _is_websocket(request) and (foreign := self._foreign_page(request)):
-            raise self._denied(request, ForbiddenError(foreign))
+            return ForbiddenError(foreign)
         if not self._tokens_file and self.reviewer is None:
             if not (rule.anonymous or self.insecure):
-                raise AuthNotConfiguredError(
+                return AuthNotConfiguredError(
                     "no API tokens are configured: set FRPA_API_TOKENS_FILE or "
                     "FRPA_KUBERNETES_AUTH=1 (or FRPA_INSECURE_NO_AUTH=1 to allow everything "
                     "to anyone)"
                 )
-            if foreign := self._foreign_write(request):
-                raise self._denied(request, ForbiddenError(foreign))
-            request[IDENTITY] = ANONYMOUS
-            return await handler(request)
+            if foreign := self._foreign_write(request, method):
+                return ForbiddenError(foreign)
+            return Admitted(ANONYMOUS)
         token = _presented_token(request)
         if token is None and rule.anonymous and self._from_trusted_network(request):
-            if foreign := self._foreign_write(request):
-                raise self._denied(request, ForbiddenError(foreign))
-            request[IDENTITY] = Identity(f"trusted network {request.remote}", needed)
-            record = start_record(
-                request, "trusted", request.match_info.get("nm_name", ""), request.path_qs
-            )
-            record.result = f"{request.method} let in without a token"
-            await self._audit.begin(record)
-            return await handler(request)
+            if foreign := self._foreign_write(request, method):
+                return ForbiddenError(foreign)
+            return Admitted(Identity(f"trusted network {request.remote}", needed), trusted=True)
         if self.reviewer is not None:
-            return await self._by_kubernetes(request, handler, token, rule, needed)
+            return await self._by_kubernetes(request, token, rule, needed)
         identity = self._tokens.get(token_digest(token)) if token else None
         if identity is None:
-            why = "a valid bearer token is required" if token is None else "unknown token"
-            raise self._denied(request, UnauthorizedError(why))
-        if identity.role < needed:
-            raise self._denied(
-                request,
-                ForbiddenError(
-                    f"{identity.name} ({identity.role.name.lower()}) may not do this: "
-                    f"it needs {needed.name.lower()}"
-                ),
+            return UnauthorizedError(
+                "a valid bearer token is required" if token is None else "unknown token"
             )
-        request[IDENTITY] = identity
-        return await handler(request)
+        if identity.role < needed:
+            return ForbiddenError(
+                f"{identity.name} ({identity.role.name.lower()}) may not do this: "
+                f"it needs {needed.name.lower()}"
+            )
+        return Admitted(identity)
 
     async def _by_kubernetes(
-        self,
-        request: web.Request,
-        handler: Handler,
-        token: str | None,
-        rule: Rule,
-        needed: Role,
-    ) -> web.StreamResponse:
+        self, request: web.Request, token: str | None, rule: Rule, needed: Role
+    ) -> Admitted | Refusal:
         if not token:
-            raise self._denied(request, UnauthorizedError("a valid bearer token is required"))
+            return UnauthorizedError("a valid bearer token is required")
         verb, subresource = rule.verb, rule.subresource
         name = request.match_info.get("nm_name")
         try:
             identity = await self._review(token, verb, subresource, name, needed)
         except ReviewError as e:
-            raise TokenUncheckedError(str(e)) from e
+            return TokenUncheckedError(str(e))
         if identity is None:
-            raise self._denied(
-                request, UnauthorizedError("the Kubernetes API does not know this token")
-            )
+            return UnauthorizedError("the Kubernetes API does not know this token")
         if identity.role < needed:
             target = f"nodemaintenances{'/' + subresource if subresource else ''}"
-            raise self._denied(
-                request,
-                ForbiddenError(f"{identity.name} may not {verb} {target} {name or ''}".rstrip()),
-            )
-        request[IDENTITY] = identity
-        return await handler(request)
+            return ForbiddenError(f"{identity.name} may not {verb} {target} {name or ''}".rstrip())
+        return Admitted(identity)
 
     async def _review(
         self, token: str, verb: str, subresource: str, name: str | None, needed: Role
@@ -279,34 +291,15 @@ class Access:
         self._reviews[cache_key] = (now, identity)
         return identity
 
-    def _denied(
-        self, request: web.Request, error: UnauthorizedError | ForbiddenError
-    ) -> UnauthorizedError | ForbiddenError:
-        """`error`, counted and logged, for the caller to raise."""
-        self.denied += 1
-        logger.warning(
-            "denied %s %s from %s: %s", request.method, request.path, request.remote, error
-        )
-        return error
-
-    async def may(self, request: web.Request, method: str, path: str) -> bool:
-        """Whether the caller of `request` would be let through to route `method path`."""
-        rule = self._rules[method, path]
-        if rule.role is None:
-            return True
-        if not self._tokens_file and self.reviewer is None:
-            return rule.anonymous or self.insecure
-        token = _presented_token(request)
-        if self.reviewer is None:
-            identity = self._tokens.get(token_digest(token)) if token else None
-            return identity is not None and identity.role >= rule.role
-        if not token:
-            return False
-        try:
-            found = await self._review(token, rule.verb, rule.subresource, None, rule.role)
-        except ReviewError:
-            return False
-        return found is not None and found.role >= rule.role
+    def _refused(self, request: web.Request, refusal: Refusal) -> Refusal:
+        """`refusal`, for the guard to raise; a caller refused (401, 403) is counted and
+        logged, unlike a setup that cannot decide (no authentication, no review)."""
+        if isinstance(refusal, UnauthorizedError | ForbiddenError):
+            self.denied += 1
+            logger.warning(
+                "denied %s %s from %s: %s", request.method, request.path, request.remote, refusal
+            )
+        return refusal
 
     def _from_trusted_network(self, request: web.Request) -> bool:
         try:
@@ -315,11 +308,11 @@ class Access:
             return False
         return any(address in network for network in self._trusted)
 
-    def _foreign_write(self, request: web.Request) -> str | None:
+    def _foreign_write(self, request: web.Request, method: str) -> str | None:
         """Why a write no token vouches for is refused: a page of another origin had a
         browser send it (a form, or a no-cors fetch, needs no CORS consent). None for
         reads, and for frps and scripts, which send neither `Origin` nor `Sec-Fetch-Site`."""
-        if request.method in _SAFE_METHODS:
+        if method in _SAFE_METHODS:
             return None
         return self._foreign_page(request)
 
