@@ -53,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             trusted_networks=settings.trusted_networks,
             audit=audit,
             clock=clock,
+            node_labels=adapter.node_labels,
         ),
     )
     metrics, timer = setup_metrics(clock)

@@ -50,6 +50,7 @@ class AuditRecord:
     user: str
     role: str
     remote: str
+    scope: str = ""  # the caller's label selector, if its token is scoped
     id: str = field(default_factory=lambda: secrets.token_hex(8))  # pairs start and end
     start: str = ""  # stamped by the audit log when the record is begun
     end: str = ""
@@ -70,6 +71,7 @@ def start_record(
         user=identity.name,
         role=identity.role.name.lower(),
         remote=request.remote or "",
+        scope=str(identity.scope),
         command=command,
     )
 

@@ -3,9 +3,11 @@
 Every route's rule is declared with it in `api.routes`, which puts each handler behind
 its rule; the app refuses to start with a route the table does not hold, so nothing can
 be left open by mistake. Tokens come from `FRPA_API_TOKENS_FILE`, one
-`token name role` per line (`#` starts a comment; the token may be given as
+`token name role [selector]` per line (`#` starts a comment; the token may be given as
 `sha256:<hex digest>` so the file need not hold secrets), reloaded when it changes. Only
-SHA-256 digests of tokens are kept in memory and compared.
+SHA-256 digests of tokens are kept in memory and compared. A token with a label selector
+(its scope) reaches only the nodes that match it: the guard answers a route naming any
+other node as if the node did not exist, and lists and batches leave them out.
 
 A token travels in `Authorization: Bearer <token>`, or, for WebSocket upgrades (browsers
 cannot set headers on those), as the subprotocol
@@ -24,7 +26,7 @@ import binascii
 import functools
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -41,8 +43,10 @@ from api.errors import (
 )
 from api.watched import stamp
 from nodes.clock import Clock
+from nodes.errors import NodeNotFoundError
 from nodes.model import token_digest
 from nodes.reviews import Reviewer, ReviewError
+from schemas.labels import EVERY_NODE, Labels, SelectorError, parse_selector
 from schemas.settings import Network
 
 logger = logging.getLogger(__name__)
@@ -100,11 +104,17 @@ def parse_tokens(text: str, source: str) -> dict[str, Identity]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        fields = line.split()
+        fields = line.split(None, 3)
         where = f"{source}:{number}"
-        if len(fields) != 3:
-            raise TokensFileError(f"{where}: expected `token name role`, got {len(fields)} fields")
-        token, name, role = fields
+        if len(fields) < 3:
+            raise TokensFileError(
+                f"{where}: expected `token name role [selector]`, got {len(fields)} fields"
+            )
+        token, name, role = fields[:3]
+        try:
+            scope = parse_selector(fields[3]) if len(fields) == 4 else EVERY_NODE
+        except SelectorError as e:
+            raise TokensFileError(f"{where}: the scope of {name!r}: {e}") from e
         if role not in ROLE_NAMES:
             raise TokensFileError(f"{where}: role must be read, operator or admin, not {role!r}")
         if token.startswith("sha256:"):
@@ -117,7 +127,7 @@ def parse_tokens(text: str, source: str) -> dict[str, Identity]:
             key = token_digest(token)
         if key in tokens:
             raise TokensFileError(f"{where}: the token of {name!r} is given twice")
-        tokens[key] = Identity(name, ROLE_NAMES[role])
+        tokens[key] = Identity(name, ROLE_NAMES[role], scope)
     if not tokens:
         raise TokensFileError(f"{source}: no tokens")
     return tokens
@@ -146,8 +156,10 @@ class Access:
         trusted_networks: tuple[Network, ...],
         audit: AuditLog,
         clock: Clock,
+        node_labels: Callable[[str], Labels | None],
     ) -> None:
         self._rules = rules
+        self._node_labels = node_labels
         self._clock = clock
         self._tokens_file = tokens_file
         self._tokens = read_tokens(tokens_file) if tokens_file else {}
@@ -190,6 +202,8 @@ class Access:
             if not isinstance(decision, Admitted):
                 raise self._refused(request, decision)
             request[IDENTITY] = decision.identity
+            if (name := request.match_info.get("nm_name")) and not self.in_scope(request, name):
+                raise NodeNotFoundError(f"nodemaintenance {name} not found")
             if decision.trusted:
                 record = start_record(
                     request, "trusted", request.match_info.get("nm_name", ""), request.path_qs
@@ -199,6 +213,15 @@ class Access:
             return await handler(request)
 
         return guarded
+
+    def in_scope(self, request: web.Request, name: str) -> bool:
+        """Whether the caller of `request` may see the node NM `name` names: a scoped
+        token sees only the known nodes its selector matches."""
+        scope = request[IDENTITY].scope
+        if not scope.requirements:
+            return True
+        labels = self._node_labels(name)
+        return labels is not None and scope.matches(labels)
 
     async def may(self, request: web.Request, method: str, path: str) -> bool:
         """Whether the caller of `request` would be let through to route `method path`: what

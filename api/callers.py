@@ -7,6 +7,8 @@ from enum import IntEnum
 
 from aiohttp import web
 
+from schemas.labels import EVERY_NODE, Selector
+
 
 class Role(IntEnum):
     """Each role may do what the ones below it may."""
@@ -24,6 +26,8 @@ ROLE_NAMES = {"read": Role.READ, "operator": Role.OPERATOR, "admin": Role.ADMIN}
 class Identity:
     name: str
     role: Role
+    # The nodes this caller may see and act on; any other is answered as if unknown.
+    scope: Selector = EVERY_NODE
 
 
 ANONYMOUS = Identity("anonymous", Role.NONE)  # who calls when authentication is off

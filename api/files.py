@@ -30,6 +30,7 @@ from api.errors import (
     TooLargeError,
     TooManyError,
 )
+from api.selection import batch_names, node_target
 from api.state import STATE
 from api.v1 import delivered, node_lines
 from nodes.errors import AdapterError, InvalidInputError
@@ -121,8 +122,7 @@ async def put_files(request: web.Request) -> web.StreamResponse:
     `{"node", "error", "details"}`); one node's failure, whatever it is, is its own line."""
     query = _query(_batch_query, request)
     path, mode = _file_input(query)
-    connector = request.app[STATE].adapter.ssh
-    names = query["nodes"].split(",") if query["nodes"] else connector.online()
+    names = batch_names(request, query)
     batch = audit.start_record(request, "upload batch", f"{len(names)} nodes", path)
     await request.app[STATE].audit.begin(batch)  # refused whole (503) when it cannot be written
     try:
@@ -143,7 +143,6 @@ async def _put_spooled(
     concurrency: int,
 ) -> web.StreamResponse:
     most = request.app[STATE].adapter.settings.max_upload_bytes
-    connector = request.app[STATE].adapter.ssh
     try:
         spool = await _spool(request, most)
     except TooLargeError:
@@ -165,7 +164,7 @@ async def _put_spooled(
             except audit.AuditUnavailableError as e:
                 return {"node": name, "error": e.kind, "details": str(e)}
             try:
-                async with limit, _node_files(request, connector.target(name)) as files:
+                async with limit, _node_files(request, node_target(request, name)) as files:
                     stored = await files.write(path, _spooled(spool), mode=mode)
                 record.result, record.bytes_in = "stored", stored.size
             except AdapterError as e:  # the node's: its own line

@@ -152,6 +152,11 @@ class AdapterCollector(Collector):
             "Nodes set offline because their Pings stopped",
             value=stats.heartbeat_expiries,
         )
+        yield CounterMetricFamily(
+            "frpa_node_labels_skipped",
+            "Malformed labels in frpc's metadatas.labels, skipped (the node is let in)",
+            value=stats.labels_skipped,
+        )
         yield GaugeMetricFamily(
             "frpa_ssh_shell_sessions", "Shell sessions open on nodes", value=stats.shells_active
         )

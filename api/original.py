@@ -16,6 +16,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.errors import CommandFailedError
+from api.selection import node_target
 from api.state import STATE
 from api.v1 import loaded, node_object, node_state, run_audited, stored
 from nodes.errors import InvalidInputError, NodeNotFoundError, NotLoadedError, NotStoredError
@@ -112,7 +113,6 @@ async def reverse_shell_command(request: web.Request) -> web.Response:
 
 async def _exec(request: web.Request, name: str | None) -> web.Response:
     settings = request.app[STATE].adapter.settings
-    connector = request.app[STATE].adapter.ssh
     data = _load(_exec_schema, await _params(request))
     name = name or data["nm_name"]
     if not name:
@@ -120,7 +120,7 @@ async def _exec(request: web.Request, name: str | None) -> web.Response:
     cmd = data["cmd"]
     target: SshTarget | None = None
     try:
-        target = connector.target(name)
+        target = node_target(request, name)
         result = await run_audited(request, target.name, cmd, settings.exec_timeout)
     except SshError as e:
         # The original answered 400 for every node it could not run on, an offline one too.

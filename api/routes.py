@@ -32,6 +32,7 @@ from schemas.rest import (
     FileQuerySchema,
     FrpCreateSchema,
     FrpUpdateSchema,
+    LabelPatchSchema,
     NodeListQuerySchema,
     OriginalExecSchema,
     PortForwardQuerySchema,
@@ -331,6 +332,15 @@ ROUTES: tuple[Route, ...] = (
         access=Rule(Role.ADMIN, "update", anonymous=True),
         summary="the original: mark every node offline",
         answers={200: "stored", **_DENIED, **_NOT_STORED},
+    ),
+    Route(
+        method="PATCH",
+        path="/api/v1/nodes/{nm_name}",
+        handler=v1.label_node,
+        access=Rule(Role.ADMIN, "patch"),
+        summary="change a node's labels: a JSON merge patch of metadata.labels",
+        body=(_JSON, LabelPatchSchema),
+        answers={200: "the NM, its labels stored", **_UNKNOWN, **_NOT_READ, **_NOT_STORED},
     ),
     Route(
         method="DELETE",

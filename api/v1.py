@@ -22,6 +22,7 @@ from marshmallow import Schema, ValidationError
 
 from api import audit
 from api.callers import IDENTITY
+from api.selection import Choice, batch_names, choice, node_target
 from api.state import STATE
 from nodes.errors import (
     AdapterError,
@@ -42,7 +43,8 @@ from nodes.model import (
 )
 from nodes.watch import WatchEndedError
 from schemas import parse_json
-from schemas.rest import BatchExecSchema, ExecSchema, NodeListQuerySchema
+from schemas.labels import labels_of
+from schemas.rest import BatchExecSchema, ExecSchema, LabelPatchSchema, NodeListQuerySchema
 from ssh.session import ExecResult, run_command
 
 logger = logging.getLogger(__name__)
@@ -57,11 +59,14 @@ _NOT_LOADED = "the node store is not read yet; try again"
 _list_query = NodeListQuerySchema()
 _exec_schema = ExecSchema()
 _batch_schema = BatchExecSchema()
+_label_schema = LabelPatchSchema()
 
 
 async def list_nodes(request: web.Request) -> web.StreamResponse:
-    """`GET /api/v1/nodes[?status=online|offline][&limit=N][&continue=TOKEN]` ->
-    `{"items": [NM, ...], "metadata": {"continue": TOKEN}}` (no token on the last page).
+    """`GET /api/v1/nodes[?labelSelector=S][&fieldSelector=S][&limit=N][&continue=TOKEN]`
+    -> `{"items": [NM, ...], "metadata": {"continue": TOKEN}}` (no token on the last page;
+    a page may hold fewer than `limit` nodes when a selector passes over many). `status=`
+    is `fieldSelector=status=`. A token's scope leaves out every node outside it.
 
     Answered from memory, a page at a time: a few lists render at once (the rest queue behind
     them), and each yields to the plugin path after every few nodes it renders. A client
@@ -72,14 +77,15 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
         after = _after(query["continue_"])
     except ValidationError as e:
         raise InvalidInputError(e.messages, kind="invalid query") from e
+    chosen = choice(
+        request, query["label_selector"], query["field_selector"], status=query["status"]
+    )
     if not await loaded(request):
         raise NotLoadedError(_NOT_LOADED)
     if query["watch"]:
-        return await _watch(request)
+        return await _watch(request, chosen)
     async with request.app[STATE].lists:
-        states, last = request.app[STATE].adapter.registry.page(
-            after, query["limit"], query["status"]
-        )
+        states, last = request.app[STATE].adapter.registry.page(after, query["limit"], chosen)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     try:
         await response.prepare(request)
@@ -119,16 +125,19 @@ async def get_node(request: web.Request) -> web.Response:
     return web.json_response(node_object(request, state))
 
 
-async def _watch(request: web.Request) -> web.StreamResponse:
+async def _watch(request: web.Request, chosen: Choice) -> web.StreamResponse:
     """`?watch=true`: NDJSON events `{"type": "ADDED" | "MODIFIED" | "DELETED", "object":
     NM}`, every node first as ADDED, then each change; `{"type": "BOOKMARK"}` once every
     node is in, and again when quiet (so a dead reader is noticed, and proxies keep the
     stream). A reader too slow to keep
     up gets `{"type": "ERROR", "object": {"code": 410, ...}}` and the stream ends: list
     again; one that takes nothing for FRPA_SLOW_READER_TIMEOUT is dropped. The stream also
-    ends when the adapter shuts down."""
+    ends when the adapter shuts down. With selectors, only the nodes they choose: a node
+    that comes to be chosen is ADDED, one that no longer is DELETED, as Kubernetes does."""
     registry = request.app[STATE].adapter.registry
     states, watch = registry.watch()
+    states = [state for state in states if chosen(state)]
+    shown = {state.unique_id for state in states}
     try:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -147,13 +156,29 @@ async def _watch(request: web.Request) -> web.StreamResponse:
                     error = json.dumps({"type": "ERROR", "object": gone}).encode()
                     await delivered(request, response.write(error))
                 break
-            await delivered(request, response.write(_event(request, event.type, event.state)))
+            kind = _seen_as(event.type, event.state, chosen, shown)
+            if kind is not None:
+                await delivered(request, response.write(_event(request, kind, event.state)))
         await delivered(request, response.write_eof())
     except ConnectionError:  # the reader went away, or was dropped
         pass
     finally:
         registry.unwatch(watch)
     return response
+
+
+def _seen_as(kind: str, state: NodeState, chosen: Choice, shown: set[UniqueId]) -> str | None:
+    """What a watch of `chosen` nodes, which has `shown` its reader, tells of a change."""
+    uid = state.unique_id
+    if kind != "DELETED" and chosen(state):
+        if uid in shown:
+            return kind
+        shown.add(uid)
+        return "ADDED"
+    if uid in shown:
+        shown.discard(uid)
+        return "DELETED"
+    return None
 
 
 def _event(request: web.Request, kind: str, state: NodeState) -> bytes:
@@ -264,9 +289,7 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     (bounded by the connect timeout plus the command's timeout).
     """
     data = await _exec_input(request, _batch_schema)
-    connector = request.app[STATE].adapter.ssh
-    names: list[str] = data["nodes"] or connector.online()
-    names = list(dict.fromkeys(names))
+    names = batch_names(request, data)
     limit = asyncio.Semaphore(data["concurrency"])
     batch = audit.start_record(request, "exec batch", f"{len(names)} nodes", data["cmd"])
     await request.app[STATE].audit.begin(batch)  # refused whole (503) when it cannot be written
@@ -363,7 +386,38 @@ async def stored(request: web.Request, uids: Iterable[UniqueId]) -> bool:
     return await request.app[STATE].adapter.stored(uids, STORE_WAIT_SECONDS)
 
 
-async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
+async def label_node(request: web.Request) -> web.Response:
+    """Change a node's labels with a JSON merge patch of `metadata.labels`; the NM once
+    stored. Labels its frpc declares change again only when its declaration does."""
+    name = request.match_info["nm_name"]
+    patch: dict[str, str | None] = (await _input(request, _label_schema))["metadata"]["labels"]
+    if not await loaded(request):
+        raise NotLoadedError(_NOT_LOADED)
+    state = node_state(request, name)
+    if state is None:
+        raise NodeNotFoundError({"name": name})
+    labels = dict(state.known_labels)
+    for key, value in patch.items():
+        if value is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+    record = audit.start_record(request, "label", name, json.dumps(patch, ensure_ascii=False))
+    await request.app[STATE].audit.begin(record)
+    adapter = request.app[STATE].adapter
+    state = adapter.registry.amend(
+        state.unique_id,
+        NodeChange(reason="Labelled", at=adapter.clock.now(), labels=labels_of(labels)),
+    )
+    record.result = "stored" if await stored(request, [state.unique_id]) else "not stored yet"
+    await request.app[STATE].audit.end(record)
+    if record.result != "stored":
+        raise NotStoredError("the store did not confirm the labels in time")
+    return web.json_response(node_object(request, state))
+
+
+async def _input(request: web.Request, schema: Schema) -> dict[str, Any]:
+    """The JSON object body of `request`, loaded by `schema`."""
     try:
         body = parse_json(await request.read())
     except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
@@ -376,6 +430,11 @@ async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
         data: dict[str, Any] = schema.load(body)
     except ValidationError as e:
         raise InvalidInputError(e.messages) from e
+    return data
+
+
+async def _exec_input(request: web.Request, schema: Schema) -> dict[str, Any]:
+    data = await _input(request, schema)
     ceiling = request.app[STATE].adapter.settings.exec_timeout_max
     if data.get("timeout") and data["timeout"] > ceiling:
         raise InvalidInputError({"timeout": [f"at most {ceiling:g} s (FRPA_EXEC_TIMEOUT_MAX)"]})
@@ -399,7 +458,7 @@ async def run_audited(
     try:
         result = await run_command(
             connector,
-            connector.target(name),
+            node_target(request, name),
             command,
             time_limit=time_limit,
             output_limit=request.app[STATE].adapter.settings.exec_output_limit,

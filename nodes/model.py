@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NewType
 
+from schemas.labels import NO_LABELS, Labels, labels_of, parse_declared, redeclare
+
 NodeStatus = Literal["online", "offline"]
 ONLINE: NodeStatus = "online"
 OFFLINE: NodeStatus = "offline"
@@ -134,9 +136,20 @@ class NodeState:
     ssh_host_key: str = ""
     # SHA-256 of the node's own frpc token (FRPA_NODE_TOKENS); "" when none is issued.
     frpc_token_hash: str = ""
+    # The NM's labels, whoever set them; None: not read from the store yet (kept as stored).
+    labels: Labels | None = None
+    # Those its frpc declares (`metadatas.labels`); None: not heard of since it was stored.
+    frpc_labels: Labels | None = None
 
     def __post_init__(self) -> None:
         untrack(self)
+
+    @property
+    def known_labels(self) -> Labels:
+        """The labels selectors see: the NM's, else those its frpc declares."""
+        if self.labels is not None:
+            return self.labels
+        return self.frpc_labels or NO_LABELS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +170,8 @@ class NodeChange:
     last_heartbeat: datetime | None = None
     ssh_host_key: str | None = None
     frpc_token_hash: str | None = None
+    labels: Labels | None = None
+    frpc_labels: Labels | None = None
 
 
 _CHANGEABLE = tuple(
@@ -169,6 +184,13 @@ def apply_change(current: NodeState | None, unique_id: UniqueId, change: NodeCha
     updates: dict[str, Any] = {
         name: value for name in _CHANGEABLE if (value := getattr(change, name)) is not None
     }
+    before = current.frpc_labels if current else None
+    if change.frpc_labels not in (None, before) and current and current.labels is not None:
+        # Only what the frpc declares, or declared before, changes: an operator's label
+        # edit stays until the frpc's own declaration changes.
+        assert change.frpc_labels is not None
+        labels = updates.get("labels", current.labels)
+        updates["labels"] = redeclare(labels, before or NO_LABELS, change.frpc_labels)
     if current is None:
         return NodeState(
             unique_id=unique_id,
@@ -198,13 +220,19 @@ def _upsert_named(items: list[JsonObject], name: str, entry: JsonObject) -> list
 
 
 def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
-    """The whole NM for `state`, keeping what others own in `existing` (bindStatus, labels...)."""
+    """The whole NM for `state`, keeping what others own in `existing` (bindStatus...)."""
     obj: JsonObject = _copy(existing) if existing else {}
     uid = state.unique_id
     obj["apiVersion"] = f"{GROUP}/{VERSION}"
     obj["kind"] = KIND
     metadata = obj.setdefault("metadata", {})
     metadata["name"] = nm_name(uid)
+    status = obj.setdefault("status", {})
+    labels, declared = stored_labels(obj, state)
+    if labels:
+        metadata["labels"] = dict(labels)
+    else:
+        metadata.pop("labels", None)
 
     spec = obj.setdefault("spec", {})
     spec["nodeName"] = f"node-{uid}"
@@ -226,7 +254,6 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     )
     spec["services"] = _upsert_named(_list_of(spec.get("services")), service["name"], service)
 
-    status = obj.setdefault("status", {})
     online = state.status == ONLINE
     status["services"] = _upsert_named(
         _list_of(status.get("services")),
@@ -257,7 +284,22 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     status["frpcVersion"] = state.frpc_version
     status["sshHostKey"] = state.ssh_host_key
     status["frpcTokenHash"] = state.frpc_token_hash
+    status["frpcLabels"] = ",".join(f"{key}={value}" for key, value in declared)
     return obj
+
+
+def stored_labels(obj: JsonObject, state: NodeState) -> tuple[Labels, Labels]:
+    """The labels, and those its frpc declares, of the NM `obj` once it records `state`:
+    what `state` does not know is kept as `obj` has it."""
+    status = obj.get("status") or {}
+    declared = parse_declared(str(status.get("frpcLabels", "")))[0]
+    if state.labels is not None:
+        labels = state.labels
+    else:
+        labels = _labels_of((obj.get("metadata") or {}).get("labels"))
+        if state.frpc_labels is not None:
+            labels = redeclare(labels, declared, state.frpc_labels)
+    return labels, declared if state.frpc_labels is None else state.frpc_labels
 
 
 def _copy(value: Any) -> Any:
@@ -323,4 +365,14 @@ def state_from_nm(obj: JsonObject) -> NodeState:
         last_heartbeat=parse_time(status.get("lastHeartbeatTime")),
         ssh_host_key=str(status.get("sshHostKey", "")),
         frpc_token_hash=str(status.get("frpcTokenHash", "")),
+        labels=_labels_of(obj.get("metadata", {}).get("labels")),
+        frpc_labels=parse_declared(str(status["frpcLabels"]))[0]
+        if "frpcLabels" in status
+        else None,
     )
+
+
+def _labels_of(value: object) -> Labels:
+    if not isinstance(value, dict):
+        return NO_LABELS
+    return labels_of({str(key): str(item) for key, item in value.items()})

@@ -13,6 +13,7 @@ import bisect
 import heapq
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -28,6 +29,7 @@ from nodes.model import (
     UniqueId,
     apply_change,
     state_from_nm,
+    stored_labels,
     unique_id_of,
     untrack,
 )
@@ -42,6 +44,9 @@ HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 # user: a unique-id meta, if the frpc has one, cannot be known from frps's dashboard.
 NAMED_BY_USER = "ReconciledByUser"
 _LOAD_RETRY_SECONDS = 2.0
+# Nodes a page passes at most, chosen or not: a selector few nodes match holds the loop
+# ~5 ms a page, however large the fleet.
+PAGE_SCAN = 10000
 # Nodes judged for silence between two yields to the plugin path.
 _EXPIRY_CHUNK = 500
 
@@ -91,18 +96,26 @@ class NodeRegistry:
         return list(self._states.values())
 
     def page(
-        self, after: UniqueId | None, limit: int, status: NodeStatus | None = None
+        self,
+        after: UniqueId | None,
+        limit: int,
+        chosen: Callable[[NodeState], bool] | None = None,
     ) -> tuple[list[NodeState], UniqueId | None]:
-        """Up to `limit` nodes (of `status`) in name order after `after`, and where the next
-        page starts (None: this is the last). Costs the nodes it passes, not the fleet."""
+        """Up to `limit` nodes (`chosen` ones) in name order after `after`, and where the next
+        page starts (None: this is the last). Costs the nodes it passes, not the fleet: a
+        page passes at most PAGE_SCAN nodes, fewer than `limit` chosen ones may come before
+        the next page, as Kubernetes lists do."""
         if not self._order_sorted:
             self._order = [uid for uid in self._order if uid in self._states]
             self._order.sort()  # an already sorted run plus the new ids: about linear
             self._order_sorted = True
         found: list[NodeState] = []
-        for i in range(bisect.bisect_right(self._order, after) if after else 0, len(self._order)):
+        start = bisect.bisect_right(self._order, after) if after else 0
+        for i in range(start, len(self._order)):
+            if i - start == PAGE_SCAN:
+                return found, self._order[i - 1]
             state = self._states.get(self._order[i])
-            if state is None or (status is not None and state.status != status):
+            if state is None or (chosen is not None and not chosen(state)):
                 continue
             if len(found) == limit:
                 return found, found[-1].unique_id
@@ -359,9 +372,12 @@ class NodeRegistry:
                 async for obj in store.list():
                     try:
                         unique_id = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
-                        if unique_id in self._states:  # a change since start-up, or observed
-                            continue
-                        self._put(state_from_nm(obj), made_here=False)
+                        current = self._states.get(unique_id)
+                        if current is None:
+                            self._put(state_from_nm(obj), made_here=False)
+                        elif current.labels is None:  # changed since start-up: it wins
+                            labels, _ = stored_labels(obj, current)
+                            self._put(replace(current, labels=labels), made_here=False)
                     except InvalidUniqueIdError as e:
                         logger.warning("ignoring a stored object that is not ours: %s", e)
             except StoreError as e:

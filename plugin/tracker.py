@@ -35,6 +35,7 @@ from nodes.registry import NAMED_BY_USER, NodeRegistry
 from plugin.admission import Admission
 from plugin.dashboard import DashboardError, FrpsDashboard
 from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, NewWorkConn, Ping
+from schemas.labels import parse_declared
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ _RECOVERY_RETRY_SECONDS = 300.0
 _RECOVERY_MEMORY = 65536
 # frps does not send a proxy's local port: a remote port 22 is the one port that tells.
 _SSH_PORT = 22
+LABELS_META = "labels"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,9 @@ class SshProxyTracker:
         self._recovery_asked: OrderedDict[UniqueId, float] = OrderedDict()
         self._closing: dict[UniqueId, asyncio.Task[None]] = {}
         self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
+        # Malformed labels skipped, and what each node's frpc declared when last told of it.
+        self.labels_skipped = 0
+        self._labels_told: dict[UniqueId, str] = {}
 
     def unique_id(self, user: str, metas: Mapping[str, str]) -> UniqueId | Ignored:
         """The frpc's `metas[<meta key>]`, else its frps user; Ignored when neither can name
@@ -170,6 +175,10 @@ class SshProxyTracker:
         self._cancel(self._port_lookups, uid)
         self._opened_at[uid] = self._clock.monotonic()
         memo = self._logins.pop(uid, None)
+        declared = event.user.metas.get(LABELS_META, "")
+        labels, skipped = parse_declared(declared)
+        if skipped:
+            self._skip_labels(uid, declared, skipped)
         if memo is not None and memo.fresh:
             self._fresh_sessions.add(uid)
         else:
@@ -185,6 +194,7 @@ class SshProxyTracker:
             client_address=memo.client_address if memo else None,
             frpc_version=memo.frpc_version if memo else None,
             host_name=memo.host_name or None if memo else None,
+            frpc_labels=labels,
         )
         if self._dashboard is not None:
             # frps binds the port after we answer; until frps shows the proxy online, the
@@ -196,6 +206,18 @@ class SshProxyTracker:
         else:
             self._registry.transition(uid, change)
         return None
+
+    def _skip_labels(self, uid: UniqueId, declared: str, skipped: list[str]) -> None:
+        """Count labels a node's frpc declared wrongly; say why once per declaration: a
+        label never keeps a node out."""
+        self.labels_skipped += len(skipped)
+        if self._labels_told.get(uid) != declared:
+            self._labels_told[uid] = declared
+            logger.warning(
+                "node %s: skipped metadatas.labels %s; said once per frpc",
+                uid,
+                "; ".join(skipped),
+            )
 
     def _not_ssh(self, uid: UniqueId, event: NewProxy) -> Ignored:
         """A proxy that is not the node's SSH proxy; `unrecognised_ssh`, with the frpc.toml

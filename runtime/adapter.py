@@ -31,7 +31,15 @@ from nodes.clock import Clock
 from nodes.expiry import HeartbeatExpiry
 from nodes.leadership import Leadership
 from nodes.liveness import FrpsLiveness
-from nodes.model import JsonObject, NodeState, UniqueId, nm_name, render_nm
+from nodes.model import (
+    InvalidUniqueIdError,
+    JsonObject,
+    NodeState,
+    UniqueId,
+    nm_name,
+    render_nm,
+    unique_id_of,
+)
 from nodes.registry import NodeRegistry
 from nodes.reviews import Reviewer
 from nodes.store import NodeStore
@@ -42,6 +50,7 @@ from plugin.webhook import UNHANDLED_KINDS, FrpsPlugins
 from runtime.frps import FrpsParts, frps_parts
 from runtime.notifications import RESULTS, Notifier, Outbox, destinations
 from runtime.stats import FrpsStats, ReconcileStats, Stats
+from schemas.labels import Labels
 from schemas.settings import KUBERNETES, Settings, SettingsError
 from ssh.connector import ClientKey, SshConnector, read_client_key
 
@@ -132,6 +141,14 @@ class Adapter:
         """The node's NM as the API shows it: its state in memory, over what others own in
         the stored object (labels, bindStatus...) where the store keeps a copy in memory."""
         return render_nm(state, self.store.cached(nm_name(state.unique_id)))
+
+    def node_labels(self, name: str) -> Labels | None:
+        """The labels of the node NM `name` names; None for a node not known."""
+        try:
+            state = self.registry.get(unique_id_of(name))
+        except InvalidUniqueIdError:
+            return None
+        return None if state is None else state.known_labels
 
     async def stored(self, uids: Iterable[UniqueId], within: float) -> bool:
         """Whether the store confirms these nodes' changes within `within` seconds; either
@@ -309,6 +326,7 @@ class Adapter:
             stalls=self.expiry.stalls,
             expiry_sweep_seconds=self.expiry.last_sweep_seconds,
             heartbeat_expiries=self.registry.heartbeat_expiries,
+            labels_skipped=sum(parts.tracker.labels_skipped for parts in self.servers.values()),
             tasks=supervisor.tasks(),
             task_restarts=restarts,
             shells_active=self.ssh.shells_active,

@@ -47,6 +47,7 @@ class Stats:
     stalls: int
     expiry_sweep_seconds: float
     heartbeat_expiries: int
+    labels_skipped: int  # malformed labels frpc declared
     tasks: Mapping[str, TaskStatus]
     task_restarts: Counter[str]  # every task that ran listed
     shells_active: int

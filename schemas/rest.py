@@ -16,10 +16,13 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     pre_load,
     validate,
     validates_schema,
 )
+
+from schemas.labels import key_error, value_error
 
 _port = validate.Range(min=1, max=65535)
 _address = validate.Length(min=1, max=253)
@@ -70,6 +73,9 @@ class NodeListQuerySchema(Schema):
     continue_ = fields.String(data_key="continue", load_default=None)
     # Every node as ADDED, then each change as it happens (NDJSON), as a Kubernetes watch.
     watch = fields.Boolean(load_default=False)
+    # Kubernetes' grammar, read by `api.selection` (which knows the frps names).
+    label_selector = fields.String(data_key="labelSelector", load_default=None)
+    field_selector = fields.String(data_key="fieldSelector", load_default=None)
 
 
 def _text_encoding(name: str) -> None:
@@ -139,16 +145,25 @@ class FileQuerySchema(Schema):
 
 
 class BatchFileQuerySchema(FileQuerySchema):
-    """A file for many nodes: `nodes=a,b,...` (NM names) or `status=online`, as batch exec."""
+    """A file for many nodes: `nodes=a,b,...` (NM names) or `status=online`, narrowed by
+    `labelSelector` and `fieldSelector`, as batch exec."""
 
     nodes = fields.String(load_default=None, validate=validate.Length(min=1, max=1 << 20))
     status = fields.String(load_default=None, validate=validate.OneOf(["online"]))
+    label_selector = fields.String(data_key="labelSelector", load_default=None)
+    field_selector = fields.String(data_key="fieldSelector", load_default=None)
     concurrency = fields.Integer(load_default=32, validate=validate.Range(1, 1024))
 
     @validates_schema
     def one_selector(self, data: dict[str, Any], **_: Any) -> None:
-        if (data.get("nodes") is None) == (data.get("status") is None):
-            raise ValidationError('give either "nodes" or "status=online"')
+        _one_selection(data, 'give "nodes", "status=online", "labelSelector" or "fieldSelector"')
+
+    @post_load
+    def listed(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """`nodes` as batch exec has it: a list of names."""
+        if data["nodes"] is not None:
+            data["nodes"] = data["nodes"].split(",")
+        return data
 
 
 class PortForwardQuerySchema(Schema):
@@ -192,7 +207,8 @@ class ExecSchema(Schema):
 
 
 class BatchExecSchema(ExecSchema):
-    """Run `cmd` on the listed `nodes` (NM names), or on every node with `status`."""
+    """Run `cmd` on the listed `nodes` (NM names), or on every online node, each narrowed
+    by `labelSelector` and `fieldSelector`."""
 
     nodes = fields.List(
         fields.String(validate=validate.And(validate.Length(min=1, max=253), _utf8)),
@@ -200,9 +216,51 @@ class BatchExecSchema(ExecSchema):
         validate=validate.Length(min=1, max=10000),
     )
     status = fields.String(load_default=None, validate=validate.OneOf(["online"]))
+    label_selector = fields.String(data_key="labelSelector", load_default=None)
+    field_selector = fields.String(data_key="fieldSelector", load_default=None)
     concurrency = fields.Integer(load_default=32, strict=True, validate=validate.Range(1, 1024))
 
     @validates_schema
     def one_selector(self, data: dict[str, Any], **_: Any) -> None:
-        if (data.get("nodes") is None) == (data.get("status") is None):
-            raise ValidationError('give either "nodes" or "status": "online"')
+        _one_selection(data, 'give "nodes", "status": "online", "labelSelector" or "fieldSelector"')
+
+
+def _one_selection(data: dict[str, Any], missing: str) -> None:
+    """A batch names its nodes, or chooses them (selectors may narrow a list)."""
+    if data.get("nodes") is not None and data.get("status") is not None:
+        raise ValidationError('give "nodes" or "status", not both')
+    if all(
+        data.get(key) is None for key in ("nodes", "status", "label_selector", "field_selector")
+    ):
+        raise ValidationError(missing)
+
+
+def _label_key(key: str) -> None:
+    if why := key_error(key):
+        raise ValidationError(why)
+
+
+def _label_value(value: str | None) -> None:
+    if value is not None and (why := value_error(value)):
+        raise ValidationError(why)
+
+
+class _LabelsPatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    labels = fields.Dict(
+        keys=fields.String(validate=_label_key),
+        values=fields.String(allow_none=True, validate=_label_value),
+        required=True,
+    )
+
+
+class LabelPatchSchema(Schema):
+    """A JSON merge patch of the NM's labels, as `kubectl label` sends: `{"metadata":
+    {"labels": {"site": "sh", "stage": null}}}` sets site and removes stage."""
+
+    class Meta:
+        unknown = RAISE
+
+    metadata = fields.Nested(_LabelsPatchSchema, required=True)

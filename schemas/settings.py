@@ -565,7 +565,8 @@ class Settings:
         _text,
         env="FRPA_API_TOKENS_FILE",
         group="auth and audit",
-        help="bearer tokens, one `token name role` per line (roles: read, operator, admin)",
+        help="bearer tokens, one `token name role [label selector]` per line "
+        "(roles: read, operator, admin)",
     )
     kubernetes_auth: bool = _setting(
         "0",

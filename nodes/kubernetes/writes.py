@@ -90,14 +90,19 @@ class NodeWrites:
                 )
             desired = render_nm(state, existing)
             rv = {"resourceVersion": existing["metadata"].get("resourceVersion")}
-            if desired["spec"] != existing.get("spec"):
+            labels = desired["metadata"].get("labels", {})
+            had = existing["metadata"].get("labels") or {}
+            if desired["spec"] != existing.get("spec") or labels != had:
+                # A merge patch removes a label only when it names it with null.
+                gone = dict.fromkeys(had.keys() - labels.keys())
+                metadata = {**rv, "labels": {**gone, **labels}} if labels != had else rv
                 existing = cache.keep(
                     await self._objects.patch_cluster_custom_object(
                         GROUP,
                         VERSION,
                         PLURAL,
                         name,
-                        {"metadata": rv, "spec": desired["spec"]},
+                        {"metadata": metadata, "spec": desired["spec"]},
                         _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # taken, not typed
                         _request_timeout=REQUEST_TIMEOUT,
                     )

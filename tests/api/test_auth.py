@@ -20,6 +20,7 @@ from api.auth import RELOAD_SECONDS, TokensFileError, parse_tokens
 from api.callers import Role
 from api.routes import ROUTES, Route, rules
 from api.state import STATE
+from nodes.model import token_digest
 from tests.clock import FakeClock
 from tests.support import TOKENS, bearer, clock_of, login, settings_for, tokens_file
 
@@ -100,7 +101,7 @@ async def test_without_authentication_anyone_may_do_only_what_the_original_offer
     assert (await client.post("/frp_create", data=form)).status == 200
     before = await (await client.get(f"/api/v1/nodes/{NODE}")).json()
     async with client.request(route.method, url_of(route.path), data=form) as resp:
-        if route.path in ANONYMOUS_ROUTES:
+        if (route.method, route.path) in ANONYMOUS_ROUTES:
             assert resp.status not in (401, 403, 503), await resp.text()
             return
         assert resp.status == 503
@@ -110,13 +111,13 @@ async def test_without_authentication_anyone_may_do_only_what_the_original_offer
 
 
 ANONYMOUS_ROUTES = {
-    "/api/v1/access",
-    "/frp_fetch/{nm_name}",
-    "/api/v1/nodes",
-    "/api/v1/nodes/{nm_name}",
-    "/frp_create",
-    "/frp_update",
-    "/nm_useless",
+    ("GET", "/api/v1/access"),
+    ("GET", "/frp_fetch/{nm_name}"),
+    ("GET", "/api/v1/nodes"),
+    ("GET", "/api/v1/nodes/{nm_name}"),
+    ("POST", "/frp_create"),
+    ("PUT", "/frp_update"),
+    ("PUT", "/nm_useless"),
 }
 
 
@@ -228,8 +229,15 @@ def test_tokens_file_lines_are_checked_and_may_hold_digests() -> None:
     tokens = parse_tokens(f"# ops\nsha256:{digest} alice operator  # comment\n", "t")
     assert tokens[digest].name == "alice"
     assert tokens[digest].role == Role.OPERATOR
+    assert str(tokens[digest].scope) == ""
+    scoped = parse_tokens("long-enough-token-0123 sh read site = sh, env in (a, b)\n", "t")
+    assert str(scoped[token_digest("long-enough-token-0123")].scope) == "site = sh, env in (a, b)"
     for text, message in (
-        ("only-two fields\n", "expected `token name role`"),
+        ("only-two fields\n", r"expected `token name role \[selector\]`"),
+        (
+            "long-enough-token-0123 bob read site in (a\n",
+            r"scope of 'bob': at character 11 \(the end\)",
+        ),
         ("long-enough-token-0123 bob root\n", "role must be read, operator or admin"),
         ("short bob read\n", "shorter than 16"),
         ("sha256:abc bob read\n", "64 hex digits"),

@@ -64,6 +64,8 @@ def test_an_nm_reads_back_as_the_state_it_was_rendered_from() -> None:
             client_address="198.51.100.9:1",
             frpc_version="0.65.0",
             last_heartbeat=T0,
+            labels=(("site", "sh"), ("team", "edge")),
+            frpc_labels=(("site", "sh"),),
         ),
     )
     assert state_from_nm(render_nm(state, None)) == state
