@@ -183,6 +183,7 @@ ops = {json.dumps(list(ops))}
         heartbeat: int | None = None,
         local_port: int = 22,
         proxy: str = "ssh",
+        labels: str = "",
     ) -> None:
         config = self.processes.workdir / f"frpc-{node}.toml"
         config.write_text(
@@ -192,6 +193,7 @@ serverPort = {self.frps_port}
 user = "{node}"
 auth.token = "{FRP_TOKEN}"
 metadatas.unique_id = "{unique_id}"
+{f'metadatas.labels = "{labels}"' if labels else ""}
 loginFailExit = false
 {f"transport.heartbeatInterval = {heartbeat}" if heartbeat else ""}
 [[proxies]]

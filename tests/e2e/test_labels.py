@@ -1,0 +1,218 @@
+"""Labels from real frpc 0.65 through real frps: selectors choose nodes, a token scoped by
+a selector sees and reaches only its nodes, and an edit made with a Kubernetes client
+outlives the frpc's reconnection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client, config
+
+from tests.e2e.peers import FrpSetup, Processes, frp_binaries, node_online, sshd_behind_frps
+from tests.kube import running_kube
+from tests.support import bearer, eventually, tokens_file
+
+pytestmark = pytest.mark.e2e
+
+LABELS = {"sh": "site=sh,env=prod", "bj": "site=bj,env=prod", "none": ""}
+SCOPED = {"Authorization": "Bearer sh-team-token-0123456789"}
+
+
+def nm(node: str) -> str:
+    return f"nodemaintenances-edge-{node}"
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[FrpSetup]:
+    """Three nodes on one real sshd; the tokens of tests.support, and one scoped to site=sh."""
+    tokens = tmp_path / "scoped-tokens"
+    scoped = f"{SCOPED['Authorization'].removeprefix('Bearer ')} sh-team operator site=sh\n"
+    tokens.write_text(tokens_file(tmp_path).read_text() + scoped)
+    async with sshd_behind_frps(tmp_path, FRPA_API_TOKENS_FILE=str(tokens)) as (frp, sshd):
+        for node, labels in LABELS.items():
+            frp.start_frpc(f"edge-{node}", f"edge-{node}", local_port=sshd.port, labels=labels)
+        for node in LABELS:
+            await node_online(frp, nm(node))
+        yield frp
+
+
+async def listed(frp: FrpSetup, headers: dict[str, str], **query: str) -> list[str]:
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.get(f"{frp.adapter_url}/api/v1/nodes", params=query) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return [item["metadata"]["name"] for item in (await resp.json())["items"]]
+
+
+async def test_selectors_choose_and_a_scoped_token_reaches_only_its_nodes(
+    fleet: FrpSetup,
+) -> None:
+    frp, url = fleet, fleet.adapter_url
+    async with aiohttp.ClientSession(headers=bearer("admin")) as session:
+        for node, labels in LABELS.items():
+            async with session.get(f"{url}/api/v1/nodes/{nm(node)}") as resp:
+                obj = await resp.json()
+            expected = dict(item.split("=") for item in labels.split(",") if item)
+            assert obj["metadata"].get("labels", {}) == expected
+            assert obj["status"]["frpcLabels"] == ",".join(
+                f"{key}={value}" for key, value in sorted(expected.items())
+            )
+        async with session.get(
+            f"{url}/api/v1/nodes", params={"labelSelector": "site in (sh"}
+        ) as resp:
+            assert resp.status == 400
+            assert "at character 12 (the end)" in (await resp.json())["details"]
+
+    read = bearer("read")
+    assert await listed(frp, read, labelSelector="site=sh") == [nm("sh")]
+    assert await listed(frp, read, labelSelector="env=prod,site notin (sh)") == [nm("bj")]
+    assert await listed(frp, read, labelSelector="!site") == [nm("none")]
+    assert await listed(frp, read, fieldSelector="status=online,frps=default") == sorted(
+        nm(node) for node in LABELS
+    )
+    assert await listed(frp, SCOPED) == [nm("sh")]
+    assert await listed(frp, SCOPED, labelSelector="env=prod") == [nm("sh")]
+
+    # A batch by selector runs on exactly the online nodes it chooses.
+    async with (
+        aiohttp.ClientSession(headers=bearer("operator")) as session,
+        session.post(
+            f"{url}/api/v1/exec", json={"cmd": "echo ran", "labelSelector": "env=prod"}
+        ) as resp,
+    ):
+        lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert sorted(line["node"] for line in lines) == [nm("bj"), nm("sh")]
+    assert {line["stdout"] for line in lines} == {"ran\n"}
+
+    # The scoped token: its own node as any operator has it, the others as if unknown.
+    async with aiohttp.ClientSession(headers=SCOPED) as session:
+        async with session.post(
+            f"{url}/api/v1/nodes/{nm('sh')}/exec", json={"cmd": "true"}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        for node in ("bj", "none"):
+            for method, path, query in (
+                ("GET", "", {}),
+                ("POST", "/exec", {}),
+                ("GET", "/shell", {}),
+                ("GET", "/files", {"path": "/etc/hostname"}),
+                ("GET", "/portforward", {"port": "22"}),
+            ):
+                async with session.request(
+                    method,
+                    f"{url}/api/v1/nodes/{nm(node)}{path}",
+                    params=query,
+                    json={"cmd": "true"} if method == "POST" else None,
+                ) as resp:
+                    assert resp.status == 404, (node, path, await resp.text())
+            async with session.post(
+                f"{url}/api/v1/exec", json={"cmd": "true", "nodes": [nm(node)]}
+            ) as resp:
+                (line,) = [json.loads(line) for line in (await resp.text()).splitlines()]
+                assert line["error"] == "not found"
+        async with session.post(
+            f"{url}/api/v1/exec", json={"cmd": "true", "labelSelector": "env=prod"}
+        ) as resp:
+            assert [json.loads(line)["node"] for line in (await resp.text()).splitlines()] == [
+                nm("sh")
+            ]
+
+    # Its watch shows its node, and none of the others' changes.
+    async with (
+        aiohttp.ClientSession(headers=SCOPED) as scoped,
+        scoped.get(f"{url}/api/v1/nodes", params={"watch": "true"}) as watch,
+        aiohttp.ClientSession(headers=bearer("admin")) as admin,
+    ):
+        seen: list[dict[str, Any]] = []
+
+        async def next_event() -> dict[str, Any]:
+            while True:
+                event = json.loads(await watch.content.readline())
+                if event["type"] != "BOOKMARK":
+                    seen.append(event)
+                    return dict(event)
+
+        assert (await next_event())["object"]["metadata"]["name"] == nm("sh")
+        frp.processes.running["edge-bj"].terminate()  # bj goes offline: not for its eyes
+
+        async def bj_offline() -> bool:
+            async with admin.get(f"{url}/api/v1/nodes/{nm('bj')}") as resp:
+                obj = await resp.json()
+            return bool(obj["status"]["services"][0]["status"] == "offline")
+
+        await eventually(bj_offline, within=30, what="edge-bj offline")
+        patch = {"metadata": {"labels": {"team": "edge"}}}
+        async with admin.patch(f"{url}/api/v1/nodes/{nm('sh')}", json=patch) as resp:
+            assert resp.status == 200, await resp.text()
+        event = await next_event()
+        assert (event["type"], event["object"]["metadata"]["name"]) == ("MODIFIED", nm("sh"))
+        assert event["object"]["metadata"]["labels"]["team"] == "edge"
+    assert {event["object"]["metadata"]["name"] for event in seen} == {nm("sh")}
+
+
+async def test_a_label_set_with_a_kubernetes_client_outlives_the_frpcs_reconnection(
+    tmp_path: Path,
+) -> None:
+    async with running_kube(tmp_path) as (kube, kubeconfig):
+        processes = Processes(tmp_path)
+        frps, frpc = frp_binaries(tmp_path)
+        frp = FrpSetup(
+            processes, frps, frpc, {"FRPA_STORE": "kubernetes", "KUBECONFIG": str(kubeconfig)}
+        )
+        try:
+            await frp.start_adapter(FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)))
+            await frp.start_frps()
+            frp.start_frpc("edge-sh", "edge-sh", labels=LABELS["sh"])
+            await node_online(frp, nm("sh"))
+            api = await config.new_client_from_config(str(kubeconfig))
+            async with api:
+                objects = client.CustomObjectsApi(api)
+                await objects.patch_cluster_custom_object(
+                    "edge.harmonycloud.cn",
+                    "v1alpha1",
+                    "nodemaintenances",
+                    nm("sh"),
+                    {"metadata": {"labels": {"site": "hz", "team": "edge"}}},
+                    _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+                )
+            edited = {"env": "prod", "site": "hz", "team": "edge"}
+
+            async def adapter_sees(labels: dict[str, str]) -> bool:
+                async with (
+                    aiohttp.ClientSession(headers=bearer("read")) as session,
+                    session.get(f"{frp.adapter_url}/api/v1/nodes/{nm('sh')}") as resp,
+                ):
+                    return bool((await resp.json())["metadata"].get("labels") == labels)
+
+            await eventually(lambda: adapter_sees(edited), within=30, what="the edit seen")
+            before = kube.node_maintenances()[nm("sh")]["status"]["runId"]
+            await processes.stop("edge-sh")
+            frp.start_frpc("edge-sh", "edge-sh", labels=LABELS["sh"])
+
+            async def reconnected() -> bool:
+                status = kube.node_maintenances()[nm("sh")]["status"]
+                return bool(
+                    status["runId"] != before and status["services"][0]["status"] == "online"
+                )
+
+            await eventually(reconnected, within=30, what="edge-sh back with a new run_id")
+            assert kube.node_maintenances()[nm("sh")]["metadata"]["labels"] == edited
+            assert await adapter_sees(edited)
+            # Its frpc declares anew: only the keys it declares, or declared, change.
+            await processes.stop("edge-sh")
+            frp.start_frpc("edge-sh", "edge-sh", labels="site=bj")
+            declared = {"site": "bj", "team": "edge"}
+            await eventually(lambda: adapter_sees(declared), within=30, what="the new labels")
+
+            async def stored() -> bool:
+                return bool(kube.node_maintenances()[nm("sh")]["metadata"]["labels"] == declared)
+
+            await eventually(stored, within=30, what="the new labels stored")
+        finally:
+            await processes.stop_all()
