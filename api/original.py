@@ -94,7 +94,12 @@ async def nm_useless(request: web.Request) -> web.Response:
     registry = request.app[STATE].adapter.registry
     at = request.app[STATE].adapter.clock.now()
     await _loaded(request)
-    uids = [state.unique_id for state in registry.states()]
+    in_scope = request.app[STATE].access.in_scope
+    uids = [
+        state.unique_id
+        for state in registry.states()
+        if in_scope(request, nm_name(state.unique_id))
+    ]
     for uid in uids:
         registry.transition(uid, NodeChange(reason="NmUseless", at=at, status=OFFLINE))
     await _stored(request, uids)
@@ -211,7 +216,10 @@ def _transition(
     reason: str,
     status: NodeStatus | None,
 ) -> None:
-    """Record what the call says; without a status, the node's status stays as it is."""
+    """Record what the call says; without a status, the node's status stays as it is. A
+    caller whose token is scoped changes only the known nodes of its scope."""
+    if not request.app[STATE].access.in_scope(request, nm_name(uid)):
+        raise NodeNotFoundError(f"nodemaintenance {nm_name(uid)} not found")
     registry = request.app[STATE].adapter.registry
     record = registry.transition if status is not None else registry.amend
     record(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -37,17 +38,17 @@ class Choice:
     frps_names: Mapping[str, str]  # frps address -> its name
 
     def __call__(self, state: NodeState) -> bool:
-        def field(name: FieldName) -> str:
-            if name == "status":
-                return state.status
-            return self.frps_names.get(state.frps_address or "", "")
-
         labels = state.known_labels
         return (
             self.scope.matches(labels)
             and self.labels.matches(labels)
-            and self.fields.matches(field)
+            and (not self.fields.requirements or self.fields.matches(partial(self._field, state)))
         )
+
+    def _field(self, state: NodeState, name: FieldName) -> str:
+        if name == "status":
+            return state.status
+        return self.frps_names.get(state.frps_address or "", "")
 
 
 def choice(

@@ -45,8 +45,8 @@ HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 NAMED_BY_USER = "ReconciledByUser"
 _LOAD_RETRY_SECONDS = 2.0
 # Nodes a page passes at most, chosen or not: a selector few nodes match holds the loop
-# ~5 ms a page, however large the fleet.
-PAGE_SCAN = 10000
+# ~3 ms a page (2,000 nodes judged by a label and a field selector), however large the fleet.
+PAGE_SCAN = 2000
 # Nodes judged for silence between two yields to the plugin path.
 _EXPIRY_CHUNK = 500
 
