@@ -27,7 +27,7 @@ TIMED_OUT = 124  # as GNU timeout exits
 _CONNECT_SECONDS = 30.0
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -37,14 +37,14 @@ async def ssh(url: str, name: str, token: str | None) -> int:
     shell_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/shell?cols={cols}&rows={rows}"
     timeout = aiohttp.ClientWSTimeout(ws_close=5)
     async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS), headers=_headers(token)
+        timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS), headers=auth_headers(token)
     ) as session:
         try:
             ws = await session.ws_connect(shell_url, heartbeat=20, timeout=timeout)
         except aiohttp.WSServerHandshakeError as e:
-            return _fail(f"{name}: {e.status} {await _refusal(session, shell_url, e.status)}")
+            return fail(f"{name}: {e.status} {await _refusal(session, shell_url, e.status)}")
         except aiohttp.ClientError as e:
-            return _fail(f"cannot reach the adapter at {url}: {e}")
+            return fail(f"cannot reach the adapter at {url}: {e}")
         async with ws:
             with _raw_terminal():
                 return await _Terminal(ws).run()
@@ -60,22 +60,22 @@ async def run(
     body: dict[str, Any] = {"cmd": " ".join(command)}
     if time_limit is not None:
         body["timeout"] = time_limit
-    async with aiohttp.ClientSession(headers=_headers(token)) as session:
+    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
         try:
             async with session.post(
                 f"{url.rstrip('/')}/api/v1/nodes/{name}/exec", json=body
             ) as resp:
                 answer = await resp.json(content_type=None)
         except (aiohttp.ClientError, ValueError) as e:
-            return _fail(f"cannot reach the adapter at {url}: {e}")
+            return fail(f"cannot reach the adapter at {url}: {e}")
     if resp.status != 200:
-        return _fail(f"{name}: {answer.get('error')}: {answer.get('details')}")
+        return fail(f"{name}: {answer.get('error')}: {answer.get('details')}")
     sys.stdout.write(answer["stdout"])
     sys.stderr.write(answer["stderr"])
     if answer["truncated"]:
-        _fail("(output truncated)")
+        fail("(output truncated)")
     if answer["timed_out"]:
-        _fail(f"{name}: timed out after {answer['duration_ms']} ms")
+        fail(f"{name}: timed out after {answer['duration_ms']} ms")
         return TIMED_OUT
     status = answer["exit_status"]
     return status if isinstance(status, int) else UNREACHABLE
@@ -85,7 +85,7 @@ async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
     """A new frpc token for node `name` (the previous one stops working); ClientError or
     ValueError says why not."""
     async with (
-        aiohttp.ClientSession(headers=_headers(token)) as session,
+        aiohttp.ClientSession(headers=auth_headers(token)) as session,
         session.post(f"{url.rstrip('/')}/api/v1/nodes/{name}/frpc-token") as resp,
     ):
         answer = await resp.json(content_type=None)
@@ -95,7 +95,7 @@ async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
     return issued
 
 
-_COPY_CHUNK = 1 << 18
+COPY_CHUNK = 1 << 18
 
 
 async def copy(url: str, source: str, destination: str, token: str | None) -> int:
@@ -103,9 +103,9 @@ async def copy(url: str, source: str, destination: str, token: str | None) -> in
     destination that is a directory (local) or ends in `/` (node) gets the source's name."""
     remote_source, remote_destination = _on_node(source), _on_node(destination)
     if (remote_source is None) == (remote_destination is None):
-        return _fail("cp copies between here and a node: one side must be NM_NAME:/path")
+        return fail("cp copies between here and a node: one side must be NM_NAME:/path")
     files = f"{url.rstrip('/')}/api/v1/nodes"
-    async with aiohttp.ClientSession(headers=_headers(token)) as session:
+    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
         try:
             if remote_destination is not None:
                 name, path = remote_destination
@@ -118,7 +118,7 @@ async def copy(url: str, source: str, destination: str, token: str | None) -> in
                 destination = os.path.join(destination, os.path.basename(path))
             return await _download(session, f"{files}/{name}/files", path, destination)
         except (aiohttp.ClientError, OSError) as e:
-            return _fail(f"cp failed: {e}")
+            return fail(f"cp failed: {e}")
 
 
 def _on_node(spec: str) -> tuple[str, str] | None:
@@ -136,7 +136,7 @@ async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: s
     async def chunks() -> AsyncIterator[bytes]:
         nonlocal sent_size
         with open(source, "rb") as file:  # noqa: ASYNC230  (reads below, in a thread)
-            while chunk := await asyncio.to_thread(file.read, _COPY_CHUNK):
+            while chunk := await asyncio.to_thread(file.read, COPY_CHUNK):
                 progress.add(len(chunk))
                 sent.update(chunk)
                 sent_size += len(chunk)
@@ -146,10 +146,10 @@ async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: s
         answer = await resp.json(content_type=None)
     progress.done()
     if resp.status != 200:
-        return _fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+        return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
     # The adapter says what the node holds: it must be what left here.
     if (answer["size"], answer["sha256"]) != (sent_size, sent.hexdigest()):
-        return _fail(
+        return fail(
             f"{path}: the node holds {answer['size']} bytes, sha256 {answer['sha256']}; "
             f"sent {sent_size} bytes, sha256 {sent.hexdigest()}"
         )
@@ -160,12 +160,12 @@ async def _download(session: aiohttp.ClientSession, url: str, path: str, destina
     async with session.get(url, params={"path": path}) as resp:
         if resp.status != 200:
             answer = await resp.json(content_type=None)
-            return _fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+            return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
         if "Content-Length" not in resp.headers:
-            return _fail(f"{path} is a directory: cp copies files")
+            return fail(f"{path} is a directory: cp copies files")
         progress = _Progress(path, int(resp.headers["Content-Length"]))
         with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
-            async for chunk in resp.content.iter_chunked(_COPY_CHUNK):
+            async for chunk in resp.content.iter_chunked(COPY_CHUNK):
                 await asyncio.to_thread(file.write, chunk)
                 progress.add(len(chunk))
     progress.done()
@@ -199,11 +199,11 @@ async def port_forward(url: str, name: str, local: int, remote: int, token: str 
     forward_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/portforward?port={remote}"
 
     async def carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with aiohttp.ClientSession(headers=_headers(token)) as session:
+        async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
             try:
                 ws = await session.ws_connect(forward_url, heartbeat=20, max_msg_size=1 << 21)
             except (aiohttp.ClientError, OSError) as e:
-                _fail(f"{name}:{remote}: {e}")
+                fail(f"{name}:{remote}: {e}")
                 writer.close()
                 return
             async with ws:
@@ -212,7 +212,7 @@ async def port_forward(url: str, name: str, local: int, remote: int, token: str 
     try:
         server = await asyncio.start_server(carry, "127.0.0.1", local)
     except OSError as e:
-        return _fail(f"cannot listen on 127.0.0.1:{local}: {e.strerror}")
+        return fail(f"cannot listen on 127.0.0.1:{local}: {e.strerror}")
     port = server.sockets[0].getsockname()[1]
     print(f"Forwarding from 127.0.0.1:{port} -> {name}:{remote}", flush=True)
     async with server:
@@ -306,7 +306,7 @@ class _Terminal:
                     status = control.get("exit_status")
                     self._status = status if isinstance(status, int) else UNREACHABLE
                 elif control.get("type") == "error":
-                    _fail(f"\r\n{control.get('message')}\r")
+                    fail(f"\r\n{control.get('message')}\r")
 
 
 async def _refusal(session: aiohttp.ClientSession, shell_url: str, status: int) -> str:
@@ -320,7 +320,7 @@ async def _refusal(session: aiohttp.ClientSession, shell_url: str, status: int) 
         return "a valid token is needed in FRPA_TOKEN" if status == 401 else "refused"
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
     print(f"frp-adapter: {message}", file=sys.stderr)
     return UNREACHABLE
 

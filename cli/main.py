@@ -19,7 +19,7 @@ from aiohttp import web
 
 from api.app import create_app
 from api.state import STATE
-from cli import client
+from cli import client, fleet
 from cli.configs import frpc_config, frps_config
 from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
 from cli.limits import IDLE_CONNECTION_SECONDS, accept_errors, raise_file_limit
@@ -45,6 +45,7 @@ _COMMANDS = (
     "ssh",
     "exec",
     "cp",
+    "ls",
     "port-forward",
 )
 
@@ -64,8 +65,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(asyncio.run(_print_frpc_config(parsed, token)))
     if parsed.command == "ssh":
         sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
+    if parsed.command == "ls":
+        listing = fleet.list_nodes(parsed.url, parsed.selector, parsed.field_selector, token)
+        sys.exit(asyncio.run(listing))
     if parsed.command == "cp":
-        sys.exit(asyncio.run(client.copy(parsed.url, parsed.source, parsed.destination, token)))
+        sys.exit(asyncio.run(_copy(parsed, token)))
     if parsed.command == "port-forward":
         local, _, remote = parsed.ports.rpartition(":")
         if not remote.isdigit() or not (local or "0").isdigit():
@@ -77,13 +81,29 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(asyncio.run(forwarding))
         sys.exit(0)
     if parsed.command == "exec":
-        command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
-        if not command:
-            parser.error("exec needs a command: exec NM_NAME -- CMD")
-        sys.exit(
-            asyncio.run(client.run(parsed.url, parsed.nm_name, command, parsed.timeout, token))
-        )
+        sys.exit(asyncio.run(_exec(parser, parsed, token)))
     sys.exit(_serve(parsed))
+
+
+async def _copy(parsed: argparse.Namespace, token: str | None) -> int:
+    if parsed.selector:
+        return await fleet.copy_to_many(
+            parsed.url, parsed.selector, parsed.source, parsed.destination, token
+        )
+    return await client.copy(parsed.url, parsed.source, parsed.destination, token)
+
+
+async def _exec(
+    parser: argparse.ArgumentParser, parsed: argparse.Namespace, token: str | None
+) -> int:
+    command = parsed.cmd[1:] if parsed.cmd[:1] == ["--"] else parsed.cmd
+    if parsed.selector:  # no node is named: what argparse took for one is the command
+        command = [parsed.nm_name, *command] if parsed.nm_name else command
+    if not command or not (parsed.selector or parsed.nm_name):
+        parser.error("exec needs a node and a command: exec NM_NAME -- CMD, or -l SELECTOR -- CMD")
+    if parsed.selector:
+        return await fleet.run_on_many(parsed.url, parsed.selector, command, parsed.timeout, token)
+    return await client.run(parsed.url, parsed.nm_name, command, parsed.timeout, token)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,15 +128,29 @@ def _parser() -> argparse.ArgumentParser:
     shell = commands.add_parser("ssh", help="open a shell on a node (NM name)")
     _add_url(shell)
     shell.add_argument("nm_name")
-    remote = commands.add_parser("exec", help="run a command on a node: exec NM_NAME -- CMD")
+    listing = commands.add_parser("ls", help="list nodes: ls [-l SELECTOR]")
+    _add_url(listing)
+    _add_selector(listing)
+    listing.add_argument(
+        "--field-selector", help="by status (online, offline) or frps, e.g. status=online"
+    )
+    remote = commands.add_parser(
+        "exec",
+        help="run a command on a node, or on every online node a selector chooses: "
+        "exec NM_NAME -- CMD, exec -l SELECTOR -- CMD",
+    )
     _add_url(remote)
+    _add_selector(remote)
     remote.add_argument("--timeout", type=float, help="seconds (default: the adapter's)")
-    remote.add_argument("nm_name")
+    remote.add_argument("nm_name", nargs="?")
     remote.add_argument("cmd", nargs=argparse.REMAINDER)
     copying = commands.add_parser(
-        "cp", help="copy a file to or from a node: cp SRC DST, one of them NM_NAME:/path"
+        "cp",
+        help="copy a file to or from a node: cp SRC DST, one of them NM_NAME:/path; or to "
+        "every online node a selector chooses: cp -l SELECTOR FILE :/path",
     )
     _add_url(copying)
+    _add_selector(copying)
     copying.add_argument("source")
     copying.add_argument("destination")
     forward = commands.add_parser(
@@ -126,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     forward.add_argument("nm_name")
     forward.add_argument("ports", metavar="[LOCAL:]REMOTE")
     return parser
+
+
+def _add_selector(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-l", "--selector", help="nodes by label, as kubectl takes it: site=sh,env in (prod)"
+    )
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,9 @@ outlives the frpc's reconnection."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,10 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client, config
 
+from tests.cli.test_main import run
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries, node_online, sshd_behind_frps
 from tests.kube import running_kube
-from tests.support import bearer, eventually, tokens_file
+from tests.support import TOKENS, bearer, eventually, tokens_file
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +219,40 @@ async def test_a_label_set_with_a_kubernetes_client_outlives_the_frpcs_reconnect
             await eventually(stored, within=30, what="the new labels stored")
         finally:
             await processes.stop_all()
+
+
+async def test_the_cli_lists_runs_and_copies_by_selector(fleet: FrpSetup, tmp_path: Path) -> None:
+    env = {"FRPA_URL": fleet.adapter_url, "FRPA_TOKEN": TOKENS["operator"]}
+    listed = run("ls", "-l", "env=prod", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows[0] == ["NAME", "STATUS", "SINCE", "LABELS"]
+    assert [(row[0], row[1], row[-1]) for row in rows[1:]] == [
+        (nm("bj"), "online", "env=prod,site=bj"),
+        (nm("sh"), "online", "env=prod,site=sh"),
+    ]
+    ran = run("exec", "-l", "site notin (bj)", "--", "echo", "on", "$((6*7))", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert sorted(ran.stdout.split("== ")[1:]) == [
+        f"{nm('none')} (exit 0)\non 42\n",
+        f"{nm('sh')} (exit 0)\non 42\n",
+    ]
+    assert run("exec", "-l", "site=sh", "--", "exit 3", env=env).returncode == 1
+    refused = run("exec", "-l", "site in (", "--", "true", env=env)
+    assert refused.returncode == 255
+    assert "invalid selector: labelSelector at character 10 (the end)" in refused.stderr
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(300_000))
+    target = tmp_path / "copied"
+    target.mkdir()
+    copied = run("cp", "-l", "env=prod", str(source), f":{target}/", env=env)
+    assert copied.returncode == 0, copied.stderr
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert sorted(line.split(": ")[0] for line in copied.stdout.splitlines()) == [
+        nm("bj"),
+        nm("sh"),
+    ]
+    assert all(
+        line.endswith(f"300000 bytes sha256 {digest}") for line in copied.stdout.splitlines()
+    )
+    assert hashlib.sha256((target / "payload.bin").read_bytes()).hexdigest() == digest
