@@ -103,16 +103,17 @@ class NodeRegistry:
     ) -> tuple[list[NodeState], UniqueId | None]:
         """Up to `limit` nodes (`chosen` ones) in name order after `after`, and where the next
         page starts (None: this is the last). Costs the nodes it passes, not the fleet: a
-        page passes at most PAGE_SCAN nodes, fewer than `limit` chosen ones may come before
-        the next page, as Kubernetes lists do."""
+        page passes at most PAGE_SCAN nodes (or `limit` and one), so fewer than `limit`
+        chosen ones may come before the next page, as Kubernetes lists do."""
         if not self._order_sorted:
             self._order = [uid for uid in self._order if uid in self._states]
             self._order.sort()  # an already sorted run plus the new ids: about linear
             self._order_sorted = True
         found: list[NodeState] = []
         start = bisect.bisect_right(self._order, after) if after else 0
+        most = max(PAGE_SCAN, limit + 1)
         for i in range(start, len(self._order)):
-            if i - start == PAGE_SCAN:
+            if i - start == most:
                 return found, self._order[i - 1]
             state = self._states.get(self._order[i])
             if state is None or (chosen is not None and not chosen(state)):

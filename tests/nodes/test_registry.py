@@ -18,7 +18,7 @@ from nodes.model import (
     nm_name,
     render_nm,
 )
-from nodes.registry import NodeRegistry
+from nodes.registry import PAGE_SCAN, NodeRegistry
 from nodes.sqlite import SqliteStore
 from nodes.writer import NodeWriter
 
@@ -168,3 +168,30 @@ def assert_port_index_agrees(registry: NodeRegistry) -> int:
             assert sorted(registry.port_holders(frps, port)) == walked
             most = max(most, len(walked))
     return most
+
+
+async def test_a_selective_page_stops_after_passing_page_scan_nodes_and_goes_on_after(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "nodes.db"))
+    registry = NodeRegistry(NodeWriter(store), heartbeat_persist_interval=60)
+    at = datetime.now(UTC)
+    for i in range(2 * PAGE_SCAN + 10):
+        registry.transition(UniqueId(f"n{i:05}"), NodeChange(reason="Test", at=at, status=ONLINE))
+    try:
+        # Every 1000th node is chosen: a page of 500 cannot fill within one scan.
+        chosen = lambda state: state.unique_id.endswith("000")  # noqa: E731
+        found: list[str] = []
+        pages, after = 0, None
+        while True:
+            page, after = registry.page(after, 500, chosen)
+            pages += 1
+            found.extend(state.unique_id for state in page)
+            if after is None:
+                break
+        assert found == [f"n{i:05}" for i in range(0, 2 * PAGE_SCAN + 10, 1000)]
+        assert pages == 3
+        # Unchosen, a page is its limit, however large.
+        assert len(registry.page(None, 3 * PAGE_SCAN, None)[0]) == 2 * PAGE_SCAN + 10
+    finally:
+        await store.close()
