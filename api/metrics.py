@@ -8,7 +8,9 @@ histogram is observed per request, labelled by route template (never the raw pat
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -20,6 +22,11 @@ from prometheus_client.registry import Collector
 from api.state import STATE, State
 from nodes.clock import Clock
 from runtime.stats import Stats
+
+logger = logging.getLogger(__name__)
+# Values of one FRPA_METRIC_LABELS key shown as series of their own: a key with a value per
+# node (a serial number) would otherwise make a series per node.
+LABEL_VALUES = 100
 
 
 async def serve(request: web.Request) -> web.StreamResponse:
@@ -80,6 +87,37 @@ class AdapterCollector(Collector):
 
     def __init__(self, state: State) -> None:
         self._state = state
+        self._capped: set[str] = set()  # label keys whose values passed the cap, once said
+
+    def _by_label(self, counts: Mapping[tuple[str, str, str], int]) -> Metric:
+        """FRPA_METRIC_LABELS' gauge: the LABEL_VALUES values of each key with the most
+        nodes; the nodes of the others summed under `value="__other__"`."""
+        gauge = GaugeMetricFamily(
+            "frpa_nodes_by_label",
+            "Nodes by status and the value of a label key of FRPA_METRIC_LABELS",
+            labels=["key", "value", "status"],
+        )
+        by_key: dict[str, Counter[str]] = {}
+        for (key, value, _), count in counts.items():
+            by_key.setdefault(key, Counter())[value] += count
+        for key, values in sorted(by_key.items()):
+            kept = {value for value, _ in values.most_common(LABEL_VALUES)}
+            if len(values) > LABEL_VALUES and key not in self._capped:
+                self._capped.add(key)
+                logger.warning(
+                    "label %s has %d values: the metric shows the %d with the most nodes, "
+                    'the others as value="__other__"',
+                    key,
+                    len(values),
+                    LABEL_VALUES,
+                )
+            shown: Counter[tuple[str, str]] = Counter()
+            for (each, value, status), count in counts.items():
+                if each == key:
+                    shown[value if value in kept else "__other__", status] += count
+            for (value, status), count in sorted(shown.items()):
+                gauge.add_metric([key, value, status], count)
+        return gauge
 
     def collect(self) -> Iterator[Metric]:
         if not self._state.adapter.opened:
@@ -93,6 +131,8 @@ class AdapterCollector(Collector):
         for (status, name), count in sorted(stats.nodes.items()):
             nodes.add_metric([status, name], count)
         yield nodes
+        if stats.nodes_by_label is not None:
+            yield self._by_label(stats.nodes_by_label)
         requests = CounterMetricFamily(
             "frpa_plugin_requests", "frps plugin requests by op and result", labels=["op", "result"]
         )

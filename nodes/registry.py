@@ -58,6 +58,7 @@ class NodeRegistry:
         *,
         heartbeat_persist_interval: float,
         clock: Clock | None = None,
+        label_keys: tuple[str, ...] = (),
     ) -> None:
         self._writer = writer
         self._clock = clock or Clock()
@@ -86,6 +87,9 @@ class NodeRegistry:
         self._by_port: dict[str | None, dict[int, UniqueId | tuple[UniqueId, ...]]] = {}
         # How many nodes have each (status, frps address): metrics without a walk of the fleet.
         self._counts: Counter[tuple[NodeStatus, str | None]] = Counter()
+        # And how many have each (label key, its value, status), for FRPA_METRIC_LABELS' keys.
+        self._label_keys = label_keys
+        self._label_counts: Counter[tuple[str, str, str]] = Counter()
         self.heartbeat_expiries = 0
         self._watches: set[NodeWatch] = set()
 
@@ -126,6 +130,18 @@ class NodeRegistry:
     def counts(self) -> dict[tuple[NodeStatus, str | None], int]:
         """How many nodes have each (status, frps address)."""
         return +self._counts
+
+    def label_counts(self) -> dict[tuple[str, str, str], int]:
+        """How many nodes have each (label key, value, status), for the keys counted."""
+        return +self._label_counts
+
+    def _count(self, state: NodeState, by: int) -> None:
+        self._counts[state.status, state.frps_address] += by
+        if self._label_keys:
+            labels = dict(state.known_labels)
+            for key in self._label_keys:
+                if (value := labels.get(key)) is not None:
+                    self._label_counts[key, value, state.status] += by
 
     def holder(self, frps_address: str, proxy_name: str) -> NodeState | None:
         """The node that records SSH proxy `proxy_name` of that frps, if any."""
@@ -275,7 +291,7 @@ class NodeRegistry:
         self._unindex(gone)
         if (held := _port_held(gone)) is not None:
             self._release_port(unique_id, *held)
-        self._counts[gone.status, gone.frps_address] -= 1
+        self._count(gone, -1)
         if self._watches:
             self._tell(NodeEvent("DELETED", gone, made_here=False))
         self._heartbeats.pop(unique_id, None)
@@ -314,10 +330,10 @@ class NodeRegistry:
             self._order.append(uid)
             self._order_sorted = False
         else:
-            self._counts[old.status, old.frps_address] -= 1
+            self._count(old, -1)
             if (old.frps_address, old.proxy_name) != (state.frps_address, state.proxy_name):
                 self._unindex(old)
-        self._counts[state.status, state.frps_address] += 1
+        self._count(state, 1)
         if state.proxy_name:
             key = (state.frps_address, state.proxy_name)
             untrack(key)

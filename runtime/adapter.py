@@ -176,7 +176,10 @@ class Adapter:
         self.reviewer = backend.reviewer if settings.kubernetes_auth else None
         self.writer = writer = NodeWriter(store, clock=clock)
         self.registry = registry = NodeRegistry(
-            writer, heartbeat_persist_interval=settings.heartbeat_persist_interval, clock=clock
+            writer,
+            heartbeat_persist_interval=settings.heartbeat_persist_interval,
+            clock=clock,
+            label_keys=settings.metric_labels,
         )
         # Other replicas' writes, seen through the store, keep this one's memory current.
         # Subscribed before anything awaits: the store's watch may not run before it.
@@ -313,6 +316,7 @@ class Adapter:
                 notifications[outbox.destination.name, result] = outbox.results[result]
         return Stats(
             nodes=nodes,
+            nodes_by_label=self.registry.label_counts() if settings.metric_labels else None,
             plugin_requests=requests,
             plugin_unhandled=unhandled,
             backend=KUBERNETES if settings.store == KUBERNETES else "sqlite",

@@ -34,6 +34,8 @@ class ReconcileStats:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
     nodes: Counter[tuple[str, str]]  # (status, frps name) -> nodes; every frps served listed
+    # (label key, value, status) -> nodes, for FRPA_METRIC_LABELS' keys; None without them.
+    nodes_by_label: Mapping[tuple[str, str, str], int] | None
     plugin_requests: Counter[tuple[str, str]]  # (op, result)
     plugin_unhandled: Counter[str]  # kind; every kind listed
     backend: str  # kubernetes or sqlite

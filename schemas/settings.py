@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
+from schemas.labels import key_error
+
 T = TypeVar("T")
 FailureMode = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
@@ -226,6 +228,14 @@ def _origins(text: str) -> frozenset[str]:
     return frozenset(o.strip().rstrip("/") for o in text.split(",") if o.strip())
 
 
+def _label_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(dict.fromkeys(key.strip() for key in text.split(",") if key.strip()))
+    for key in keys:
+        if why := key_error(key):
+            raise ValueError(why)
+    return keys
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -265,6 +275,14 @@ class Settings:
         env="FRPA_METRICS_ADDRESS",
         group="listen",
         help="`host:port`: serve `/metrics` there alone, not on the API's port",
+    )
+    metric_labels: tuple[str, ...] = _setting(
+        "",
+        _label_keys,
+        env="FRPA_METRIC_LABELS",
+        group="listen",
+        help="label keys, comma-separated (e.g. `site,env`): an online/offline gauge per "
+        "value of each, at most 100 values a key",
     )
     tls_cert_file: str | None = _setting(
         None,

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
+from api.metrics import LABEL_VALUES
 from tests.api.test_watch import next_event
 from tests.support import bearer, new_proxy, settings_for, tokens_file
 
@@ -127,3 +128,30 @@ async def test_a_scoped_token_changes_only_its_nodes_on_the_originals_routes(
     assert (await client.put("/nm_useless", headers=SCOPED)).ok
     offline = await names(client, bearer("read"), fieldSelector="status=offline")
     assert offline == [nm("sh1")]
+
+
+async def test_no_label_series_unless_asked_and_then_at_most_100_values_a_key(
+    tmp_path: Path, aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    for each in ("a", "b"):
+        (tmp_path / each).mkdir()
+    plain = await aiohttp_client(create_app(settings_for(tmp_path / "a")))
+    await plain.post("/frps/handler", json=labelled("n1", "n1", "site=sh", 1))
+    assert "frpa_nodes_by_label" not in await (await plain.get("/metrics")).text()
+
+    app = create_app(settings_for(tmp_path / "b", metric_labels=("site", "env")))
+    client = await aiohttp_client(app)
+    for i in range(LABEL_VALUES + 2):  # one value more than shown, and one node more
+        labels = f"site=s{min(i, LABEL_VALUES):03},env=prod"
+        await client.post("/frps/handler", json=labelled(f"n{i}", f"n{i}", labels, 1000 + i))
+    series = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in (await (await client.get("/metrics")).text()).splitlines()
+        if line.startswith("frpa_nodes_by_label{")
+    }
+    assert series['frpa_nodes_by_label{key="env",status="online",value="prod"}'] == LABEL_VALUES + 2
+    site = {name: count for name, count in series.items() if 'key="site"' in name}
+    assert len(site) == LABEL_VALUES + 1
+    assert site['frpa_nodes_by_label{key="site",status="online",value="s100"}'] == 2
+    assert sum(site.values()) == LABEL_VALUES + 2
+    assert "label site has 101 values" in caplog.text
