@@ -3,29 +3,17 @@ list, a batch run, the xterm.js shell, and what a read-only token is not offered
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
-from api.console import BUILT
 from tests.e2e.peers import FrpSetup, sshd_behind_frps
-from tests.e2e.test_browser import CHROMIUM, FLAGS
 from tests.support import TOKENS
 
 pytestmark = pytest.mark.e2e
-WEB = Path(__file__).parents[2] / "web"
 NODES = ("edge-1", "edge-2", "edge-3")
-
-
-@pytest.fixture(scope="module")
-def console_built() -> None:
-    """The console as `pip install .` builds it (npm, from web/)."""
-    if not (BUILT / "console.js").is_file():
-        subprocess.run(["npm", "--prefix", str(WEB), "ci", "--no-audit", "--no-fund"], check=True)
-        subprocess.run(["npm", "--prefix", str(WEB), "run", "build"], check=True)
 
 
 @pytest.fixture
@@ -35,16 +23,6 @@ async def fleet(tmp_path: Path, console_built: None) -> AsyncIterator[FrpSetup]:
         for node in NODES:
             frp.start_frpc(node, node, local_port=sshd.port)
         yield frp
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def signed_in(browser: Browser, frp: FrpSetup, role: str, path: str = "/ui/") -> Page:

@@ -14,9 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 from kubernetes_asyncio import client, config
+from playwright.async_api import Browser
 
 from tests.cli.test_main import run
 from tests.e2e.peers import FrpSetup, Processes, frp_binaries, node_online, sshd_behind_frps
+from tests.e2e.test_console import signed_in
 from tests.kube import running_kube
 from tests.support import TOKENS, bearer, eventually, tokens_file
 
@@ -256,3 +258,38 @@ async def test_the_cli_lists_runs_and_copies_by_selector(fleet: FrpSetup, tmp_pa
         line.endswith(f"300000 bytes sha256 {digest}") for line in copied.stdout.splitlines()
     )
     assert hashlib.sha256((target / "payload.bin").read_bytes()).hexdigest() == digest
+
+
+async def test_the_console_shows_labels_chooses_by_selector_and_runs_on_its_nodes(
+    fleet: FrpSetup, browser: Browser, console_built: None
+) -> None:
+    page = await signed_in(browser, fleet, "operator")
+    row = '.spacer .row[data-node="{}"]'
+    for node in LABELS:
+        await page.wait_for_selector(row.format(nm(node)), timeout=30000)
+    chips = await page.locator(f"{row.format(nm('sh'))} .chip").all_inner_texts()
+    assert chips == ["env=prod", "site=sh"]
+    assert await page.locator(f"{row.format(nm('none'))} .chip").count() == 0
+
+    await page.fill("#selector", "site in (sh")
+    await page.press("#selector", "Enter")
+    await page.wait_for_selector("#selector-refused:text('at character 12')")
+    assert await page.locator(".spacer .row").count() == 0
+
+    await page.fill("#selector", "env=prod,site notin (sh)")
+    await page.press("#selector", "Enter")
+    await page.wait_for_selector(row.format(nm("bj")), timeout=30000)
+    assert await page.locator(".spacer .row").count() == 1
+    assert await page.inner_text("#selector-refused") == ""
+
+    await page.click(f"{row.format(nm('bj'))} .chip:text('env=prod')")  # narrows nothing more
+    await page.fill("#selector", "env=prod")
+    await page.press("#selector", "Enter")
+    await page.wait_for_selector(row.format(nm("sh")), timeout=30000)
+    await page.check("#all-online")
+    await page.fill("#command", "echo matched-$((6*7))")
+    await page.click("#run")
+    await page.wait_for_function("document.querySelectorAll('#results .result').length === 2")
+    results = await page.locator("#results .result").all_inner_texts()
+    assert sorted(r.split()[0] for r in results) == [nm("bj"), nm("sh")]
+    assert all("exit 0" in r and "matched-42" in r for r in results)

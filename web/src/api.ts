@@ -4,7 +4,7 @@ const TOKEN_KEY = "frp-adapter.token";
 const WS_PROTOCOL = "frp-adapter.v1";
 
 export type Node = {
-  metadata: { name: string };
+  metadata: { name: string; labels?: Record<string, string> };
   spec: { services: { frpServerIpAddress: string; proxyPort: string; hostName?: string }[] };
   status: {
     services: { status: string }[];
@@ -64,16 +64,30 @@ export async function* lines(answer: Response): AsyncGenerator<unknown> {
 
 type WatchEvent = { type: string; object: Node };
 
-// Every node, then each change; after an error or the end of the stream, from scratch.
-// `onListed` once every node is in (the first BOOKMARK), and after each change.
+// Every node `selector()` chooses, then each change; after an error or the end of the
+// stream, from scratch, and at once when `restarted()`'s signal aborts (a new selector).
+// `onListed` once every node is in (the first BOOKMARK); `onRefused` with the adapter's
+// words when it refuses the selector (then nothing until the next restart).
 export async function watchNodes(
+  selector: () => string,
+  restarted: () => AbortSignal,
   onReset: () => void,
   onEvent: (type: string, node: Node) => void,
   onListed: () => void,
+  onRefused: (why: string) => void,
 ): Promise<never> {
   for (;;) {
+    const signal = restarted();
+    const query = new URLSearchParams({ watch: "true" });
+    if (selector()) query.set("labelSelector", selector());
     try {
-      const answer = await fetch("/api/v1/nodes?watch=true", { headers: headers() });
+      const answer = await fetch(`/api/v1/nodes?${query}`, { headers: headers(), signal });
+      if (answer.status === 400) {
+        const refusal = await answer.json();
+        onRefused(`${refusal.error}: ${refusal.details}`);
+        await new Promise((resume) => signal.addEventListener("abort", resume));
+        continue;
+      }
       if (answer.ok) {
         onReset();
         for await (const line of lines(answer)) {
@@ -86,8 +100,8 @@ export async function watchNodes(
         }
       }
     } catch {
-      // the adapter restarted, or the network blinked: watch again
+      // the adapter restarted, the network blinked, or the selector changed: watch again
     }
-    await new Promise((resume) => setTimeout(resume, 1000));
+    if (!signal.aborted) await new Promise((resume) => setTimeout(resume, 1000));
   }
 }

@@ -18,7 +18,16 @@ const COLUMNS: Column[] = [
   { title: "Port", value: (n) => n.spec.services[0]?.proxyPort ?? "" },
   { title: "frpc", value: (n) => n.status.frpcVersion ?? "" },
   { title: "Host", value: (n) => n.spec.services[0]?.hostName ?? "" },
+  { title: "Labels", value: (n) => labelText(n) },
 ];
+const LABELS = COLUMNS.length - 1;
+
+function labelText(node: Node): string {
+  return Object.entries(node.metadata.labels ?? {})
+    .map(([key, value]) => `${key}=${value}`)
+    .sort()
+    .join(",");
+}
 
 function element<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -39,6 +48,13 @@ export function showList(root: HTMLElement, access: Access): void {
   let descending = false;
 
   const search = element("input", { type: "search", placeholder: "name contains", id: "search" });
+  const selector = element("input", {
+    type: "search",
+    placeholder: "labels, e.g. site=sh,env in (prod)",
+    id: "selector",
+    title: "a Kubernetes label selector: the adapter chooses the nodes",
+  });
+  const refusal = element("span", { id: "selector-refused", className: "refused" });
   const state = element("select", { id: "state" });
   state.append(new Option("any state", ""), new Option("online"), new Option("offline"));
   const frps = element("select", { id: "frps" });
@@ -108,7 +124,11 @@ export function showList(root: HTMLElement, access: Access): void {
     pick.onchange = () => (pick.checked ? selected.add(name) : selected.delete(name));
     line.append(
       pick,
-      ...COLUMNS.map((c) => element("span", { className: "cell", textContent: c.value(node) })),
+      ...COLUMNS.map((c, i) =>
+        i === LABELS
+          ? chips(node)
+          : element("span", { className: "cell", textContent: c.value(node) }),
+      ),
     );
     const actions = element("span", { className: "cell actions" });
     if (access.may.shell && COLUMNS[1].value(node) === "online") {
@@ -123,6 +143,27 @@ export function showList(root: HTMLElement, access: Access): void {
     }
     line.append(actions);
     return line;
+  }
+
+  function chips(node: Node): HTMLElement {
+    const cell = element("span", { className: "cell labels", title: labelText(node) });
+    for (const [key, value] of Object.entries(node.metadata.labels ?? {}).sort()) {
+      const chip = element("button", { className: "chip", textContent: `${key}=${value}` });
+      chip.title = `only nodes with ${key}=${value}`;
+      chip.onclick = () => {
+        selector.value = selector.value ? `${selector.value},${key}=${value}` : `${key}=${value}`;
+        select();
+      };
+      cell.append(chip);
+    }
+    return cell;
+  }
+
+  let watching = new AbortController();
+  function select(): void {
+    refusal.textContent = "";
+    watching.abort();
+    watching = new AbortController();
   }
 
   let pending = false;
@@ -141,12 +182,24 @@ export function showList(root: HTMLElement, access: Access): void {
   frps.onchange = refresh;
   viewport.onscroll = draw;
   window.addEventListener("resize", draw);
-  const filters = element("div", { className: "filters" }, search, state, frps, count);
+  selector.onchange = select;
+  const filters = element(
+    "div",
+    { className: "filters" },
+    search,
+    selector,
+    state,
+    frps,
+    count,
+    refusal,
+  );
   root.append(filters, header, viewport);
-  if (access.may.exec) root.append(batchPanel(nodes, selected));
+  if (access.may.exec) root.append(batchPanel(nodes, selected, () => selector.value.trim()));
   // While the first list streams in, nothing is drawn: it is drawn whole, once.
   let listing = true;
   void watchNodes(
+    () => selector.value.trim(),
+    () => watching.signal,
     () => {
       nodes.clear();
       listing = true;
@@ -162,6 +215,11 @@ export function showList(root: HTMLElement, access: Access): void {
         refresh();
       }
     },
+    (why) => {
+      refusal.textContent = why;
+      nodes.clear();
+      refresh();
+    },
   );
 }
 
@@ -175,17 +233,25 @@ type ExecLine = {
   details?: string;
 };
 
-// A command on the nodes ticked (or on every online node), each result as it comes.
-function batchPanel(nodes: Map<string, Node>, selected: Set<string>): HTMLElement {
+// A command on the nodes ticked, or on every online node (the selector's, when one is
+// given), each result as it comes.
+function batchPanel(
+  nodes: Map<string, Node>,
+  selected: Set<string>,
+  selector: () => string,
+): HTMLElement {
   const command = element("input", { id: "command", placeholder: "command to run" });
   const everyOnline = element("input", { type: "checkbox", id: "all-online" });
   const run = element("button", { id: "run", textContent: "Run" });
   const results = element("div", { id: "results" });
   run.onclick = async () => {
     const picked = [...selected].filter((name) => nodes.has(name));
-    const body = everyOnline.checked
-      ? { cmd: command.value, status: "online" }
-      : { cmd: command.value, nodes: picked };
+    const chosen = selector();
+    const body = !everyOnline.checked
+      ? { cmd: command.value, nodes: picked }
+      : chosen
+        ? { cmd: command.value, labelSelector: chosen }
+        : { cmd: command.value, status: "online" };
     results.replaceChildren();
     const answer = await fetch("/api/v1/exec", {
       method: "POST",
@@ -219,6 +285,6 @@ function batchPanel(nodes: Map<string, Node>, selected: Set<string>): HTMLElemen
       );
     }
   };
-  const label = element("label", {}, everyOnline, " every online node");
+  const label = element("label", {}, everyOnline, " every online node matching the labels");
   return element("section", { className: "batch" }, command, label, run, results);
 }
