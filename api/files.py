@@ -34,6 +34,7 @@ from api.selection import batch_names, node_target
 from api.state import STATE
 from api.v1 import delivered, node_lines
 from nodes.errors import AdapterError, InvalidInputError
+from nodes.tasks import first_to_end
 from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
 from ssh.connector import SshTarget
 from ssh.files import NodeFiles, checked_path, node_files
@@ -357,19 +358,9 @@ async def _carry(
         while clock.monotonic() - moved < idle:
             await clock.sleep(max(idle - (clock.monotonic() - moved), 0.05))
 
-    tasks = {
-        asyncio.create_task(to_node()): "client closed",
-        asyncio.create_task(from_node()): "node closed",
-        asyncio.create_task(watch_idle()): "idle",
-    }
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    first = done.pop()
-    with contextlib.suppress(asyncio.CancelledError):
-        if (error := first.exception()) is not None and not isinstance(error, ConnectionError):
-            raise error
-    return tasks[first]
+    first, error = await first_to_end(
+        {"client closed": to_node(), "node closed": from_node(), "idle": watch_idle()}
+    )
+    if error is not None and not isinstance(error, ConnectionError):
+        raise error
+    return first

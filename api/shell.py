@@ -30,6 +30,7 @@ from api.errors import TooManyError
 from api.state import STATE
 from nodes.clock import Clock
 from nodes.errors import AdapterError, InvalidInputError
+from nodes.tasks import first_to_end
 from schemas import parse_json
 from schemas.rest import ResizeSchema, ShellQuerySchema
 from ssh.session import Shell, open_shell
@@ -154,19 +155,12 @@ class _Bridge:
 
     async def run(self) -> bool:
         """True when the shell ended (see `exit_status`), False when the client went first."""
-        output = asyncio.create_task(self._output())
-        keystrokes = asyncio.create_task(self._keystrokes())
-        try:
-            await asyncio.wait((output, keystrokes), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (output, keystrokes):
-                task.cancel()
-            await asyncio.gather(output, keystrokes, return_exceptions=True)
-        if output.cancelled():
+        first, error = await first_to_end(
+            {"output": self._output(), "keystrokes": self._keystrokes()}
+        )
+        if first == "keystrokes" or isinstance(error, ConnectionError):
             return False
-        if (error := output.exception()) is not None:
-            if isinstance(error, ConnectionError):
-                return False
+        if error is not None:
             raise error
         async with asyncio.timeout(_EXIT_WAIT_SECONDS):
             self.exit_status = await self._session.exit_status()

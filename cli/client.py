@@ -21,6 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from nodes.tasks import first_to_end
+
 DEFAULT_URL = "http://127.0.0.1:8888"
 UNREACHABLE = 255
 TIMED_OUT = 124  # as GNU timeout exits
@@ -234,13 +236,9 @@ async def _both_ways(
             writer.write(msg.data)
             await writer.drain()
 
-    tasks = [asyncio.create_task(out()), asyncio.create_task(back())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await first_to_end({"out": out(), "back": back()})
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         writer.close()
 
 
@@ -254,16 +252,19 @@ class _Terminal:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        senders = [asyncio.create_task(self._keystrokes()), asyncio.create_task(self._send())]
         loop.add_signal_handler(signal.SIGWINCH, self._resized)
         try:
-            await self._output()
+            await first_to_end({"output": self._output(), "input": self._input()})
         finally:
             loop.remove_signal_handler(signal.SIGWINCH)
-            for task in senders:
-                task.cancel()
-            await asyncio.gather(*senders, return_exceptions=True)
         return self._status
+
+    async def _input(self) -> None:
+        """Keystrokes and resizes to the node until the session ends: the end of this
+        terminal's input does not end it."""
+        async with asyncio.TaskGroup() as sending:
+            sending.create_task(self._keystrokes())
+            sending.create_task(self._send())
 
     def _resized(self) -> None:
         cols, rows = _terminal_size()

@@ -36,6 +36,7 @@ from nodes.model import (
 from nodes.store import NodeStore, StoreError
 from nodes.watch import NodeEvent, NodeWatch
 from nodes.writer import NodeWriter
+from schemas.settings import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 # A node reconciliation found by an SSH proxy named `<user>.ssh` and named after that frps
 # user: a unique-id meta, if the frpc has one, cannot be known from frps's dashboard.
 NAMED_BY_USER = "ReconciledByUser"
-_LOAD_RETRY_SECONDS = 2.0
 # Nodes a page passes at most, chosen or not: a selector few nodes match holds the loop
 # ~3 ms a page (2,000 nodes judged by a label and a field selector), however large the fleet.
 PAGE_SCAN = 2000
@@ -380,10 +380,11 @@ class NodeRegistry:
         untrack(rest)
         ports[port] = rest[0] if len(rest) == 1 else rest
 
-    async def load(self, store: NodeStore) -> int:
+    async def load(self, store: NodeStore, backoff: Backoff) -> int:
         """Seed memory from the store, retrying until it can be read; nodes already in
         memory (changed by events since start-up, or heard of from the store's watch) win.
         The number of nodes then known."""
+        failures = 0
         while True:
             try:
                 async for obj in store.list():
@@ -398,8 +399,10 @@ class NodeRegistry:
                     except InvalidUniqueIdError as e:
                         logger.warning("ignoring a stored object that is not ours: %s", e)
             except StoreError as e:
-                logger.warning("cannot read stored nodes yet, retrying: %s", e)
-                await self._clock.sleep(_LOAD_RETRY_SECONDS)
+                failures += 1
+                wait = backoff.delay(failures)
+                logger.warning("cannot read stored nodes yet, again in %g s: %s", wait, e)
+                await self._clock.sleep(wait)
                 continue
             break
         logger.info("stored nodes read: %d node(s) known", len(self._states))

@@ -1,7 +1,8 @@
 """The one guard every long-running background task runs under.
 
-A task that raises is logged with its traceback, counted, and started again after a
-backoff that doubles with each failure in a row, up to a minute. `/healthz` fails only for a
+A task that raises is logged with its traceback, counted, and started again after the
+process's backoff (FRPA_RETRY_BACKOFF: by default 1 s doubling with each failure in a row,
+up to a minute). `/healthz` fails only for a
 task that is not running: one that ended without returning, or one waiting to be started
 again after failing `FAILURES_DOWN` times in a row. A task that failed and runs again is
 up: a liveness probe would restart the pod, and with it the plugin path every frpc login
@@ -21,11 +22,10 @@ from functools import partial
 from typing import Literal
 
 from nodes.clock import Clock
+from schemas.settings import Backoff
 
 logger = logging.getLogger(__name__)
 
-_BACKOFF_FIRST = 1.0
-_BACKOFF_MAX = 60.0
 # A failure after a run this long is not one in a row: it waits the first backoff again.
 # Longer than the loops' own rounds (heartbeat expiry's, reconciliation's, by default), so
 # a loop that fails at every round is failing again and again, not recovering each time.
@@ -45,15 +45,11 @@ class TaskStatus:
     last_error: str | None
 
 
-def backoff(failures_in_a_row: int) -> float:
-    """Seconds a task waits to be started again after its `failures_in_a_row`th failure."""
-    # Doubled as an exact integer, then capped: as a float it overflows after ~1,000 failures.
-    return _BACKOFF_FIRST * min(1 << (failures_in_a_row - 1), _BACKOFF_MAX / _BACKOFF_FIRST)
-
-
 class Supervisor:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, backoff: Backoff) -> None:
         self._clock = clock
+        # The one retry policy of the process's background work, handed on from here.
+        self.backoff = backoff
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # name -> its failures in a row, while it waits to be started again
         self._waiting: dict[str, int] = {}
@@ -116,7 +112,7 @@ class Supervisor:
                 failures_in_a_row += 1
                 self.restarts[name] += 1
                 self._last_errors[name] = f"{type(e).__name__}: {e}"
-                wait = backoff(failures_in_a_row)
+                wait = self.backoff.delay(failures_in_a_row)
                 logger.exception("%s failed; starting it again in %g s", name, wait)
                 self._waiting[name] = failures_in_a_row
                 try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from nodes.clock import Clock
 from nodes.model import NodeState, UniqueId, untrack
 from nodes.store import NodeStore, StoreError
+from schemas.settings import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -30,21 +31,24 @@ class _Pending:
         untrack(self)  # a storm queues one per node
 
 
+# The process's backoff policy, started sooner and kept shorter than FRPA_RETRY_BACKOFF's:
+# a write answers 503 after 10 s unconfirmed, and should have had several tries by then.
+WRITE_RETRY = Backoff(0.1, 5.0)
+
+
 class NodeWriter:
     def __init__(
         self,
         store: NodeStore,
         *,
         batch_size: int = 500,
-        retry_initial: float = 0.1,
-        retry_max: float = 5.0,
+        retry: Backoff = WRITE_RETRY,
         clock: Clock | None = None,
     ) -> None:
         self._store = store
         self._clock = clock or Clock()
         self._batch_size = batch_size
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._retry = retry
         self._pending: dict[UniqueId, _Pending] = {}
         self._in_flight: dict[UniqueId, int] = {}
         self._seq = 0
@@ -82,7 +86,7 @@ class NodeWriter:
         await future
 
     async def run(self) -> None:
-        delay = self._retry_initial
+        failures = 0
         while True:
             if not self._pending:
                 self._wakeup.clear()
@@ -95,13 +99,13 @@ class NodeWriter:
             if failed:
                 self.failures += len(failed)
                 self.failing = True
-                await self._clock.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+                failures += 1
+                await self._clock.sleep(self._retry.delay(failures))
             else:
                 if self.failing:
                     logger.info("store writes recovered")
                 self.failing = False
-                delay = self._retry_initial
+                failures = 0
 
     async def _write(self, batch: dict[UniqueId, _Pending]) -> Collection[UniqueId]:
         """The nodes of `batch` that were not stored."""

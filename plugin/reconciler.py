@@ -32,6 +32,7 @@ from nodes.model import (
     untrack,
 )
 from nodes.registry import NAMED_BY_USER, NodeRegistry
+from nodes.tasks import Tasks
 from plugin.dashboard import DashboardError, FrpsDashboard, ProxyInfo
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class FrpsReconciler:
         # the only frps's, as in the original; with several, the nodes recorded under its
         # address.
         self._only_frps = only_frps
-        self._soon: asyncio.Task[int] | None = None
+        self._soon = Tasks("reconciliation soon")
         self._loaded = asyncio.Event()
         # `<user>.ssh` proxies no node claims, and since when (monotonic).
         self._unclaimed: dict[str, float] = {}
@@ -93,13 +94,11 @@ class FrpsReconciler:
 
     def reconcile_soon(self, delay: float) -> None:
         """One extra reconciliation `delay` seconds from now, however often asked meanwhile."""
-        if self._soon is None or self._soon.done():
-            self._soon = asyncio.create_task(self._reconcile_after(delay), name="reconcile-soon")
+        if "soon" not in self._soon:
+            self._soon.spawn("soon", self._reconcile_after(delay))
 
     async def close(self) -> None:
-        if self._soon is not None:
-            self._soon.cancel()
-            await asyncio.gather(self._soon, return_exceptions=True)
+        await self._soon.close()
 
     async def _reconcile_after(self, delay: float) -> int:
         await self._loaded.wait()  # judged against fewer nodes, a stored one looks lost

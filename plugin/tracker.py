@@ -13,12 +13,10 @@ grace period of the NewProxy is taken as that.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from nodes.clock import Clock
 from nodes.model import (
@@ -32,6 +30,7 @@ from nodes.model import (
     untrack,
 )
 from nodes.registry import NAMED_BY_USER, NodeRegistry
+from nodes.tasks import Tasks
 from plugin.admission import Admission
 from plugin.dashboard import DashboardError, FrpsDashboard
 from schemas.frps import CloseProxy, FrpcUser, Login, NewProxy, NewWorkConn, Ping
@@ -103,10 +102,10 @@ class SshProxyTracker:
         self._opened_at: dict[UniqueId, float] = {}
         # Nodes whose SSH proxy was opened in a session a fresh Login began.
         self._fresh_sessions: set[UniqueId] = set()
-        self._recoveries: dict[UniqueId, asyncio.Task[None]] = {}
+        self._recoveries = Tasks("recovery of")
         self._recovery_asked: OrderedDict[UniqueId, float] = OrderedDict()
-        self._closing: dict[UniqueId, asyncio.Task[None]] = {}
-        self._port_lookups: dict[UniqueId, asyncio.Task[None]] = {}
+        self._closing = Tasks("CloseProxy of")
+        self._port_lookups = Tasks("port lookup of")
         # Malformed labels skipped, and what each node's frpc declared when last told of it.
         self.labels_skipped = 0
         self._labels_told: dict[UniqueId, str] = {}
@@ -171,8 +170,8 @@ class SshProxyTracker:
             self._recover(uid, event.user)
             return self._not_ssh(uid, event)
         self._admission.check_ssh_port(self._registry, uid, event.remote_port, self._frps_address)
-        self._cancel(self._closing, uid)
-        self._cancel(self._port_lookups, uid)
+        self._closing.cancel(uid)
+        self._port_lookups.cancel(uid)
         self._opened_at[uid] = self._clock.monotonic()
         memo = self._logins.pop(uid, None)
         declared = event.user.metas.get(LABELS_META, "")
@@ -199,7 +198,7 @@ class SshProxyTracker:
         if self._dashboard is not None:
             # frps binds the port after we answer; until frps shows the proxy online, the
             # call may be forged (no plugin secret) and its port another node's.
-            self._spawn(self._port_lookups, uid, self._online_once_frps_confirms(uid, change))
+            self._port_lookups.spawn(uid, self._online_once_frps_confirms(uid, change))
         elif change.remote_port is None:
             logger.warning("node %s: a random remote port is unknown without a dashboard", uid)
             self._registry.transition(uid, replace(change, reason="NewProxyPortUnknown"))
@@ -276,7 +275,7 @@ class SshProxyTracker:
             return None
         if self._dashboard is None and self._stale(uid, node, event):
             return None
-        self._spawn(self._closing, uid, self._offline_unless_reopened(uid, event))
+        self._closing.spawn(uid, self._offline_unless_reopened(uid, event))
         return None
 
     def _stale(self, uid: UniqueId, node: NodeState | None, event: CloseProxy) -> bool:
@@ -337,7 +336,7 @@ class SshProxyTracker:
         names = [f"{prefix}ssh", f"{prefix}ssh-{uid}"]
         if node is not None and node.proxy_name:
             names.insert(0, node.proxy_name)
-        self._spawn(self._recoveries, uid, self._online_if_frps_has(uid, user, names))
+        self._recoveries.spawn(uid, self._online_if_frps_has(uid, user, names))
 
     async def _online_if_frps_has(self, uid: UniqueId, user: FrpcUser, names: list[str]) -> None:
         assert self._dashboard is not None
@@ -380,10 +379,8 @@ class SshProxyTracker:
         return True
 
     async def close(self) -> None:
-        tasks = [*self._closing.values(), *self._port_lookups.values(), *self._recoveries.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for tasks in (self._closing, self._port_lookups, self._recoveries):
+            await tasks.close()
 
     async def _online_once_frps_confirms(self, uid: UniqueId, change: NodeChange) -> None:
         """Online on the port frps shows for the proxy; not at all if frps does not have it
@@ -444,35 +441,7 @@ class SshProxyTracker:
             ),
         )
 
-    def _spawn(
-        self,
-        tasks: dict[UniqueId, asyncio.Task[None]],
-        uid: UniqueId,
-        work: Coroutine[Any, Any, None],
-    ) -> None:
-        task = asyncio.create_task(work)
-        tasks[uid] = task
-        task.add_done_callback(_forget(tasks, uid))
-
-    @staticmethod
-    def _cancel(tasks: dict[UniqueId, asyncio.Task[None]], uid: UniqueId) -> None:
-        task = tasks.pop(uid, None)
-        if task is not None:
-            task.cancel()
-
 
 def _own_name(owner: FrpcUser, proxy_name: str) -> str:
     """The proxy's name in its frpc.toml: frps reports `<user>.<name>`."""
     return proxy_name.removeprefix(f"{owner.user}.") if owner.user else proxy_name
-
-
-def _forget(
-    tasks: dict[UniqueId, asyncio.Task[None]], uid: UniqueId
-) -> Callable[[asyncio.Task[None]], None]:
-    def forget(task: asyncio.Task[None]) -> None:
-        if tasks.get(uid) is task:
-            del tasks[uid]
-        if not task.cancelled() and (error := task.exception()) is not None:
-            logger.error("node %s: event task failed", uid, exc_info=error)
-
-    return forget

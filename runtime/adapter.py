@@ -80,7 +80,7 @@ class Adapter:
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or Clock()
-        self.supervisor = Supervisor(self.clock)
+        self.supervisor = Supervisor(self.clock, settings.retry_backoff)
         self.frps = {
             server.name: FrpsLiveness(
                 server.name, server.address, watched=bool(settings.frps_down_after)
@@ -215,7 +215,9 @@ class Adapter:
             clock=clock,
         )
         stack.push_async_callback(self._drain)
-        self.loaded = supervisor.start("node-load", partial(registry.load, store))
+        self.loaded = supervisor.start(
+            "node-load", partial(registry.load, store, supervisor.backoff)
+        )
         supervisor.start(_WRITER, writer.run)
         for parts in self.servers.values():
             stack.push_async_callback(parts.close)
@@ -250,7 +252,14 @@ class Adapter:
         # Its own session: DingTalk is outside the cluster, often only through HTTPS_PROXY.
         session = await stack.enter_async_context(aiohttp.ClientSession(trust_env=True))
         outboxes = [
-            Outbox(d, session, interval=settings.notify_interval, clock=self.clock) for d in found
+            Outbox(
+                d,
+                session,
+                interval=settings.notify_interval,
+                backoff=settings.retry_backoff,
+                clock=self.clock,
+            )
+            for d in found
         ]
         notifier = Notifier(
             self.registry,

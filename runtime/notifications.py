@@ -26,9 +26,8 @@ import aiohttp
 from nodes.clock import Clock, cause
 from nodes.model import JsonObject, NodeState, NodeStatus, UniqueId, nm_name
 from nodes.registry import NodeRegistry
-from nodes.supervisor import backoff
 from nodes.watch import NodeEvent, WatchEndedError
-from schemas.settings import Settings, redacted
+from schemas.settings import Backoff, Settings, redacted
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +193,11 @@ class Outbox:
         session: aiohttp.ClientSession,
         *,
         interval: float,
+        backoff: Backoff,
         clock: Clock,
     ) -> None:
         self.destination = destination
+        self._backoff = backoff
         self._session = session
         self._interval = interval
         self._clock = clock
@@ -243,8 +244,8 @@ class Outbox:
                 continue
             self.results["failed"] += 1
             self._failures += 1
-            # The supervisor's doubling backoff, never sooner than the interval allows.
-            wait = max(self._interval, backoff(self._failures))
+            # The process's backoff, never sooner than the interval allows.
+            wait = max(self._interval, self._backoff.delay(self._failures))
             self._next_at = clock.monotonic() + wait
             logger.warning(
                 "%s notification of %d change(s) not delivered to %s (%s); trying again in %g s",

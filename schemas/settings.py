@@ -117,6 +117,30 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before trying again after failures in a row: `first` seconds after
+    the first, doubling, never more than `most`; one success starts it over."""
+
+    first: float
+    most: float
+
+    def delay(self, failures_in_a_row: int) -> float:
+        # Doubled as an exact integer, then capped: a float doubling overflows after ~1,000.
+        return min(self.first * (1 << min(max(failures_in_a_row - 1, 0), 64)), self.most)
+
+
+def _backoff(text: str) -> Backoff:
+    first, comma, most = text.partition(",")
+    try:
+        backoff = Backoff(_seconds(first), _seconds(most))
+    except ValueError:
+        comma = ""
+    if not comma or not 0 < backoff.first <= backoff.most:
+        raise ValueError(f"must be `first,most` seconds, 0 < first <= most, not {text!r}")
+    return backoff
+
+
 def _whole(most: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.isdigit() or not 0 < int(text) <= most:
@@ -423,6 +447,15 @@ class Settings:
         env="FRPA_CLOSE_GRACE_PERIOD",
         group="node state",
         help="seconds a CloseProxy waits for a new NewProxy",
+    )
+    retry_backoff: Backoff = _setting(
+        "1,60",
+        _backoff,
+        env="FRPA_RETRY_BACKOFF",
+        group="node state",
+        help="`first,most` seconds: a background task that failed, a lost Kubernetes watch, "
+        "an unread store or an undelivered notification is tried again after `first`, "
+        "doubling up to `most`",
     )
     heartbeat_persist_interval: float = _setting(
         "30",

@@ -71,6 +71,10 @@ def clock_of(client: TestClient[web.Request, web.Application]) -> FakeClock:
     return clock
 
 
+# The process's retry policy as it starts by default (FRPA_RETRY_BACKOFF unset).
+BACKOFF = Settings().retry_backoff
+
+
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "store": f"sqlite:///{tmp_path / 'frpa.db'}",

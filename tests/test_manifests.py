@@ -13,9 +13,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from nodes.supervisor import FAILURES_DOWN, Supervisor, backoff
+from nodes.supervisor import FAILURES_DOWN, Supervisor
 from schemas.settings import Settings, sqlite_path
 from tests.clock import FakeClock
+from tests.support import BACKOFF
 
 MANIFESTS = Path(__file__).parents[1] / "manifests"
 
@@ -127,7 +128,7 @@ async def probed(
     """Guarding `work` for `seconds`: for each phase of the probe, when the kubelet restarts
     the container (seconds after it started), or None if it does not."""
     step = probe.period / PHASES
-    supervisor = Supervisor(clock)
+    supervisor = Supervisor(clock, BACKOFF)
     supervisor.start("task", work)
     down: list[bool] = []
     try:
@@ -156,7 +157,7 @@ async def test_a_task_that_fails_and_recovers_is_never_down_long_enough_to_resta
     probe = liveness()
     clock = FakeClock()
     # Failures back to back, the longest it can be down for them; then it runs.
-    recovered = sum(backoff(n) for n in range(1, failures + 1))
+    recovered = sum(BACKOFF.delay(n) for n in range(1, failures + 1))
     work = failing(clock, times=failures, runs=0)
     restarts = await probed(work, clock, probe, recovered + probe.threshold * probe.period)
     assert restarts == [None] * PHASES
@@ -174,10 +175,12 @@ async def test_a_task_that_keeps_failing_is_down_long_enough_for_the_probe_to_re
     # between (a probe answered then resets the kubelet's count), only a wait to be started
     # again that outlasts what the probe tolerates restarts the pod.
     failures = FAILURES_DOWN
-    while runs and backoff(failures) < tolerated:
-        assert backoff(failures + 1) > backoff(failures), "the backoff stops short of the probe"
+    while runs and BACKOFF.delay(failures) < tolerated:
+        assert BACKOFF.delay(failures + 1) > BACKOFF.delay(failures), (
+            "the backoff stops short of the probe"
+        )
         failures += 1
-    failed = sum(runs + backoff(n) for n in range(1, failures)) + runs
+    failed = sum(runs + BACKOFF.delay(n) for n in range(1, failures)) + runs
     deadline = max(failed, probe.delay) + tolerated
     restarts = await probed(failing(clock, times=math.inf, runs=runs), clock, probe, deadline)
     assert all(restart is not None and restart <= deadline for restart in restarts), restarts

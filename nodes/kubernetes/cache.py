@@ -32,6 +32,7 @@ from nodes.model import (
     untrack,
 )
 from nodes.store import StoreObserver
+from schemas.settings import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ REQUEST_TIMEOUT = 10.0
 _WATCH_SECONDS = 300
 # The server ends a watch after _WATCH_SECONDS; the client gives up on a silent one later.
 _WATCH_REQUEST_SECONDS = _WATCH_SECONDS + 30
-_RELIST_BACKOFF_MAX = 30.0
 _MIN_WATCH_SECONDS = 1.0
 _SYNC_WAIT_SECONDS = 60.0
 _LIST_CHUNK = 100
@@ -76,8 +76,11 @@ _DICTIONARY = _typical_nm()
 
 
 class NodeCache:
-    def __init__(self, objects: client.CustomObjectsApi, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, objects: client.CustomObjectsApi, *, backoff: Backoff, clock: Clock | None = None
+    ) -> None:
         self._objects = objects
+        self._backoff = backoff  # between relists after the watch failed
         self._clock = clock or Clock()
         # name -> (resourceVersion, the NM as compact JSON, deflated)
         self._kept: dict[str, tuple[str, bytes]] = {}
@@ -171,11 +174,11 @@ class NodeCache:
         where it stopped; only 410 Gone or a failure lists everything again: at 50,000
         NMs a list holds the loop for about a second."""
         clock = self._clock
-        backoff = 1.0
+        failures = 0
         while True:
             try:
                 version = await self._relist()
-                backoff = 1.0
+                failures = 0
                 while True:
                     opened = clock.monotonic()
                     version = await self._watch_from(version)
@@ -186,8 +189,8 @@ class NodeCache:
                 continue
             except ApiError as e:
                 logger.warning("%s", e)
-            await clock.sleep(backoff)
-            backoff = min(backoff * 2, _RELIST_BACKOFF_MAX)
+            failures += 1
+            await clock.sleep(self._backoff.delay(failures))
 
     async def _watch_from(self, version: str | None) -> str | None:
         """Follow the changes after `version` until the watch ends; the last version seen

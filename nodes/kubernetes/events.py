@@ -17,6 +17,7 @@ from nodes.clock import Clock
 from nodes.kubernetes.cache import REQUEST_TIMEOUT
 from nodes.kubernetes.errors import ApiError, api_errors
 from nodes.model import GROUP, KIND, VERSION, JsonObject, NodeState, UniqueId
+from nodes.tasks import Tasks
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class TransitionEvents:
         # When each node last had an Event, oldest first; a node whose interval is over
         # is let go, so a storm's nodes are not all remembered.
         self._last: OrderedDict[UniqueId, float] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks("Kubernetes Event")
+        self._sent = 0
         # A burst's posts one after another: all at once, their steps (the client's work
         # on each request and answer) ran in the same turns of the loop, which took 8-12 ms
         # each while a reconciliation corrected 500 nodes, and a Ping took three of them.
@@ -100,18 +102,15 @@ class TransitionEvents:
             "lastTimestamp": stamp,
             "source": {"component": "frp-adapter"},
         }
-        task = asyncio.create_task(self._post(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sent += 1
+        self._tasks.spawn(self._sent, self._post(event))
 
     async def posted(self) -> None:
         """Return once every Event recorded so far is posted, or given up."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def _post(self, event: JsonObject) -> None:
         name = event["involvedObject"]["name"]

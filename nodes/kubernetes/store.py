@@ -60,7 +60,7 @@ class KubernetesStore:
         self._api = api
         self._supervisor = supervisor
         objects = client.CustomObjectsApi(api)
-        self._cache = NodeCache(objects, clock=clock)
+        self._cache = NodeCache(objects, backoff=supervisor.backoff, clock=clock)
         self._events = TransitionEvents(
             client.CoreV1Api(api),
             namespace=event_namespace,

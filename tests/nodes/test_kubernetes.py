@@ -32,9 +32,10 @@ from nodes.registry import NodeRegistry
 from nodes.store import NodeStore, StoreError
 from nodes.supervisor import Supervisor
 from nodes.writer import NodeWriter
+from schemas.settings import Backoff
 from tests.clock import FakeClock
 from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator, write_kubeconfig
-from tests.support import eventually
+from tests.support import BACKOFF, eventually
 
 NM = "nodemaintenances-abc123"
 
@@ -71,7 +72,7 @@ async def open_kubernetes(
         identity=identity,
         event_namespace="frp-adapter",
         event_min_interval=event_min_interval,
-        supervisor=Supervisor(clock),
+        supervisor=Supervisor(clock, BACKOFF),
         clock=clock,
     )
 
@@ -158,7 +159,7 @@ async def test_a_conflict_rereads_the_object_and_keeps_what_others_wrote(
 async def test_5xx_answers_are_retried_and_nothing_is_lost(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
-    writer = NodeWriter(store, retry_initial=0.01, retry_max=0.05)
+    writer = NodeWriter(store, retry=Backoff(0.01, 0.05))
     task = asyncio.create_task(writer.run())
     try:
         kube.fail_writes = 7
@@ -268,7 +269,7 @@ async def test_a_list_the_watch_does_not_serve_in_time_reads_the_api_itself(
     await store.apply([state(f"n{i}") for i in range(3)])
     monkeypatch.setattr(cache, "_SYNC_WAIT_SECONDS", 0.1)
     api = await connect()
-    unwatched = cache.NodeCache(client.CustomObjectsApi(api))  # no watch feeds it
+    unwatched = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)  # no watch feeds it
     try:
         names = [obj["metadata"]["name"] async for obj in unwatched.list()]
         assert names == [f"{NAME_PREFIX}n{i}" for i in range(3)]

@@ -21,6 +21,7 @@ from nodes.model import (
 from nodes.registry import PAGE_SCAN, NodeRegistry
 from nodes.sqlite import SqliteStore
 from nodes.writer import NodeWriter
+from tests.support import BACKOFF
 
 
 async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ async def test_the_port_index_names_each_ports_online_nodes_through_every_transi
         assert shared >= 2  # the walk gave ports to several online nodes at once
         await writer.drained()
         loaded = NodeRegistry(writer, heartbeat_persist_interval=60)
-        await loaded.load(store)
+        await loaded.load(store, BACKOFF)
         assert_port_index_agrees(loaded)
     finally:
         writing.cancel()

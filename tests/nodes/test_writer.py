@@ -11,6 +11,7 @@ from nodes.model import NodeChange, NodeState, UniqueId, apply_change
 from nodes.sqlite import SqliteStore
 from nodes.store import StoreError
 from nodes.writer import NodeWriter
+from schemas.settings import Backoff
 from tests.clock import FakeClock
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
@@ -58,7 +59,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def writer(store: FlakySqliteStore, clock: FakeClock) -> NodeWriter:
-    return NodeWriter(store, retry_initial=0.01, retry_max=0.05, clock=clock)
+    return NodeWriter(store, retry=Backoff(0.01, 0.05), clock=clock)
 
 
 @pytest.fixture

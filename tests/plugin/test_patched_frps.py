@@ -22,7 +22,7 @@ from plugin.dashboard import FrpsDashboard
 from plugin.reconciler import FrpsReconciler
 from tests.clock import FakeClock
 from tests.patched_frps import ADDRESS, PatchedFrps, frpc_unique_id
-from tests.support import FakeDashboard, online
+from tests.support import BACKOFF, FakeDashboard, online
 
 N1, N2, N3, N4 = (frpc_unique_id(i) for i in range(1, 5))
 AT = datetime(2026, 11, 25, tzinfo=UTC)
@@ -84,7 +84,7 @@ async def restart(tmp_path: Path, aiohttp_server: AiohttpServer) -> AsyncIterato
     ) -> Restarted:
         await store.apply(nodes)
         registry = NodeRegistry(writer, heartbeat_persist_interval=30)
-        await registry.load(store)
+        await registry.load(store, BACKOFF)
         server = await aiohttp_server(dashboard.app())
         api = FrpsDashboard(session, str(server.make_url("")), user="admin", password="admin")
         reconciler = FrpsReconciler(
