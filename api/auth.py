@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from cachetools import TTLCache
 
 from api.audit import AuditLog, start_record
 from api.callers import ANONYMOUS, IDENTITY, ROLE_NAMES, Identity, Role
@@ -171,7 +172,11 @@ class Access:
         self.denied = 0
         # Set at start-up when the cluster authenticates and authorizes API callers.
         self.reviewer: Reviewer | None = None
-        self._reviews: dict[tuple[str, ...], tuple[float, Identity | None]] = {}
+        # Answers of the Kubernetes API, a few seconds each (the least used go first when
+        # full), on the process's clock.
+        self._reviews: TTLCache[tuple[str, ...], Identity | None] = TTLCache(
+            _REVIEW_CACHE_SIZE, _REVIEW_CACHE_SECONDS, timer=clock.monotonic
+        )
 
     async def watch(self) -> None:
         """Reload the tokens file whenever it changes; a broken edit keeps the old tokens."""
@@ -298,10 +303,9 @@ class Access:
         """
         assert self.reviewer is not None
         cache_key = (token_digest(token), verb, subresource, name or "")
-        now = self._clock.monotonic()
-        cached = self._reviews.get(cache_key)
-        if cached is not None and now - cached[0] < _REVIEW_CACHE_SECONDS:
-            return cached[1]
+        if cache_key in self._reviews:
+            cached: Identity | None = self._reviews[cache_key]
+            return cached
         user = await self.reviewer.user(token)
         identity = None
         if user is not None:
@@ -309,9 +313,7 @@ class Access:
                 user, verb=verb, subresource=subresource, name=name
             )
             identity = Identity(user["username"], needed if allowed else Role.NONE)
-        if len(self._reviews) >= _REVIEW_CACHE_SIZE:
-            self._reviews.clear()
-        self._reviews[cache_key] = (now, identity)
+        self._reviews[cache_key] = identity
         return identity
 
     def _refused(self, request: web.Request, refusal: Refusal) -> Refusal:

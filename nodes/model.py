@@ -38,18 +38,21 @@ _MAX_NAME = 253
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-# CPython's cyclic garbage collector walks every object that may hold references; a full
-# collection over 100,000 nodes' states held the loop for ~0.4 s. An object that refers
-# only to strings, numbers, times, None and such containers cannot be in a cycle, so it
-# is taken off the collector's list, as CPython does itself for such tuples and dicts.
+# CPython's cyclic garbage collector walks every object that may hold references. An
+# immutable object that refers only to strings, numbers, times, None and objects untracked
+# themselves cannot be in a cycle, so it is taken off the collector's list, as CPython
+# does itself for such tuples (dicts it untracks and tracks again as they change, so none
+# is untracked here). bench/gc_pause.py, 100,000 nodes: a full collection 14 ms with this,
+# 64 ms without.
 _GC_UNTRACK = ctypes.pythonapi.PyObject_GC_UnTrack
 _GC_UNTRACK.argtypes = (ctypes.py_object,)
 _GC_UNTRACK.restype = None
 
 
 def untrack(obj: object) -> None:
-    """Keep `obj` out of cyclic garbage collection; only for objects that hold nothing but
-    strings, numbers, times, None, and objects untracked themselves."""
+    """Keep `obj` out of cyclic garbage collection: only for immutable objects (frozen
+    dataclasses, tuples) that hold nothing but strings, numbers, times, None, and objects
+    untracked themselves."""
     _GC_UNTRACK(obj)
 
 

@@ -63,7 +63,6 @@ class NodeWriter:
     def submit(self, state: NodeState) -> None:
         self._seq += 1
         self._pending[state.unique_id] = _Pending(self._seq, state)
-        untrack(self._pending)  # as the registry's states: a storm queues one per node
         self._wakeup.set()
         self._idle.clear()
 
@@ -133,7 +132,6 @@ class NodeWriter:
     def _requeue(self, batch: dict[UniqueId, _Pending]) -> None:
         for uid, item in batch.items():
             self._pending.setdefault(uid, item)
-        untrack(self._pending)
 
     def _stored(self, batch: dict[UniqueId, _Pending]) -> None:
         self.writes += len(batch)

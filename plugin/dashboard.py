@@ -86,7 +86,6 @@ class FrpsDashboard:
             listing.close()
         except ValueError as e:
             raise DashboardError(f"GET {url}: {e}") from e
-        untrack(proxies)  # held for a whole pass: a full collection would walk every proxy
         return proxies
 
     async def tcp_proxy(self, name: str) -> ProxyInfo | None:
@@ -130,7 +129,9 @@ class FrpsDashboard:
 class _ProxyListing:
     """frps's `{"proxies":[...]}`, one proxy at a time as the bytes arrive. With 100,000
     proxies the answer is ~40 MB: one `json.loads` would hold the loop (or, in a thread,
-    the GIL) for most of a second."""
+    the GIL) for most of a second. Not ijson: bench/dashboard_json.py, 100,000 proxies,
+    0.45 s in all and 3 ms at most per 64 KiB piece, against ijson's C backend's 1.4 s
+    and 7.6 ms."""
 
     def __init__(self) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")()

@@ -29,7 +29,6 @@ from nodes.model import (
     NodeState,
     UniqueId,
     parse_unique_id,
-    untrack,
 )
 from nodes.registry import NAMED_BY_USER, NodeRegistry
 from nodes.tasks import Tasks
@@ -293,7 +292,6 @@ async def _by_node(proxies: dict[str, ProxyInfo]) -> _Listed | None:
         # Every proxy of an frpc carries its unique_id; the node's is its SSH proxy.
         if uid not in by_node or _unique_id_in(name) == uid:
             by_node[uid] = proxy
-    untrack(by_node)
     return _Listed(by_node, frozenset(addresses)) if patched else None
 
 

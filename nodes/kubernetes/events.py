@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
-from collections import OrderedDict
 from datetime import UTC
 
+from cachetools import TTLCache
 from kubernetes_asyncio import client
 
 from nodes.clock import Clock
@@ -39,15 +40,18 @@ class TransitionEvents:
         self._clock = clock or Clock()
         self._namespace = namespace
         self._min_interval = min_interval
-        # When each node last had an Event, oldest first; a node whose interval is over
-        # is let go, so a storm's nodes are not all remembered.
-        self._last: OrderedDict[UniqueId, float] = OrderedDict()
+        # The nodes that had an Event within the interval: a storm's are let go with it.
+        self._recent: TTLCache[UniqueId, bool] = TTLCache(
+            math.inf, min_interval, timer=self._clock.monotonic
+        )
         self._tasks = Tasks("Kubernetes Event")
         self._sent = 0
         # A burst's posts one after another: all at once, their steps (the client's work
         # on each request and answer) ran in the same turns of the loop, which took 8-12 ms
         # each while a reconciliation corrected 500 nodes, and a Ping took three of them.
         self._posting = asyncio.Semaphore(_CONCURRENT_POSTS)
+        # A token bucket of our own, not aiolimiter's: this decides at once, to post or
+        # drop, on the process's clock; aiolimiter waits for capacity, on the loop's.
         self._tokens = _EVENT_BURST
         self._filled_at = self._clock.monotonic()
         self._dropping = False
@@ -57,17 +61,10 @@ class TransitionEvents:
         services = before.get("services") or [{}]
         if services[0].get("status") == state.status:
             return
-        now = self._clock.monotonic()
-        last = self._last.get(state.unique_id)
-        if last is not None and now - last < self._min_interval:
+        if state.unique_id in self._recent:
             return
-        while self._last:
-            oldest = next(iter(self._last))
-            if now - self._last[oldest] < self._min_interval:
-                break
-            del self._last[oldest]
-        self._last[state.unique_id] = now
-        self._last.move_to_end(state.unique_id)
+        self._recent[state.unique_id] = True
+        now = self._clock.monotonic()
         elapsed, self._filled_at = now - self._filled_at, now
         self._tokens = min(_EVENT_BURST, self._tokens + elapsed * _EVENTS_PER_SECOND)
         if self._tokens < 1:

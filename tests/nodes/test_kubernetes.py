@@ -522,10 +522,10 @@ async def test_nodes_past_the_event_interval_are_not_remembered(
     try:
         for i in range(300):
             events_of.record(state(f"storm-{i}"), {"metadata": {"name": f"storm-{i}"}}, {})
-        assert len(events_of._last) == 300
+        assert len(events_of._recent) == 300
         await clock.advance(0.1)
         events_of.record(state("later"), {"metadata": {"name": "later"}}, {})
-        assert list(events_of._last) == ["later"]
+        assert list(events_of._recent) == ["later"]
     finally:
         await events_of.close()
         await api.close()
