@@ -25,8 +25,9 @@ from tests.support import BACKOFF
 
 
 async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: Path) -> None:
-    """A tracked map of every node is walked, item by item, by each full collection: at
-    50,000 nodes a few ms apiece, on the plugin path."""
+    """Each node's objects stay off the collector's list (bench/gc_pause.py: a full
+    collection at 100,000 nodes 14 ms, 64 ms with them on it); only the registry's and the
+    writer's maps of them are walked, not untracked by hand since they change."""
     store = SqliteStore(str(tmp_path / "nodes.db"))
     writer = NodeWriter(store)  # not running: every state stays queued in it
     registry = NodeRegistry(writer, heartbeat_persist_interval=60)
@@ -43,12 +44,10 @@ async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: 
         registry.transition(UniqueId(f"node-{i}"), change)
     try:
         gc.collect()
-        holding = [
-            type(o).__name__
-            for o in gc.get_objects()
-            if isinstance(o, dict) and ("node-7" in o or ("127.0.0.1", "n7.ssh") in o or 16007 in o)
-        ]
-        assert holding == []
+        tracked = gc.get_objects()
+        assert not [o for o in tracked if isinstance(o, NodeState | tuple) and "node-7" in str(o)]
+        holding = [o for o in tracked if isinstance(o, dict) and UniqueId("node-7") in o]
+        assert [len(o) for o in holding] == [300, 300]  # the states, and the writes queued
         assert writer.backlog == 300
         assert len(registry.states()) == 300
     finally:
