@@ -14,7 +14,7 @@ cannot set headers on those), as the subprotocol
 `base64url.bearer.authorization.k8s.io.<token, base64url without padding>`, the form
 Kubernetes accepts for exec; the client also offers `frp-adapter.v1`, which is the one
 selected. A WebSocket upgrade from a browser page of another origin is refused unless
-that origin is in `FRPA_ALLOWED_ORIGINS`, and so is a write let in without a token
+that origin is in `FRPA_ALLOWED_ORIGINS` (or it is `*`), and so is a write let in without a token
 (anonymously, or from a trusted network): a page anywhere can make a browser post a form.
 """
 
@@ -345,7 +345,7 @@ class Access:
         """Why `request` counts as sent by a browser for a page of an origin neither this
         adapter's nor in FRPA_ALLOWED_ORIGINS; None when it does not."""
         origin = request.headers.get(hdrs.ORIGIN)
-        if origin in self._allowed_origins:
+        if origin in self._allowed_origins or "*" in self._allowed_origins:
             return None
         # Sec-Fetch-Site is the browser's own verdict, the page's scheme included, which
         # a proxy ending TLS in front of the adapter hides from it; Origin's host and port

@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from api.audit import AuditUnavailableError
+from api.gojson import go_json_response
 from nodes.errors import (
     AdapterError,
     InvalidInputError,
@@ -151,6 +152,7 @@ def answer_of(error: AdapterError) -> Answer:
 def answer(request: web.Request, error: AdapterError) -> web.Response:
     """`error` as the route of `request` answers it."""
     how = answer_of(error)
+    headers = how.headers(error) if how.headers is not None else None
     if is_original(request):
         if how.kind_first:
             message = f"{error.kind}: {error}"
@@ -158,10 +160,9 @@ def answer(request: web.Request, error: AdapterError) -> web.Response:
             message = error.details
         else:
             message = f"{error.kind}: {json.dumps(error.details)}"
-        body: object = {"code": how.status, "error": {"message": message}}
-    else:
-        body = {"error": error.kind, "details": error.details}
-    headers = how.headers(error) if how.headers is not None else None
+        original = {"code": how.status, "error": {"message": message}}
+        return go_json_response(original, status=how.status, headers=headers)
+    body = {"error": error.kind, "details": error.details}
     return web.json_response(body, status=how.status, headers=headers)
 
 

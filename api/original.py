@@ -2,8 +2,9 @@
 
 Parameters come from the query string (the original's patched frps sent them that way,
 with an empty body labelled application/json), a form body, or a JSON object body.
-Answers: `{"code": 200, "data": ...}`; refusals are raised as `AdapterError`s, which
-`api.errors` answers as the original did, `{"code": <status>, "error": {"message": ...}}`.
+Answers: `{"code":200,"data":...}`, written as Go's encoding/json writes it (`api.gojson`);
+refusals are raised as `AdapterError`s, which `api.errors` answers as the original did,
+`{"code":<status>,"error":{"message":...}}`.
 Writes return once the change is stored.
 """
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from api.errors import CommandFailedError
+from api.gojson import go_json_response
 from api.selection import node_target
 from api.state import STATE
 from api.v1 import loaded, node_object, node_state, run_audited, stored
@@ -41,7 +43,7 @@ _exec_schema = OriginalExecSchema()
 
 
 def _success(data: object) -> web.Response:
-    return web.json_response({"code": 200, "data": data})
+    return go_json_response({"code": 200, "data": data})
 
 
 async def home(request: web.Request) -> web.Response:
@@ -69,7 +71,11 @@ async def frp_fetch(request: web.Request) -> web.Response:
 
 
 async def frp_create(request: web.Request) -> web.Response:
-    data = _load(_create_schema, await _params(request))
+    data = _load(
+        _create_schema,
+        await _params(request),
+        "can't create nodemaintenances crd resource in k8s cluster,err is:",
+    )
     uid = _unique_id(data["unique_id"])
     await _loaded(request)
     _transition(request, uid, data, reason="FrpCreate", status=ONLINE)
@@ -78,7 +84,7 @@ async def frp_create(request: web.Request) -> web.Response:
 
 
 async def frp_update(request: web.Request) -> web.Response:
-    data = _load(_update_schema, await _params(request))
+    data = _load(_update_schema, await _params(request), "update failed:")
     uid = _unique_id(data["unique_id"])
     await _loaded(request)
     status: NodeStatus | None = None
@@ -118,7 +124,7 @@ async def reverse_shell_command(request: web.Request) -> web.Response:
 
 async def _exec(request: web.Request, name: str | None) -> web.Response:
     settings = request.app[STATE].adapter.settings
-    data = _load(_exec_schema, await _params(request))
+    data = _load(_exec_schema, await _params(request), "invalid parameters:")
     name = name or data["nm_name"]
     if not name:
         raise InvalidInputError("invalid parameters: nm_name: Missing data")
@@ -187,12 +193,14 @@ async def _params(request: web.Request) -> dict[str, Any]:
     return {**params, **parsed}
 
 
-def _load(schema: Schema, params: dict[str, Any]) -> dict[str, Any]:
+def _load(schema: Schema, params: dict[str, Any], failed: str) -> dict[str, Any]:
+    """`params` as `schema` reads them; refused in the words the original's route failed
+    with, `failed`."""
     try:
         data: dict[str, Any] = schema.load(params)
     except ValidationError as e:
         details = "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in _items(e))
-        raise InvalidInputError(f"invalid parameters: {details}") from e
+        raise InvalidInputError(f"{failed} {details}") from e
     return data
 
 

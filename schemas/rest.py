@@ -38,9 +38,12 @@ class _RestInput(Schema):
 
 
 class FrpCreateSchema(_RestInput):
-    frp_server_ip_address = fields.String(required=True, validate=_address)
+    """The original took every field as it came: an NM with no address or port yet is
+    stored with them empty; only a port no dial could use is refused."""
+
+    frp_server_ip_address = fields.String(load_default=None, validate=_address)
     unique_id = fields.String(required=True)
-    port = fields.Integer(required=True, validate=_port)
+    port = fields.Integer(load_default=None, validate=_port)
     mac_address = fields.String(load_default=None, validate=validate.Length(max=64))
     host_name = fields.String(load_default=None, validate=_address)
 

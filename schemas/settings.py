@@ -248,8 +248,18 @@ def _webhook(url: str) -> str:
     return url
 
 
+_ORIGIN = re.compile(r"https?://[^/\s:@?#]+(:\d{1,5})?")
+
+
 def _origins(text: str) -> frozenset[str]:
-    return frozenset(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    """Browser origins (`scheme://host[:port]`), or `*`: any origin, as the original had."""
+    origins = frozenset(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins - {"*"}:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"{origin!r} is not an origin: scheme://host[:port] (no path), or * for any"
+            )
+    return origins
 
 
 def _label_keys(text: str) -> tuple[str, ...]:
@@ -639,8 +649,9 @@ class Settings:
         _origins,
         env="FRPA_ALLOWED_ORIGINS",
         group="auth and audit",
-        help="browser origins, comma-separated, whose pages may open shells and make "
-        "token-less writes, besides the adapter's own",
+        help="browser origins (`scheme://host[:port]`, comma-separated; `*`: any, as the "
+        "original) whose pages may call the API, open shells and make token-less writes, "
+        "besides the adapter's own",
     )
     trusted_networks: tuple[Network, ...] = _setting(
         "",

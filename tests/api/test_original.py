@@ -4,6 +4,7 @@ the ways they call it, answering with the original's status, envelope and words.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 from contextlib import closing
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
+from schemas.settings import SettingsError, load_settings
 from tests.support import settings_for
 
 Client = TestClient[web.Request, web.Application]
@@ -259,6 +261,21 @@ async def test_v1_unknown_node_is_404(client: Client) -> None:
     assert await resp.json() == {"error": "not found", "details": {"name": "nodemaintenances-nope"}}
 
 
+# main/main.go:20-54 (branch http): `Cors`, word for word.
+ORIGINAL_CORS = {
+    "Access-Control-Allow-Methods": "POST, GET, OPTIONS, PUT, DELETE,UPDATE",
+    "Access-Control-Allow-Headers": "Authorization, Content-Length, X-CSRF-Token, Token,"
+    "session,X_Requested_With,Accept, Origin, Host, Connection, Accept-Encoding, "
+    "Accept-Language,DNT, X-CustomHeader, Keep-Alive, User-Agent, X-Requested-With, "
+    "If-Modified-Since, Cache-Control, Content-Type, Pragma",
+    "Access-Control-Expose-Headers": "Content-Length, Access-Control-Allow-Origin, "
+    "Access-Control-Allow-Headers,Cache-Control,Content-Language,Content-Type,Expires,"
+    "Last-Modified,Pragma,FooBar",
+    "Access-Control-Max-Age": "172800",
+    "Access-Control-Allow-Credentials": "false",
+}
+
+
 async def test_preflights_and_answers_carry_cors_headers_for_allowed_origins_only(
     tmp_path: Path, aiohttp_client: AiohttpClient
 ) -> None:
@@ -266,12 +283,16 @@ async def test_preflights_and_answers_carry_cors_headers_for_allowed_origins_onl
     client = await aiohttp_client(
         create_app(settings_for(tmp_path, allowed_origins=frozenset({console})))
     )
-    preflight = {"Origin": console, "Access-Control-Request-Method": "PUT"}
+    preflight = {
+        "Origin": console,
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "x-requested-with, token",
+    }
     resp = await client.options("/frp_update", headers=preflight)
-    assert resp.status == 204
+    assert resp.status == 200
+    assert await resp.read() == b'"Options Request!"'
     assert resp.headers["Access-Control-Allow-Origin"] == console
-    assert "PUT" in resp.headers["Access-Control-Allow-Methods"]
-    assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+    assert {k: resp.headers[k] for k in ORIGINAL_CORS} == ORIGINAL_CORS
     resp = await client.get("/frp_fetch/nodemaintenances-nope", headers={"Origin": console})
     assert resp.status == 404  # a refusal, readable by the console too
     assert resp.headers["Access-Control-Allow-Origin"] == console
@@ -280,3 +301,73 @@ async def test_preflights_and_answers_carry_cors_headers_for_allowed_origins_onl
     assert "Access-Control-Allow-Origin" not in resp.headers
     resp = await client.get("/", headers={"Origin": "https://elsewhere.example"})
     assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_any_origin_with_a_star_as_the_original_and_never_with_credentials(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    """main/main.go:35-44: `Access-Control-Allow-Origin: *` for any Origin; every OPTIONS
+    answered 200 `"Options Request!"` (main.go:48-50)."""
+    client = await aiohttp_client(
+        create_app(settings_for(tmp_path, allowed_origins=frozenset({"*"})))
+    )
+    for origin in ("https://anywhere.example", "http://10.0.0.9:3000", "null"):
+        resp = await client.options("/frp_fetch/nodemaintenances-x", headers={"Origin": origin})
+        assert (resp.status, await resp.read()) == (200, b'"Options Request!"')
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert resp.headers["Access-Control-Allow-Credentials"] == "false"
+        resp = await client.get("/", headers={"Origin": origin})
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Vary" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    "value", ["https://console.example/app", "console.example", "https://a.example,ftp://b"]
+)
+def test_a_malformed_allowed_origin_stops_start_up(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"FRPA_ALLOWED_ORIGINS: .* is not an origin"):
+        load_settings(argparse.Namespace(), {"FRPA_ALLOWED_ORIGINS": value})
+
+
+async def test_answers_are_the_bytes_go_writes(client: Client) -> None:
+    """app/helpers/helpers.go:11-24 write entries.Success / entries.Error with gin's
+    c.JSON: Go's encoding/json, compact, raw UTF-8, `<` `>` `&` escaped."""
+    resp = await client.get("/")
+    assert await resp.read() == b'{"code":200,"data":"Frp Adapter Is Working Now...."}'
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    resp = await client.get("/frp_fetch/nodemaintenances-<b>&\u4e2d\u6587")
+    assert resp.status == 404
+    assert (
+        await resp.read()
+        == (
+            '{"code":404,"error":{"message":"failed to get latest version of nodeMaintenance: '
+            'nodemaintenances.edge.harmonycloud.cn \\"nodemaintenances-\\u003cb\\u003e\\u0026'
+            '\u4e2d\u6587\\" not found"}}'
+        ).encode()
+    )
+    form = {"frp_server_ip_address": "1.2.3.4", "unique_id": "abc123", "port": "6006"}
+    assert (await client.post("/frp_create", data=form)).status == 200
+    resp = await client.get("/frp_fetch/nodemaintenances-abc123")
+    assert await resp.read() == (
+        b'{"code":200,"data":{"frp_server_ip_address":"1.2.3.4","proxy_port":"6006",'
+        b'"status":"online"}}'
+    )
+
+
+async def test_frp_create_takes_what_the_original_took(client: Client) -> None:
+    """app/action/frp/frp_action.go:31-48: every field as c.PostForm gives it, "" when
+    absent; a port no dial could use is refused in the words its failure had."""
+    resp = await client.post("/frp_create", data={"unique_id": "bare1"})
+    assert resp.status == 200, await resp.text()
+    obj = await (await client.get("/api/v1/nodes/nodemaintenances-bare1")).json()
+    service = obj["spec"]["services"][0]
+    assert (service["frpServerIpAddress"], service["proxyPort"]) == ("", "")
+    status, body = await fetch(client, "nodemaintenances-bare1")
+    assert (status, body["data"]["proxy_port"]) == (200, "")
+    resp = await client.post("/frp_create", data={"unique_id": "bare2", "port": "70000"})
+    assert resp.status == 400
+    message = (await resp.json())["error"]["message"]
+    assert message.startswith("can't create nodemaintenances crd resource in k8s cluster,err is:")
+    assert "port" in message
+    resp = await client.put("/frp_update", data={"unique_id": "bare1", "port": "x"})
+    assert (await resp.json())["error"]["message"].startswith("update failed: port")
