@@ -51,7 +51,7 @@ _COMMANDS = (
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _kubeconfig(list(sys.argv[1:] if argv is None else argv))
     if not args or (args[0] not in (*_COMMANDS, "-h", "--help")):
         args.insert(0, "serve")
     parser = _parser()
@@ -104,6 +104,23 @@ async def _exec(
     if parsed.selector:
         return await fleet.run_on_many(parsed.url, parsed.selector, command, parsed.timeout, token)
     return await client.run(parsed.url, parsed.nm_name, command, parsed.timeout, token)
+
+
+def _kubeconfig(args: list[str]) -> list[str]:
+    """`args` without the original's `-kubeconfig PATH` (Go's flag package also takes
+    `--kubeconfig`, and `=PATH`), which sets KUBECONFIG, as the flag meant there."""
+    rest: list[str] = []
+    taken = iter(args)
+    for arg in taken:
+        name, eq, value = arg.partition("=")
+        if name not in ("-kubeconfig", "--kubeconfig"):
+            rest.append(arg)
+            continue
+        path = value if eq else next(taken, "")
+        if not path:
+            sys.exit(f"frp-adapter: {name} needs a path")
+        os.environ["KUBECONFIG"] = path
+    return rest
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ GROUPS = (
 )
 # The terminal client's (`frp-adapter ssh`, `exec`): the running adapter, and its token.
 URL_VARIABLE = "FRPA_URL"
+PORT_VARIABLE = "PORT"  # the original's: where to listen when FRP_ADAPTER_ADDRESS is unset
 TOKEN_VARIABLE = "FRPA_TOKEN"  # noqa: S105  (a variable name)
 _OURS = "FRPA_"
 # frp's own config templating reads FRP_* variables too: an unknown one may be frp's.
@@ -755,6 +756,12 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
             raise SettingsError(f"{source}: {e}") from e
         given[f.name] = str(source)
     _check_together(given, values)
+    if "address" not in given and (port := environ.get(PORT_VARIABLE)):
+        # The original's `http` build listened on :$PORT (else :8080).
+        try:
+            values["address"] = _address(f":{port}")
+        except ValueError as e:
+            raise SettingsError(f"{PORT_VARIABLE}: {e}") from e
     return Settings(**values)
 
 

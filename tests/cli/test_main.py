@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cli.main import _kubeconfig
 from tests.e2e.peers import Processes
 from tests.support import free_port, new_proxy
 
@@ -142,3 +144,20 @@ def test_frps_config_prints_a_plugin_block_on_a_fresh_secret_path() -> None:
     assert f'path = "/frps/handler/{secret[1]}"' in first
     assert 'addr = "10.0.0.5:9000"' in first
     assert secret[1] not in second
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-kubeconfig=/etc/k.conf"],
+        ["-kubeconfig", "/etc/k.conf"],
+        ["--kubeconfig=/etc/k.conf"],
+        ["--kubeconfig", "/etc/k.conf", "serve"],
+    ],
+)
+def test_the_originals_kubeconfig_flag_sets_kubeconfig(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert _kubeconfig(args) == [a for a in args if a == "serve"]
+    assert os.environ["KUBECONFIG"] == "/etc/k.conf"

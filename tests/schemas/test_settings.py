@@ -138,3 +138,12 @@ def test_each_frps_may_name_its_bind_port_after_its_address() -> None:
         load(FRPA_FRPS_SERVERS="a=10.0.0.2:ssh")
     with pytest.raises(SettingsError, match="drop FRPA_FRPS_ADDRESS, FRPA_FRPS_BIND_PORT"):
         load(FRPA_FRPS_SERVERS="a=10.0.0.2", FRPA_FRPS_BIND_PORT="7100")
+
+
+def test_port_is_where_to_listen_when_no_address_is_given() -> None:
+    """The original's `http` build (main/main.go) listened on :$PORT."""
+    assert load(PORT="9090").address == ("", 9090)
+    assert load(PORT="9090", FRP_ADAPTER_ADDRESS="127.0.0.1:7000").address == ("127.0.0.1", 7000)
+    assert load("--address", "127.0.0.1:7001", PORT="9090").address == ("127.0.0.1", 7001)
+    with pytest.raises(SettingsError, match="PORT: "):
+        load(PORT="http")
