@@ -147,6 +147,9 @@ async def _exec(request: web.Request, name: str | None) -> web.Response:
         why = f"Process exited with status {result.exit_status}"
     else:
         output = result.stdout.decode(errors="replace").strip()
+        if result.truncated:  # the original kept it all; past the limit, say so
+            limit = settings.exec_output_limit
+            output += f"\n[output cut at {limit} bytes: FRPA_EXEC_OUTPUT_LIMIT]"
         return _success(f"execute shell command {cmd} successfully,the result is: {output}")
     raise CommandFailedError(f"execute shell command {cmd} failed, err is: {why}")
 

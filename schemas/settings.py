@@ -572,7 +572,7 @@ class Settings:
         help="the longest timeout an exec call may ask for, seconds",
     )
     exec_output_limit: int = _setting(
-        "1048576",
+        "16777216",
         _whole(1 << 30),
         env="FRPA_EXEC_OUTPUT_LIMIT",
         group="SSH",

@@ -111,6 +111,26 @@ async def test_exec_output_is_capped_and_says_so(
     assert body["exit_status"] == 0
 
 
+async def test_the_originals_exec_returns_all_output_and_says_when_it_is_cut(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    """app/action/reverse_proxy/reverse_proxy.go returned the whole output: 2 MiB come
+    back whole under the default limit; past a limit, the answer says it was cut."""
+    command = "head -c 2097152 /dev/zero | tr '\\0' x"
+    form = {"nm_name": NODE, "cmd": command}
+    client = await adapter(aiohttp_client, tmp_path, sshd)
+    await register(client, "abc123", sshd.port)
+    body = await (await client.post("/reverse_proxy_shell", data=form)).json()
+    said = f"execute shell command {command} successfully,the result is: "
+    assert body["data"] == said + "x" * 2097152
+    (tmp_path / "small").mkdir()
+    small = await adapter(aiohttp_client, tmp_path / "small", sshd, exec_output_limit=1000)
+    await register(small, "abc123", sshd.port)
+    body = await (await small.post("/reverse_proxy_shell", data=form)).json()
+    cut = "\n[output cut at 1000 bytes: FRPA_EXEC_OUTPUT_LIMIT]"
+    assert body["data"] == said + "x" * 1000 + cut
+
+
 async def test_exec_timeout_kills_the_remote_command(client: Client, tmp_path: Path) -> None:
     marker, pidfile = tmp_path / "survived", tmp_path / "pid"
     command = f"echo $$ > {pidfile}; sleep 3 && touch {marker}"
