@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from api.errors import CommandFailedError
 from api.gojson import go_json_response
-from api.selection import node_target
+from api.selection import node_target, original_name
 from api.state import STATE
 from api.v1 import loaded, node_object, node_state, run_audited, stored
 from nodes.errors import InvalidInputError, NodeNotFoundError, NotLoadedError, NotStoredError
@@ -128,6 +128,7 @@ async def _exec(request: web.Request, name: str | None) -> web.Response:
     name = name or data["nm_name"]
     if not name:
         raise InvalidInputError("invalid parameters: nm_name: Missing data")
+    name = original_name(request, name)
     cmd = data["cmd"]
     target: SshTarget | None = None
     try:

@@ -13,7 +13,7 @@ from aiohttp import web
 from api.callers import IDENTITY
 from api.state import STATE
 from nodes.errors import InvalidInputError, NodeNotFoundError
-from nodes.model import InvalidUniqueIdError, NodeState, nm_name, unique_id_of
+from nodes.model import NAME_PREFIX, InvalidUniqueIdError, NodeState, nm_name, unique_id_of
 from schemas.labels import (
     EVERY_NODE,
     FieldName,
@@ -101,3 +101,17 @@ def batch_names(request: web.Request, data: Mapping[str, Any]) -> list[str]:
         if state is None or not chosen.scope.matches(state.known_labels) or chosen(state):
             names.append(name)
     return names
+
+
+def original_name(request: web.Request, name: str) -> str:
+    """The NM the original's shell and exec routes mean by `name`: the original took the
+    part after its first `-` as the unique_id (app/action/reverse_proxy/reverse_proxy.go:63,
+    130), so `ssh-<unique_id>` named the node too. `name` itself when an NM has it."""
+    registry = request.app[STATE].adapter.registry
+    for candidate in (name, NAME_PREFIX + name.partition("-")[2]):
+        try:
+            if registry.get(unique_id_of(candidate)) is not None:
+                return candidate
+        except InvalidUniqueIdError:
+            continue
+    return name

@@ -27,6 +27,7 @@ from marshmallow import ValidationError
 from api import audit
 from api.auth import WS_PROTOCOL
 from api.errors import TooManyError
+from api.selection import original_name
 from api.state import STATE
 from nodes.clock import Clock
 from nodes.errors import AdapterError, InvalidInputError
@@ -49,18 +50,19 @@ _resize_schema = ResizeSchema()
 
 
 async def original_shell(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, binary=False, default_size=ORIGINAL_SIZE)
+    name = original_name(request, request.match_info["nm_name"])
+    return await _serve(request, name, binary=False, default_size=ORIGINAL_SIZE)
 
 
 async def shell(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, binary=True, default_size=DEFAULT_SIZE)
+    name = request.match_info["nm_name"]
+    return await _serve(request, name, binary=True, default_size=DEFAULT_SIZE)
 
 
 async def _serve(
-    request: web.Request, *, binary: bool, default_size: tuple[int, int]
+    request: web.Request, name: str, *, binary: bool, default_size: tuple[int, int]
 ) -> web.StreamResponse:
     connector = request.app[STATE].adapter.ssh
-    name = request.match_info["nm_name"]
     try:
         query = _query_schema.load(dict(request.query))
     except ValidationError as e:
@@ -194,8 +196,15 @@ class _Bridge:
 
     async def _keystrokes(self) -> None:
         async for msg in self._ws:
-            if msg.type == WSMsgType.BINARY:
+            if msg.type == WSMsgType.BINARY and (self._binary or not msg.data.startswith(b"{")):
                 await self._write(msg.data)
+            elif msg.type == WSMsgType.BINARY:  # the original read every frame alike
+                decoded = msg.data.decode(errors="replace")
+                text = await self._control(decoded)
+                if text is decoded:  # not a control frame: keystrokes, as they came
+                    await self._write(msg.data)
+                elif text:
+                    await self._write(text.encode(self._encoding, errors="replace"))
             elif msg.type == WSMsgType.TEXT:
                 text = await self._control(msg.data)
                 if text:
@@ -218,12 +227,22 @@ class _Bridge:
             frame = parse_json(text)
         except ValueError:
             return text
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        if not isinstance(frame, dict):
+            return text
+        # Go's encoding/json matched the original's keys without regard to case.
+        frame = {str(key).lower(): value for key, value in frame.items()}
+        if not isinstance(frame.get("type"), str):
             return text
         if frame["type"] == "cmd":
             return frame["cmd"] if isinstance(frame.get("cmd"), str) else ""
         if frame["type"] != "resize":
             return ""
+        if not self._binary:  # consoles of the original send sizes as strings too
+            frame.update(
+                (key, int(value))
+                for key, value in frame.items()
+                if key in ("cols", "rows") and isinstance(value, str) and value.isdigit()
+            )
         try:
             resize = _resize_schema.load(frame)
         except ValidationError as e:

@@ -131,6 +131,12 @@ class ShellQuerySchema(Schema):
     rows = fields.Integer(validate=_terminal_size)
     encoding = fields.String(load_default="utf-8", validate=_text_encoding)
 
+    @pre_load
+    def unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """A size a page left unset (`?cols=undefined`) is the route's default, as the
+        original, which took none from the query, had it."""
+        return {k: v for k, v in data.items() if v not in ("", "undefined", "null")}
+
 
 def _file_mode(text: str) -> None:
     if not (text.isdigit() and set(text) <= set("01234567") and int(text, 8) <= 0o7777):

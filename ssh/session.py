@@ -44,13 +44,18 @@ class Shell:
         return completed.exit_status if completed.exit_signal is None else None
 
 
+# The PTY modes the original asked for (app/action/reverse_proxy/core/ssh/
+# ssh_shell_conn.go:86-90): echo, and 14.4 kbaud both ways.
+_TERM_MODES = {asyncssh.PTY_ECHO: 1, asyncssh.PTY_OP_ISPEED: 14400, asyncssh.PTY_OP_OSPEED: 14400}
+
+
 @asynccontextmanager
 async def open_shell(
     connector: SshConnector, target: SshTarget, *, cols: int, rows: int
 ) -> AsyncIterator[Shell]:
     async with connector.connect(target) as conn:
         process = await conn.create_process(
-            term_type="xterm", term_size=(cols, rows), encoding=None
+            term_type="xterm", term_size=(cols, rows), term_modes=_TERM_MODES, encoding=None
         )
         connector.shells_active += 1
         try:

@@ -406,6 +406,26 @@ async def test_the_original_shells_frames_are_read_as_the_original_read_them(
         assert "heartbeat" not in seen
 
 
+async def test_the_original_shell_reads_frames_as_go_unmarshalled_them(client: Client) -> None:
+    """app/action/reverse_proxy/core/ssh/ssh_shell_conn.go:119-160: every frame, text or
+    binary, is unmarshalled into wsMsg (keys matched without regard to case); the PTY has
+    the modes of lines 86-90; reverse_proxy.go:38-75 took no size from the query; and
+    :63 found the node by the part of its name after the first `-`."""
+    uid = NODE.removeprefix("nodemaintenances-")
+    route = f"/reverse_proxy/ssh-{uid}?cols=undefined&rows=undefined"
+    async with client.ws_connect(route) as ws:
+        await ws.send_str("stty size; stty -a | grep -o 'speed [0-9]* baud'\r")
+        # Linux has no 14400 baud: sshd (ttymodes.c) sets the next lower, 9600; a PTY no
+        # speed is asked for has 38400.
+        await read_until(ws, "88 33\r\nspeed 9600 baud")
+        await ws.send_bytes(b'{"Type":"resize","Cols":"105","ROWS":40}')
+        await ws.send_bytes(b"stty size\r")
+        await read_until(ws, "40 105")
+        await ws.send_str('{"TYPE":"RESIZE","cols":1}')  # not a type it knows: dropped
+        await ws.send_bytes('{"type":"cmd","cmd":"echo \u4e2d\u6587!\r"}'.encode())
+        await read_until(ws, "中文!")
+
+
 @pytest.mark.parametrize("route", ["/reverse_proxy/{}", "/api/v1/nodes/{}/shell"])
 async def test_a_character_split_between_reads_arrives_whole(client: Client, route: str) -> None:
     # 中文 in UTF-8 is e4 b8 ad e6 96 87: the node writes it in two pieces, 0.3 s apart.
