@@ -119,6 +119,25 @@ class AdapterCollector(Collector):
                 gauge.add_metric([key, value, status], count)
         return gauge
 
+    def _readiness(self, stats: Stats) -> Iterator[Metric]:
+        """What the alerts on readiness read."""
+        yield GaugeMetricFamily(
+            "frpa_store_backlog",
+            "Node changes waiting to be stored",
+            value=stats.store_backlog,
+        )
+        yield GaugeMetricFamily(
+            "frpa_ready",
+            "1 while /readyz answers 200: the store keeps what is written",
+            value=int(stats.store_problem is None),
+        )
+        if (tls := self._state.tls) is not None:
+            yield GaugeMetricFamily(
+                "frpa_tls_certificate_expiry_timestamp_seconds",
+                "When the HTTPS certificate served stops being valid, Unix time",
+                value=tls.expires_at,
+            )
+
     def collect(self) -> Iterator[Metric]:
         if not self._state.adapter.opened:
             return
@@ -158,6 +177,7 @@ class AdapterCollector(Collector):
         )
         failures.add_metric([stats.backend], stats.store_write_failures)
         yield failures
+        yield from self._readiness(stats)
         yield GaugeMetricFamily(
             "frpa_leader",
             "1 on the replica that runs reconciliation and heartbeat expiry",
@@ -192,6 +212,14 @@ class AdapterCollector(Collector):
             "Nodes set offline because their Pings stopped",
             value=stats.heartbeat_expiries,
         )
+        transitions = CounterMetricFamily(
+            "frpa_node_transitions",
+            "Nodes' status changes made by this replica, by the status reached and why",
+            labels=["status", "reason"],
+        )
+        for (status, reason), count in sorted(stats.transitions.items()):
+            transitions.add_metric([status, reason], count)
+        yield transitions
         yield CounterMetricFamily(
             "frpa_node_labels_skipped",
             "Malformed labels in frpc's metadatas.labels, skipped (the node is let in)",

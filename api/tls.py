@@ -13,6 +13,8 @@ import asyncio
 import logging
 import ssl
 
+from cryptography import x509
+
 from api.watched import Stamp, stamp
 from nodes.clock import Clock
 from schemas.settings import SettingsError
@@ -54,6 +56,15 @@ def _context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+def _not_after(cert_file: str) -> float:
+    """The end of the (first) certificate's validity in `cert_file`, Unix time."""
+    pem = _read("FRPA_TLS_CERT_FILE", cert_file)
+    try:
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+    except ValueError as e:
+        raise CertificateError(f"FRPA_TLS_CERT_FILE {cert_file}: {e}") from e
+
+
 def _read(variable: str, path: str) -> bytes:
     try:
         with open(path, "rb") as file:
@@ -70,6 +81,8 @@ class Certificates:
         self._key_file = key_file
         self._clock = clock
         self._current = _context(cert_file, key_file)
+        # When the certificate served stops being valid, Unix time: for an alert, ahead.
+        self.expires_at = _not_after(cert_file)
         self._stamp = self._stamps()
         # What the server is given: its handshakes switch to the current pair.
         self.served = _context(cert_file, key_file)
@@ -89,6 +102,7 @@ class Certificates:
             self._stamp = seen
             try:
                 self._current = await asyncio.to_thread(_context, self._cert_file, self._key_file)
+                self.expires_at = await asyncio.to_thread(_not_after, self._cert_file)
             except CertificateError as e:
                 logger.error("keeping the previous TLS certificate: %s", e)
                 continue

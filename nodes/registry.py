@@ -91,6 +91,8 @@ class NodeRegistry:
         self._label_keys = label_keys
         self._label_counts: Counter[tuple[str, str, str]] = Counter()
         self.heartbeat_expiries = 0
+        # Status changes made here, by (status to, reason): a few reasons, named in code.
+        self.transitions: Counter[tuple[NodeStatus, str]] = Counter()
         self._watches: set[NodeWatch] = set()
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
@@ -170,6 +172,7 @@ class NodeRegistry:
             return new
         self._put(new, made_here=True)
         if current is None or new.status != current.status:
+            self.transitions[new.status, new.reason] += 1
             before = current.status if current else "unknown"
             logger.info(
                 "node %s %s -> %s (%s) run_id=%s",

@@ -339,6 +339,7 @@ class Adapter:
             stalls=self.expiry.stalls,
             expiry_sweep_seconds=self.expiry.last_sweep_seconds,
             heartbeat_expiries=self.registry.heartbeat_expiries,
+            transitions=Counter(self.registry.transitions),
             labels_skipped=sum(parts.tracker.labels_skipped for parts in self.servers.values()),
             tasks=supervisor.tasks(),
             task_restarts=restarts,

@@ -49,6 +49,7 @@ class Stats:
     stalls: int
     expiry_sweep_seconds: float
     heartbeat_expiries: int
+    transitions: Counter[tuple[str, str]]  # (status to, reason) -> changes made here
     labels_skipped: int  # malformed labels frpc declared
     tasks: Mapping[str, TaskStatus]
     task_restarts: Counter[str]  # every task that ran listed
