@@ -7,6 +7,7 @@ ssh does: with the remote exit status, 255 when the node cannot be reached.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -18,15 +19,42 @@ import termios
 import tty
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from nodes.tasks import first_to_end
+from schemas.settings import URL_VARIABLE
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 UNREACHABLE = 255
 TIMED_OUT = 124  # as GNU timeout exits
 _CONNECT_SECONDS = 30.0
+
+
+async def answer_of(resp: aiohttp.ClientResponse) -> Any:
+    """The JSON answer of an frp-adapter; ValueError, in words, for what is not one (the
+    URL of frps's dashboard, or of a web page)."""
+    try:
+        return await resp.json(content_type=None)
+    except ValueError:
+        kind = resp.headers.get("Content-Type", "no content type")
+        raise ValueError(
+            f"{resp.url.origin()} answered {resp.status} ({kind}), not as frp-adapter's API "
+            f"does: is --url ({URL_VARIABLE}) the adapter's address?"
+        ) from None
+
+
+def adapter_url(text: str) -> str:
+    """`--url` as given, `http://` added when it has no scheme; ArgumentTypeError says
+    what is wrong with one that cannot be the adapter's."""
+    url = text if "://" in text else f"http://{text}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not the adapter's URL: http(s)://host[:port], e.g. {DEFAULT_URL}"
+        )
+    return url
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
@@ -67,7 +95,7 @@ async def run(
             async with session.post(
                 f"{url.rstrip('/')}/api/v1/nodes/{name}/exec", json=body
             ) as resp:
-                answer = await resp.json(content_type=None)
+                answer = await answer_of(resp)
         except (aiohttp.ClientError, ValueError) as e:
             return fail(f"cannot reach the adapter at {url}: {e}")
     if resp.status != 200:
@@ -90,7 +118,7 @@ async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
         aiohttp.ClientSession(headers=auth_headers(token)) as session,
         session.post(f"{url.rstrip('/')}/api/v1/nodes/{name}/frpc-token") as resp,
     ):
-        answer = await resp.json(content_type=None)
+        answer = await answer_of(resp)
     if resp.status != 200:
         raise ValueError(f"{resp.status} {answer.get('error')}: {answer.get('details')}")
     issued: str = answer["token"]
@@ -145,7 +173,7 @@ async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: s
                 yield chunk
 
     async with session.put(url, params={"path": path}, data=chunks()) as resp:
-        answer = await resp.json(content_type=None)
+        answer = await answer_of(resp)
     progress.done()
     if resp.status != 200:
         return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
@@ -161,7 +189,7 @@ async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: s
 async def _download(session: aiohttp.ClientSession, url: str, path: str, destination: str) -> int:
     async with session.get(url, params={"path": path}) as resp:
         if resp.status != 200:
-            answer = await resp.json(content_type=None)
+            answer = await answer_of(resp)
             return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
         if "Content-Length" not in resp.headers:
             return fail(f"{path} is a directory: cp copies files")
@@ -315,7 +343,7 @@ async def _refusal(session: aiohttp.ClientSession, shell_url: str, status: int) 
     drops the body, so the same request is made once more, plainly, to read it."""
     try:
         async with session.get(shell_url) as resp:
-            answer = await resp.json(content_type=None)
+            answer = await answer_of(resp)
         return f"{answer['error']}: {answer['details']}"
     except (aiohttp.ClientError, ValueError, TypeError, KeyError):
         return "a valid token is needed in FRPA_TOKEN" if status == 401 else "refused"

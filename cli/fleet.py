@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from cli.client import COPY_CHUNK, auth_headers, fail
+from cli.client import COPY_CHUNK, answer_of, auth_headers, fail
 
 FAILED = 1
 _PAGE = 500
@@ -33,7 +33,7 @@ async def list_nodes(
         try:
             while True:
                 async with session.get(f"{url.rstrip('/')}/api/v1/nodes", params=query) as resp:
-                    answer = await resp.json(content_type=None)
+                    answer = await answer_of(resp)
                 if resp.status != 200:
                     return fail(f"{answer.get('error')}: {answer.get('details')}")
                 rows.extend(_row(item) for item in answer["items"])
@@ -130,7 +130,7 @@ async def _lines(
         try:
             async with session.request(method, f"{url.rstrip('/')}{path}", **request) as resp:
                 if resp.status != 200:
-                    answer = await resp.json(content_type=None)
+                    answer = await answer_of(resp)
                     yield fail(f"{answer.get('error')}: {answer.get('details')}")
                     return
                 async for raw in resp.content:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import gc
 import logging
 import os
@@ -52,6 +53,10 @@ _COMMANDS = (
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _kubeconfig(list(sys.argv[1:] if argv is None else argv))
+    if args and not args[0].startswith("-") and args[0] not in _COMMANDS:
+        nearest = difflib.get_close_matches(args[0], _COMMANDS, n=1)
+        hint = f"; did you mean {nearest[0]}?" if nearest else ""
+        sys.exit(f"frp-adapter: no command {args[0]!r}{hint} (commands: {', '.join(_COMMANDS)})")
     if not args or (args[0] not in (*_COMMANDS, "-h", "--help")):
         args.insert(0, "serve")
     parser = _parser()
@@ -155,6 +160,10 @@ def _parser() -> argparse.ArgumentParser:
         "exec",
         help="run a command on a node, or on every online node a selector chooses: "
         "exec NM_NAME -- CMD, exec -l SELECTOR -- CMD",
+        description="Run CMD on a node (or on every online node SELECTOR chooses) and exit "
+        "with its status, as ssh does. As ssh, the words of CMD are joined with spaces and "
+        "the node's shell reads the line: quote what must stay one word for it, e.g. "
+        "exec NODE -- sh -c \"'echo out; exit 7'\" (or exec NODE -- 'echo out; exit 7').",
     )
     _add_url(remote)
     _add_selector(remote)
@@ -188,6 +197,7 @@ def _add_selector(parser: argparse.ArgumentParser) -> None:
 def _add_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
+        type=client.adapter_url,
         default=os.environ.get(URL_VARIABLE, client.DEFAULT_URL),
         help=f"the running adapter [{URL_VARIABLE}, default {client.DEFAULT_URL}]",
     )

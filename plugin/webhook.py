@@ -151,13 +151,25 @@ class PluginEndpoint:
                 return op, "frp-adapter cannot store node state right now; try again later"
             ignored = self._handlers[op](event)
         except AdmissionError as e:
-            return op, f"{op} refused: {e}"
+            reason = f"{op} refused: {e}"
+            self._say_refused(_who(event), reason)
+            return op, reason
         except Exception:
             self._note(ERROR, _who(event), f"{op} failed inside frp-adapter", exc_info=True)
             return op, None
         if ignored is not None:
             self._note(ignored.kind, ignored.who, f"{op}: {ignored.why}")
         return op, None
+
+    def _say_refused(self, who: str, reason: str) -> None:
+        """Log a refused frpc at WARNING, once per frpc and reason: a refused frpc tries
+        again every few seconds."""
+        if (who, reason) in self._told:
+            return
+        if len(self._told) >= _TOLD_MEMORY:
+            self._told.clear()
+        self._told.add((who, reason))
+        logger.warning("%s: %s; said once per frpc and reason", who or "frpc unknown", reason)
 
     def _note(self, kind: str, who: str, why: str, *, exc_info: bool = False) -> None:
         """Count a call allowed without a node change; log it once per kind and frpc."""

@@ -740,6 +740,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     for name in environ:
         if name.startswith(_OURS) and name not in _known():
             raise SettingsError(_unknown(name))
+        if name.startswith(_SHARED) and name not in _known() and _misspelt_original(name):
+            raise SettingsError(_unknown(name))
     values: dict[str, Any] = {}
     given: dict[str, str] = {}  # setting -> the flag or variable it came from
     for f, setting in declared():
@@ -776,6 +778,13 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 def _known() -> set[str]:
     return {setting.env for _, setting in declared()} | {URL_VARIABLE, TOKEN_VARIABLE}
+
+
+def _misspelt_original(name: str) -> bool:
+    """Whether an unknown FRP_ variable is one of the original's misspelt (FRP_ADAPTER_ADDR):
+    other FRP_ variables may be frp's own, and are only warned of."""
+    originals = {env for env in _known() if env.startswith(_SHARED)}
+    return bool(difflib.get_close_matches(name, originals, n=1, cutoff=0.85))
 
 
 def _unknown(name: str) -> str:

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from cli.main import _kubeconfig
 from tests.e2e.peers import Processes
@@ -95,7 +98,7 @@ async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path:
     env = {
         "FRPA_STORE": f"sqlite:///{tmp_path / 'frpa.db'}",
         "FRPA_LOG_FORMAT": "json",
-        "FRP_SERVER_APII": "http://127.0.0.1:7500",  # frp's own, or a misspelling: a warning
+        "FRP_SERVER_TOKEN": "x",  # frp's own, maybe: a warning
     }
     try:
         await processes.start_adapter(port, env)
@@ -110,7 +113,7 @@ async def test_json_logs_carry_one_line_per_transition_with_its_fields(tmp_path:
     assert ("INFO", f"listening on http://127.0.0.1:{port}") in said
     assert (
         "WARNING",
-        "FRP_SERVER_APII is not a setting; did you mean FRP_SERVER_API?: ignored",
+        "FRP_SERVER_TOKEN is not a setting; did you mean FRP_SERVER_WEBHOOK?: ignored",
     ) in said
     transitions = [line for line in lines if "to" in line]
     assert transitions == [
@@ -161,3 +164,57 @@ def test_the_originals_kubeconfig_flag_sets_kubeconfig(
     monkeypatch.delenv("KUBECONFIG", raising=False)
     assert _kubeconfig(args) == [a for a in args if a == "serve"]
     assert os.environ["KUBECONFIG"] == "/etc/k.conf"
+
+
+def test_an_unknown_command_is_an_error_naming_the_nearest() -> None:
+    done = run("sshh", "x")
+    assert done.returncode != 0
+    assert "no command 'sshh'; did you mean ssh?" in done.stderr
+
+
+def test_a_misspelt_variable_of_the_originals_stops_start_up() -> None:
+    done = run(env={"FRP_ADAPTER_ADDR": ":9000"})
+    assert done.returncode == 2
+    assert "FRP_ADAPTER_ADDR is not a setting; did you mean FRP_ADAPTER_ADDRESS?" in done.stderr
+
+
+def test_exec_help_says_how_words_are_joined() -> None:
+    assert "joined with spaces" in run("exec", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [("ftp://host", "is not the adapter's URL"), ("http://", "is not the adapter's URL")],
+)
+def test_a_url_that_cannot_be_the_adapters_is_refused_in_words(url: str, words: str) -> None:
+    done = run("ls", "--url", url)
+    assert done.returncode == 2
+    assert words in done.stderr
+
+
+async def test_a_url_without_a_scheme_works_and_a_url_of_something_else_says_so(
+    aiohttp_server: Any,
+) -> None:
+    async def dashboard(_: web.Request) -> web.Response:
+        return web.Response(text='{"proxies": []} {"x": 1}', content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/nodes", dashboard)
+    server = await aiohttp_server(app)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        "ls",
+        "--url",
+        f"127.0.0.1:{server.port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 255
+    said = stderr.decode()
+    assert f"http://127.0.0.1:{server.port} answered 200 (text/plain" in said
+    assert "not as frp-adapter's API does: is --url (FRPA_URL) the adapter's address?" in said
+    assert "Extra data" not in said

@@ -126,15 +126,21 @@ async def test_ssh_ports_stay_in_range_and_with_their_node(
 
 @pytest.mark.parametrize("rule", ["require_registered", "node_tokens"])
 async def test_a_frpc_that_names_no_node_is_refused_only_where_registration_is_required(
-    tmp_path: Path, aiohttp_client: AiohttpClient, rule: str
+    tmp_path: Path, aiohttp_client: AiohttpClient, rule: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     anonymous = login(name="", unique_id=None)
     (tmp_path / "open").mkdir()
     assert await answer(await adapter(aiohttp_client, tmp_path / "open"), anonymous) is None
     client = await adapter(aiohttp_client, tmp_path, **{rule: True})
-    assert await answer(client, anonymous) == (
+    refusal = (
         "Login refused: only registered nodes may log in, this frpc names none: unique_id is empty"
     )
+    with caplog.at_level(logging.WARNING, logger="plugin.webhook"):
+        for _ in range(3):  # it tries again and again: said once
+            assert await answer(client, anonymous) == refusal
+    assert [r.getMessage() for r in caplog.records if refusal in r.getMessage()] == [
+        f"frpc unknown: {refusal}; said once per frpc and reason"
+    ]
 
 
 async def test_a_port_is_free_again_once_its_node_moves_closes_it_or_falls_silent(
