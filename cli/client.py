@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
 import termios
 import tty
@@ -111,14 +112,20 @@ async def run(
     return status if isinstance(status, int) else UNREACHABLE
 
 
-async def issue_frpc_token(url: str, name: str, token: str | None) -> str:
-    """A new frpc token for node `name` (the previous one stops working); ClientError or
-    ValueError says why not."""
-    async with (
-        aiohttp.ClientSession(headers=auth_headers(token)) as session,
-        session.post(f"{url.rstrip('/')}/api/v1/nodes/{name}/frpc-token") as resp,
-    ):
-        answer = await answer_of(resp)
+async def issue_frpc_token(url: str, name: str, token: str | None, *, force: bool) -> str:
+    """A new frpc token for node `name` (the previous one stops working: only with `force`
+    when it has one); ClientError or ValueError says why not."""
+    nodes = f"{url.rstrip('/')}/api/v1/nodes"
+    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+        async with session.get(f"{nodes}/{name}") as resp:
+            node = await answer_of(resp) if resp.status == 200 else {}
+        if node.get("status", {}).get("frpcTokenHash") and not force:
+            raise ValueError(
+                f"{name} has a token already, which its frpc.toml holds: a new one would "
+                "refuse its frpc at its next restart (--force replaces it)"
+            )
+        async with session.post(f"{nodes}/{name}/frpc-token") as resp:
+            answer = await answer_of(resp)
     if resp.status != 200:
         raise ValueError(f"{resp.status} {answer.get('error')}: {answer.get('details')}")
     issued: str = answer["token"]
@@ -131,6 +138,12 @@ COPY_CHUNK = 1 << 18
 async def copy(url: str, source: str, destination: str, token: str | None) -> int:
     """`cp SRC DST`, one side `NM_NAME:/path` on a node, the other a local path; a
     destination that is a directory (local) or ends in `/` (node) gets the source's name."""
+    for spec in (source, destination):
+        name, colon, path = spec.partition(":")
+        if colon and name.startswith("nodemaintenances-") and not path.startswith("/"):
+            return fail(
+                f"{spec}: a path on a node is absolute, from its root: {name}:/home/<user>/{path}"
+            )
     remote_source, remote_destination = _on_node(source), _on_node(destination)
     if (remote_source is None) == (remote_destination is None):
         return fail("cp copies between here and a node: one side must be NM_NAME:/path")
@@ -139,8 +152,8 @@ async def copy(url: str, source: str, destination: str, token: str | None) -> in
         try:
             if remote_destination is not None:
                 name, path = remote_destination
-                if path.endswith("/"):
-                    path += os.path.basename(source)
+                if path.endswith("/") or await _is_directory(session, f"{files}/{name}", path):
+                    path = f"{path.rstrip('/')}/{os.path.basename(source)}"
                 return await _upload(session, f"{files}/{name}/files", path, source)
             assert remote_source is not None
             name, path = remote_source
@@ -149,6 +162,16 @@ async def copy(url: str, source: str, destination: str, token: str | None) -> in
             return await _download(session, f"{files}/{name}/files", path, destination)
         except (aiohttp.ClientError, OSError) as e:
             return fail(f"cp failed: {e}")
+
+
+async def _is_directory(session: aiohttp.ClientSession, node_url: str, path: str) -> bool:
+    """Whether `path` is a directory on the node (which answers one with its listing), so
+    that a file copied there goes into it, as scp has it."""
+    # One byte of a file is asked for: a directory answers its listing whole, a file not.
+    async with session.get(
+        f"{node_url}/files", params={"path": path}, headers={"Range": "bytes=0-0"}
+    ) as resp:
+        return resp.status == 200 and resp.content_type == "application/json"
 
 
 def _on_node(spec: str) -> tuple[str, str] | None:
@@ -191,7 +214,7 @@ async def _download(session: aiohttp.ClientSession, url: str, path: str, destina
         if resp.status != 200:
             answer = await answer_of(resp)
             return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
-        if "Content-Length" not in resp.headers:
+        if resp.content_type == "application/json":  # the listing of a directory
             return fail(f"{path} is a directory: cp copies files")
         progress = _Progress(path, int(resp.headers["Content-Length"]))
         with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
@@ -277,6 +300,7 @@ class _Terminal:
         self._ws = ws
         self._status = UNREACHABLE
         self._outbox: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=64)
+        self._spoken = asyncio.Event()  # the node's shell has written something
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -308,25 +332,21 @@ class _Terminal:
                 await self._ws.send_str(frame)
 
     async def _keystrokes(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
         fd = sys.stdin.fileno()
-        # A duplicate, so closing the pipe transport leaves our stdin open.
-        stdin = os.fdopen(os.dup(fd), "rb", 0)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), stdin
-        )
-        try:
-            while data := await reader.read(4096):
-                await self._outbox.put(data)
-        finally:
-            transport.close()
-            os.set_blocking(fd, True)  # the duplicate shared our stdin's non-blocking flag
+        async for data in _input_of(fd):
+            await self._outbox.put(data)
+        if not os.isatty(fd):
+            # Input from a pipe or a file has ended, as `ssh -T` passes it on: the node's
+            # PTY reads an end of file (^D) and its shell exits; once the shell has said
+            # something, since a ^D before it reads is lost.
+            await self._spoken.wait()
+            await self._outbox.put(b"\x04")
 
     async def _output(self) -> None:
         out = sys.stdout.buffer
         async for msg in self._ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
+                self._spoken.set()
                 out.write(msg.data)
                 out.flush()
             elif msg.type == aiohttp.WSMsgType.TEXT:
@@ -336,6 +356,27 @@ class _Terminal:
                     self._status = status if isinstance(status, int) else UNREACHABLE
                 elif control.get("type") == "error":
                     fail(f"\r\n{control.get('message')}\r")
+
+
+async def _input_of(fd: int) -> AsyncIterator[bytes]:
+    """What arrives on `fd` (this terminal, a pipe, a file, /dev/null) until it ends."""
+    mode = os.fstat(fd).st_mode
+    if not (os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        # A file or /dev/null: epoll takes neither, so they are read in a thread.
+        while data := await asyncio.to_thread(os.read, fd, 4096):
+            yield data
+        return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    # A duplicate, so closing the pipe transport leaves our stdin open.
+    stdin = os.fdopen(os.dup(fd), "rb", 0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    try:
+        while data := await reader.read(4096):
+            yield data
+    finally:
+        transport.close()
+        os.set_blocking(fd, True)  # the duplicate shared our stdin's non-blocking flag
 
 
 async def _refusal(session: aiohttp.ClientSession, shell_url: str, status: int) -> str:

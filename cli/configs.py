@@ -4,13 +4,13 @@ adapter's running settings ask for (frp 0.52+ TOML), ready to paste."""
 from __future__ import annotations
 
 import json
+import secrets
 from urllib.parse import urlsplit
 
 from nodes.model import UniqueId
 from schemas.settings import FrpsServer, Settings
 
 _DASHBOARD_PORT = 7500
-_SSH_PORT = 22
 # Without a dashboard or FRPA_ALLOWED_PORTS, a port to start from: each node needs its own.
 _SOME_PORT = 22000
 
@@ -33,27 +33,34 @@ def frps_config(settings: Settings, host: str, secret: str) -> str:
 
 
 def _dashboard(settings: Settings, server: FrpsServer) -> str:
-    lines = ["[webServer]", 'addr = "0.0.0.0"']
+    """The dashboard where the adapter reads it, and only there, never without a password:
+    it lists every node and can be asked to close proxies."""
     if server.api is None:
-        lines[0:0] = [
-            "# its dashboard: give the adapter FRP_SERVER_API=http://<this frps>:"
-            f"{_DASHBOARD_PORT}, to confirm events and learn the ports frps picks"
-        ]
-        lines.append(f"port = {_DASHBOARD_PORT}")
+        password = secrets.token_urlsafe(18)
+        return (
+            "# its dashboard, on this host only (for the adapter elsewhere, the address it\n"
+            "# reaches this frps at); give the adapter FRP_SERVER_API=http://<this frps>:"
+            f"{_DASHBOARD_PORT},\n"
+            f"# FRP_SERVER_HTTPAUTHUSERNAME=frp-adapter, FRP_SERVER_HTTPAUTHPASSWORD={password}\n"
+            f'[webServer]\naddr = "127.0.0.1"\nport = {_DASHBOARD_PORT}\n'
+            f'user = "frp-adapter"\npassword = "{password}"\n'
+        )
+    url = urlsplit(server.api)
+    lines = [
+        "[webServer]",
+        f"addr = {json.dumps(url.hostname or '127.0.0.1')}  # where FRP_SERVER_API reaches it",
+        f"port = {url.port or _DASHBOARD_PORT}",
+    ]
+    if settings.frps_api_user:
+        lines.append(f"user = {json.dumps(settings.frps_api_user)}")
+        lines.append('password = "<FRP_SERVER_HTTPAUTHPASSWORD>"  # its value: not shown')
     else:
-        lines.append(f"port = {_port(server.api)}")
-        if settings.frps_api_user:
-            lines.append(f"user = {json.dumps(settings.frps_api_user)}")
-            lines.append('password = "<FRP_SERVER_HTTPAUTHPASSWORD>"  # its value: not shown')
+        lines.append("# set user and password, and FRP_SERVER_HTTPAUTHUSERNAME/PASSWORD to match")
     return "\n".join(lines) + "\n"
 
 
-def _port(url: str) -> int:
-    return urlsplit(url).port or _DASHBOARD_PORT
-
-
 def frpc_config(
-    settings: Settings, server: FrpsServer, unique_id: UniqueId, token: str | None
+    settings: Settings, server: FrpsServer, unique_id: UniqueId, token: str | None, ssh_port: int
 ) -> str:
     """An edge node's frpc.toml: its id (and token) in metadatas, its sshd as a tcp proxy."""
     key = json.dumps(settings.unique_id_meta_key)
@@ -78,7 +85,7 @@ def frpc_config(
         'name = "ssh"',
         'type = "tcp"',
         'localIP = "127.0.0.1"',
-        f"localPort = {_SSH_PORT}",
+        f"localPort = {ssh_port}  # the node's sshd",
         f"remotePort = {port}",
     ]
     return "\n".join(lines) + "\n"

@@ -146,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(node_config)
     _add_url(node_config)
     node_config.add_argument("--frps", help="the frps it logs in to (default: the first)")
+    node_config.add_argument(
+        "--local-port", type=int, default=22, help="the node's sshd port (default 22)"
+    )
+    node_config.add_argument(
+        "--force", action="store_true", help="replace the node's frpc token if it has one"
+    )
     node_config.add_argument("unique_id")
     shell = commands.add_parser("ssh", help="open a shell on a node (NM name)")
     _add_url(shell)
@@ -243,11 +249,13 @@ async def _print_frpc_config(args: argparse.Namespace, token: str | None) -> int
     node_token = None
     if settings.node_tokens:
         try:
-            node_token = await client.issue_frpc_token(args.url, nm_name(uid), token)
+            node_token = await client.issue_frpc_token(
+                args.url, nm_name(uid), token, force=args.force
+            )
         except (aiohttp.ClientError, ValueError, KeyError) as e:
             print(f"frp-adapter: cannot issue the node's token at {args.url}: {e}", file=sys.stderr)
             return client.UNREACHABLE
-    print(frpc_config(settings, server, uid, node_token), end="")
+    print(frpc_config(settings, server, uid, node_token, args.local_port), end="")
     return 0
 
 

@@ -261,6 +261,20 @@ async def test_frp_adapter_cp_copies_both_ways(frp: FrpSetup, tmp_path: Path) ->
     code, err = await cp(f"{NODE}:/nonexistent/file", str(tmp_path / "back"))
     assert code == 255
     assert "no such file" in err
+    # As scp: into a directory named without its slash; a directory is not a file to copy;
+    # a path relative to nothing is explained.
+    (tmp_path / "into").mkdir()
+    assert await cp(str(local), f"{NODE}:{tmp_path / 'into'}") == (0, "")
+    assert (tmp_path / "into" / "local.bin").read_bytes() == local.read_bytes()
+    code, err = await cp(f"{NODE}:{tmp_path / 'into'}", str(tmp_path / "listing"))
+    assert (code, err.strip()) == (
+        255,
+        f"frp-adapter: {tmp_path / 'into'} is a directory: cp copies files",
+    )
+    assert not (tmp_path / "listing").exists()
+    code, err = await cp(str(local), f"{NODE}:rel.bin")
+    assert code == 255
+    assert f"a path on a node is absolute, from its root: {NODE}:/home/<user>/rel.bin" in err
 
 
 def temporaries(directory: Path) -> list[Path]:
@@ -337,3 +351,29 @@ async def test_a_node_gone_silent_mid_download_is_given_up_after_the_step_timeou
                     await resp.read()  # what was sent, then the cut
         finally:
             frpc.send_signal(signal.SIGCONT)
+
+
+async def test_ssh_with_its_input_from_a_pipe_or_nothing_runs_it_and_ends(
+    frp: FrpSetup,
+) -> None:
+    """As `ssh -T`: the input ends, the node's shell reads its end and exits with its status."""
+    env = {
+        **os.environ,
+        "FRPA_TOKEN": TOKENS["operator"],
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+
+    async def ssh(stdin: bytes | None) -> tuple[int | None, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli", "ssh", "--url", frp.adapter_url, NODE, env=env,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+        return process.returncode, out.decode(errors="replace"), err.decode()
+
+    code, out, err = await ssh(b"echo piped-$((6*7)); exit 3\n")
+    assert (code, "Traceback" in err) == (3, False), err
+    assert "piped-42" in out
+    code, _, err = await ssh(None)
+    assert (code, err) == (0, "")

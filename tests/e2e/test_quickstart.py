@@ -72,21 +72,26 @@ async def test_three_pasted_blocks_take_a_node_from_nothing_to_a_command_run(
         frps_toml = tmp_path / "frps.toml"
         frps_toml.write_text(
             f'bindAddr = "127.0.0.1"\nbindPort = {frps_port}\n'
-            + filled(frps_block, password=f'"{PASSWORD}"').replace(
-                'addr = "0.0.0.0"',
-                'addr = "127.0.0.1"',  # the dashboard: loopback, here
-            )
+            + filled(frps_block, password=f'"{PASSWORD}"')
         )
+        assert 'addr = "127.0.0.1"  # where FRP_SERVER_API reaches it' in frps_block
         frp.processes.start("frps", [str(frps_bin), "-c", str(frps_toml)])
         await wait_for_port(frps_port, frp.processes.running["frps"])
 
         # Block 2: the node's frpc.toml, with its own frpc token issued on the way.
         client_env = {**env, "FRPA_URL": url, "FRPA_TOKEN": TOKENS["admin"]}
-        code, frpc_block, err = await cli("frpc-config", "edge-7", env=client_env)
+        code, frpc_block, err = await cli(
+            "frpc-config", "--local-port", str(sshd.port), "edge-7", env=client_env
+        )
         assert code == 0, err
         assert "metadatas.token" in frpc_block
+        assert f"localPort = {sshd.port}  # the node's sshd" in frpc_block
         frpc_toml = tmp_path / "frpc.toml"
-        frpc_toml.write_text(filled(frpc_block, serverPort=frps_port, localPort=sshd.port))
+        frpc_toml.write_text(filled(frpc_block, serverPort=frps_port))
+        # Run again by mistake, it keeps the node's token: a new one needs --force.
+        code, _, err = await cli("frpc-config", "edge-7", env=client_env)
+        assert code != 0
+        assert "nodemaintenances-edge-7 has a token already" in err
         frp.processes.start("edge-7", [str(frpc_bin), "-c", str(frpc_toml)])
 
         # Block 3: a command on the node.
