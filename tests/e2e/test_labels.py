@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,8 @@ from kubernetes_asyncio import client, config
 from playwright.async_api import Browser
 
 from tests.cli.test_main import run
-from tests.e2e.peers import FrpSetup, Processes, frp_binaries, node_online, sshd_behind_frps
+from tests.e2e.peers import FrpSetup, kubernetes_frp, node_online, sshd_behind_frps
 from tests.e2e.test_console import signed_in
-from tests.kube import running_kube
 from tests.support import TOKENS, bearer, eventually, tokens_file
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,19 @@ async def fleet(tmp_path: Path) -> AsyncIterator[FrpSetup]:
             frp.start_frpc(f"edge-{node}", f"edge-{node}", local_port=sshd.port, labels=labels)
         for node in LABELS:
             await node_online(frp, nm(node))
+            # frps's dashboard may show a node before its NewProxy, with it its labels, is
+            # confirmed: the fixture is ready once every node carries its frpc's labels.
+            await eventually(partial(labelled, frp, node), within=30, what=f"{node}'s labels")
         yield frp
+
+
+async def labelled(frp: FrpSetup, node: str) -> bool:
+    async with (
+        aiohttp.ClientSession(headers=bearer("read")) as session,
+        session.get(f"{frp.adapter_url}/api/v1/nodes/{nm(node)}") as resp,
+    ):
+        declared = (await resp.json())["status"].get("frpcLabels")
+    return bool(declared == ",".join(sorted(filter(None, LABELS[node].split(",")))))
 
 
 async def listed(frp: FrpSetup, headers: dict[str, str], **query: str) -> list[str]:
@@ -164,63 +176,54 @@ async def test_selectors_choose_and_a_scoped_token_reaches_only_its_nodes(
 async def test_a_label_set_with_a_kubernetes_client_outlives_the_frpcs_reconnection(
     tmp_path: Path,
 ) -> None:
-    async with running_kube(tmp_path) as (kube, kubeconfig):
-        processes = Processes(tmp_path)
-        frps, frpc = frp_binaries(tmp_path)
-        frp = FrpSetup(
-            processes, frps, frpc, {"FRPA_STORE": "kubernetes", "KUBECONFIG": str(kubeconfig)}
-        )
-        try:
-            await frp.start_adapter(FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)))
-            await frp.start_frps()
-            frp.start_frpc("edge-sh", "edge-sh", labels=LABELS["sh"])
-            await node_online(frp, nm("sh"))
-            api = await config.new_client_from_config(str(kubeconfig))
-            async with api:
-                objects = client.CustomObjectsApi(api)
-                await objects.patch_cluster_custom_object(
-                    "edge.harmonycloud.cn",
-                    "v1alpha1",
-                    "nodemaintenances",
-                    nm("sh"),
-                    {"metadata": {"labels": {"site": "hz", "team": "edge"}}},
-                    _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-                )
-            edited = {"env": "prod", "site": "hz", "team": "edge"}
+    async with kubernetes_frp(tmp_path) as (kube, frp):
+        processes = frp.processes
+        await frp.start_adapter(FRPA_API_TOKENS_FILE=str(tokens_file(tmp_path)))
+        await frp.start_frps()
+        frp.start_frpc("edge-sh", "edge-sh", labels=LABELS["sh"])
+        await node_online(frp, nm("sh"))
+        api = await config.new_client_from_config(frp.store_env["KUBECONFIG"])
+        async with api:
+            objects = client.CustomObjectsApi(api)
+            await objects.patch_cluster_custom_object(
+                "edge.harmonycloud.cn",
+                "v1alpha1",
+                "nodemaintenances",
+                nm("sh"),
+                {"metadata": {"labels": {"site": "hz", "team": "edge"}}},
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            )
+        edited = {"env": "prod", "site": "hz", "team": "edge"}
 
-            async def adapter_sees(labels: dict[str, str]) -> bool:
-                async with (
-                    aiohttp.ClientSession(headers=bearer("read")) as session,
-                    session.get(f"{frp.adapter_url}/api/v1/nodes/{nm('sh')}") as resp,
-                ):
-                    return bool((await resp.json())["metadata"].get("labels") == labels)
+        async def adapter_sees(labels: dict[str, str]) -> bool:
+            async with (
+                aiohttp.ClientSession(headers=bearer("read")) as session,
+                session.get(f"{frp.adapter_url}/api/v1/nodes/{nm('sh')}") as resp,
+            ):
+                return bool((await resp.json())["metadata"].get("labels") == labels)
 
-            await eventually(lambda: adapter_sees(edited), within=30, what="the edit seen")
-            before = kube.node_maintenances()[nm("sh")]["status"]["runId"]
-            await processes.stop("edge-sh")
-            frp.start_frpc("edge-sh", "edge-sh", labels=LABELS["sh"])
+        await eventually(lambda: adapter_sees(edited), within=30, what="the edit seen")
+        before = kube.node_maintenances()[nm("sh")]["status"]["runId"]
+        await processes.stop("edge-sh")
+        frp.start_frpc("edge-sh", "edge-sh", labels=LABELS["sh"])
 
-            async def reconnected() -> bool:
-                status = kube.node_maintenances()[nm("sh")]["status"]
-                return bool(
-                    status["runId"] != before and status["services"][0]["status"] == "online"
-                )
+        async def reconnected() -> bool:
+            status = kube.node_maintenances()[nm("sh")]["status"]
+            return bool(status["runId"] != before and status["services"][0]["status"] == "online")
 
-            await eventually(reconnected, within=30, what="edge-sh back with a new run_id")
-            assert kube.node_maintenances()[nm("sh")]["metadata"]["labels"] == edited
-            assert await adapter_sees(edited)
-            # Its frpc declares anew: only the keys it declares, or declared, change.
-            await processes.stop("edge-sh")
-            frp.start_frpc("edge-sh", "edge-sh", labels="site=bj")
-            declared = {"site": "bj", "team": "edge"}
-            await eventually(lambda: adapter_sees(declared), within=30, what="the new labels")
+        await eventually(reconnected, within=30, what="edge-sh back with a new run_id")
+        assert kube.node_maintenances()[nm("sh")]["metadata"]["labels"] == edited
+        assert await adapter_sees(edited)
+        # Its frpc declares anew: only the keys it declares, or declared, change.
+        await processes.stop("edge-sh")
+        frp.start_frpc("edge-sh", "edge-sh", labels="site=bj")
+        declared = {"site": "bj", "team": "edge"}
+        await eventually(lambda: adapter_sees(declared), within=30, what="the new labels")
 
-            async def stored() -> bool:
-                return bool(kube.node_maintenances()[nm("sh")]["metadata"]["labels"] == declared)
+        async def stored() -> bool:
+            return bool(kube.node_maintenances()[nm("sh")]["metadata"]["labels"] == declared)
 
-            await eventually(stored, within=30, what="the new labels stored")
-        finally:
-            await processes.stop_all()
+        await eventually(stored, within=30, what="the new labels stored")
 
 
 async def test_the_cli_lists_runs_and_copies_by_selector(fleet: FrpSetup, tmp_path: Path) -> None:
