@@ -174,7 +174,11 @@ async def _put_spooled(
             except Exception as e:  # a fault of ours on one node leaves the others going
                 logger.exception("batch upload to %s failed", name)
                 record.result = "error: internal error"
-                return {"node": name, "error": "internal error", "details": repr(e)}
+                return {
+                    "node": name,
+                    "error": "internal error",
+                    "details": f"{type(e).__name__}: {e}",
+                }
             finally:
                 await request.app[STATE].audit.end(record)
             return {"node": name, **asdict(stored)}

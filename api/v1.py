@@ -302,7 +302,11 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
                 return {"node": name, "error": e.kind, "details": str(e)}
             except Exception as e:  # one node's fault is its own line; the others go on
                 logger.exception("exec on %s failed", name)
-                return {"node": name, "error": "internal error", "details": repr(e)}
+                return {
+                    "node": name,
+                    "error": "internal error",
+                    "details": f"{type(e).__name__}: {e}",
+                }
 
     try:
         return await node_lines(request, batch, names, one)

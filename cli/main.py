@@ -136,14 +136,21 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(commands.add_parser("serve", help="run the adapter (the default)"))
     commands.add_parser("unique-id", help="print this host's unique_id for frpc's metadatas")
     add_arguments(
-        commands.add_parser(
-            "frps-config", help="print the frps.toml lines these settings need (plugin, dashboard)"
-        )
+        command(
+            commands,
+            "frps-config",
+            "print the frps.toml lines these settings need (plugin, dashboard)",
+            "frp-adapter frps-config >> frps.toml",
+        ),
+        _FRPS,
     )
-    node_config = commands.add_parser(
-        "frpc-config", help="print an edge node's frpc.toml (issues its token with node tokens)"
+    node_config = command(
+        commands,
+        "frpc-config",
+        "print an edge node's frpc.toml (issues its token with node tokens)",
+        "FRPA_URL=http://adapter:8888 FRPA_TOKEN=... frp-adapter frpc-config node-1 > frpc.toml",
     )
-    add_arguments(node_config)
+    add_arguments(node_config, _FRPS | {"unique_id_meta_key", "node_tokens", "allowed_ports"})
     _add_url(node_config)
     node_config.add_argument("--frps", help="the frps it logs in to (default: the first)")
     node_config.add_argument(
@@ -153,10 +160,17 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace the node's frpc token if it has one"
     )
     node_config.add_argument("unique_id")
-    shell = commands.add_parser("ssh", help="open a shell on a node (NM name)")
+    shell = command(
+        commands,
+        "ssh",
+        "open a shell on a node (NM name); input from a pipe runs and ends as ssh -T",
+        "frp-adapter ssh nodemaintenances-node-1",
+    )
     _add_url(shell)
     shell.add_argument("nm_name")
-    listing = commands.add_parser("ls", help="list nodes: ls [-l SELECTOR]")
+    listing = command(
+        commands, "ls", "list nodes: ls [-l SELECTOR]", "frp-adapter ls -l 'site=sh,env in (prod)'"
+    )
     _add_url(listing)
     _add_selector(listing)
     listing.add_argument(
@@ -176,22 +190,50 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_argument("--timeout", type=float, help="seconds (default: the adapter's)")
     remote.add_argument("nm_name", nargs="?")
     remote.add_argument("cmd", nargs=argparse.REMAINDER)
-    copying = commands.add_parser(
+    copying = command(
+        commands,
         "cp",
-        help="copy a file to or from a node: cp SRC DST, one of them NM_NAME:/path; or to "
+        "copy a file to or from a node: cp SRC DST, one of them NM_NAME:/path; or to "
         "every online node a selector chooses: cp -l SELECTOR FILE :/path",
+        "frp-adapter cp app.conf nodemaintenances-node-1:/etc/app/",
     )
     _add_url(copying)
     _add_selector(copying)
     copying.add_argument("source")
     copying.add_argument("destination")
-    forward = commands.add_parser(
-        "port-forward", help="reach a node's local port: port-forward NM_NAME [LOCAL:]REMOTE"
+    forward = command(
+        commands,
+        "port-forward",
+        "reach a node's local port: port-forward NM_NAME [LOCAL:]REMOTE",
+        "frp-adapter port-forward nodemaintenances-node-1 8080:80",
     )
     _add_url(forward)
     forward.add_argument("nm_name")
     forward.add_argument("ports", metavar="[LOCAL:]REMOTE")
     return parser
+
+
+# The settings frps-config and frpc-config read; the others are taken but not shown.
+_FRPS = frozenset(
+    {"address", "frps_address", "frps_bind_port", "frps_api", "frps_api_user", "frps_api_password",
+     "frps_servers", "plugin_secret"}
+)  # fmt: skip
+
+
+def command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    does: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that says in one line what it does, and shows an example."""
+    return commands.add_parser(
+        name,
+        help=does,
+        description=does[0].upper() + does[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_selector(parser: argparse.ArgumentParser) -> None:

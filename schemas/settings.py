@@ -718,20 +718,29 @@ def declared() -> Iterator[tuple[Field[Any], Declared]]:
         yield f, f.metadata["declared"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, shown: frozenset[str] | None = None) -> None:
     """A flag per setting that may have one, in groups; secrets, which have none, listed
-    after them."""
+    after them. With `shown`, only those settings are in the help (the others are still
+    taken: the command reads the settings whole)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f, setting in declared():
         flag = setting.flag(f.name)
         default = f" (default {setting.default_text})" if setting.default_text else ""
+        told = f"{setting.help}{default} [{setting.env}]"
         if flag:
             groups[setting.group].add_argument(
-                flag, metavar="VALUE", help=f"{setting.help}{default} [{setting.env}]"
+                flag,
+                metavar="VALUE",
+                help=told if shown is None or f.name in shown else argparse.SUPPRESS,
             )
-    secrets = [f"  {s.env:30} {s.help}" for _, s in declared() if s.secret]
-    parser.epilog = "\n".join(["environment only (a flag would show in ps):", *secrets])
+    secrets = [
+        f"  {s.env:30} {s.help}"
+        for f, s in declared()
+        if s.secret and (shown is None or f.name in shown)
+    ]
+    told = "\n".join(["environment only (a flag would show in ps):", *secrets]) if secrets else ""
+    parser.epilog = "\n\n".join(filter(None, [parser.epilog, told]))
 
 
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:

@@ -162,7 +162,8 @@ async def test_one_nodes_unexpected_error_is_its_own_line_and_the_others_run(
     lines = {line["node"]: line for line in map(json.loads, (await resp.text()).splitlines())}
     assert lines[NODE]["stdout"] == "ok\n"
     assert lines["nodemaintenances-broken"]["error"] == "internal error"
-    assert "a fault of the adapter's own" in lines["nodemaintenances-broken"]["details"]
+    said = lines["nodemaintenances-broken"]["details"]
+    assert said == "RuntimeError: a fault of the adapter's own"  # in words, not a repr
 
 
 async def test_an_audit_log_that_hangs_refuses_in_time_and_holds_up_nothing_else(

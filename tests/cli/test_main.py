@@ -218,3 +218,20 @@ async def test_a_url_without_a_scheme_works_and_a_url_of_something_else_says_so(
     assert f"http://127.0.0.1:{server.port} answered 200 (text/plain" in said
     assert "not as frp-adapter's API does: is --url (FRPA_URL) the adapter's address?" in said
     assert "Extra data" not in said
+
+
+@pytest.mark.parametrize(
+    ("command", "shown", "hidden"),
+    [
+        ("frps-config", "--frps-api", "--ssh-user"),
+        ("frpc-config", "--local-port", "--audit-log"),
+        ("ls", "--selector", "--frps-api"),
+    ],
+)
+def test_each_commands_help_shows_its_own_flags_and_an_example(
+    command: str, shown: str, hidden: str
+) -> None:
+    said = run(command, "--help").stdout
+    assert shown in said
+    assert hidden not in said
+    assert f"example:\n  frp-adapter {command}" in said or "example:\n  FRPA_URL" in said
