@@ -325,6 +325,7 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
         async with node_port(connector, target, port) as stream:
             record.result = await _carry(request, ws, stream, record)
     except AdapterError as e:  # after the upgrade: the close frame says it
+        logger.warning("port forward to %s port %d for %s failed: %s", name, port, record.user, e)
         record.result = f"error: {e.kind}"
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
     finally:

@@ -260,7 +260,7 @@ async def port_forward(url: str, name: str, local: int, remote: int, token: str 
                 writer.close()
                 return
             async with ws:
-                await _both_ways(reader, writer, ws)
+                await _both_ways(reader, writer, ws, f"{name}:{remote}")
 
     try:
         server = await asyncio.start_server(carry, "127.0.0.1", local)
@@ -274,18 +274,21 @@ async def port_forward(url: str, name: str, local: int, remote: int, token: str 
 
 
 async def _both_ways(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ws: aiohttp.ClientWebSocketResponse
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ws: aiohttp.ClientWebSocketResponse,
+    where: str,
 ) -> None:
     async def out() -> None:
         while data := await reader.read(1 << 16):
             await ws.send_bytes(data)
 
     async def back() -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.BINARY:
-                break
+        while (msg := await ws.receive()).type == aiohttp.WSMsgType.BINARY:
             writer.write(msg.data)
             await writer.drain()
+        if msg.type == aiohttp.WSMsgType.CLOSE and msg.data != aiohttp.WSCloseCode.OK:
+            fail(f"{where}: {msg.extra}")  # the adapter's words: the port refused, say
 
     try:
         await first_to_end({"out": out(), "back": back()})

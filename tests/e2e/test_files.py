@@ -188,6 +188,28 @@ async def test_port_forward_reaches_the_nodes_sshd_and_a_web_server_20_at_once(
         pages = await asyncio.gather(*(fetch(session) for _ in range(20)))
     assert pages == ["served on the node\n"] * 20
 
+    # A port nothing listens on, on the node: said on the client and in the adapter's log.
+    local_closed, closed = free_port(), free_port()
+    frp.processes.start(
+        "fwd-closed",
+        [sys.executable, "-m", "cli", "port-forward", "--url", frp.adapter_url, NODE,
+         f"{local_closed}:{closed}"],
+        env=env,
+    )  # fmt: skip
+    await eventually(partial(listening, local_closed), what="forward to a closed port")
+    reader, writer = await asyncio.open_connection("127.0.0.1", local_closed)
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, as the port is
+    writer.close()
+    refused = f"frp-adapter: {NODE}:{closed}: {NODE}: port {closed}: Connection refused"
+
+    async def said() -> bool:
+        return refused in frp.processes.log("fwd-closed")
+
+    await eventually(said, what="the client saying the port refused")
+    assert f"port forward to {NODE} port {closed} for operator-user failed" in (
+        frp.processes.log("adapter")
+    )
+
 
 def ssh_port(frp: FrpSetup) -> int:
     """The node's own sshd port, as its frpc exposes it (localPort in its config)."""
