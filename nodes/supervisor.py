@@ -22,6 +22,7 @@ from functools import partial
 from typing import Literal
 
 from nodes.clock import Clock
+from nodes.tasks import stop
 from schemas.settings import Backoff
 
 logger = logging.getLogger(__name__)
@@ -94,10 +95,9 @@ class Supervisor:
 
     async def stop(self, *names: str) -> None:
         """Cancel these tasks (all, when none are named) and wait for them to end."""
-        tasks = [self._tasks.pop(name) for name in names or list(self._tasks)]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop(
+            [self._tasks.pop(name) for name in names or list(self._tasks)], title="background tasks"
+        )
 
     async def _guard(self, name: str, work: Callable[[], Awaitable[object]]) -> None:
         failures_in_a_row = 0

@@ -4,17 +4,23 @@ three) directions of a stream until the first ends. Long-lived background work i
 
 As kopf's `aiokits/aiotasks.py` guards its tasks, a task made here has its failure logged
 when it ends (not left for the event loop to report at exit, or never), and its owner
-cancels and awaits every one it still has when it closes.
+cancels and awaits every one it still has when it closes (`stop`, the `Supervisor`'s too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Hashable, Mapping
+from collections.abc import Collection, Coroutine, Hashable, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+# Every task here ends at once when cancelled (it awaits sockets, sleeps and events); one
+# that has not by then (it waits on a thread, or holds its cancellation off) is logged and
+# left, so the close goes on to hand the lease on and drain the writes within the shutdown
+# budget (FRPA_SHUTDOWN_TIMEOUT, 10 s by default).
+STOP_SECONDS = 2.0
 
 
 class Tasks:
@@ -45,16 +51,32 @@ class Tasks:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop(self._tasks.values(), title=self._owner)
 
     def _ended(self, key: Hashable, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("%s failed", task.get_name(), exc_info=error)
+
+
+async def stop(tasks: Collection[asyncio.Task[Any]], *, title: str) -> None:
+    """Cancel `tasks` and wait for them to end, `STOP_SECONDS` at most; log those that have
+    not by then, and leave them."""
+    tasks, within = list(tasks), STOP_SECONDS
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, left = await asyncio.wait(tasks, timeout=within)
+    if left:
+        logger.error(
+            "%s: %d task(s) still running %g s after being cancelled, left behind: %s",
+            title,
+            len(left),
+            within,
+            ", ".join(sorted(task.get_name() for task in left)),
+        )
 
 
 async def first_to_end(

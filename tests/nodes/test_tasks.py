@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+import nodes.tasks
 from nodes.tasks import Tasks, first_to_end
 from schemas.settings import Backoff, Settings, SettingsError
 from tests.schemas.test_settings import load
@@ -50,6 +51,31 @@ async def test_close_cancels_and_awaits_every_task_and_cancel_forgets_one() -> N
     assert "b" in tasks
     await tasks.close()
     assert sorted(ended) == ["a", "b"]
+
+
+async def test_a_task_that_holds_its_cancellation_off_is_logged_and_left_by_a_close(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    let_go, holding = asyncio.Event(), asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            holding.set()
+            await let_go.wait()  # as a wait on a thread does
+
+    tasks = Tasks("test work")
+    task = tasks.spawn("a", stubborn())
+    await asyncio.sleep(0)  # it runs to its wait
+    # Given no time, the close tells what it leaves at once (one without the bound hung).
+    monkeypatch.setattr(nodes.tasks, "STOP_SECONDS", 0)
+    await tasks.close()
+    assert "test work: 1 task(s) still running 0 s after being cancelled" in caplog.text
+    assert "left behind: test work: a" in caplog.text
+    await holding.wait()
+    let_go.set()
+    await task
 
 
 async def test_the_first_way_to_end_ends_the_others_and_says_how_it_ended() -> None:
