@@ -2,7 +2,7 @@
 
 A task that raises is logged with its traceback, counted, and started again after the
 process's backoff (FRPA_RETRY_BACKOFF: by default 1 s doubling with each failure in a row,
-up to a minute). `/healthz` fails only for a
+up to a minute, each wait cut by up to a fifth at random). `/healthz` fails only for a
 task that is not running: one that ended without returning, or one waiting to be started
 again after failing `FAILURES_DOWN` times in a row. A task that failed and runs again is
 up: a liveness probe would restart the pod, and with it the plugin path every frpc login

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from nodes.clock import Clock
 from nodes.model import NodeState, UniqueId, untrack
 from nodes.store import NodeStore, StoreError
-from schemas.settings import Backoff
+from schemas.settings import STORE_WRITE_BACKOFF, Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +31,13 @@ class _Pending:
         untrack(self)  # a storm queues one per node
 
 
-# The process's backoff policy, started sooner and kept shorter than FRPA_RETRY_BACKOFF's:
-# a write answers 503 after 10 s unconfirmed, and should have had several tries by then.
-WRITE_RETRY = Backoff(0.1, 5.0)
-
-
 class NodeWriter:
     def __init__(
         self,
         store: NodeStore,
         *,
         batch_size: int = 500,
-        retry: Backoff = WRITE_RETRY,
+        retry: Backoff = STORE_WRITE_BACKOFF,
         clock: Clock | None = None,
     ) -> None:
         self._store = store

@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 # A Login is unauthenticated (frps checks the token after calling us): what it tells is
 # kept only this long, to decorate the NM when the node's authenticated NewProxy follows.
 LOGIN_MEMORY_SECONDS = 60.0
+# Fixed paces over fixed windows, not the retry policy: the node's status waits on frps's
+# answer (a new proxy shown online: 25 looks 0.2 s apart; a CloseProxy confirmed: 3 tries
+# 1 s apart), and a doubling wait would stretch the window.
 _PORT_LOOKUP_ATTEMPTS = 25
 _PORT_LOOKUP_DELAY = 0.2
 _CONFIRM_ATTEMPTS = 3

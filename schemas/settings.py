@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import ipaddress
+import random
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -118,17 +119,35 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+# Ours, not the `backoff` package (its last release 2022) or tenacity's waits: a loop here
+# counts its own failures (reset after a steady run, a long watch, a stored batch) and
+# sleeps on the process's clock; what is left to share is `delay`, a line.
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """How long to wait before trying again after failures in a row: `first` seconds after
-    the first, doubling, never more than `most`; one success starts it over."""
+    """The one retry policy: how long to wait before trying again after failures in a row.
+    `first` seconds after the first, doubling (the factor), never more than `most`; each
+    wait cut by a random part, up to `jitter` of it, so that what failed together (replicas
+    relisting after the API server restarted, a webhook's outboxes) does not try again
+    together. Never longer than `longest`, which the liveness probe is held against. One
+    success starts it over."""
 
     first: float
     most: float
+    jitter: float = 0.2
 
-    def delay(self, failures_in_a_row: int) -> float:
+    def longest(self, failures_in_a_row: int) -> float:
         # Doubled as an exact integer, then capped: a float doubling overflows after ~1,000.
         return min(self.first * (1 << min(max(failures_in_a_row - 1, 0), 64)), self.most)
+
+    def delay(self, failures_in_a_row: int) -> float:
+        cut = self.jitter * random.random()  # noqa: S311  (a spread, not a secret)
+        return self.longest(failures_in_a_row) * (1 - cut)
+
+
+# The store writer's: the same policy started sooner and kept shorter than
+# FRPA_RETRY_BACKOFF's, as a write answers 503 after 10 s unconfirmed and should have had
+# several tries by then.
+STORE_WRITE_BACKOFF = Backoff(0.1, 5.0)
 
 
 def _backoff(text: str) -> Backoff:
@@ -466,7 +485,7 @@ class Settings:
         group="node state",
         help="`first,most` seconds: a background task that failed, a lost Kubernetes watch, "
         "an unread store or an undelivered notification is tried again after `first`, "
-        "doubling up to `most`",
+        "doubling up to `most`, each wait cut by up to a fifth at random",
     )
     heartbeat_persist_interval: float = _setting(
         "30",

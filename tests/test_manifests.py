@@ -157,7 +157,7 @@ async def test_a_task_that_fails_and_recovers_is_never_down_long_enough_to_resta
     probe = liveness()
     clock = FakeClock()
     # Failures back to back, the longest it can be down for them; then it runs.
-    recovered = sum(BACKOFF.delay(n) for n in range(1, failures + 1))
+    recovered = sum(BACKOFF.longest(n) for n in range(1, failures + 1))
     work = failing(clock, times=failures, runs=0)
     restarts = await probed(work, clock, probe, recovered + probe.threshold * probe.period)
     assert restarts == [None] * PHASES
@@ -173,14 +173,15 @@ async def test_a_task_that_keeps_failing_is_down_long_enough_for_the_probe_to_re
     tolerated = probe.threshold * probe.period
     # Failing back to back, it is down from its FAILURES_DOWN-th failure on. With runs in
     # between (a probe answered then resets the kubelet's count), only a wait to be started
-    # again that outlasts what the probe tolerates restarts the pod.
+    # again that outlasts what the probe tolerates restarts the pod: the first whose
+    # wait, cut by the most its jitter cuts, still does.
     failures = FAILURES_DOWN
-    while runs and BACKOFF.delay(failures) < tolerated:
-        assert BACKOFF.delay(failures + 1) > BACKOFF.delay(failures), (
+    while runs and BACKOFF.longest(failures) * (1 - BACKOFF.jitter) < tolerated:
+        assert BACKOFF.longest(failures + 1) > BACKOFF.longest(failures), (
             "the backoff stops short of the probe"
         )
         failures += 1
-    failed = sum(runs + BACKOFF.delay(n) for n in range(1, failures)) + runs
+    failed = sum(runs + BACKOFF.longest(n) for n in range(1, failures)) + runs
     deadline = max(failed, probe.delay) + tolerated
     restarts = await probed(failing(clock, times=math.inf, runs=runs), clock, probe, deadline)
     assert all(restart is not None and restart <= deadline for restart in restarts), restarts

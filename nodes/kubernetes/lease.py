@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 LEASE_NAME = "frp-adapter-leader"
 LEASE_SECONDS = 15
+# Leader election's retry period (client-go's), not the retry policy: the lease's timings
+# (when the holder steps down, when another takes over) are built on it being fixed.
 RETRY_SECONDS = 2.0
 
 

@@ -20,6 +20,8 @@ from nodes.store import StoreError
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Tried again at once, not after the retry policy's wait: a conflict is cured by reading
+# the NM afresh (the reread), not by time.
 _CONFLICT_ATTEMPTS = 5
 # Each answer costs the loop ~0.3 ms (the client's work, then keeping the NM): 16 writers'
 # answers filled its turns with ~5 ms each, and a Ping waited three turns. 8 keep the same

@@ -73,7 +73,7 @@ async def test_a_task_that_fails_once_is_logged_restarted_and_counted_and_health
     assert "heartbeat-expiry failed" in failure.getMessage()
     assert failure.exc_info is not None
 
-    await clock.advance(BACKOFF.delay(1))
+    await clock.advance(BACKOFF.longest(1))
     assert (await client.get("/healthz")).status == 200
     await clock.advance(PERIOD)
     assert rounds == ["judged", "judged"]
@@ -104,7 +104,7 @@ async def test_a_loop_failing_at_every_round_is_red_on_healthz_while_it_waits_to
     await clock.advance(PERIOD)
     for failures in range(1, FAILURES_DOWN):
         assert (await client.get("/healthz")).status == 200
-        await clock.advance(BACKOFF.delay(failures) + PERIOD)
+        await clock.advance(BACKOFF.longest(failures) + PERIOD)
     assert len(rounds) == FAILURES_DOWN
     resp = await client.get("/healthz")
     assert resp.status == 503
@@ -115,7 +115,7 @@ async def test_a_loop_failing_at_every_round_is_red_on_healthz_while_it_waits_to
         "last_error": ERROR,
     }
 
-    await clock.advance(BACKOFF.delay(FAILURES_DOWN))  # running again
+    await clock.advance(BACKOFF.longest(FAILURES_DOWN))  # running again
     assert (await client.get("/healthz")).status == 200
     await clock.advance(PERIOD)
     assert len(rounds) == FAILURES_DOWN + 1

@@ -103,8 +103,16 @@ async def test_the_first_way_to_end_ends_the_others_and_says_how_it_ended() -> N
 
 def test_the_backoff_doubles_to_its_most_and_never_overflows() -> None:
     backoff = Settings().retry_backoff
-    assert [backoff.delay(n) for n in (1, 2, 3, 6, 7, 10_000)] == [1, 2, 4, 32, 60, 60]
-    assert Backoff(0.5, 3).delay(4) == 3
+    assert [backoff.longest(n) for n in (1, 2, 3, 6, 7, 10_000)] == [1, 2, 4, 32, 60, 60]
+    assert Backoff(0.5, 3, jitter=0).delay(4) == 3
+
+
+def test_each_wait_is_cut_at_random_by_up_to_the_jitter() -> None:
+    backoff = Settings().retry_backoff
+    for n in (1, 7):
+        waits = {backoff.delay(n) for _ in range(100)}
+        assert all(backoff.longest(n) * 0.8 <= wait <= backoff.longest(n) for wait in waits)
+        assert len(waits) > 50  # spread: what failed together does not retry together
 
 
 @pytest.mark.parametrize("value", ["5", "0,10", "10,5", "a,b", "1,", ",1", "1,90000"])

@@ -59,7 +59,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def writer(store: FlakySqliteStore, clock: FakeClock) -> NodeWriter:
-    return NodeWriter(store, retry=Backoff(0.01, 0.05), clock=clock)
+    # No jitter: the tests count writes by the time they take.
+    return NodeWriter(store, retry=Backoff(0.01, 0.05, jitter=0), clock=clock)
 
 
 @pytest.fixture
