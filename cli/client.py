@@ -309,17 +309,23 @@ class _Terminal:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGWINCH, self._resized)
         try:
-            await first_to_end({"output": self._output(), "input": self._input()})
+            _, error = await first_to_end({"output": self._output(), "input": self._input()})
         finally:
             loop.remove_signal_handler(signal.SIGWINCH)
+        if error is not None:
+            raise error
         return self._status
 
     async def _input(self) -> None:
-        """Keystrokes and resizes to the node until the session ends: the end of this
-        terminal's input does not end it."""
-        async with asyncio.TaskGroup() as sending:
-            sending.create_task(self._keystrokes())
-            sending.create_task(self._send())
+        """Keystrokes and resizes to the node until the session ends: neither the end of
+        this terminal's input nor a send the closing WebSocket refused ends it, as the
+        output has the shell's exit status still to read."""
+        try:
+            async with asyncio.TaskGroup() as sending:
+                sending.create_task(self._keystrokes())
+                sending.create_task(self._send())
+        except* ConnectionError:
+            await asyncio.Event().wait()
 
     def _resized(self) -> None:
         cols, rows = _terminal_size()
