@@ -3,6 +3,7 @@
 `PUT /api/v1/nodes/{nm_name}/files?path=` streams the body to the node (under a temporary
 name, renamed into place when complete); `GET` streams a file back (`Range` as RFC 9110
 has it) or lists a directory; only regular files are read or replaced.
+`POST /api/v1/nodes/{nm_name}/directories?path=` makes a directory, as `mkdir -p`.
 `GET /api/v1/nodes/{nm_name}/portforward?port=N` is a WebSocket whose binary frames carry
 a TCP stream to the node's 127.0.0.1:N. All are audited.
 """
@@ -35,7 +36,12 @@ from api.state import STATE
 from api.v1 import delivered, node_lines
 from nodes.errors import AdapterError, InvalidInputError
 from nodes.tasks import first_to_end
-from schemas.rest import BatchFileQuerySchema, FileQuerySchema, PortForwardQuerySchema
+from schemas.rest import (
+    BatchFileQuerySchema,
+    FileQuerySchema,
+    PathQuerySchema,
+    PortForwardQuerySchema,
+)
 from ssh.connector import SshTarget
 from ssh.files import NodeFiles, checked_path, node_files
 from ssh.ports import PortStream, node_port
@@ -45,6 +51,7 @@ logger = logging.getLogger(__name__)
 _CHUNK = 1 << 18
 _FRAME = 1 << 20
 _file_query = FileQuerySchema()
+_path_query = PathQuerySchema()
 _port_query = PortForwardQuerySchema()
 _batch_query = BatchFileQuerySchema()
 _BYTE_RANGE = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
@@ -61,11 +68,14 @@ def _query(schema: Schema, request: web.Request) -> dict[str, Any]:
 
 def _file_input(query: dict[str, Any]) -> tuple[str, int]:
     """The checked path and the mode of a loaded file query."""
+    return _checked(query["path"]), int(query["mode"], 8)
+
+
+def _checked(path: str) -> str:
     try:
-        path = checked_path(query["path"])
+        return checked_path(path)
     except ValueError as e:
         raise InvalidInputError({"path": [str(e)]}, kind="invalid query") from e
-    return path, int(query["mode"], 8)
 
 
 def _too_large(most: int) -> TooLargeError:
@@ -106,6 +116,25 @@ async def put_file(request: web.Request) -> web.Response:
     finally:
         await request.app[STATE].audit.end(record)
     return web.json_response(asdict(stored))
+
+
+async def make_directory(request: web.Request) -> web.Response:
+    """The directory `path` on the node, and those missing on the way: `{"path"}`."""
+    name = request.match_info["nm_name"]
+    path = _checked(_query(_path_query, request)["path"])
+    target = request.app[STATE].adapter.ssh.target(name)
+    record = audit.start_record(request, "mkdir", name, path)
+    await request.app[STATE].audit.begin(record)
+    try:
+        async with _node_files(request, target) as files:
+            await files.make_directory(path)
+        record.result = "made"
+    except AdapterError as e:
+        record.result = f"error: {e.kind}"
+        raise
+    finally:
+        await request.app[STATE].audit.end(record)
+    return web.json_response({"path": path})
 
 
 async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:

@@ -35,6 +35,7 @@ from schemas.rest import (
     LabelPatchSchema,
     NodeListQuerySchema,
     OriginalExecSchema,
+    PathQuerySchema,
     PortForwardQuerySchema,
     ShellQuerySchema,
 )
@@ -273,6 +274,15 @@ ROUTES: tuple[Route, ...] = (
             416: "no such range",
             504: _SILENT,
         },
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/nodes/{nm_name}/directories",
+        handler=files.make_directory,
+        access=Rule(Role.OPERATOR, "create", "files"),
+        summary="make a directory on the node, and those missing on the way (mkdir -p)",
+        query=PathQuerySchema,
+        answers={200: "the directory is there: path", **_SSH, 504: _SILENT},
     ),
     Route(
         method="PUT",

@@ -1,8 +1,9 @@
 """Interactive shells on nodes over WebSocket: the original route and the versioned one.
 
 Client frames are keystrokes, except a text frame holding
-`{"type": "resize", "cols": N, "rows": M}`, which resizes the PTY. The original route
-(`/reverse_proxy/{nm_name}`) sends the output as text frames; the versioned one
+`{"type": "resize", "cols": N, "rows": M}`, which resizes the PTY, and, on the versioned
+route, `{"type": "eof"}`, which ends the input of a shell opened with `?tty=false`. The
+original route (`/reverse_proxy/{nm_name}`) sends the output as text frames; the versioned one
 (`/api/v1/nodes/{nm_name}/shell`) as binary frames, as xterm.js's attach addon takes
 them, and JSON text frames for control: `{"type": "exit", "exit_status": N}` when the
 shell ends, `{"type": "error", "message": ...}` when it cannot start or a frame is bad.
@@ -88,7 +89,9 @@ async def _serve(
     bridge: _Bridge | None = None
     recording = None
     try:
-        async with open_shell(connector, target, cols=cols, rows=rows) as session:
+        async with open_shell(
+            connector, target, cols=cols, rows=rows, tty=query["tty"]
+        ) as session:
             logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
             recording = _recording(
                 settings.shell_recordings, record, cols, rows, request.app[STATE].adapter.clock
@@ -218,7 +221,8 @@ class _Bridge:
         """What of a text frame is keystrokes, after acting on it if it is a control frame.
 
         As the original: a JSON object with a `type` is a control frame. `resize` resizes
-        the PTY, `cmd` types its `cmd` text, any other type is dropped; anything else (a
+        the PTY, `cmd` types its `cmd` text, `eof` (versioned route) ends the input, any
+        other type is dropped; anything else (a
         keystroke, an object without a type) is typed as it is.
         """
         if not text.startswith("{"):
@@ -235,6 +239,9 @@ class _Bridge:
             return text
         if frame["type"] == "cmd":
             return frame["cmd"] if isinstance(frame.get("cmd"), str) else ""
+        if frame["type"] == "eof" and self._binary:
+            self._session.end_input()
+            return ""
         if frame["type"] != "resize":
             return ""
         if not self._binary:  # consoles of the original send sizes as strings too

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import signal
 import stat
 import sys
@@ -63,9 +64,12 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 
 async def ssh(url: str, name: str, token: str | None) -> int:
-    """An interactive shell on node `name`, in this terminal (raw mode while it lasts)."""
+    """An interactive shell on node `name`, in this terminal (raw mode while it lasts); with
+    input from a pipe or a file, a shell without a PTY that reads it, as `ssh -T`."""
     cols, rows = _terminal_size()
     shell_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/shell?cols={cols}&rows={rows}"
+    if not os.isatty(sys.stdin.fileno()):
+        shell_url += "&tty=false"
     timeout = aiohttp.ClientWSTimeout(ws_close=5)
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS), headers=auth_headers(token)
@@ -135,9 +139,13 @@ async def issue_frpc_token(url: str, name: str, token: str | None, *, force: boo
 COPY_CHUNK = 1 << 18
 
 
-async def copy(url: str, source: str, destination: str, token: str | None) -> int:
-    """`cp SRC DST`, one side `NM_NAME:/path` on a node, the other a local path; a
-    destination that is a directory (local) or ends in `/` (node) gets the source's name."""
+async def copy(
+    url: str, source: str, destination: str, token: str | None, *, recursive: bool
+) -> int:
+    """`cp [-r] SRC DST`, one side `NM_NAME:/path` on a node, the other a local path, as
+    scp: a destination that is a directory gets the source's name in it; with `recursive`,
+    a directory is copied whole (files keep their modes, links to directories are not
+    followed)."""
     for spec in (source, destination):
         name, colon, path = spec.partition(":")
         if colon and name.startswith("nodemaintenances-") and not path.startswith("/"):
@@ -147,31 +155,32 @@ async def copy(url: str, source: str, destination: str, token: str | None) -> in
     remote_source, remote_destination = _on_node(source), _on_node(destination)
     if (remote_source is None) == (remote_destination is None):
         return fail("cp copies between here and a node: one side must be NM_NAME:/path")
-    files = f"{url.rstrip('/')}/api/v1/nodes"
+    nodes = f"{url.rstrip('/')}/api/v1/nodes"
     async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
         try:
             if remote_destination is not None:
                 name, path = remote_destination
-                if path.endswith("/") or await _is_directory(session, f"{files}/{name}", path):
-                    path = f"{path.rstrip('/')}/{os.path.basename(source)}"
-                return await _upload(session, f"{files}/{name}/files", path, source)
+                node = _Node(session, f"{nodes}/{name}")
+                if path.endswith("/") or await node.listing(path) is not None:
+                    path = posixpath.join(path, os.path.basename(source.rstrip("/")))
+                if not await asyncio.to_thread(os.path.isdir, source):
+                    return await node.upload(source, path)
+                if not recursive:
+                    return fail(f"{source} is a directory: cp -r copies directories")
+                return await node.upload_tree(source, path)
             assert remote_source is not None
             name, path = remote_source
+            node = _Node(session, f"{nodes}/{name}")
             if await asyncio.to_thread(os.path.isdir, destination):
-                destination = os.path.join(destination, os.path.basename(path))
-            return await _download(session, f"{files}/{name}/files", path, destination)
+                destination = os.path.join(destination, posixpath.basename(path.rstrip("/")))
+            items = await node.listing(path)
+            if items is None:
+                return await node.download(path, destination)
+            if not recursive:
+                return fail(f"{path} is a directory: cp -r copies directories")
+            return await node.download_tree(path, destination, items)
         except (aiohttp.ClientError, OSError) as e:
             return fail(f"cp failed: {e}")
-
-
-async def _is_directory(session: aiohttp.ClientSession, node_url: str, path: str) -> bool:
-    """Whether `path` is a directory on the node (which answers one with its listing), so
-    that a file copied there goes into it, as scp has it."""
-    # One byte of a file is asked for: a directory answers its listing whole, a file not.
-    async with session.get(
-        f"{node_url}/files", params={"path": path}, headers={"Range": "bytes=0-0"}
-    ) as resp:
-        return resp.status == 200 and resp.content_type == "application/json"
 
 
 def _on_node(spec: str) -> tuple[str, str] | None:
@@ -181,48 +190,117 @@ def _on_node(spec: str) -> tuple[str, str] | None:
     return None
 
 
-async def _upload(session: aiohttp.ClientSession, url: str, path: str, source: str) -> int:
-    total = await asyncio.to_thread(os.path.getsize, source)
-    progress = _Progress(source, total)
-    sent, sent_size = hashlib.sha256(), 0
+class _Node:
+    """A node's files, through the adapter's files API."""
 
-    async def chunks() -> AsyncIterator[bytes]:
-        nonlocal sent_size
-        with open(source, "rb") as file:  # noqa: ASYNC230  (reads below, in a thread)
-            while chunk := await asyncio.to_thread(file.read, COPY_CHUNK):
-                progress.add(len(chunk))
-                sent.update(chunk)
-                sent_size += len(chunk)
-                yield chunk
+    def __init__(self, session: aiohttp.ClientSession, node_url: str) -> None:
+        self._session = session
+        self._url = node_url
 
-    async with session.put(url, params={"path": path}, data=chunks()) as resp:
-        answer = await answer_of(resp)
-    progress.done()
-    if resp.status != 200:
-        return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
-    # The adapter says what the node holds: it must be what left here.
-    if (answer["size"], answer["sha256"]) != (sent_size, sent.hexdigest()):
-        return fail(
-            f"{path}: the node holds {answer['size']} bytes, sha256 {answer['sha256']}; "
-            f"sent {sent_size} bytes, sha256 {sent.hexdigest()}"
-        )
-    return 0
+    async def listing(self, path: str) -> list[dict[str, Any]] | None:
+        """The entries of `path` when it is a directory on the node, else None."""
+        # One byte of a file is asked for: a directory answers its listing whole, a file not.
+        async with self._session.get(
+            f"{self._url}/files", params={"path": path}, headers={"Range": "bytes=0-0"}
+        ) as resp:
+            if resp.status != 200 or resp.content_type != "application/json":
+                return None
+            items: list[dict[str, Any]] = (await answer_of(resp))["items"]
+            return items
 
+    async def upload(self, source: str, path: str) -> int:
+        mode = (await asyncio.to_thread(os.stat, source)).st_mode & 0o777
+        total = await asyncio.to_thread(os.path.getsize, source)
+        progress = _Progress(source, total)
+        sent, sent_size = hashlib.sha256(), 0
 
-async def _download(session: aiohttp.ClientSession, url: str, path: str, destination: str) -> int:
-    async with session.get(url, params={"path": path}) as resp:
-        if resp.status != 200:
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal sent_size
+            with open(source, "rb") as file:  # noqa: ASYNC230  (reads below, in a thread)
+                while chunk := await asyncio.to_thread(file.read, COPY_CHUNK):
+                    progress.add(len(chunk))
+                    sent.update(chunk)
+                    sent_size += len(chunk)
+                    yield chunk
+
+        async with self._session.put(
+            f"{self._url}/files", params={"path": path, "mode": f"{mode:04o}"}, data=chunks()
+        ) as resp:
             answer = await answer_of(resp)
+        progress.done()
+        if resp.status != 200:
             return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
-        if resp.content_type == "application/json":  # the listing of a directory
-            return fail(f"{path} is a directory: cp copies files")
-        progress = _Progress(path, int(resp.headers["Content-Length"]))
-        with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
-            async for chunk in resp.content.iter_chunked(COPY_CHUNK):
-                await asyncio.to_thread(file.write, chunk)
-                progress.add(len(chunk))
-    progress.done()
-    return 0
+        # The adapter says what the node holds: it must be what left here.
+        if (answer["size"], answer["sha256"]) != (sent_size, sent.hexdigest()):
+            return fail(
+                f"{path}: the node holds {answer['size']} bytes, sha256 {answer['sha256']}; "
+                f"sent {sent_size} bytes, sha256 {sent.hexdigest()}"
+            )
+        return 0
+
+    async def upload_tree(self, source: str, path: str) -> int:
+        walked = await asyncio.to_thread(lambda: list(os.walk(source)))
+        for directory, subdirectories, names in walked:
+            relative = directory[len(source) :].strip(os.sep)  # os.walk's are under source
+            remote = posixpath.normpath(posixpath.join(path, relative))
+            async with self._session.post(
+                f"{self._url}/directories", params={"path": remote}
+            ) as resp:
+                answer = await answer_of(resp)
+            if resp.status != 200:
+                return fail(f"{remote}: {answer.get('error')}: {answer.get('details')}")
+            for name in sorted(names):
+                local = os.path.join(directory, name)
+                if not await asyncio.to_thread(os.path.isfile, local):
+                    fail(f"{local}: not a regular file, skipped")
+                elif code := await self.upload(local, posixpath.join(remote, name)):
+                    return code
+            for name in subdirectories:  # os.walk goes into none of them
+                if await asyncio.to_thread(os.path.islink, os.path.join(directory, name)):
+                    fail(f"{os.path.join(directory, name)}: a link to a directory, not followed")
+        return 0
+
+    async def download(self, path: str, destination: str) -> int:
+        async with self._session.get(f"{self._url}/files", params={"path": path}) as resp:
+            if resp.status != 200:
+                answer = await answer_of(resp)
+                return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+            if resp.content_type == "application/json":  # a directory since it was looked at
+                return fail(f"{path} is a directory: cp -r copies directories")
+            progress = _Progress(path, int(resp.headers["Content-Length"]))
+            with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
+                async for chunk in resp.content.iter_chunked(COPY_CHUNK):
+                    await asyncio.to_thread(file.write, chunk)
+                    progress.add(len(chunk))
+        progress.done()
+        return 0
+
+    async def download_tree(
+        self, path: str, destination: str, items: list[dict[str, Any]]
+    ) -> int:
+        await asyncio.to_thread(os.makedirs, destination, exist_ok=True)
+        for item in items:
+            name = item["name"]
+            if "/" in name or name in (".", ".."):
+                fail(f"{path}: the node listed {name!r}, which is no name: skipped")
+                continue
+            remote, local = posixpath.join(path, name), os.path.join(destination, name)
+            inner = await self.listing(remote) if item["type"] in ("directory", "link") else None
+            if item["type"] == "directory":
+                code = await self.download_tree(remote, local, inner or [])
+            elif inner is not None:
+                fail(f"{remote}: a link to a directory, not followed")
+                continue
+            elif item["type"] in ("file", "link"):
+                code = await self.download(remote, local)
+                if code == 0 and item["type"] == "file":
+                    await asyncio.to_thread(os.chmod, local, item["mode"] & 0o777)
+            else:
+                fail(f"{remote}: not a regular file, skipped")
+                continue
+            if code:
+                return code
+        return 0
 
 
 class _Progress:
@@ -303,7 +381,6 @@ class _Terminal:
         self._ws = ws
         self._status = UNREACHABLE
         self._outbox: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=64)
-        self._spoken = asyncio.Event()  # the node's shell has written something
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -344,18 +421,13 @@ class _Terminal:
         fd = sys.stdin.fileno()
         async for data in _input_of(fd):
             await self._outbox.put(data)
-        if not os.isatty(fd):
-            # Input from a pipe or a file has ended, as `ssh -T` passes it on: the node's
-            # PTY reads an end of file (^D) and its shell exits; once the shell has said
-            # something, since a ^D before it reads is lost.
-            await self._spoken.wait()
-            await self._outbox.put(b"\x04")
+        # Input from a pipe or a file has ended: so has the node's shell's (without a PTY).
+        await self._outbox.put(json.dumps({"type": "eof"}))
 
     async def _output(self) -> None:
         out = sys.stdout.buffer
         async for msg in self._ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
-                self._spoken.set()
                 out.write(msg.data)
                 out.flush()
             elif msg.type == aiohttp.WSMsgType.TEXT:

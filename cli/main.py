@@ -91,11 +91,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def _copy(parsed: argparse.Namespace, token: str | None) -> int:
+    if parsed.selector and parsed.recursive:
+        return client.fail("cp -l copies one file to many nodes: -r is for one node")
     if parsed.selector:
         return await fleet.copy_to_many(
             parsed.url, parsed.selector, parsed.source, parsed.destination, token
         )
-    return await client.copy(parsed.url, parsed.source, parsed.destination, token)
+    return await client.copy(
+        parsed.url, parsed.source, parsed.destination, token, recursive=parsed.recursive
+    )
 
 
 async def _exec(
@@ -193,12 +197,16 @@ def _parser() -> argparse.ArgumentParser:
     copying = command(
         commands,
         "cp",
-        "copy a file to or from a node: cp SRC DST, one of them NM_NAME:/path; or to "
-        "every online node a selector chooses: cp -l SELECTOR FILE :/path",
-        "frp-adapter cp app.conf nodemaintenances-node-1:/etc/app/",
+        "copy files to or from a node, as scp: cp [-r] SRC DST, one of them NM_NAME:/path; "
+        "or a file to every online node a selector chooses: cp -l SELECTOR FILE :/path",
+        "frp-adapter cp app.conf nodemaintenances-node-1:/etc/app/\n"
+        "  frp-adapter cp -r nodemaintenances-node-1:/var/log/app ./logs",
     )
     _add_url(copying)
     _add_selector(copying)
+    copying.add_argument(
+        "-r", "--recursive", action="store_true", help="copy directories, and what is in them"
+    )
     copying.add_argument("source")
     copying.add_argument("destination")
     forward = command(

@@ -121,8 +121,11 @@ _terminal_size = validate.Range(min=1, max=10000)
 
 
 class ShellQuerySchema(Schema):
-    """`?cols=&rows=&encoding=` of a shell WebSocket; the route supplies the size defaults.
-    Other parameters are ignored: consoles add cache-busters and their own tokens."""
+    """`?cols=&rows=&encoding=&tty=` of a shell WebSocket; the route supplies the size
+    defaults. `tty=false` runs the shell without a PTY, as `ssh -T`: it reads the client's
+    input as a pipe, to its end (an `{"type": "eof"}` frame), and its output and errors
+    come back together. Other parameters are ignored: consoles add cache-busters and their
+    own tokens."""
 
     class Meta:
         unknown = EXCLUDE
@@ -130,6 +133,7 @@ class ShellQuerySchema(Schema):
     cols = fields.Integer(validate=_terminal_size)
     rows = fields.Integer(validate=_terminal_size)
     encoding = fields.String(load_default="utf-8", validate=_text_encoding)
+    tty = fields.Boolean(load_default=True)
 
     @pre_load
     def unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -143,13 +147,18 @@ def _file_mode(text: str) -> None:
         raise ValidationError(f"must be an octal mode such as 0644, not {text!r}")
 
 
-class FileQuerySchema(Schema):
-    """`?path=<absolute path>[&mode=0644]` of a node's file (mode: uploads only)."""
+class PathQuerySchema(Schema):
+    """`?path=<absolute path>` on a node."""
 
     class Meta:
         unknown = EXCLUDE
 
     path = fields.String(required=True, validate=validate.And(validate.Length(1, 4096), _utf8))
+
+
+class FileQuerySchema(PathQuerySchema):
+    """`?path=<absolute path>[&mode=0644]` of a node's file (mode: uploads only)."""
+
     mode = fields.String(load_default="0644", validate=_file_mode)
 
 

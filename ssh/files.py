@@ -119,6 +119,11 @@ class NodeFiles:
             key=lambda entry: entry.name,
         )
 
+    async def make_directory(self, path: str) -> None:
+        """The directory `path` and those missing on the way to it, as `mkdir -p` makes
+        them; FileError when something else is in the way."""
+        await _step(path, self._timeout, self._sftp.makedirs(path, exist_ok=True))
+
     async def write(self, path: str, chunks: AsyncIterable[bytes], *, mode: int) -> Stored:
         """`chunks` to the regular file `path` (replaced whole, or made), as the node
         holds them: the size the node reports for the written file, and the sha256 of the

@@ -22,7 +22,8 @@ _KILL_SECONDS = 5.0
 
 
 class Shell:
-    """A login shell on a PTY: bytes in, bytes out, resizable."""
+    """A login shell, on a PTY (resizable) or reading its input as a pipe: bytes in, bytes
+    out."""
 
     def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self._process = process
@@ -34,6 +35,10 @@ class Shell:
     async def write(self, data: bytes) -> None:
         self._process.stdin.write(data)
         await self._process.stdin.drain()
+
+    def end_input(self) -> None:
+        """The input has ended: a shell without a PTY reads its end and exits."""
+        self._process.stdin.write_eof()
 
     def resize(self, cols: int, rows: int) -> None:
         self._process.change_terminal_size(cols, rows)
@@ -51,12 +56,15 @@ _TERM_MODES = {asyncssh.PTY_ECHO: 1, asyncssh.PTY_OP_ISPEED: 14400, asyncssh.PTY
 
 @asynccontextmanager
 async def open_shell(
-    connector: SshConnector, target: SshTarget, *, cols: int, rows: int
+    connector: SshConnector, target: SshTarget, *, cols: int, rows: int, tty: bool
 ) -> AsyncIterator[Shell]:
     async with connector.connect(target) as conn:
-        process = await conn.create_process(
-            term_type="xterm", term_size=(cols, rows), term_modes=_TERM_MODES, encoding=None
-        )
+        if tty:
+            process = await conn.create_process(
+                term_type="xterm", term_size=(cols, rows), term_modes=_TERM_MODES, encoding=None
+            )
+        else:  # as `ssh -T`: the errors come back with the output, as on a terminal
+            process = await conn.create_process(stderr=asyncssh.STDOUT, encoding=None)
         connector.shells_active += 1
         try:
             yield Shell(process)

@@ -375,6 +375,20 @@ async def test_versioned_shell_runs_resizes_and_reports_the_exit_status(client: 
         assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
 
 
+async def test_a_shell_without_a_tty_reads_its_input_to_the_end(client: Client) -> None:
+    """`?tty=false`, as `ssh -T`: no PTY (no echo, no prompt), errors with the output, and
+    the `eof` frame ends the shell's input: it exits with what it ran last."""
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell?tty=false") as ws:
+        await ws.send_bytes(b"tty || echo no-tty; echo to-stderr >&2\n")
+        await ws.send_bytes(b"(exit 5)\n")
+        await ws.send_str(json.dumps({"type": "eof"}))
+        output = b""
+        while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.BINARY:
+            output += msg.data
+        assert output == b"not a tty\nno-tty\nto-stderr\n"
+        assert json.loads(msg.data) == {"type": "exit", "exit_status": 5}
+
+
 async def test_original_shell_sends_text_with_the_original_default_size(client: Client) -> None:
     async with client.ws_connect(f"/reverse_proxy/{NODE}") as ws:
         await ws.send_str("stty size\r")
