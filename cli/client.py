@@ -275,9 +275,7 @@ class _Node:
         progress.done()
         return 0
 
-    async def download_tree(
-        self, path: str, destination: str, items: list[dict[str, Any]]
-    ) -> int:
+    async def download_tree(self, path: str, destination: str, items: list[dict[str, Any]]) -> int:
         await asyncio.to_thread(os.makedirs, destination, exist_ok=True)
         for item in items:
             name = item["name"]
@@ -367,11 +365,15 @@ async def _both_ways(
             await writer.drain()
         if msg.type == aiohttp.WSMsgType.CLOSE and msg.data != aiohttp.WSCloseCode.OK:
             fail(f"{where}: {msg.extra}")  # the adapter's words: the port refused, say
+        elif msg.type != aiohttp.WSMsgType.CLOSE:  # gone without a close frame
+            raise ws.exception() or ConnectionResetError("the adapter's end closed unannounced")
 
     try:
-        await first_to_end({"out": out(), "back": back()})
+        _, error = await first_to_end({"out": out(), "back": back()})
     finally:
         writer.close()
+    if error is not None:  # either way broke: the connection is cut, and that is said
+        fail(f"{where}: the connection broke off: {error or type(error).__name__}")
 
 
 class _Terminal:
