@@ -9,12 +9,13 @@ import socket
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pytest_aiohttp import AiohttpServer
 
 from cli.client import _both_ways
 
 
-async def forwarded(aiohttp_server: AiohttpServer, node_end: web.Handler) -> None:
+async def forwarded(aiohttp_server: AiohttpServer, node_end: Handler) -> None:
     """The pump between a local connection and a WebSocket served by `node_end`."""
     app = web.Application()
     app.router.add_get("/", node_end)
