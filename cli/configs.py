@@ -53,7 +53,12 @@ def _dashboard(settings: Settings, server: FrpsServer) -> str:
     ]
     if settings.frps_api_user:
         lines.append(f"user = {json.dumps(settings.frps_api_user)}")
-        lines.append('password = "<FRP_SERVER_HTTPAUTHPASSWORD>"  # its value: not shown')
+        # frps reads the value from its own environment (frp's config templates): the
+        # password is neither shown here nor written in frps.toml.
+        lines.append(
+            'password = "{{ .Envs.FRP_SERVER_HTTPAUTHPASSWORD }}"  '
+            "# start frps with FRP_SERVER_HTTPAUTHPASSWORD set"
+        )
     else:
         lines.append("# set user and password, and FRP_SERVER_HTTPAUTHUSERNAME/PASSWORD to match")
     return "\n".join(lines) + "\n"
