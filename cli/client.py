@@ -25,13 +25,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from nodes.clock import cause
 from nodes.tasks import first_to_end
 from schemas.settings import URL_VARIABLE
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 UNREACHABLE = 255
 TIMED_OUT = 124  # as GNU timeout exits
-_CONNECT_SECONDS = 30.0
+CONNECT_SECONDS = 30.0
 
 
 async def answer_of(resp: aiohttp.ClientResponse) -> Any:
@@ -59,8 +60,14 @@ def adapter_url(text: str) -> str:
     return url
 
 
-def auth_headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def adapter_session(token: str | None) -> aiohttp.ClientSession:
+    """A session with the adapter: each connection given CONNECT_SECONDS, and no limit
+    after it (aiohttp's default cuts every request at 5 minutes: a long exec, copy or
+    batch; the adapter bounds those itself)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS),
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
 
 
 async def ssh(url: str, name: str, token: str | None) -> int:
@@ -71,15 +78,13 @@ async def ssh(url: str, name: str, token: str | None) -> int:
     if not os.isatty(sys.stdin.fileno()):
         shell_url += "&tty=false"
     timeout = aiohttp.ClientWSTimeout(ws_close=5)
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(sock_connect=_CONNECT_SECONDS), headers=auth_headers(token)
-    ) as session:
+    async with adapter_session(token) as session:
         try:
             ws = await session.ws_connect(shell_url, heartbeat=20, timeout=timeout)
         except aiohttp.WSServerHandshakeError as e:
             return fail(f"{name}: {e.status} {await _refusal(session, shell_url, e.status)}")
         except aiohttp.ClientError as e:
-            return fail(f"cannot reach the adapter at {url}: {e}")
+            return fail(f"cannot reach the adapter at {url}: {cause(e, CONNECT_SECONDS)}")
         async with ws:
             with _raw_terminal():
                 return await _Terminal(ws).run()
@@ -95,14 +100,14 @@ async def run(
     body: dict[str, Any] = {"cmd": " ".join(command)}
     if time_limit is not None:
         body["timeout"] = time_limit
-    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+    async with adapter_session(token) as session:
         try:
             async with session.post(
                 f"{url.rstrip('/')}/api/v1/nodes/{name}/exec", json=body
             ) as resp:
                 answer = await answer_of(resp)
         except (aiohttp.ClientError, ValueError) as e:
-            return fail(f"cannot reach the adapter at {url}: {e}")
+            return fail(f"cannot reach the adapter at {url}: {cause(e, CONNECT_SECONDS)}")
     if resp.status != 200:
         return fail(f"{name}: {answer.get('error')}: {answer.get('details')}")
     sys.stdout.write(answer["stdout"])
@@ -120,7 +125,7 @@ async def issue_frpc_token(url: str, name: str, token: str | None, *, force: boo
     """A new frpc token for node `name` (the previous one stops working: only with `force`
     when it has one); ClientError or ValueError says why not."""
     nodes = f"{url.rstrip('/')}/api/v1/nodes"
-    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+    async with adapter_session(token) as session:
         async with session.get(f"{nodes}/{name}") as resp:
             node = await answer_of(resp) if resp.status == 200 else {}
         if node.get("status", {}).get("frpcTokenHash") and not force:
@@ -156,7 +161,7 @@ async def copy(
     if (remote_source is None) == (remote_destination is None):
         return fail("cp copies between here and a node: one side must be NM_NAME:/path")
     nodes = f"{url.rstrip('/')}/api/v1/nodes"
-    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+    async with adapter_session(token) as session:
         try:
             if remote_destination is not None:
                 name, path = remote_destination
@@ -180,7 +185,7 @@ async def copy(
                 return fail(f"{path} is a directory: cp -r copies directories")
             return await node.download_tree(path, destination, items)
         except (aiohttp.ClientError, OSError) as e:
-            return fail(f"cp failed: {e}")
+            return fail(f"cp failed: {cause(e, CONNECT_SECONDS)}")
 
 
 def _on_node(spec: str) -> tuple[str, str] | None:
@@ -328,11 +333,11 @@ async def port_forward(url: str, name: str, local: int, remote: int, token: str 
     forward_url = f"{url.rstrip('/')}/api/v1/nodes/{name}/portforward?port={remote}"
 
     async def carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+        async with adapter_session(token) as session:
             try:
                 ws = await session.ws_connect(forward_url, heartbeat=20, max_msg_size=1 << 21)
             except (aiohttp.ClientError, OSError) as e:
-                fail(f"{name}:{remote}: {e}")
+                fail(f"{name}:{remote}: {cause(e, CONNECT_SECONDS)}")
                 writer.close()
                 return
             async with ws:

@@ -13,7 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from cli.client import COPY_CHUNK, answer_of, auth_headers, fail
+from cli.client import CONNECT_SECONDS, COPY_CHUNK, adapter_session, answer_of, fail
+from nodes.clock import cause
 
 FAILED = 1
 _PAGE = 500
@@ -29,7 +30,7 @@ async def list_nodes(
         if value:
             query[key] = value
     rows = [("NAME", "STATUS", "SINCE", "LABELS")]
-    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+    async with adapter_session(token) as session:
         try:
             while True:
                 async with session.get(f"{url.rstrip('/')}/api/v1/nodes", params=query) as resp:
@@ -41,7 +42,7 @@ async def list_nodes(
                     break
                 query["continue"] = after
         except (aiohttp.ClientError, ValueError) as e:
-            return fail(f"cannot reach the adapter at {url}: {e}")
+            return fail(f"cannot reach the adapter at {url}: {cause(e, CONNECT_SECONDS)}")
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print(
@@ -126,7 +127,7 @@ async def _lines(
     url: str, method: str, path: str, token: str | None, **request: Any
 ) -> AsyncIterator[dict[str, Any] | int]:
     """The NDJSON lines of a batch as they come; an exit status instead when it fails."""
-    async with aiohttp.ClientSession(headers=auth_headers(token)) as session:
+    async with adapter_session(token) as session:
         try:
             async with session.request(method, f"{url.rstrip('/')}{path}", **request) as resp:
                 if resp.status != 200:
@@ -136,4 +137,4 @@ async def _lines(
                 async for raw in resp.content:
                     yield json.loads(raw)
         except (aiohttp.ClientError, ValueError) as e:
-            yield fail(f"cannot reach the adapter at {url}: {e}")
+            yield fail(f"cannot reach the adapter at {url}: {cause(e, CONNECT_SECONDS)}")

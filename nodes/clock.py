@@ -8,6 +8,7 @@ that ran out of time is told here too, by its time limit (`cause`).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 
@@ -41,4 +42,11 @@ def cause(error: BaseException, time_limit: float) -> str:
     `TimeoutError()` is empty), so it is told by the time limit that ran out."""
     if isinstance(error, TimeoutError):
         return f"timed out after {time_limit:g} s"
+    # aiohttp's connection errors hold the system's words; their own text adds its
+    # connection key ("ssl:default") to them.
+    os_error = getattr(error, "os_error", None)
+    if isinstance(os_error, OSError):  # asyncio's strerror names the address: errno's words
+        number = os_error.errno or 0
+        words = os.strerror(number) if number > 0 else os_error.strerror
+        return f"cannot connect: {words or os_error}"
     return str(error) or type(error).__name__

@@ -221,6 +221,18 @@ async def test_a_url_without_a_scheme_works_and_a_url_of_something_else_says_so(
 
 
 @pytest.mark.parametrize(
+    "args", [("ls",), ("exec", "nodemaintenances-n1", "--", "true"), ("ssh", "nodemaintenances-n1")]
+)
+def test_an_adapter_that_is_not_there_is_said_in_the_systems_words(args: tuple[str, ...]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    done = run(args[0], "--url", url, *args[1:])
+    assert (done.returncode, done.stderr) == (
+        255,
+        f"frp-adapter: cannot reach the adapter at {url}: cannot connect: Connection refused\n",
+    )
+
+
+@pytest.mark.parametrize(
     ("command", "shown", "hidden"),
     [
         ("frps-config", "--frps-api", "--ssh-user"),

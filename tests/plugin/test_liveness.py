@@ -125,7 +125,7 @@ async def test_an_frps_that_stops_answering_takes_its_nodes_offline_and_back_whe
     assert seen["reachable"] is False
     assert seen["down"] is False
     assert seen["unreachable_since"] == clock.now().isoformat()
-    assert "Cannot connect" in seen["probe_error"]
+    assert seen["probe_error"].endswith("/api/serverinfo: cannot connect: Connection refused")
     assert await node_status(client, "n1") == ("online", "NewProxy")  # not for long enough yet
 
     await clock.advance(DOWN_AFTER)
