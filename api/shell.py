@@ -89,9 +89,7 @@ async def _serve(
     bridge: _Bridge | None = None
     recording = None
     try:
-        async with open_shell(
-            connector, target, cols=cols, rows=rows, tty=query["tty"]
-        ) as session:
+        async with open_shell(connector, target, cols=cols, rows=rows, tty=query["tty"]) as session:
             logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
             recording = _recording(
                 settings.shell_recordings, record, cols, rows, request.app[STATE].adapter.clock
