@@ -59,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"frp-adapter: no command {args[0]!r}{hint} (commands: {', '.join(_COMMANDS)})")
     if not args or (args[0] not in (*_COMMANDS, "-h", "--help")):
         args.insert(0, "serve")
-    parser = _parser()
-    parsed = parser.parse_args(args)
+    parser, subcommands = _parser()
+    parsed, unknown = parser.parse_known_args(args)
+    if unknown:
+        _refuse_unknown(subcommands[parsed.command], unknown)
     if parsed.command == "unique-id":
         sys.exit(_print_unique_id())
     if parsed.command == "frps-config":
@@ -132,7 +134,17 @@ def _kubeconfig(args: list[str]) -> list[str]:
     return rest
 
 
-def _parser() -> argparse.ArgumentParser:
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exits with the subcommand's usage and the flag it has nearest to the first unknown
+    (argparse names neither)."""
+    given = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    nearest = difflib.get_close_matches(given.partition("=")[0], flags, n=1)
+    hint = f"; did you mean {nearest[0]}?" if nearest else ""
+    parser.error(f"unrecognized argument {given!r}{hint}")
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="frp-adapter", description="frps server plugin that keeps NodeMaintenance status"
     )
@@ -218,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_url(forward)
     forward.add_argument("nm_name")
     forward.add_argument("ports", metavar="[LOCAL:]REMOTE")
-    return parser
+    return parser, commands.choices
 
 
 # The settings frps-config and frpc-config read; the others are taken but not shown.

@@ -172,6 +172,24 @@ def test_an_unknown_command_is_an_error_naming_the_nearest() -> None:
     assert "no command 'sshh'; did you mean ssh?" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["ls", "--urll", "x"], "ls: error: unrecognized argument '--urll'; did you mean --url?"),
+        (["exec", "--timout", "3", "n", "--", "true"], "did you mean --timeout?"),
+        (["--adress", "1:2"], "serve: error: unrecognized argument '--adress'; did you mean --add"),
+        (["cp", "--recursve", "a", "b"], "did you mean --recursive?"),
+        (["ls", "extra"], "frp-adapter ls: error: unrecognized argument 'extra'\n"),
+    ],
+)  # fmt: skip
+def test_an_unknown_flag_is_an_error_naming_the_nearest(args: list[str], said: str) -> None:
+    done = run(*args)
+    assert done.returncode == 2
+    assert said in done.stderr
+    command = "serve" if args[0].startswith("-") else args[0]
+    assert done.stderr.startswith(f"usage: frp-adapter {command} ")  # its own usage
+
+
 def test_a_misspelt_variable_of_the_originals_stops_start_up() -> None:
     done = run(env={"FRP_ADAPTER_ADDR": ":9000"})
     assert done.returncode == 2
