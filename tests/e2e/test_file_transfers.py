@@ -157,7 +157,14 @@ async def send(node: Node, case: Upload, body: bytes, target: Path) -> dict[str,
     source.write_bytes(body)
     # `frp-adapter cp` fails unless the node holds the size and sha256 it read and sent.
     assert (
-        await copy(node.frp.adapter_url, str(source), f"{NODE}:{target}", TOKENS["operator"]) == 0
+        await copy(
+            node.frp.adapter_url,
+            str(source),
+            f"{NODE}:{target}",
+            TOKENS["operator"],
+            recursive=False,
+        )
+        == 0
     )
     source.unlink()
     return {"path": str(target), "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
@@ -261,7 +268,13 @@ async def test_a_download_is_the_bytes_the_node_holds_or_the_range_asked(
     if case.reader == "cp":
         copied = node.directory.parent / f"{source.name}.copied"
         assert (
-            await copy(node.frp.adapter_url, f"{NODE}:{source}", str(copied), TOKENS["operator"])
+            await copy(
+                node.frp.adapter_url,
+                f"{NODE}:{source}",
+                str(copied),
+                TOKENS["operator"],
+                recursive=False,
+            )
             == 0
         )
         assert copied.read_bytes() == body
