@@ -114,3 +114,19 @@ async def test_a_read_only_token_is_offered_no_shell_and_its_websocket_is_refuse
         })"""
     )
     assert code == 1006  # refused before the upgrade (403)
+
+
+async def test_a_shell_that_cannot_open_says_why(fleet: FrpSetup, browser: Browser) -> None:
+    """Refused before the upgrade, the WebSocket tells the page only 1006: the console
+    shows the adapter's own words (unknown node, offline node, a read-only caller)."""
+    page = await signed_in(browser, fleet, "operator", "/ui/shell/nodemaintenances-nope")
+    await page.wait_for_selector(
+        "#status:text('refused: not found: nodemaintenance nodemaintenances-nope not found')"
+    )
+    page = await signed_in(browser, fleet, "operator", "/ui/")
+    await page.wait_for_selector(row("edge-3"), timeout=30000)
+    await fleet.processes.stop("edge-3")
+    await page.wait_for_selector(row("edge-3", "offline"), timeout=60000)
+    await page.goto(f"{fleet.adapter_url}/ui/shell/nodemaintenances-edge-3")
+    await page.wait_for_selector("#status:text('refused: node offline: frp client edge-3')")
+    assert await page.locator("#reconnect").is_visible()

@@ -47,6 +47,18 @@ export function shellSocket(name: string, cols: number, rows: number): WebSocket
   return new WebSocket(url, [WS_PROTOCOL, `base64url.bearer.authorization.k8s.io.${encoded}`]);
 }
 
+// A WebSocket refused before its upgrade tells the page only 1006: the same request,
+// made plainly, answers why (offline, unknown, forbidden, frps unreachable).
+export async function shellRefusal(name: string): Promise<string> {
+  try {
+    const answer = await fetch(`/api/v1/nodes/${name}/shell`, { headers: headers() });
+    const body = await answer.json();
+    return `${body.error}: ${body.details}`;
+  } catch {
+    return "the adapter cannot be reached";
+  }
+}
+
 // NDJSON lines of a streamed answer, as they arrive.
 export async function* lines(answer: Response): AsyncGenerator<unknown> {
   if (!answer.body) return;

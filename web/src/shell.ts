@@ -2,7 +2,7 @@
 
 import { FitAddon } from "@xterm/addon-fit";
 import { Terminal } from "@xterm/xterm";
-import { type Access, shellSocket } from "./api";
+import { type Access, shellRefusal, shellSocket } from "./api";
 
 export function showShell(root: HTMLElement, access: Access, name: string): void {
   const status = document.createElement("div");
@@ -48,8 +48,10 @@ export function showShell(root: HTMLElement, access: Access, name: string): void
       if (control.type === "error")
         status.textContent = `error: ${JSON.stringify(control.message)}`;
     };
-    ws.onclose = (event) => {
-      if (status.textContent === "connected" || status.textContent === "connecting") {
+    ws.onclose = async (event) => {
+      if (status.textContent === "connecting") {
+        status.textContent = `refused: ${await shellRefusal(name)}`;
+      } else if (status.textContent === "connected") {
         status.textContent = `closed (${event.code}${event.reason ? ` ${event.reason}` : ""})`;
       }
       reconnect.hidden = false;
