@@ -48,15 +48,32 @@ async def test_the_list_is_live_and_a_batch_runs_on_three_nodes(
     for node in NODES:
         await page.check(f"{row(node)} input.pick")
     await page.fill("#command", "echo from-$((6*7))")
-    await page.click("#run")
-    await page.wait_for_function("document.querySelectorAll('#results .result').length === 3")
+    await page.press("#command", "Enter")  # Enter runs it
+    await page.wait_for_selector("#summary:text('3 ok · 0 failed · 0 unreachable · 0 timed out')")
     results = await page.locator("#results .result").all_inner_texts()
     assert sorted(r.split()[0] for r in results) == [f"nodemaintenances-{n}" for n in NODES]
     assert all("exit 0" in r and "from-42" in r for r in results)
+    # Output and errors apart; a failure counted as one.
+    await page.fill("#command", "echo out; echo err >&2; exit 3")
+    await page.click("#run")
+    await page.wait_for_selector("#summary:text('0 ok · 3 failed · 0 unreachable')")
+    assert await page.locator("#results pre.stdout").all_inner_texts() == ["out\n"] * 3
+    assert await page.locator("#results pre.stderr").all_inner_texts() == ["err\n"] * 3
 
     await fleet.processes.stop("edge-3")  # its frpc goes: the row follows, no reload
     await page.wait_for_selector(row("edge-3", "offline"), timeout=30000)
     assert await page.locator(f"{row('edge-3', 'offline')} a.shell").count() == 0
+    await page.fill("#command", "true")
+    await page.press("#command", "Enter")
+    await page.wait_for_selector("#summary:text('2 ok · 0 failed · 1 unreachable')")
+    offline = page.locator("#results .result", has_text="nodemaintenances-edge-3")
+    assert "node offline: frp client edge-3 is offline now" in await offline.inner_text()
+    for node in NODES:
+        await page.uncheck(f".row[data-node='nodemaintenances-{node}'] input.pick")
+    await page.press("#command", "Enter")
+    await page.wait_for_selector(
+        "#summary:text('Tick the nodes to run it on, or choose every online node.')"
+    )
     await page.fill("#search", "edge-2")
     assert await page.locator(".spacer .row").count() == 1
 

@@ -229,12 +229,33 @@ type ExecLine = {
   duration_ms?: number;
   stdout?: string;
   stderr?: string;
+  timed_out?: boolean;
   error?: string;
-  details?: string;
+  details?: unknown;
 };
 
+const OUTCOMES = ["ok", "failed", "unreachable", "timed out"] as const;
+type Outcome = (typeof OUTCOMES)[number];
+
+function outcome(result: ExecLine): Outcome {
+  if (result.error) return "unreachable";
+  if (result.timed_out) return "timed out";
+  return result.exit_status === 0 ? "ok" : "failed";
+}
+
+// The adapter's details in words: a sentence, or each field with what is wrong with it.
+function inWords(details: unknown): string {
+  if (typeof details === "string") return details;
+  if (Array.isArray(details)) return details.map(inWords).join("; ");
+  if (details && typeof details === "object")
+    return Object.entries(details)
+      .map(([field, said]) => `${field}: ${inWords(said)}`)
+      .join("; ");
+  return String(details);
+}
+
 // A command on the nodes ticked, or on every online node (the selector's, when one is
-// given), each result as it comes.
+// given), each result as it comes, and a count of each outcome. Enter runs it.
 function batchPanel(
   nodes: Map<string, Node>,
   selected: Set<string>,
@@ -243,16 +264,29 @@ function batchPanel(
   const command = element("input", { id: "command", placeholder: "command to run" });
   const everyOnline = element("input", { type: "checkbox", id: "all-online" });
   const run = element("button", { id: "run", textContent: "Run" });
+  const summary = element("div", { id: "summary", role: "status" });
   const results = element("div", { id: "results" });
+  command.onkeydown = (event) => {
+    if (event.key === "Enter") run.click();
+  };
   run.onclick = async () => {
     const picked = [...selected].filter((name) => nodes.has(name));
     const chosen = selector();
+    results.replaceChildren();
+    if (!command.value.trim()) {
+      summary.textContent = "Type a command to run.";
+      return;
+    }
+    if (!everyOnline.checked && picked.length === 0) {
+      summary.textContent = "Tick the nodes to run it on, or choose every online node.";
+      return;
+    }
     const body = !everyOnline.checked
       ? { cmd: command.value, nodes: picked }
       : chosen
         ? { cmd: command.value, labelSelector: chosen }
         : { cmd: command.value, status: "online" };
-    results.replaceChildren();
+    summary.textContent = "running";
     const answer = await fetch("/api/v1/exec", {
       method: "POST",
       headers: { ...headers(), "Content-Type": "application/json" },
@@ -260,31 +294,36 @@ function batchPanel(
     });
     if (!answer.ok) {
       const refusal = await answer.json();
-      results.append(
-        element("div", {
-          className: "result failed",
-          textContent: `${refusal.error}: ${JSON.stringify(refusal.details)}`,
-        }),
-      );
+      summary.textContent = `${refusal.error}: ${inWords(refusal.details)}`;
       return;
     }
+    const counts = new Map<Outcome, number>(OUTCOMES.map((name) => [name, 0]));
+    const count = () => OUTCOMES.map((name) => `${counts.get(name)} ${name}`).join(" · ");
+    summary.textContent = count();
     for await (const line of lines(answer)) {
       const result = line as ExecLine;
+      const kind = outcome(result);
+      counts.set(kind, (counts.get(kind) ?? 0) + 1);
+      summary.textContent = count();
       const said = result.error
-        ? `${result.error}: ${result.details}`
-        : `exit ${result.exit_status} in ${result.duration_ms} ms`;
-      const ok = result.exit_status === 0;
+        ? `${result.error}: ${inWords(result.details)}`
+        : result.timed_out
+          ? `timed out after ${result.duration_ms} ms`
+          : `exit ${result.exit_status} in ${result.duration_ms} ms`;
+      const streams = (["stdout", "stderr"] as const)
+        .filter((stream) => result[stream])
+        .map((stream) => element("pre", { className: stream, textContent: result[stream] }));
       results.append(
         element(
           "div",
-          { className: `result ${ok ? "ok" : "failed"}` },
+          { className: `result ${kind === "ok" ? "ok" : "failed"}` },
           element("b", { textContent: result.node }),
           ` ${said}`,
-          element("pre", { textContent: `${result.stdout ?? ""}${result.stderr ?? ""}` }),
+          ...streams,
         ),
       );
     }
   };
   const label = element("label", {}, everyOnline, " every online node matching the labels");
-  return element("section", { className: "batch" }, command, label, run, results);
+  return element("section", { className: "batch" }, command, label, run, summary, results);
 }
