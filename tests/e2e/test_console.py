@@ -3,6 +3,7 @@ list, a batch run, the xterm.js shell, and what a read-only token is not offered
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +46,14 @@ async def test_the_list_is_live_and_a_batch_runs_on_three_nodes(
     for node in NODES:
         await page.wait_for_selector(row(node), timeout=30000)
     assert await page.locator(f"{row('edge-1')} a.shell").count() == 1
+    # Each node by its unique id (the NM name on hover), the reason of its last change
+    # before its time, relative (exact on hover).
+    cells = page.locator(f"{row('edge-1')} .cell")
+    assert await cells.nth(0).inner_text() == "edge-1"
+    assert await cells.nth(0).get_attribute("title") == "nodemaintenances-edge-1"
+    change = await cells.nth(3).inner_text()
+    assert re.fullmatch(r"NewProxy · \d+ s ago", change), change
+    assert re.fullmatch(r"NewProxy at \d{4}-.+", await cells.nth(3).get_attribute("title") or "")
     for node in NODES:
         await page.check(f"{row(node)} input.pick")
     await page.fill("#command", "echo from-$((6*7))")
@@ -119,6 +128,7 @@ async def test_a_read_only_token_is_offered_no_shell_and_its_websocket_is_refuse
     await page.wait_for_selector(row("edge-1"), timeout=30000)
     assert await page.locator("a.shell").count() == 0
     assert await page.locator("#run").count() == 0
+    assert await page.locator("input.pick").count() == 0  # nothing to pick nodes for
     await page.goto(f"{fleet.adapter_url}/ui/shell/nodemaintenances-edge-1")
     await page.wait_for_selector("#status:text('may not open shells')")
     code = await page.evaluate(

@@ -7,13 +7,40 @@ const ROW_HEIGHT = 28;
 // events, and each redraw filters and sorts them all.
 const REDRAW_MS = 200;
 
-type Column = { title: string; value: (node: Node) => string };
+const NM_PREFIX = "nodemaintenances-";
+
+// `value` sorts and filters; `shown`, when given, is what a cell says and its hover.
+type Column = {
+  title: string;
+  value: (node: Node) => string;
+  shown?: (node: Node) => { text: string; title: string };
+};
 
 const COLUMNS: Column[] = [
-  { title: "Node", value: (n) => n.metadata.name },
+  {
+    title: "Node",
+    value: (n) => n.metadata.name,
+    // The NMs' common prefix hid what tells nodes apart: the unique id.
+    shown: (n) => ({ text: n.metadata.name.replace(NM_PREFIX, ""), title: n.metadata.name }),
+  },
   { title: "State", value: (n) => n.status.services[0]?.status ?? "" },
-  { title: "Last heartbeat", value: (n) => n.status.lastHeartbeatTime ?? "" },
-  { title: "Last change", value: (n) => `${n.status.lastTransitionTime} ${n.status.reason}` },
+  {
+    title: "Last heartbeat",
+    value: (n) => n.status.lastHeartbeatTime ?? "",
+    shown: (n) => ({
+      text: ago(n.status.lastHeartbeatTime),
+      title: n.status.lastHeartbeatTime ?? "",
+    }),
+  },
+  {
+    title: "Last change",
+    value: (n) => n.status.lastTransitionTime,
+    // The reason first: a narrow cell cuts the end, and the time is on hover too.
+    shown: (n) => ({
+      text: `${n.status.reason} · ${ago(n.status.lastTransitionTime)}`,
+      title: `${n.status.reason} at ${n.status.lastTransitionTime}`,
+    }),
+  },
   { title: "frps", value: (n) => n.spec.services[0]?.frpServerIpAddress ?? "" },
   { title: "Port", value: (n) => n.spec.services[0]?.proxyPort ?? "" },
   { title: "frpc", value: (n) => n.status.frpcVersion ?? "" },
@@ -21,6 +48,16 @@ const COLUMNS: Column[] = [
   { title: "Labels", value: (n) => labelText(n) },
 ];
 const LABELS = COLUMNS.length - 1;
+
+// "3 min ago" for an ISO time; the exact time is the cell's hover.
+function ago(iso: string | undefined): string {
+  const seconds = Math.round((Date.now() - Date.parse(iso ?? "")) / 1000);
+  if (Number.isNaN(seconds)) return iso ?? "";
+  if (seconds < 60) return `${Math.max(seconds, 0)} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return `${Math.floor(seconds / 86400)} d ago`;
+}
 
 function labelText(node: Node): string {
   return Object.entries(node.metadata.labels ?? {})
@@ -62,7 +99,7 @@ export function showList(root: HTMLElement, access: Access): void {
   const header = element("div", { className: "row header" });
   const spacer = element("div", { className: "spacer" });
   const viewport = element("div", { className: "viewport", id: "nodes" }, spacer);
-  header.append(element("span", { className: "pick" }));
+  if (access.may.exec) header.append(element("span", { className: "pick" }));
   COLUMNS.forEach((column, index) => {
     const title = element("button", { className: "cell", textContent: column.title });
     title.onclick = () => {
@@ -116,19 +153,23 @@ export function showList(root: HTMLElement, access: Access): void {
     const line = element("div", { className: `row ${COLUMNS[1].value(node)}` });
     line.style.top = `${index * ROW_HEIGHT}px`;
     line.dataset.node = name;
-    const pick = element("input", {
-      type: "checkbox",
-      className: "pick",
-      checked: selected.has(name),
-    });
-    pick.onchange = () => (pick.checked ? selected.add(name) : selected.delete(name));
+    if (access.may.exec) {
+      // a read-only caller has nothing to pick nodes for
+      const pick = element("input", {
+        type: "checkbox",
+        className: "pick",
+        checked: selected.has(name),
+      });
+      pick.setAttribute("aria-label", `pick ${name}`);
+      pick.onchange = () => (pick.checked ? selected.add(name) : selected.delete(name));
+      line.append(pick);
+    }
     line.append(
-      pick,
-      ...COLUMNS.map((c, i) =>
-        i === LABELS
-          ? chips(node)
-          : element("span", { className: "cell", textContent: c.value(node) }),
-      ),
+      ...COLUMNS.map((c, i) => {
+        if (i === LABELS) return chips(node);
+        const { text, title } = c.shown?.(node) ?? { text: c.value(node), title: c.value(node) };
+        return element("span", { className: "cell", textContent: text, title });
+      }),
     );
     const actions = element("span", { className: "cell actions" });
     if (access.may.shell && COLUMNS[1].value(node) === "online") {
@@ -181,6 +222,7 @@ export function showList(root: HTMLElement, access: Access): void {
   state.onchange = refresh;
   frps.onchange = refresh;
   viewport.onscroll = draw;
+  setInterval(draw, 30_000); // "3 min ago" ages without a change to redraw it
   window.addEventListener("resize", draw);
   selector.onchange = select;
   const filters = element(
