@@ -54,10 +54,14 @@ def _dashboard(settings: Settings, server: FrpsServer) -> str:
     if settings.frps_api_user:
         lines.append(f"user = {json.dumps(settings.frps_api_user)}")
         # frps reads the value from its own environment (frp's config templates): the
-        # password is neither shown here nor written in frps.toml.
+        # password is neither shown here nor written in frps.toml. Quoted by the template
+        # (a `"` in it stays in the string); unset or empty, it is no value and frps does
+        # not start, where a plain "{{ ... }}" would give the dashboard the password
+        # "<no value>", or none.
         lines.append(
-            'password = "{{ .Envs.FRP_SERVER_HTTPAUTHPASSWORD }}"  '
-            "# start frps with FRP_SERVER_HTTPAUTHPASSWORD set"
+            "password = {{ with .Envs.FRP_SERVER_HTTPAUTHPASSWORD }}"
+            '{{ printf "%q" . }}{{ end }}  '
+            "# frps starts only with FRP_SERVER_HTTPAUTHPASSWORD set"
         )
     else:
         lines.append("# set user and password, and FRP_SERVER_HTTPAUTHUSERNAME/PASSWORD to match")

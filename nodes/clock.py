@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import ssl
 import time
 from datetime import UTC, datetime
 
@@ -37,6 +39,10 @@ class Clock:
         await event.wait()
 
 
+# "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)": the words between.
+_OPENSSL_WRAPPING = re.compile(r"^\[SSL: \w+\] | \(_ssl\.c:\d+\)$")
+
+
 def cause(error: BaseException, time_limit: float) -> str:
     """What went wrong, for a message: a timeout says nothing of itself (the text of
     `TimeoutError()` is empty), so it is told by the time limit that ran out."""
@@ -45,6 +51,8 @@ def cause(error: BaseException, time_limit: float) -> str:
     # aiohttp's connection errors hold the system's words; their own text adds its
     # connection key ("ssl:default") to them.
     os_error = getattr(error, "os_error", None)
+    if isinstance(os_error, ssl.SSLError):  # its errno is OpenSSL's, not the system's
+        return f"cannot connect: TLS: {_OPENSSL_WRAPPING.sub('', os_error.strerror or '')}"
     if isinstance(os_error, OSError):  # asyncio's strerror names the address: errno's words
         number = os_error.errno or 0
         words = os.strerror(number) if number > 0 else os_error.strerror

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from aiohttp import web
 
 from cli.main import _kubeconfig
 from tests.e2e.peers import Processes
-from tests.support import free_port, new_proxy
+from tests.support import certificate, free_port, new_proxy
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -236,6 +238,39 @@ async def test_a_url_without_a_scheme_works_and_a_url_of_something_else_says_so(
     assert f"http://127.0.0.1:{server.port} answered 200 (text/plain" in said
     assert "not as frp-adapter's API does: is --url (FRPA_URL) the adapter's address?" in said
     assert "Extra data" not in said
+
+
+@pytest.mark.parametrize("tls", [True, False])
+async def test_a_tls_failure_is_said_in_words_not_as_an_errno(tmp_path: Path, tls: bool) -> None:
+    """An https --url whose server's certificate is not trusted, or that speaks no TLS: the
+    words of the TLS library, not its errno 1 read as the system's ("Operation not
+    permitted") nor its source file."""
+    context = None
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate(tmp_path, "untrusted"))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli", "ls", "--url", f"https://127.0.0.1:{port}",
+            stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    words = "certificate verify failed: self-signed certificate" if tls else "wrong version number"
+    assert (process.returncode, stderr.decode()) == (
+        255,
+        f"frp-adapter: cannot reach the adapter at https://127.0.0.1:{port}: "
+        f"cannot connect: TLS: {words}\n",
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,13 @@ ports filled in), gets a node online and a command run on it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.e2e.peers import frp_binaries, sqlite_frp, wait_for_port
@@ -102,3 +104,40 @@ async def test_three_pasted_blocks_take_a_node_from_nothing_to_a_command_run(
             return code == 0 and out == "hello\n"
 
         await eventually(runs, within=30, what="a command run on the node")
+
+
+@pytest.mark.parametrize("password", [None, "", 'with "quotes" and \\ and spaces'])
+async def test_frps_reads_the_dashboard_password_from_its_environment_or_does_not_start(
+    tmp_path: Path, password: str | None
+) -> None:
+    """frps-config's `[webServer]` as pasted: frps takes the password from its own
+    environment whatever it holds, and refuses to start without one (frp's templates
+    render an unset variable as "<no value>": a password anyone could guess)."""
+    frps_bin, _ = frp_binaries(tmp_path)
+    env = {"FRP_SERVER_API": "http://127.0.0.1:7500", "FRP_SERVER_HTTPAUTHUSERNAME": "admin"}
+    code, block, err = await cli("frps-config", env=env)
+    assert code == 0, err
+    frps_toml = tmp_path / "frps.toml"
+    frps_toml.write_text(f"bindPort = 7000\n{block}")
+    frps_env = {} if password is None else {"FRP_SERVER_HTTPAUTHPASSWORD": password}
+    checking = await asyncio.create_subprocess_exec(
+        str(frps_bin), "verify", "-c", str(frps_toml), env=frps_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    said, _ = await asyncio.wait_for(checking.communicate(), 30)
+    assert (checking.returncode == 0) == bool(password), said.decode()
+    if password:  # frps's dashboard takes exactly that password
+        dashboard = free_port()
+        frps_toml.write_text(
+            f'bindAddr = "127.0.0.1"\nbindPort = {free_port()}\n'
+            + block.replace("port = 7500", f"port = {dashboard}")
+        )
+        async with sqlite_frp(tmp_path) as frp:
+            frp.processes.start("frps", [str(frps_bin), "-c", str(frps_toml)], env=frps_env)
+            await wait_for_port(dashboard, frp.processes.running["frps"])
+            async with aiohttp.ClientSession() as session:
+                for given, status in ((password, 200), ("<no value>", 401)):
+                    auth = base64.b64encode(f"admin:{given}".encode()).decode()
+                    url = f"http://127.0.0.1:{dashboard}/api/serverinfo"
+                    async with session.get(url, headers={"Authorization": f"Basic {auth}"}) as resp:
+                        assert resp.status == status
