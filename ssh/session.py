@@ -25,8 +25,9 @@ class Shell:
     """A login shell, on a PTY (resizable) or reading its input as a pipe: bytes in, bytes
     out."""
 
-    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes], *, tty: bool) -> None:
         self._process = process
+        self._tty = tty
 
     async def read(self) -> bytes:
         """The next output the node sent, b"" once the shell ended."""
@@ -37,8 +38,10 @@ class Shell:
         await self._process.stdin.drain()
 
     def end_input(self) -> None:
-        """The input has ended: a shell without a PTY reads its end and exits."""
-        self._process.stdin.write_eof()
+        """The input has ended: a shell without a PTY reads its end and exits. A PTY's
+        input ends only when its user types it (^D), so there it means nothing."""
+        if not self._tty:
+            self._process.stdin.write_eof()
 
     def resize(self, cols: int, rows: int) -> None:
         self._process.change_terminal_size(cols, rows)
@@ -67,9 +70,12 @@ async def open_shell(
             process = await conn.create_process(stderr=asyncssh.STDOUT, encoding=None)
         connector.shells_active += 1
         try:
-            yield Shell(process)
+            yield Shell(process, tty=tty)
         finally:
             connector.shells_active -= 1
+            if not tty and process.returncode is None:
+                # No PTY, so no SIGHUP when the channel closes: what it runs would outlive it.
+                await _kill(conn, process)
             process.close()
 
 

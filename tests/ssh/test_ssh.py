@@ -389,6 +389,31 @@ async def test_a_shell_without_a_tty_reads_its_input_to_the_end(client: Client) 
         assert json.loads(msg.data) == {"type": "exit", "exit_status": 5}
 
 
+async def test_a_shell_without_a_tty_takes_what_it_runs_along_when_the_client_goes(
+    client: Client, tmp_path: Path
+) -> None:
+    """Without a PTY no SIGHUP comes when the channel closes: what the shell was running
+    is killed as exec's timeout kills, not left running on the node."""
+    marker, pidfile = tmp_path / "survived", tmp_path / "pid"
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell?tty=false") as ws:
+        await ws.send_bytes(f"sh -c 'echo $$ > {pidfile}; sleep 3 && touch {marker}'\n".encode())
+        await eventually(lambda: _exists(pidfile), within=10, what="the command started")
+    await ended(pidfile)  # at once if killed; else after it touched the marker
+    assert not marker.exists(), "the command outlived its shell"
+
+
+async def _exists(path: Path) -> bool:
+    return await asyncio.to_thread(path.exists)
+
+
+async def test_an_eof_frame_on_a_pty_shell_is_not_the_end_of_its_input(client: Client) -> None:
+    """A terminal's input ends when its user types ^D: the frame means nothing there."""
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell") as ws:
+        await ws.send_str(json.dumps({"type": "eof"}))
+        await ws.send_bytes(b"echo still-$((40 + 2))\r")
+        await read_until(ws, "still-42")
+
+
 async def test_original_shell_sends_text_with_the_original_default_size(client: Client) -> None:
     async with client.ws_connect(f"/reverse_proxy/{NODE}") as ws:
         await ws.send_str("stty size\r")
