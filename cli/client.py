@@ -19,7 +19,7 @@ import stat
 import sys
 import termios
 import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -109,7 +109,7 @@ async def run(
         except (aiohttp.ClientError, ValueError) as e:
             return fail(f"cannot reach the adapter at {url}: {cause(e, CONNECT_SECONDS)}")
     if resp.status != 200:
-        return fail(f"{name}: {answer.get('error')}: {answer.get('details')}")
+        return fail(f"{name}: {refusal_of(answer)}")
     sys.stdout.write(answer["stdout"])
     sys.stderr.write(answer["stderr"])
     if answer["truncated"]:
@@ -136,12 +136,24 @@ async def issue_frpc_token(url: str, name: str, token: str | None, *, force: boo
         async with session.post(f"{nodes}/{name}/frpc-token") as resp:
             answer = await answer_of(resp)
     if resp.status != 200:
-        raise ValueError(f"{resp.status} {answer.get('error')}: {answer.get('details')}")
+        raise ValueError(f"{resp.status} {refusal_of(answer)}")
     issued: str = answer["token"]
     return issued
 
 
 COPY_CHUNK = 1 << 18
+COPY_INCOMPLETE = 1  # as scp exits when something was not copied
+# The node's refusals of one item (no such file, not a regular file, not permitted): a tree's
+# copy says them and goes on, as scp's; any other (the node offline, forbidden) stops it.
+_ITEM_REFUSALS = (400, 404)
+
+
+class _CopyError(Exception):
+    """What stops a copy (or one item of a tree), in words; `status`, the adapter's."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def copy(
@@ -149,8 +161,8 @@ async def copy(
 ) -> int:
     """`cp [-r] SRC DST`, one side `NM_NAME:/path` on a node, the other a local path, as
     scp: a destination that is a directory gets the source's name in it; with `recursive`,
-    a directory is copied whole (files keep their modes, links to directories are not
-    followed)."""
+    a directory is copied whole (files keep their modes under this umask, links to
+    directories are not followed). What could not be copied is said, and the exit is 1."""
     for spec in (source, destination):
         name, colon, path = spec.partition(":")
         if colon and name.startswith("nodemaintenances-") and not path.startswith("/"):
@@ -162,30 +174,49 @@ async def copy(
         return fail("cp copies between here and a node: one side must be NM_NAME:/path")
     nodes = f"{url.rstrip('/')}/api/v1/nodes"
     async with adapter_session(token) as session:
+        name, path = remote_source or remote_destination  # type: ignore[misc]
+        node = _Node(session, f"{nodes}/{name}")
         try:
             if remote_destination is not None:
-                name, path = remote_destination
-                node = _Node(session, f"{nodes}/{name}")
-                if path.endswith("/") or await node.listing(path) is not None:
-                    path = posixpath.join(path, os.path.basename(source.rstrip("/")))
-                if not await asyncio.to_thread(os.path.isdir, source):
-                    return await node.upload(source, path)
-                if not recursive:
-                    return fail(f"{source} is a directory: cp -r copies directories")
-                return await node.upload_tree(source, path)
-            assert remote_source is not None
-            name, path = remote_source
-            node = _Node(session, f"{nodes}/{name}")
-            if await asyncio.to_thread(os.path.isdir, destination):
-                destination = os.path.join(destination, posixpath.basename(path.rstrip("/")))
-            items = await node.listing(path)
-            if items is None:
-                return await node.download(path, destination)
-            if not recursive:
-                return fail(f"{path} is a directory: cp -r copies directories")
-            return await node.download_tree(path, destination, items)
-        except (aiohttp.ClientError, OSError) as e:
+                await _upload(node, source, path, recursive=recursive)
+            else:
+                await _download(node, path, destination, recursive=recursive)
+        except _CopyError as e:
+            return fail(str(e))
+        except (aiohttp.ClientError, OSError, ValueError) as e:
             return fail(f"cp failed: {cause(e, CONNECT_SECONDS)}")
+        except (KeyError, TypeError) as e:
+            return fail(f"cp failed: an answer the adapter does not give ({e!r})")
+    return COPY_INCOMPLETE if node.skipped else 0
+
+
+async def _upload(node: _Node, source: str, path: str, *, recursive: bool) -> None:
+    if path.endswith("/") or await node.listing(path) is not None:
+        name = os.path.basename(await asyncio.to_thread(os.path.abspath, source))  # `..`, `.`
+        if not name:
+            raise _CopyError(f"{source} has no name to give the copy: name it, NM_NAME:/path/NAME")
+        path = posixpath.join(path, name)
+    if not await asyncio.to_thread(os.path.isdir, source):
+        await node.upload(source, path)
+    elif not recursive:
+        raise _CopyError(f"{source} is a directory: cp -r copies directories")
+    else:
+        await node.upload_tree(source, path)
+
+
+async def _download(node: _Node, path: str, destination: str, *, recursive: bool) -> None:
+    items = await node.listing(path)
+    if await asyncio.to_thread(os.path.isdir, destination):
+        name = posixpath.basename(posixpath.normpath(path))
+        if not name:
+            raise _CopyError(f"{path} has no name to give the copy: name it, {destination}/NAME")
+        destination = os.path.join(destination, name)
+    if items is None:
+        await node.download(path, destination)
+    elif not recursive:
+        raise _CopyError(f"{path} is a directory: cp -r copies directories")
+    else:
+        await node.download_tree(path, destination, items)
 
 
 def _on_node(spec: str) -> tuple[str, str] | None:
@@ -195,25 +226,60 @@ def _on_node(spec: str) -> tuple[str, str] | None:
     return None
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 class _Node:
-    """A node's files, through the adapter's files API."""
+    """A node's files, through the adapter's files API; `skipped`, the items of a tree
+    not copied (said as they are met)."""
 
     def __init__(self, session: aiohttp.ClientSession, node_url: str) -> None:
         self._session = session
         self._url = node_url
+        self._umask = _umask()
+        self.skipped = 0
+
+    def _skip(self, message: str) -> None:
+        self.skipped += 1
+        fail(message)
+
+    async def _item(self, copying: Awaitable[None]) -> bool:
+        """Whether one item of a tree was copied: the node's refusal of it, or this
+        machine's, is said and the copy goes on, as scp's; any other stops it."""
+        try:
+            await copying
+        except _CopyError as e:
+            if e.status not in _ITEM_REFUSALS:
+                raise
+            self._skip(str(e))
+        except OSError as e:
+            self._skip(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        else:
+            return True
+        return False
 
     async def listing(self, path: str) -> list[dict[str, Any]] | None:
-        """The entries of `path` when it is a directory on the node, else None."""
+        """The entries of `path` when it is a directory on the node; None when it is a file
+        or is not there (an empty file has no first byte: 416); _CopyError when the node or
+        the adapter refuses to say."""
         # One byte of a file is asked for: a directory answers its listing whole, a file not.
         async with self._session.get(
             f"{self._url}/files", params={"path": path}, headers={"Range": "bytes=0-0"}
         ) as resp:
-            if resp.status != 200 or resp.content_type != "application/json":
+            if resp.status in (404, 416) or (
+                resp.status in (200, 206) and resp.content_type != "application/json"
+            ):
                 return None
-            items: list[dict[str, Any]] = (await answer_of(resp))["items"]
-            return items
+            answer = await answer_of(resp)
+        if resp.status != 200:
+            raise _CopyError(f"{path}: {refusal_of(answer)}", resp.status)
+        items: list[dict[str, Any]] = answer["items"]
+        return items
 
-    async def upload(self, source: str, path: str) -> int:
+    async def upload(self, source: str, path: str) -> None:
         mode = (await asyncio.to_thread(os.stat, source)).st_mode & 0o777
         total = await asyncio.to_thread(os.path.getsize, source)
         progress = _Progress(source, total)
@@ -234,76 +300,87 @@ class _Node:
             answer = await answer_of(resp)
         progress.done()
         if resp.status != 200:
-            return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+            raise _CopyError(f"{path}: {refusal_of(answer)}", resp.status)
         # The adapter says what the node holds: it must be what left here.
         if (answer["size"], answer["sha256"]) != (sent_size, sent.hexdigest()):
-            return fail(
+            raise _CopyError(
                 f"{path}: the node holds {answer['size']} bytes, sha256 {answer['sha256']}; "
                 f"sent {sent_size} bytes, sha256 {sent.hexdigest()}"
             )
-        return 0
 
-    async def upload_tree(self, source: str, path: str) -> int:
-        walked = await asyncio.to_thread(lambda: list(os.walk(source)))
+    async def upload_tree(self, source: str, path: str) -> None:
+        unread: list[OSError] = []
+        walked = await asyncio.to_thread(lambda: list(os.walk(source, onerror=unread.append)))
+        for error in unread:  # what cannot be listed here cannot be copied
+            self._skip(f"{error.filename}: {error.strerror}, skipped")
         for directory, subdirectories, names in walked:
             relative = directory[len(source) :].strip(os.sep)  # os.walk's are under source
             remote = posixpath.normpath(posixpath.join(path, relative))
-            async with self._session.post(
-                f"{self._url}/directories", params={"path": remote}
-            ) as resp:
-                answer = await answer_of(resp)
-            if resp.status != 200:
-                return fail(f"{remote}: {answer.get('error')}: {answer.get('details')}")
+            if not await self._item(self._make_directory(remote)):
+                continue
             for name in sorted(names):
                 local = os.path.join(directory, name)
                 if not await asyncio.to_thread(os.path.isfile, local):
-                    fail(f"{local}: not a regular file, skipped")
-                elif code := await self.upload(local, posixpath.join(remote, name)):
-                    return code
+                    self._skip(f"{local}: not a regular file, skipped")
+                else:
+                    await self._item(self.upload(local, posixpath.join(remote, name)))
             for name in subdirectories:  # os.walk goes into none of them
                 if await asyncio.to_thread(os.path.islink, os.path.join(directory, name)):
-                    fail(f"{os.path.join(directory, name)}: a link to a directory, not followed")
-        return 0
+                    self._skip(f"{os.path.join(directory, name)}: a link to a directory, skipped")
 
-    async def download(self, path: str, destination: str) -> int:
+    async def _make_directory(self, path: str) -> None:
+        async with self._session.post(f"{self._url}/directories", params={"path": path}) as resp:
+            answer = await answer_of(resp)
+        if resp.status != 200:
+            raise _CopyError(f"{path}: {refusal_of(answer)}", resp.status)
+
+    async def download(self, path: str, destination: str, mode: int | None = None) -> None:
+        """The file `path` into `destination`; with `mode`, that mode under this umask."""
         async with self._session.get(f"{self._url}/files", params={"path": path}) as resp:
             if resp.status != 200:
-                answer = await answer_of(resp)
-                return fail(f"{path}: {answer.get('error')}: {answer.get('details')}")
+                raise _CopyError(f"{path}: {refusal_of(await answer_of(resp))}", resp.status)
             if resp.content_type == "application/json":  # a directory since it was looked at
-                return fail(f"{path} is a directory: cp -r copies directories")
+                raise _CopyError(f"{path} is a directory: cp -r copies directories")
             progress = _Progress(path, int(resp.headers["Content-Length"]))
             with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
                 async for chunk in resp.content.iter_chunked(COPY_CHUNK):
                     await asyncio.to_thread(file.write, chunk)
                     progress.add(len(chunk))
+                if mode is not None:
+                    await asyncio.to_thread(os.fchmod, file.fileno(), mode & 0o777 & ~self._umask)
         progress.done()
-        return 0
 
-    async def download_tree(self, path: str, destination: str, items: list[dict[str, Any]]) -> int:
+    async def download_tree(self, path: str, destination: str, items: list[dict[str, Any]]) -> None:
         await asyncio.to_thread(os.makedirs, destination, exist_ok=True)
         for item in items:
             name = item["name"]
-            if "/" in name or name in (".", ".."):
-                fail(f"{path}: the node listed {name!r}, which is no name: skipped")
+            if (
+                not isinstance(name, str)
+                or not name
+                or "/" in name
+                or "\0" in name
+                or (name in (".", ".."))
+            ):
+                self._skip(f"{path}: the node listed {name!r}, which is no name: skipped")
                 continue
-            remote, local = posixpath.join(path, name), os.path.join(destination, name)
-            inner = await self.listing(remote) if item["type"] in ("directory", "link") else None
-            if item["type"] == "directory":
-                code = await self.download_tree(remote, local, inner or [])
-            elif inner is not None:
-                fail(f"{remote}: a link to a directory, not followed")
-                continue
-            elif item["type"] in ("file", "link"):
-                code = await self.download(remote, local)
-                if code == 0 and item["type"] == "file":
-                    await asyncio.to_thread(os.chmod, local, item["mode"] & 0o777)
+            await self._item(self._download_item(item, path, destination))
+
+    async def _download_item(self, item: dict[str, Any], path: str, destination: str) -> None:
+        remote, local = posixpath.join(path, item["name"]), os.path.join(destination, item["name"])
+        inner = await self.listing(remote) if item["type"] in ("directory", "link") else None
+        if item["type"] == "directory":
+            if inner is None:
+                self._skip(f"{remote}: no longer a directory on the node, skipped")
             else:
-                fail(f"{remote}: not a regular file, skipped")
-                continue
-            if code:
-                return code
-        return 0
+                await self.download_tree(remote, local, inner)
+        elif inner is not None:
+            self._skip(f"{remote}: a link to a directory, skipped")
+        elif item["type"] == "file":
+            await self.download(remote, local, item["mode"])
+        elif item["type"] == "link":  # to a file: copied as one, with a mode of its own
+            await self.download(remote, local)
+        else:
+            self._skip(f"{remote}: not a regular file, skipped")
 
 
 class _Progress:
@@ -378,7 +455,7 @@ async def _both_ways(
     finally:
         writer.close()
     if error is not None:  # either way broke: the connection is cut, and that is said
-        fail(f"{where}: the connection broke off: {error or type(error).__name__}")
+        fail(f"{where}: the connection broke off: {cause(error, CONNECT_SECONDS)}")
 
 
 class _Terminal:
@@ -473,9 +550,16 @@ async def _refusal(session: aiohttp.ClientSession, shell_url: str, status: int) 
     try:
         async with session.get(shell_url) as resp:
             answer = await answer_of(resp)
-        return f"{answer['error']}: {answer['details']}"
-    except (aiohttp.ClientError, ValueError, TypeError, KeyError):
+    except (aiohttp.ClientError, ValueError):
         return "a valid token is needed in FRPA_TOKEN" if status == 401 else "refused"
+    return refusal_of(answer)
+
+
+def refusal_of(answer: Any) -> str:
+    """The adapter's refusal (or a batch line's failure), in its words."""
+    if not isinstance(answer, dict):
+        return f"an answer the adapter does not give: {str(answer)[:80]}"
+    return f"{answer.get('error')}: {answer.get('details')}"
 
 
 def fail(message: str) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from cli.client import CONNECT_SECONDS, COPY_CHUNK, adapter_session, answer_of, fail
+from cli.client import CONNECT_SECONDS, COPY_CHUNK, adapter_session, answer_of, fail, refusal_of
 from nodes.clock import cause
 
 FAILED = 1
@@ -36,7 +36,7 @@ async def list_nodes(
                 async with session.get(f"{url.rstrip('/')}/api/v1/nodes", params=query) as resp:
                     answer = await answer_of(resp)
                 if resp.status != 200:
-                    return fail(f"{answer.get('error')}: {answer.get('details')}")
+                    return fail(refusal_of(answer))
                 rows.extend(_row(item) for item in answer["items"])
                 if not (after := answer["metadata"].get("continue")):
                     break
@@ -78,7 +78,7 @@ async def run_on_many(
             return line
         node = line["node"]
         if "error" in line:
-            print(f"== {node}: {line['error']}: {line['details']}", flush=True)
+            print(f"== {node}: {refusal_of(line)}", flush=True)
             worst = FAILED
             continue
         ended = "timed out" if line["timed_out"] else f"exit {line['exit_status']}"
@@ -116,7 +116,7 @@ async def copy_to_many(
         if isinstance(line, int):
             return line
         if "error" in line:
-            print(f"{line['node']}: {line['error']}: {line['details']}")
+            print(f"{line['node']}: {refusal_of(line)}")
             worst = FAILED
         else:
             print(f"{line['node']}: {line['path']} {line['size']} bytes sha256 {line['sha256']}")
@@ -132,7 +132,7 @@ async def _lines(
             async with session.request(method, f"{url.rstrip('/')}{path}", **request) as resp:
                 if resp.status != 200:
                     answer = await answer_of(resp)
-                    yield fail(f"{answer.get('error')}: {answer.get('details')}")
+                    yield fail(refusal_of(answer))
                     return
                 async for raw in resp.content:
                     yield json.loads(raw)

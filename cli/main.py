@@ -11,9 +11,11 @@ import gc
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -69,14 +71,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_print_frps_config(parsed))
     token = os.environ.get(TOKEN_VARIABLE)
     if parsed.command == "frpc-config":
-        sys.exit(asyncio.run(_print_frpc_config(parsed, token)))
+        _run_client(_print_frpc_config(parsed, token))
     if parsed.command == "ssh":
-        sys.exit(asyncio.run(client.ssh(parsed.url, parsed.nm_name, token)))
+        _run_client(client.ssh(parsed.url, parsed.nm_name, token))
     if parsed.command == "ls":
         listing = fleet.list_nodes(parsed.url, parsed.selector, parsed.field_selector, token)
-        sys.exit(asyncio.run(listing))
+        _run_client(listing)
     if parsed.command == "cp":
-        sys.exit(asyncio.run(_copy(parsed, token)))
+        _run_client(_copy(parsed, token))
     if parsed.command == "port-forward":
         local, _, remote = parsed.ports.rpartition(":")
         if not remote.isdigit() or not (local or "0").isdigit():
@@ -88,8 +90,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(asyncio.run(forwarding))
         sys.exit(0)
     if parsed.command == "exec":
-        sys.exit(asyncio.run(_exec(parser, parsed, token)))
+        _run_client(_exec(parser, parsed, token))
     sys.exit(_serve(parsed))
+
+
+def _run_client(command: Coroutine[Any, Any, int]) -> NoReturn:
+    """Exit with what `command` returns; Ctrl-C (where it is not the node's, as in a raw
+    terminal) ends it as it ends a shell's command: 130, without a traceback."""
+    try:
+        sys.exit(asyncio.run(command))
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
 
 
 async def _copy(parsed: argparse.Namespace, token: str | None) -> int:

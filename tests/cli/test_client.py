@@ -1,4 +1,4 @@
-"""`frp-adapter ssh` and `frp-adapter exec`, run as processes against an adapter and sshd.
+"""`frp-adapter ssh`, `exec` and `cp`, run as processes against an adapter and sshd.
 
 `ssh` runs on a real pseudo-terminal, as an operator's terminal would drive it.
 """
@@ -55,7 +55,9 @@ async def register(url: str, sshd: Sshd) -> None:
         assert resp.status == 200
 
 
-async def cli(*args: str, token: str = TOKENS["operator"]) -> tuple[int, str, str]:
+async def cli(
+    *args: str, token: str = TOKENS["operator"], umask: int = 0o022
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -64,6 +66,7 @@ async def cli(*args: str, token: str = TOKENS["operator"]) -> tuple[int, str, st
         env={**os.environ, "FRPA_TOKEN": token},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: os.umask(umask),
     )
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
@@ -163,3 +166,86 @@ async def test_ssh_drives_a_remote_shell_from_a_terminal(
 
 def set_size(fd: int, *, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def deep(root: Path) -> Path:
+    """`root` with a file `ok` and, under `deep`, directories nested past PATH_MAX (4096):
+    a directory that cannot be listed, to root as to anyone."""
+    root.mkdir()
+    (root / "ok").write_bytes(b"ok\n")
+    (root / "deep").mkdir()
+    fd = os.open(root / "deep", os.O_RDONLY)
+    for _ in range(18):  # made by descriptor: no path this long can be named
+        os.mkdir("d" * 250, dir_fd=fd)
+        inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    return root
+
+
+async def test_cp_r_says_what_it_could_not_read_here_copies_the_rest_and_exits_1(
+    url: str, tmp_path: Path
+) -> None:
+    """As scp -r: a directory that cannot be listed is said, not skipped in silence, the
+    rest arrives, and the exit status is 1."""
+    source = deep(tmp_path / "source")
+    code, _, err = await cli("cp", "-r", "--url", url, str(source), f"{NODE}:{tmp_path}/copy")
+    assert code == 1, err
+    assert ": File name too long, skipped" in err
+    assert (tmp_path / "copy" / "ok").read_bytes() == b"ok\n"
+
+
+async def test_cp_r_says_what_the_node_refused_copies_the_rest_and_exits_1(
+    url: str, tmp_path: Path
+) -> None:
+    """(OpenSSH's sftp-server leaves out of a listing what it cannot stat, so a directory
+    too deep to list is not seen from here: a link to a FIFO is the node's refusal.)"""
+    source = tmp_path / "source"
+    source.mkdir()
+    os.mkfifo(source / "fifo")
+    (source / "link").symlink_to(source / "fifo")
+    (source / "ok").write_bytes(b"ok\n")
+    code, _, err = await cli("cp", "-r", "--url", url, f"{NODE}:{source}", str(tmp_path / "copy"))
+    assert code == 1, err
+    assert err.splitlines() == [
+        f"frp-adapter: {source}/fifo: not a regular file, skipped",
+        f"frp-adapter: {source}/link: file error: {source}/link: is a FIFO, not a regular file",
+    ]
+    assert (tmp_path / "copy" / "ok").read_bytes() == b"ok\n"
+
+
+async def test_cp_r_gives_downloaded_files_their_modes_under_this_umask(
+    url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for name, mode in (("run.sh", 0o755), ("secret", 0o600), ("plain", 0o664)):
+        (source / name).write_text(name)
+        (source / name).chmod(mode)
+    for umask, expected in ((0o022, (0o755, 0o600, 0o644)), (0o077, (0o700, 0o600, 0o600))):
+        copy = tmp_path / f"copy-{umask:o}"
+        code, _, err = await cli(
+            "cp", "-r", "--url", url, f"{NODE}:{source}", str(copy), umask=umask
+        )
+        assert code == 0, err
+        modes = tuple(
+            (copy / name).stat().st_mode & 0o777 for name in ("run.sh", "secret", "plain")
+        )
+        assert modes == expected
+
+
+async def test_cp_r_names_a_copy_of_dot_dot_by_what_it_is(url: str, tmp_path: Path) -> None:
+    """`cp -r conf/sub/.. NODE:/dir/` copies conf into /dir, not into /dir's parent."""
+    (tmp_path / "conf" / "sub").mkdir(parents=True)
+    (tmp_path / "conf" / "a").write_text("a")
+    (tmp_path / "into").mkdir()
+    source = str(tmp_path / "conf" / "sub" / "..")
+    code, _, err = await cli("cp", "-r", "--url", url, source, f"{NODE}:{tmp_path}/into/")
+    assert code == 0, err
+    assert (tmp_path / "into" / "conf" / "a").read_text() == "a"
+    code, _, err = await cli(
+        "cp", "-r", "--url", url, f"{NODE}:{tmp_path}/conf/sub/..", str(tmp_path)
+    )
+    assert code == 255
+    assert "may not hold '..'" in err

@@ -354,9 +354,11 @@ async def test_frp_adapter_cp_r_copies_directories_both_ways(frp: FrpSetup, tmp_
     assert f"{conf} is a directory: cp -r copies directories" in err
     (tmp_path / "remote").mkdir()
     code, err = await cp("-r", str(conf), f"{NODE}:{tmp_path / 'remote'}")
-    assert code == 0, err
-    assert f"{conf / 'fifo'}: not a regular file, skipped" in err
-    assert f"{conf / 'link-to-sub'}: a link to a directory, not followed" in err
+    assert code == 1, err  # as scp's, for what it did not copy
+    assert err.splitlines() == [
+        f"frp-adapter: {conf / 'fifo'}: not a regular file, skipped",
+        f"frp-adapter: {conf / 'link-to-sub'}: a link to a directory, skipped",
+    ]
     assert tree(tmp_path / "remote" / "conf") == sent
     assert temporaries(tmp_path / "remote" / "conf") == []
 
@@ -494,3 +496,24 @@ async def test_ssh_with_its_input_from_a_pipe_a_file_or_nothing_runs_it_and_ends
         0,
         hashlib.sha256("".join(f"line-{i}\n" for i in range(20000)).encode()).hexdigest(),
     )
+
+
+async def test_ctrl_c_ends_a_piped_ssh_as_it_ends_a_command(frp: FrpSetup, tmp_path: Path) -> None:
+    """Input from a pipe, so Ctrl-C is this process's, not the node's: 130, no traceback."""
+    env = {
+        **os.environ,
+        "FRPA_TOKEN": TOKENS["operator"],
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "ssh", "--url", frp.adapter_url, NODE, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(b"echo started; sleep 60\n")
+    assert await asyncio.wait_for(process.stdout.readline(), 30) == b"started\n"
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert (process.returncode, err.decode()) == (130, "")
