@@ -20,7 +20,8 @@ import logging
 import os
 import secrets
 import sys
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,30 @@ class AuditLog:
                 f"the audit log {self._destination} cannot be written ({why}): "
                 f"{record.event} refused, nothing was done"
             ) from e
+
+    @asynccontextmanager
+    async def action(
+        self, request: web.Request, event: str, node: str, command: str | None = None
+    ) -> AsyncIterator[AuditRecord]:
+        """The record of the caller's action, begun before it runs (AuditUnavailableError:
+        it does not run) and ended however it ends; the action sets its result, else an
+        error that ends it does: its kind, a cancellation, or a fault of ours by name."""
+        record = start_record(request, event, node, command)
+        await self.begin(record)
+        try:
+            yield record
+        except BaseException as e:
+            if record.result == "started":
+                record.result = (
+                    f"error: {e.kind}"
+                    if isinstance(e, AdapterError)
+                    else "cancelled"
+                    if isinstance(e, asyncio.CancelledError)
+                    else f"error: {type(e).__name__}"
+                )
+            raise
+        finally:
+            await self.end(record)
 
     async def end(self, record: AuditRecord) -> None:
         """Writes how `record`'s action ended. Its start is already written and the action

@@ -25,6 +25,7 @@ from marshmallow import Schema, ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
+from api.callers import ANONYMOUS, IDENTITY
 from api.errors import (
     InsufficientStorageError,
     RangeNotSatisfiableError,
@@ -96,25 +97,18 @@ async def put_file(request: web.Request) -> web.Response:
     path, mode = _file_input(_query(_file_query, request))
     if request.content_length is not None and request.content_length > most:
         raise _too_large(most)
-    connector = request.app[STATE].adapter.ssh
-    target = connector.target(name)
-    record = audit.start_record(request, "upload", name, path)
-    await request.app[STATE].audit.begin(record)
-    try:
-        async with _node_files(request, target) as files:
-            stored = await files.write(path, _body(request, most), mode=mode)
+    target = request.app[STATE].adapter.ssh.target(name)
+    async with request.app[STATE].audit.action(request, "upload", name, path) as record:
+        try:
+            async with _node_files(request, target) as files:
+                stored = await files.write(path, _body(request, most), mode=mode)
+        except TooLargeError:
+            record.result = "too large"
+            raise
+        except (ConnectionError, web.RequestPayloadError) as e:
+            record.result = "client went away"
+            raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
         record.result, record.bytes_in = "stored", stored.size
-    except TooLargeError:
-        record.result = "too large"
-        raise
-    except AdapterError as e:
-        record.result = f"error: {e.kind}"
-        raise
-    except (ConnectionError, web.RequestPayloadError) as e:
-        record.result = "client went away"
-        raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
-    finally:
-        await request.app[STATE].audit.end(record)
     return web.json_response(asdict(stored))
 
 
@@ -123,17 +117,12 @@ async def make_directory(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
     path = _checked(_query(_path_query, request)["path"])
     target = request.app[STATE].adapter.ssh.target(name)
-    record = audit.start_record(request, "mkdir", name, path)
-    await request.app[STATE].audit.begin(record)
-    try:
-        async with _node_files(request, target) as files:
-            await files.make_directory(path)
+    async with (
+        request.app[STATE].audit.action(request, "mkdir", name, path) as record,
+        _node_files(request, target) as files,
+    ):
+        await files.make_directory(path)
         record.result = "made"
-    except AdapterError as e:
-        record.result = f"error: {e.kind}"
-        raise
-    finally:
-        await request.app[STATE].audit.end(record)
     return web.json_response({"path": path})
 
 
@@ -153,14 +142,13 @@ async def put_files(request: web.Request) -> web.StreamResponse:
     query = _query(_batch_query, request)
     path, mode = _file_input(query)
     names = batch_names(request, query)
-    batch = audit.start_record(request, "upload batch", f"{len(names)} nodes", path)
-    await request.app[STATE].audit.begin(batch)  # refused whole (503) when it cannot be written
-    try:
+    # Refused whole (503) when its record cannot be written.
+    async with request.app[STATE].audit.action(
+        request, "upload batch", f"{len(names)} nodes", path
+    ) as batch:
         return await _put_spooled(
             request, batch, names, path=path, mode=mode, concurrency=query["concurrency"]
         )
-    finally:
-        await request.app[STATE].audit.end(batch)
 
 
 async def _put_spooled(
@@ -188,28 +176,23 @@ async def _put_spooled(
         limit = asyncio.Semaphore(concurrency)
 
         async def one(name: str) -> dict[str, Any]:
-            record = audit.start_record(request, "upload", name, path)
             try:
-                await request.app[STATE].audit.begin(record)
-            except audit.AuditUnavailableError as e:
-                return {"node": name, "error": e.kind, "details": str(e)}
-            try:
-                async with limit, _node_files(request, node_target(request, name)) as files:
+                async with (
+                    request.app[STATE].audit.action(request, "upload", name, path) as record,
+                    limit,
+                    _node_files(request, node_target(request, name)) as files,
+                ):
                     stored = await files.write(path, _spooled(spool), mode=mode)
-                record.result, record.bytes_in = "stored", stored.size
-            except AdapterError as e:  # the node's: its own line
-                record.result = f"error: {e.kind}"
+                    record.result, record.bytes_in = "stored", stored.size
+            except AdapterError as e:  # the node's, or its record's: its own line
                 return {"node": name, "error": e.kind, "details": str(e)}
             except Exception as e:  # a fault of ours on one node leaves the others going
                 logger.exception("batch upload to %s failed", name)
-                record.result = "error: internal error"
                 return {
                     "node": name,
                     "error": "internal error",
                     "details": f"{type(e).__name__}: {e}",
                 }
-            finally:
-                await request.app[STATE].audit.end(record)
             return {"node": name, **asdict(stored)}
 
         return await node_lines(request, batch, names, one)
@@ -249,58 +232,55 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["nm_name"]
     path, _ = _file_input(_query(_file_query, request))
     target = request.app[STATE].adapter.ssh.target(name)
-    record = audit.start_record(request, "download", name, path)
-    await request.app[STATE].audit.begin(record)
     response = web.StreamResponse()
-    try:
-        async with _node_files(request, target) as files:
-            if await files.is_directory(path):
-                record.result = "listed"
-                items = [asdict(entry) for entry in await files.listing(path)]
-                return web.json_response({"path": path, "items": items})
-            reading = await files.reading(path)
-            size = reading.size
-            wanted = _wanted(request.headers.get(hdrs.RANGE), size)
-            if wanted is None:
-                raise RangeNotSatisfiableError(path, size)
-            start, length = wanted
-            response.set_status(206 if length < size else 200)
-            response.headers.update(
-                {
-                    "Content-Type": "application/octet-stream",
-                    "Accept-Ranges": "bytes",
-                    "Content-Length": str(length),
-                    **(
-                        {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
-                        if length < size
-                        else {}
-                    ),
-                }
-            )
-            await response.prepare(request)
-            async with contextlib.aclosing(reading.chunks(start, length)) as chunks:
-                async for chunk in chunks:
-                    record.bytes_out += len(chunk)
-                    await delivered(request, response.write(chunk))
-            if record.bytes_out < length:  # the file shrank: only a cut body can say so
-                response.force_close()
-            await response.write_eof()
-            record.result = "sent"
+    async with request.app[STATE].audit.action(request, "download", name, path) as record:
+        try:
+            async with _node_files(request, target) as files:
+                if await files.is_directory(path):
+                    record.result = "listed"
+                    items = [asdict(entry) for entry in await files.listing(path)]
+                    return web.json_response({"path": path, "items": items})
+                reading = await files.reading(path)
+                size = reading.size
+                wanted = _wanted(request.headers.get(hdrs.RANGE), size)
+                if wanted is None:
+                    raise RangeNotSatisfiableError(path, size)
+                start, length = wanted
+                response.set_status(206 if length < size else 200)
+                response.headers.update(
+                    {
+                        "Content-Type": "application/octet-stream",
+                        "Accept-Ranges": "bytes",
+                        "Content-Length": str(length),
+                        **(
+                            {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
+                            if length < size
+                            else {}
+                        ),
+                    }
+                )
+                await response.prepare(request)
+                async with contextlib.aclosing(reading.chunks(start, length)) as chunks:
+                    async for chunk in chunks:
+                        record.bytes_out += len(chunk)
+                        await delivered(request, response.write(chunk))
+                if record.bytes_out < length:  # the file shrank: only a cut body can say so
+                    response.force_close()
+                await response.write_eof()
+                record.result = "sent"
+                return response
+        except ConnectionError:  # the client went away mid-download: nothing more to send
+            record.result = "client went away"
             return response
-    except ConnectionError:  # the client went away mid-download: nothing more to send
-        record.result = "client went away"
-        return response
-    except RangeNotSatisfiableError:
-        record.result = "range not satisfiable"
-        raise
-    except AdapterError as e:
-        record.result = f"error: {e.kind}"
-        if response.prepared:  # the status is sent: only a cut body can say so
-            response.force_close()
+        except RangeNotSatisfiableError:
+            record.result = "range not satisfiable"
+            raise
+        except AdapterError as e:
+            if not response.prepared:
+                raise
+            record.result = f"error: {e.kind}"
+            response.force_close()  # the status is sent: only a cut body can say so
             return response
-        raise
-    finally:
-        await request.app[STATE].audit.end(record)
 
 
 def _wanted(header: str | None, size: int) -> tuple[int, int] | None:
@@ -336,30 +316,31 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
     port = _query(_port_query, request)["port"]
     connector = request.app[STATE].adapter.ssh
     target = connector.target(name)
-    record = audit.start_record(request, "portforward", name, f"port {port}")
+    user = request.get(IDENTITY, ANONYMOUS).name
     forwards = request.app[STATE].forwards_by_user
-    if forwards[record.user] >= settings.max_forwards_per_user:
+    if forwards[user] >= settings.max_forwards_per_user:
         raise TooManyError(
-            f"{record.user} has {forwards[record.user]} open "
+            f"{user} has {forwards[user]} open "
             f"(FRPA_MAX_FORWARDS_PER_USER={settings.max_forwards_per_user})",
             kind="too many forwards",
         )
-    await request.app[STATE].audit.begin(record)
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat or None, max_msg_size=_FRAME, protocols=(WS_PROTOCOL,)
-    )
-    await request.app[STATE].shutdown.prepare(ws, request)
-    forwards[record.user] += 1
-    try:
-        async with node_port(connector, target, port) as stream:
-            record.result = await _carry(request, ws, stream, record)
-    except AdapterError as e:  # after the upgrade: the close frame says it
-        logger.warning("port forward to %s port %d for %s failed: %s", name, port, record.user, e)
-        record.result = f"error: {e.kind}"
-        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
-    finally:
-        forwards[record.user] -= 1
-        await request.app[STATE].audit.end(record)
+    async with request.app[STATE].audit.action(
+        request, "portforward", name, f"port {port}"
+    ) as record:
+        ws = web.WebSocketResponse(
+            heartbeat=settings.ws_heartbeat or None, max_msg_size=_FRAME, protocols=(WS_PROTOCOL,)
+        )
+        await request.app[STATE].shutdown.prepare(ws, request)
+        forwards[user] += 1
+        try:
+            async with node_port(connector, target, port) as stream:
+                record.result = await _carry(request, ws, stream, record)
+        except AdapterError as e:  # after the upgrade: the close frame says it
+            logger.warning("port forward to %s port %d for %s failed: %s", name, port, user, e)
+            record.result = f"error: {e.kind}"
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=str(e)[:120].encode())
+        finally:
+            forwards[user] -= 1
     await ws.close()
     return ws
 

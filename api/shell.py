@@ -27,6 +27,7 @@ from marshmallow import ValidationError
 
 from api import audit
 from api.auth import WS_PROTOCOL
+from api.callers import ANONYMOUS, IDENTITY
 from api.errors import TooManyError
 from api.selection import original_name
 from api.state import STATE
@@ -70,52 +71,55 @@ async def _serve(
         raise InvalidInputError(e.messages, kind="invalid query") from e
     target = connector.target(name)
     settings = request.app[STATE].adapter.settings
-    record = audit.start_record(request, "shell", name)
+    user = request.get(IDENTITY, ANONYMOUS).name
     open_shells = request.app[STATE].shells_by_user
-    if open_shells[record.user] >= settings.max_shells_per_user:
+    if open_shells[user] >= settings.max_shells_per_user:
         raise TooManyError(
-            f"{record.user} has {open_shells[record.user]} shells open "
+            f"{user} has {open_shells[user]} shells open "
             f"(FRPA_MAX_SHELLS_PER_USER={settings.max_shells_per_user})",
             kind="too many shells",
         )
     cols = query.get("cols", default_size[0])
     rows = query.get("rows", default_size[1])
-    await request.app[STATE].audit.begin(record)
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat or None, max_msg_size=MAX_FRAME, protocols=(WS_PROTOCOL,)
-    )
-    await request.app[STATE].shutdown.prepare(ws, request)
-    open_shells[record.user] += 1
-    bridge: _Bridge | None = None
-    recording = None
-    try:
-        async with open_shell(connector, target, cols=cols, rows=rows, tty=query["tty"]) as session:
-            logger.info("shell on %s opened for %s (%dx%d)", name, record.user, cols, rows)
-            recording = _recording(
-                settings.shell_recordings, record, cols, rows, request.app[STATE].adapter.clock
-            )
-            bridge = _Bridge(ws, session, query["encoding"], binary, recording)
-            ended = await bridge.run()
-            record.result = "exited" if ended else "client closed"
-            record.exit_status = bridge.exit_status
-            if ended and binary:
-                await _send_control(ws, {"type": "exit", "exit_status": bridge.exit_status})
-    except AdapterError as e:  # after the upgrade: an error frame says it
-        record.result = f"error: {e.kind}"
-        logger.warning("shell on %s failed: %s", name, e)
-        with contextlib.suppress(ConnectionError):
-            if binary:
-                await _send_control(ws, {"type": "error", "message": str(e)})
-            else:
-                await ws.send_str(f"{e}\r\n")
-        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=e.kind.encode())
-    finally:
-        open_shells[record.user] -= 1
-        if recording is not None:
-            recording.close()
-        if bridge is not None:
-            record.bytes_in, record.bytes_out = bridge.bytes_in, bridge.bytes_out
-        await request.app[STATE].audit.end(record)
+    async with request.app[STATE].audit.action(request, "shell", name) as record:
+        ws = web.WebSocketResponse(
+            heartbeat=settings.ws_heartbeat or None,
+            max_msg_size=MAX_FRAME,
+            protocols=(WS_PROTOCOL,),
+        )
+        await request.app[STATE].shutdown.prepare(ws, request)
+        open_shells[user] += 1
+        bridge: _Bridge | None = None
+        recording = None
+        try:
+            async with open_shell(
+                connector, target, cols=cols, rows=rows, tty=query["tty"]
+            ) as session:
+                logger.info("shell on %s opened for %s (%dx%d)", name, user, cols, rows)
+                recording = _recording(
+                    settings.shell_recordings, record, cols, rows, request.app[STATE].adapter.clock
+                )
+                bridge = _Bridge(ws, session, query["encoding"], binary, recording)
+                ended = await bridge.run()
+                record.result = "exited" if ended else "client closed"
+                record.exit_status = bridge.exit_status
+                if ended and binary:
+                    await _send_control(ws, {"type": "exit", "exit_status": bridge.exit_status})
+        except AdapterError as e:  # after the upgrade: an error frame says it
+            record.result = f"error: {e.kind}"
+            logger.warning("shell on %s failed: %s", name, e)
+            with contextlib.suppress(ConnectionError):
+                if binary:
+                    await _send_control(ws, {"type": "error", "message": str(e)})
+                else:
+                    await ws.send_str(f"{e}\r\n")
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=e.kind.encode())
+        finally:
+            open_shells[user] -= 1
+            if recording is not None:
+                recording.close()
+            if bridge is not None:
+                record.bytes_in, record.bytes_out = bridge.bytes_in, bridge.bytes_out
     await ws.close()
     logger.info("shell on %s closed", name)
     return ws

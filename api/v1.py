@@ -291,8 +291,6 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
     data = await _exec_input(request, _batch_schema)
     names = batch_names(request, data)
     limit = asyncio.Semaphore(data["concurrency"])
-    batch = audit.start_record(request, "exec batch", f"{len(names)} nodes", data["cmd"])
-    await request.app[STATE].audit.begin(batch)  # refused whole (503) when it cannot be written
 
     async def one(name: str) -> dict[str, Any]:
         async with limit:
@@ -308,10 +306,11 @@ async def exec_batch(request: web.Request) -> web.StreamResponse:
                     "details": f"{type(e).__name__}: {e}",
                 }
 
-    try:
+    # Refused whole (503) when its record cannot be written.
+    async with request.app[STATE].audit.action(
+        request, "exec batch", f"{len(names)} nodes", data["cmd"]
+    ) as batch:
         return await node_lines(request, batch, names, one)
-    finally:
-        await request.app[STATE].audit.end(batch)
 
 
 async def node_lines(
@@ -340,17 +339,9 @@ async def node_lines(
 async def unpin_host_key(request: web.Request) -> web.Response:
     """Forget a node's pinned sshd host key (after a reinstall): the next dial pins anew."""
     name = request.match_info["nm_name"]
-    record = audit.start_record(request, "unpin", name)
-    await request.app[STATE].audit.begin(record)
-    try:
+    async with request.app[STATE].audit.action(request, "unpin", name) as record:
         request.app[STATE].adapter.ssh.unpin(name)
-    except AdapterError as e:
-        record.result = f"error: {e.kind}"
-        raise
-    else:
         record.result = "unpinned"
-    finally:
-        await request.app[STATE].audit.end(record)
     return web.json_response({"unpinned": name})
 
 
@@ -365,19 +356,17 @@ async def issue_frpc_token(request: web.Request) -> web.Response:
         uid = unique_id_of(name)
     except InvalidUniqueIdError as e:
         raise InvalidInputError(str(e), kind="invalid name") from e
-    record = audit.start_record(request, "frpc-token", name)
-    await request.app[STATE].audit.begin(record)
-    token = secrets.token_urlsafe(32)
-    request.app[STATE].adapter.registry.amend(
-        uid,
-        NodeChange(
-            reason="FrpcTokenIssued",
-            at=request.app[STATE].adapter.clock.now(),
-            frpc_token_hash=token_digest(token),
-        ),
-    )
-    record.result = "issued" if await stored(request, [uid]) else "not stored yet"
-    await request.app[STATE].audit.end(record)
+    async with request.app[STATE].audit.action(request, "frpc-token", name) as record:
+        token = secrets.token_urlsafe(32)
+        request.app[STATE].adapter.registry.amend(
+            uid,
+            NodeChange(
+                reason="FrpcTokenIssued",
+                at=request.app[STATE].adapter.clock.now(),
+                frpc_token_hash=token_digest(token),
+            ),
+        )
+        record.result = "issued" if await stored(request, [uid]) else "not stored yet"
     if record.result != "issued":
         raise NotStoredError("the store did not confirm the token in time")
     logger.info("issued a new frpc token for %s", name)
@@ -406,15 +395,15 @@ async def label_node(request: web.Request) -> web.Response:
             labels.pop(key, None)
         else:
             labels[key] = value
-    record = audit.start_record(request, "label", name, json.dumps(patch, ensure_ascii=False))
-    await request.app[STATE].audit.begin(record)
     adapter = request.app[STATE].adapter
-    state = adapter.registry.amend(
-        state.unique_id,
-        NodeChange(reason="Labelled", at=adapter.clock.now(), labels=labels_of(labels)),
-    )
-    record.result = "stored" if await stored(request, [state.unique_id]) else "not stored yet"
-    await request.app[STATE].audit.end(record)
+    async with request.app[STATE].audit.action(
+        request, "label", name, json.dumps(patch, ensure_ascii=False)
+    ) as record:
+        state = adapter.registry.amend(
+            state.unique_id,
+            NodeChange(reason="Labelled", at=adapter.clock.now(), labels=labels_of(labels)),
+        )
+        record.result = "stored" if await stored(request, [state.unique_id]) else "not stored yet"
     if record.result != "stored":
         raise NotStoredError("the store did not confirm the labels in time")
     return web.json_response(node_object(request, state))
@@ -455,33 +444,17 @@ async def run_audited(
 ) -> ExecResult:
     """Run `command` on node `name` for the caller of `request`, recorded in the audit log
     before it runs (AuditUnavailableError: it does not run) and when it ends."""
-    connector = request.app[STATE].adapter.ssh
-    log = request.app[STATE].audit
-    record = audit.start_record(request, "exec", name, command)
-    await log.begin(record)
-    try:
+    async with request.app[STATE].audit.action(request, "exec", name, command) as record:
         result = await run_command(
-            connector,
+            request.app[STATE].adapter.ssh,
             node_target(request, name),
             command,
             time_limit=time_limit,
             output_limit=request.app[STATE].adapter.settings.exec_output_limit,
         )
-    except AdapterError as e:
-        record.result = f"error: {e.kind}"
-        raise
-    except asyncio.CancelledError:
-        record.result = "cancelled"
-        raise
-    except Exception as e:
-        record.result = f"error: {type(e).__name__}"
-        raise
-    else:
         record.result = "timeout" if result.timed_out else "exited"
         record.exit_status = result.exit_status
         record.bytes_out = len(result.stdout) + len(result.stderr)
-    finally:
-        await log.end(record)
     return result
 
 
