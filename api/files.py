@@ -237,8 +237,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         try:
             async with _node_files(request, target) as files:
                 if await files.is_directory(path):
-                    record.result = "listed"
                     items = [asdict(entry) for entry in await files.listing(path)]
+                    record.result = "listed"
                     return web.json_response({"path": path, "items": items})
                 reading = await files.reading(path)
                 size = reading.size

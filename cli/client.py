@@ -143,17 +143,24 @@ async def issue_frpc_token(url: str, name: str, token: str | None, *, force: boo
 
 COPY_CHUNK = 1 << 18
 COPY_INCOMPLETE = 1  # as scp exits when something was not copied
-# The node's refusals of one item (no such file, not a regular file, not permitted): a tree's
-# copy says them and goes on, as scp's; any other (the node offline, forbidden) stops it.
-_ITEM_REFUSALS = (400, 404)
+# The node's refusals of one item (no such file, not a regular file, not permitted), in the
+# adapter's words: a tree's copy says them and goes on, as scp's; any other (the node
+# unknown or offline, forbidden, the adapter gone) stops it.
+_ITEM_REFUSALS = ("no such file", "file error")
 
 
 class _CopyError(Exception):
-    """What stops a copy (or one item of a tree), in words; `status`, the adapter's."""
+    """What stops a copy (or one item of a tree), in words; `kind`, the adapter's word for
+    its refusal."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, kind: str = "") -> None:
         super().__init__(message)
-        self.status = status
+        self.kind = kind
+
+
+def _refused(path: str, answer: Any) -> _CopyError:
+    kind = answer.get("error") if isinstance(answer, dict) else ""
+    return _CopyError(f"{path}: {refusal_of(answer)}", str(kind))
 
 
 async def copy(
@@ -193,6 +200,8 @@ async def copy(
 async def _upload(node: _Node, source: str, path: str, *, recursive: bool) -> None:
     if path.endswith("/") or await node.listing(path) is not None:
         name = os.path.basename(await asyncio.to_thread(os.path.abspath, source))  # `..`, `.`
+        if not _sendable(name):
+            raise _CopyError(f"{_shown(source)}: a name that is not UTF-8: name the copy")
         if not name:
             raise _CopyError(f"{source} has no name to give the copy: name it, NM_NAME:/path/NAME")
         path = posixpath.join(path, name)
@@ -217,6 +226,38 @@ async def _download(node: _Node, path: str, destination: str, *, recursive: bool
         raise _CopyError(f"{path} is a directory: cp -r copies directories")
     else:
         await node.download_tree(path, destination, items)
+
+
+def _walk(source: str) -> tuple[list[tuple[str, list[str], list[str]]], list[str]]:
+    """os.walk's (directory, subdirectories, files) under `source`, without what cannot be
+    copied from here, and that in words: directories that cannot be listed, and names that
+    are not UTF-8 (a URL cannot carry them: they would arrive under another name)."""
+    unsendable: list[str] = []
+
+    def unread(error: OSError) -> None:
+        unsendable.append(f"{_shown(str(error.filename))}: {error.strerror}, skipped")
+
+    walked = []
+    for directory, subdirectories, names in os.walk(source, onerror=unread):
+        for name in (*subdirectories, *names):
+            if not _sendable(name):
+                where = _shown(os.path.join(directory, name))
+                unsendable.append(f"{where}: a name that is not UTF-8, skipped")
+        subdirectories[:] = [name for name in subdirectories if _sendable(name)]
+        walked.append((directory, subdirectories, [name for name in names if _sendable(name)]))
+    return walked, unsendable
+
+
+def _sendable(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # os's undecodable bytes, as lone surrogates
+        return False
+    return True
+
+
+def _shown(path: str) -> str:
+    return os.fsencode(path).decode(errors="backslashreplace")
 
 
 def _on_node(spec: str) -> tuple[str, str] | None:
@@ -252,10 +293,12 @@ class _Node:
         try:
             await copying
         except _CopyError as e:
-            if e.status not in _ITEM_REFUSALS:
+            if e.kind not in _ITEM_REFUSALS:
                 raise
             self._skip(str(e))
-        except OSError as e:
+        except (aiohttp.ClientError, TimeoutError):  # the adapter's, not this item's
+            raise
+        except OSError as e:  # this machine's, of this item
             self._skip(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         else:
             return True
@@ -269,13 +312,15 @@ class _Node:
         async with self._session.get(
             f"{self._url}/files", params={"path": path}, headers={"Range": "bytes=0-0"}
         ) as resp:
-            if resp.status in (404, 416) or (
+            if resp.status == 416 or (
                 resp.status in (200, 206) and resp.content_type != "application/json"
             ):
                 return None
             answer = await answer_of(resp)
+        if resp.status == 404 and _refused(path, answer).kind == "no such file":
+            return None
         if resp.status != 200:
-            raise _CopyError(f"{path}: {refusal_of(answer)}", resp.status)
+            raise _refused(path, answer)
         items: list[dict[str, Any]] = answer["items"]
         return items
 
@@ -300,7 +345,7 @@ class _Node:
             answer = await answer_of(resp)
         progress.done()
         if resp.status != 200:
-            raise _CopyError(f"{path}: {refusal_of(answer)}", resp.status)
+            raise _refused(path, answer)
         # The adapter says what the node holds: it must be what left here.
         if (answer["size"], answer["sha256"]) != (sent_size, sent.hexdigest()):
             raise _CopyError(
@@ -309,14 +354,14 @@ class _Node:
             )
 
     async def upload_tree(self, source: str, path: str) -> None:
-        unread: list[OSError] = []
-        walked = await asyncio.to_thread(lambda: list(os.walk(source, onerror=unread.append)))
-        for error in unread:  # what cannot be listed here cannot be copied
-            self._skip(f"{error.filename}: {error.strerror}, skipped")
+        walked, unsendable = await asyncio.to_thread(_walk, source)
+        for said in unsendable:
+            self._skip(said)
+        await self._make_directory(path)  # where all goes: without it, nothing can
         for directory, subdirectories, names in walked:
             relative = directory[len(source) :].strip(os.sep)  # os.walk's are under source
             remote = posixpath.normpath(posixpath.join(path, relative))
-            if not await self._item(self._make_directory(remote)):
+            if relative and not await self._item(self._make_directory(remote)):
                 continue
             for name in sorted(names):
                 local = os.path.join(directory, name)
@@ -332,21 +377,23 @@ class _Node:
         async with self._session.post(f"{self._url}/directories", params={"path": path}) as resp:
             answer = await answer_of(resp)
         if resp.status != 200:
-            raise _CopyError(f"{path}: {refusal_of(answer)}", resp.status)
+            raise _refused(path, answer)
 
     async def download(self, path: str, destination: str, mode: int | None = None) -> None:
-        """The file `path` into `destination`; with `mode`, that mode under this umask."""
+        """The file `path` into `destination`; with `mode`, that mode under this umask when
+        `destination` is made here."""
         async with self._session.get(f"{self._url}/files", params={"path": path}) as resp:
             if resp.status != 200:
-                raise _CopyError(f"{path}: {refusal_of(await answer_of(resp))}", resp.status)
+                raise _refused(path, await answer_of(resp))
             if resp.content_type == "application/json":  # a directory since it was looked at
                 raise _CopyError(f"{path} is a directory: cp -r copies directories")
             progress = _Progress(path, int(resp.headers["Content-Length"]))
+            new = not await asyncio.to_thread(os.path.lexists, destination)
             with open(destination, "wb") as file:  # noqa: ASYNC230  (writes below, in a thread)
                 async for chunk in resp.content.iter_chunked(COPY_CHUNK):
                     await asyncio.to_thread(file.write, chunk)
                     progress.add(len(chunk))
-                if mode is not None:
+                if mode is not None and new:  # as scp: a file that was there keeps its own
                     await asyncio.to_thread(os.fchmod, file.fileno(), mode & 0o777 & ~self._umask)
         progress.done()
 

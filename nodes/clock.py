@@ -52,9 +52,10 @@ def cause(error: BaseException, time_limit: float) -> str:
     # connection key ("ssl:default") to them.
     os_error = getattr(error, "os_error", None)
     if isinstance(os_error, ssl.SSLError):  # its errno is OpenSSL's, not the system's
-        return f"cannot connect: TLS: {_OPENSSL_WRAPPING.sub('', os_error.strerror or '')}"
+        said = _OPENSSL_WRAPPING.sub("", os_error.strerror or "") or os_error.reason
+        return f"cannot connect: TLS: {said or type(os_error).__name__}"
     if isinstance(os_error, OSError):  # asyncio's strerror names the address: errno's words
         number = os_error.errno or 0
         words = os.strerror(number) if number > 0 else os_error.strerror
-        return f"cannot connect: {words or os_error}"
+        return f"cannot connect: {words or str(os_error) or type(os_error).__name__}"
     return str(error) or type(error).__name__

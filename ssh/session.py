@@ -73,8 +73,10 @@ async def open_shell(
             yield Shell(process, tty=tty)
         finally:
             connector.shells_active -= 1
-            if not tty and process.returncode is None:
-                # No PTY, so no SIGHUP when the channel closes: what it runs would outlive it.
+            if not tty and not process.stdout.at_eof():
+                # Its client went first. No PTY, so no SIGHUP when the channel closes: what it
+                # runs (the shell, or what holds its output after the shell exited) would
+                # outlive it.
                 await _kill(conn, process)
             process.close()
 

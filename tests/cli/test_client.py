@@ -233,6 +233,14 @@ async def test_cp_r_gives_downloaded_files_their_modes_under_this_umask(
             (copy / name).stat().st_mode & 0o777 for name in ("run.sh", "secret", "plain")
         )
         assert modes == expected
+    # A file there already keeps its own mode, as scp leaves it.
+    kept = tmp_path / "again" / "source" / "plain"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("old")
+    kept.chmod(0o640)
+    code, _, err = await cli("cp", "-r", "--url", url, f"{NODE}:{source}", str(tmp_path / "again"))
+    assert code == 0, err
+    assert (kept.read_text(), kept.stat().st_mode & 0o777) == ("plain", 0o640)
 
 
 async def test_cp_r_names_a_copy_of_dot_dot_by_what_it_is(url: str, tmp_path: Path) -> None:
@@ -249,3 +257,41 @@ async def test_cp_r_names_a_copy_of_dot_dot_by_what_it_is(url: str, tmp_path: Pa
     )
     assert code == 255
     assert "may not hold '..'" in err
+
+
+async def test_cp_r_to_a_node_nobody_knows_or_onto_a_file_stops_at_once(
+    url: str, tmp_path: Path
+) -> None:
+    """The adapter's refusals that are not one item's: one line, 255, as ssh."""
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "f").write_text("f")
+    code, _, err = await cli("cp", "-r", "--url", url, str(tree), "nodemaintenances-nosuch:/x")
+    assert (code, err) == (
+        255,
+        "frp-adapter: /x: not found: nodemaintenance nodemaintenances-nosuch not found\n",
+    )
+    (tmp_path / "a-file").write_text("")
+    code, _, err = await cli("cp", "-r", "--url", url, str(tree), f"{NODE}:{tmp_path}/a-file/x")
+    assert code == 255
+    assert len(err.splitlines()) == 1, err
+
+
+async def test_cp_r_skips_names_a_url_cannot_carry_and_says_so(url: str, tmp_path: Path) -> None:
+    """A local name that is not UTF-8 would arrive under another name (or over another
+    file): it is skipped, and said, as what cannot be read."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "xy").write_bytes(b"AAA")
+    odd = os.fsdecode(b"x\xffy")
+    (tree / odd).write_bytes(b"BBB")
+    (tree / os.fsdecode(b"d\xff")).mkdir()
+    (tree / os.fsdecode(b"d\xff") / "inner").write_bytes(b"CCC")
+    code, _, err = await cli("cp", "-r", "--url", url, str(tree), f"{NODE}:{tmp_path}/copy")
+    assert code == 1, err
+    assert sorted(err.splitlines()) == [
+        f"frp-adapter: {tree}/d\\xff: a name that is not UTF-8, skipped",
+        f"frp-adapter: {tree}/x\\xffy: a name that is not UTF-8, skipped",
+    ]
+    assert sorted(os.listdir(tmp_path / "copy")) == ["sub", "xy"]
+    assert (tmp_path / "copy" / "xy").read_bytes() == b"AAA"

@@ -6,6 +6,7 @@ to answers as the adapter's does (its JSON shapes, statuses and envelopes)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -101,3 +102,52 @@ async def test_an_answer_the_adapter_does_not_give_is_said_without_a_traceback(
     assert code == 255
     assert len(said) == 1
     assert said[0].startswith("frp-adapter: cp failed: an answer the adapter does not give")
+
+
+async def test_an_adapter_gone_mid_tree_stops_the_copy(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """Gone after the second file (nothing listens there any more): not one failed item
+    after another, each waiting for a connection of its own, but one line and 255."""
+    puts: list[str] = []
+    listening: list[web.BaseSite] = []
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        puts.append(request.query["path"])
+        body = await request.read()
+        digest = hashlib.sha256(body).hexdigest()
+        answer = web.json_response({"path": request.query["path"], "size": 1, "sha256": digest})
+        if len(puts) == 2:
+            for site in listening:
+                await site.stop()
+            answer.force_close()
+        return answer
+
+    async def mkdir(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.query["path"]})
+
+    async def files(request: web.Request) -> web.Response:
+        return web.json_response({"error": "no such file", "details": "gone"}, status=404)
+
+    app = web.Application()
+    app.router.add_put(f"/api/v1/nodes/{NODE}/files", put)
+    app.router.add_get(f"/api/v1/nodes/{NODE}/files", files)
+    app.router.add_post(f"/api/v1/nodes/{NODE}/directories", mkdir)
+    server = await aiohttp_server(app)
+    assert server.runner is not None
+    listening.extend(server.runner.sites)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in "abcd":
+        (tree / name).write_bytes(b"x")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "cp", "-r", "--url", str(server.make_url("")),
+        str(tree), f"{NODE}:/t", env={**os.environ, "FRPA_TOKEN": "t"},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    said = err.decode().splitlines()
+    assert process.returncode == 255
+    assert len(said) == 1
+    assert said[0].startswith("frp-adapter: cp failed: "), said
+    assert len(puts) == 2

@@ -573,6 +573,34 @@ async def test_exec_and_shell_leave_audit_records(
     assert shell["bytes_out"] > len("typed")
 
 
+async def test_a_listing_the_node_refuses_is_audited_as_refused(
+    aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
+) -> None:
+    """Not as "listed": a name that is not UTF-8 makes the listing fail midway."""
+    log = tmp_path / "audit.jsonl"
+    client = await adapter(aiohttp_client, tmp_path, sshd, audit_log=str(log))
+    await register(client, "abc123", sshd.port)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / os.fsdecode(b"x\xffy")).write_bytes(b"")
+    resp = await client.get(f"/api/v1/nodes/{NODE}/files", params={"path": str(odd)})
+    assert resp.status == 400, await resp.text()
+    ended = [json.loads(line) for line in log.read_text().splitlines()][-1]
+    assert (ended["event"], ended["result"]) == ("download", "error: file error")
+
+
+async def test_a_shell_without_a_tty_takes_along_what_outlives_it_when_the_client_goes(
+    client: Client, tmp_path: Path
+) -> None:
+    """The shell exited, but what it started holds its output open: the session has not
+    ended, so the client's going kills it."""
+    pidfile = tmp_path / "pid"
+    async with client.ws_connect(f"/api/v1/nodes/{NODE}/shell?tty=false") as ws:
+        await ws.send_bytes(f"sh -c 'echo $$ > {pidfile}; exec sleep 60' & exit 0\n".encode())
+        await eventually(lambda: _exists(pidfile), within=10, what="the command started")
+    await ended(pidfile)
+
+
 async def test_limits_answer_with_a_clear_4xx(
     aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd
 ) -> None:
