@@ -1,9 +1,10 @@
 // Bundles the console into ../api/ui/: index.html, console.js and console.css, and the
 // shell's code (xterm.js) in a chunk of its own, loaded only by the shell page.
-import { copyFile, mkdir } from "node:fs/promises";
+import { copyFile, mkdir, rm } from "node:fs/promises";
 import { build } from "esbuild";
 
 const out = new URL("../api/ui/", import.meta.url).pathname;
+await rm(out, { recursive: true, force: true }); // no chunk of an earlier build left behind
 await mkdir(out, { recursive: true });
 await build({
   entryPoints: { console: "src/main.ts" },

@@ -1,11 +1,19 @@
 """The web console in Debian's Chromium, against real frps, frpc and sshd: the live node
-list, a batch run, the xterm.js shell, and what a read-only token is not offered."""
+list, a batch run, the xterm.js shell, what a read-only token is not offered, the list
+without a token where anonymous reads are allowed, the sign-in kept into shells, and the
+layout from 400 px wide, light and dark.
+
+Screenshots go to `$CONSOLE_SCREENSHOTS` when it names a directory (else the test's own),
+for a person to look at; they are not compared."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page
@@ -26,13 +34,23 @@ async def fleet(tmp_path: Path, console_built: None) -> AsyncIterator[FrpSetup]:
         yield frp
 
 
-async def signed_in(browser: Browser, frp: FrpSetup, role: str, path: str = "/ui/") -> Page:
+async def signed_in(
+    browser: Browser, frp: FrpSetup, role: str, path: str = "/ui/", **options: Any
+) -> Page:
     # Playwright polls its predicates with eval, which the console's CSP forbids.
-    page = await browser.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
+    page = await browser.new_page(
+        viewport={"width": 1200, "height": 800}, bypass_csp=True, **options
+    )
     await page.goto(f"{frp.adapter_url}{path}")
     await page.fill("#token", TOKENS[role])
     await page.click("#sign-in button")
     return page
+
+
+async def screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    directory = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    await page.screenshot(path=directory / f"{name}.png", full_page=True)
 
 
 def row(node: str, state: str = "online") -> str:
@@ -69,8 +87,12 @@ async def test_the_list_is_live_and_a_batch_runs_on_three_nodes(
     assert await page.locator("#results pre.stdout").all_inner_texts() == ["out\n"] * 3
     assert await page.locator("#results pre.stderr").all_inner_texts() == ["err\n"] * 3
 
+    await page.wait_for_selector("#total:text('3 online 0 offline')")
     await fleet.processes.stop("edge-3")  # its frpc goes: the row follows, no reload
     await page.wait_for_selector(row("edge-3", "offline"), timeout=30000)
+    await page.wait_for_selector("#total:text('2 online 1 offline')")
+    server = page.locator("#counts button.tally")  # one frps: its own count, which filters
+    assert " ".join((await server.inner_text()).split()) == "frps 127.0.0.1 2 online 1 offline"
     assert await page.locator(f"{row('edge-3', 'offline')} a.shell").count() == 0
     await page.fill("#command", "true")
     await page.press("#command", "Enter")
@@ -157,3 +179,86 @@ async def test_a_shell_that_cannot_open_says_why(fleet: FrpSetup, browser: Brows
     await page.goto(f"{fleet.adapter_url}/ui/shell/nodemaintenances-edge-3")
     await page.wait_for_selector("#status:text('refused: node offline: frp client edge-3')")
     assert await page.locator("#reconnect").is_visible()
+
+
+@pytest.fixture
+async def open_to_read(tmp_path: Path, console_built: None) -> AsyncIterator[FrpSetup]:
+    """The fleet, read without a token from 127.0.0.1 (FRPA_TRUSTED_NETWORKS), as with no
+    authentication configured; a token for anything more."""
+    async with sshd_behind_frps(tmp_path, FRPA_TRUSTED_NETWORKS="127.0.0.1/32") as (frp, sshd):
+        for node in NODES[:2]:
+            frp.start_frpc(node, node, local_port=sshd.port)
+        yield frp
+
+
+async def test_the_list_is_open_to_read_and_a_sign_in_is_kept_into_shells(
+    open_to_read: FrpSetup, browser: Browser, tmp_path: Path
+) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+    page = await context.new_page()
+    await page.goto(f"{open_to_read.adapter_url}/ui/")
+    for node in NODES[:2]:
+        await page.wait_for_selector(row(node), timeout=30000)
+    assert await page.locator(".badge.online").first.is_visible()
+    assert await page.locator("a.shell").count() == 0  # nothing more without a token
+    assert await page.locator("input.pick").count() == 0
+    await screenshot(page, tmp_path, "list-1400x900")
+    await page.click("#open-sign-in")
+    form = await page.locator("#sign-in").inner_text()
+    assert "frp-adapter" in form
+    assert "FRPA_API_TOKENS_FILE" in form
+    assert "kubectl create token" in form
+    await page.fill("#token", TOKENS["operator"])
+    await page.press("#token", "Enter")
+    await page.wait_for_selector("#user:text('operator-user')")
+
+    # The shell opens in this tab, signed in as it is.
+    await page.click(f"{row('edge-1')} a.shell", timeout=30000)
+    await page.wait_for_selector("#status:text('connected')", timeout=30000)
+    assert page.url == f"{open_to_read.adapter_url}/ui/shell/nodemaintenances-edge-1"
+    await page.keyboard.type("echo in-$((6*7))\n")
+    await page.wait_for_function(
+        "document.querySelector('.xterm-rows').innerText.includes('in-42')"
+    )
+    await screenshot(page, tmp_path, "shell-1400x900")
+    # A tab of its own (as a middle click opens) is handed the token by this one: no URL,
+    # no cookie carries it.
+    other = await context.new_page()
+    await other.goto(f"{open_to_read.adapter_url}/ui/shell/nodemaintenances-edge-2")
+    await other.wait_for_selector("#status:text('connected')", timeout=30000)
+    assert "token" not in other.url
+    assert await context.cookies() == []
+    # Signing out in one tab signs every tab out.
+    await other.click("#sign-out")
+    await page.wait_for_selector("#open-sign-in", timeout=30000)
+    await page.wait_for_selector("#status:text('may not open shells')")
+    await context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_the_list_fits_400_px_without_scrolling_sideways(
+    fleet: FrpSetup, browser: Browser, tmp_path: Path, scheme: str
+) -> None:
+    page = await signed_in(browser, fleet, "operator", color_scheme=scheme)
+    await page.set_viewport_size({"width": 400, "height": 800})
+    for node in NODES:
+        await page.wait_for_selector(row(node), timeout=30000)
+    await page.wait_for_selector("#total:text('3 online 0 offline')")
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow == 0
+    # What tells nodes apart and what they do stays in sight; the rest waits for room.
+    visible = [
+        await page.locator(f"{row('edge-1')} .c-{key}").is_visible()
+        for key in ("node", "state", "change", "port", "host", "labels")
+    ]
+    assert visible == [True, True, True, False, False, False]
+    shell = page.locator(f"{row('edge-1')} a.shell")
+    assert await shell.is_visible()
+    box = await shell.bounding_box()
+    assert box is not None
+    assert box["x"] + box["width"] <= 400
+    background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == ("rgb(22, 22, 28)" if scheme == "dark" else "rgb(255, 255, 255)")
+    await screenshot(page, tmp_path, f"list-400x800-{scheme}")

@@ -18,12 +18,48 @@ export type Node = {
 
 export type Access = { user: string; may: { list: boolean; shell: boolean; exec: boolean } };
 
-// Kept for this tab only: never in a URL or a cookie.
+// Kept for this tab only: never in a URL or a cookie. A tab of this console opened from
+// another (a shell in a tab of its own) is handed the token over the browser's channel
+// between this origin's tabs; signing out in one signs every tab out.
+const tabs = new BroadcastChannel("frp-adapter.session");
+const HANDOVER_MS = 300;
+
 export const token = {
   get: (): string | null => sessionStorage.getItem(TOKEN_KEY),
   set: (value: string): void => sessionStorage.setItem(TOKEN_KEY, value),
-  clear: (): void => sessionStorage.removeItem(TOKEN_KEY),
+  clear: (): void => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    tabs.postMessage({ type: "signed out" });
+  },
 };
+
+tabs.onmessage = (event: MessageEvent) => {
+  const held = token.get();
+  if (event.data?.type === "ask" && held) tabs.postMessage({ type: "token", token: held });
+  if (event.data?.type === "signed out" && held) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  }
+};
+
+// The token of another signed-in tab of this console, or null when none answers soon.
+export function tokenFromAnotherTab(): Promise<string | null> {
+  return new Promise((resolve) => {
+    const asking = new BroadcastChannel("frp-adapter.session");
+    const done = (value: string | null) => {
+      clearTimeout(timer);
+      asking.close();
+      resolve(value);
+    };
+    const timer = setTimeout(() => done(null), HANDOVER_MS);
+    asking.onmessage = (event: MessageEvent) => {
+      if (event.data?.type === "token" && typeof event.data.token === "string") {
+        done(event.data.token);
+      }
+    };
+    asking.postMessage({ type: "ask" });
+  });
+}
 
 export function headers(): Record<string, string> {
   const value = token.get();

@@ -12,6 +12,8 @@ const NM_PREFIX = "nodemaintenances-";
 // `value` sorts and filters; `shown`, when given, is what a cell says and its hover.
 type Column = {
   title: string;
+  key: string; // its cells' class, `c-<key>`: a narrow window hides the least needed
+  badge?: boolean; // its value shown as a coloured badge
   value: (node: Node) => string;
   shown?: (node: Node) => { text: string; title: string };
 };
@@ -19,13 +21,15 @@ type Column = {
 const COLUMNS: Column[] = [
   {
     title: "Node",
+    key: "node",
     value: (n) => n.metadata.name,
     // The NMs' common prefix hid what tells nodes apart: the unique id.
     shown: (n) => ({ text: n.metadata.name.replace(NM_PREFIX, ""), title: n.metadata.name }),
   },
-  { title: "State", value: (n) => n.status.services[0]?.status ?? "" },
+  { title: "State", key: "state", badge: true, value: (n) => n.status.services[0]?.status ?? "" },
   {
     title: "Last heartbeat",
+    key: "heartbeat",
     value: (n) => n.status.lastHeartbeatTime ?? "",
     shown: (n) => ({
       text: ago(n.status.lastHeartbeatTime),
@@ -34,6 +38,7 @@ const COLUMNS: Column[] = [
   },
   {
     title: "Last change",
+    key: "change",
     value: (n) => n.status.lastTransitionTime,
     // The reason first: a narrow cell cuts the end, and the time is on hover too.
     shown: (n) => ({
@@ -41,11 +46,11 @@ const COLUMNS: Column[] = [
       title: `${n.status.reason} at ${n.status.lastTransitionTime}`,
     }),
   },
-  { title: "frps", value: (n) => n.spec.services[0]?.frpServerIpAddress ?? "" },
-  { title: "Port", value: (n) => n.spec.services[0]?.proxyPort ?? "" },
-  { title: "frpc", value: (n) => n.status.frpcVersion ?? "" },
-  { title: "Host", value: (n) => n.spec.services[0]?.hostName ?? "" },
-  { title: "Labels", value: (n) => labelText(n) },
+  { title: "frps", key: "frps", value: (n) => n.spec.services[0]?.frpServerIpAddress ?? "" },
+  { title: "Port", key: "port", value: (n) => n.spec.services[0]?.proxyPort ?? "" },
+  { title: "frpc", key: "frpc", value: (n) => n.status.frpcVersion ?? "" },
+  { title: "Host", key: "host", value: (n) => n.spec.services[0]?.hostName ?? "" },
+  { title: "Labels", key: "labels", value: (n) => labelText(n) },
 ];
 const LABELS = COLUMNS.length - 1;
 
@@ -57,6 +62,36 @@ function ago(iso: string | undefined): string {
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
   if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
   return `${Math.floor(seconds / 86400)} d ago`;
+}
+
+// Online and offline nodes, in all and per frps; a server's count chooses its nodes.
+function tally(nodes: Node[], choose: (server: string) => void): HTMLElement[] {
+  const per = new Map<string, { online: number; offline: number }>();
+  const all = { online: 0, offline: 0 };
+  for (const node of nodes) {
+    const server = COLUMNS[4].value(node);
+    const counted = per.get(server) ?? { online: 0, offline: 0 };
+    const online = COLUMNS[1].value(node) === "online";
+    counted[online ? "online" : "offline"] += 1;
+    all[online ? "online" : "offline"] += 1;
+    per.set(server, counted);
+  }
+  const said = (c: { online: number; offline: number }) => [
+    element("span", { className: "badge online", textContent: `${c.online} online` }),
+    " ",
+    element("span", { className: "badge offline", textContent: `${c.offline} offline` }),
+  ];
+  const total = element("span", { className: "tally", id: "total" }, ...said(all));
+  const servers = [...per.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([server, c]) => {
+      const button = element("button", { className: "tally", title: `only frps ${server}` });
+      button.dataset.frps = server;
+      button.append(`frps ${server || "(none)"} `, ...said(c));
+      button.onclick = () => choose(server);
+      return button;
+    });
+  return [total, ...servers];
 }
 
 function labelText(node: Node): string {
@@ -96,20 +131,29 @@ export function showList(root: HTMLElement, access: Access): void {
   state.append(new Option("any state", ""), new Option("online"), new Option("offline"));
   const frps = element("select", { id: "frps" });
   const count = element("span", { id: "count" });
+  const counts = element("div", { id: "counts" });
+  counts.setAttribute("role", "status");
   const header = element("div", { className: "row header" });
   const spacer = element("div", { className: "spacer" });
   const viewport = element("div", { className: "viewport", id: "nodes" }, spacer);
+  viewport.setAttribute("role", "rowgroup");
+  header.setAttribute("role", "row");
   if (access.may.exec) header.append(element("span", { className: "pick" }));
-  COLUMNS.forEach((column, index) => {
-    const title = element("button", { className: "cell", textContent: column.title });
+  const titles = COLUMNS.map((column, index) => {
+    const title = element("button", {
+      className: `cell c-${column.key}`,
+      textContent: column.title,
+      title: `sort by ${column.title.toLowerCase()}`,
+    });
+    title.setAttribute("role", "columnheader");
     title.onclick = () => {
       descending = sortBy === index ? !descending : false;
       sortBy = index;
       refresh();
     };
-    header.append(title);
+    return title;
   });
-  header.append(element("span", { className: "cell actions" }));
+  header.append(...titles, element("span", { className: "cell actions" }));
 
   function refresh(): void {
     const text = search.value.trim().toLowerCase();
@@ -135,7 +179,18 @@ export function showList(root: HTMLElement, access: Access): void {
       const [x, y] = [key(a), key(b)];
       return x < y ? -order : x > y ? order : 0;
     });
-    count.textContent = `${shown.length} of ${nodes.size} nodes`;
+    for (const [index, title] of titles.entries()) {
+      const order = descending ? "descending" : "ascending";
+      title.setAttribute("aria-sort", index === sortBy ? order : "none");
+    }
+    counts.replaceChildren(
+      ...tally([...nodes.values()], (server) => {
+        frps.value = frps.value === server ? "" : server;
+        refresh();
+      }),
+    );
+    count.textContent = `${shown.length} of ${nodes.size} shown`;
+    viewport.setAttribute("aria-rowcount", String(shown.length));
     spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
     draw();
   }
@@ -153,6 +208,8 @@ export function showList(root: HTMLElement, access: Access): void {
     const line = element("div", { className: `row ${COLUMNS[1].value(node)}` });
     line.style.top = `${index * ROW_HEIGHT}px`;
     line.dataset.node = name;
+    line.setAttribute("role", "row");
+    line.setAttribute("aria-rowindex", String(index + 1));
     if (access.may.exec) {
       // a read-only caller has nothing to pick nodes for
       const pick = element("input", {
@@ -168,18 +225,19 @@ export function showList(root: HTMLElement, access: Access): void {
       ...COLUMNS.map((c, i) => {
         if (i === LABELS) return chips(node);
         const { text, title } = c.shown?.(node) ?? { text: c.value(node), title: c.value(node) };
-        return element("span", { className: "cell", textContent: text, title });
+        const cell = element("span", { className: `cell c-${c.key}`, title });
+        cell.setAttribute("role", "cell");
+        if (c.badge)
+          cell.append(element("span", { className: `badge ${text}`, textContent: text }));
+        else cell.textContent = text;
+        return cell;
       }),
     );
     const actions = element("span", { className: "cell actions" });
     if (access.may.shell && COLUMNS[1].value(node) === "online") {
       actions.append(
-        element("a", {
-          className: "shell",
-          href: `/ui/shell/${name}`,
-          target: "_blank",
-          textContent: "Shell",
-        }),
+        // In this tab, signed in as it is; a tab of its own (middle click) is handed the token.
+        element("a", { className: "shell", href: `/ui/shell/${name}`, textContent: "Shell" }),
       );
     }
     line.append(actions);
@@ -187,7 +245,8 @@ export function showList(root: HTMLElement, access: Access): void {
   }
 
   function chips(node: Node): HTMLElement {
-    const cell = element("span", { className: "cell labels", title: labelText(node) });
+    const cell = element("span", { className: "cell labels c-labels", title: labelText(node) });
+    cell.setAttribute("role", "cell");
     for (const [key, value] of Object.entries(node.metadata.labels ?? {}).sort()) {
       const chip = element("button", { className: "chip", textContent: `${key}=${value}` });
       chip.title = `only nodes with ${key}=${value}`;
@@ -235,7 +294,10 @@ export function showList(root: HTMLElement, access: Access): void {
     count,
     refusal,
   );
-  root.append(filters, header, viewport);
+  const table = element("div", { className: "table" }, header, viewport);
+  table.setAttribute("role", "table");
+  table.setAttribute("aria-label", "nodes");
+  root.append(counts, filters, table);
   if (access.may.exec) root.append(batchPanel(nodes, selected, () => selector.value.trim()));
   // While the first list streams in, nothing is drawn: it is drawn whole, once.
   let listing = true;

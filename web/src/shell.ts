@@ -14,8 +14,14 @@ export function showShell(root: HTMLElement, access: Access, name: string): void
   reconnect.hidden = true;
   const screen = document.createElement("div");
   screen.id = "terminal";
-  const title = Object.assign(document.createElement("h1"), { textContent: name });
-  root.append(title, status, reconnect, screen);
+  const title = Object.assign(document.createElement("h1"), {
+    textContent: name.replace(/^nodemaintenances-/, ""),
+    title: name,
+  });
+  const bar = Object.assign(document.createElement("div"), { className: "shell-bar" });
+  status.setAttribute("role", "status");
+  bar.append(title, status, reconnect);
+  root.append(bar, screen);
   if (!access.may.shell) {
     status.textContent = `${access.user} may not open shells`;
     return;
