@@ -161,7 +161,7 @@ ROUTES: tuple[Route, ...] = (
             summary="the web console",
             answers={200: "the console's page", 503: "the console is not built"},
         )
-        for path in ("/ui", "/ui/", "/ui/shell/{nm_name}")
+        for path in ("/ui", "/ui/", "/ui/shell/{nm_name}", "/ui/nodes/{nm_name}")
     ),
     Route(
         method="GET",
@@ -203,6 +203,14 @@ ROUTES: tuple[Route, ...] = (
         handler=v1.get_node,
         access=_READ,
         summary="one NodeMaintenance",
+        answers={200: "found", **_UNKNOWN, **_NOT_READ},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/nodes/{nm_name}/history",
+        handler=v1.node_history,
+        access=_READ,
+        summary="a node's recent status changes, latest first, with their reasons",
         answers={200: "found", **_UNKNOWN, **_NOT_READ},
     ),
     # Operate: shells and commands.

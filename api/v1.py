@@ -37,6 +37,7 @@ from nodes.model import (
     NodeChange,
     NodeState,
     UniqueId,
+    format_time,
     parse_unique_id,
     token_digest,
     unique_id_of,
@@ -123,6 +124,24 @@ async def get_node(request: web.Request) -> web.Response:
     if state is None:
         raise NodeNotFoundError({"name": name})
     return web.json_response(node_object(request, state))
+
+
+async def node_history(request: web.Request) -> web.Response:
+    """The node's recent status changes, latest first: `{"name", "items": [{"time",
+    "status", "reason"}]}`, as many as the registry keeps (HISTORY), since this process
+    started and the one stored before."""
+    name = request.match_info["nm_name"]
+    if not await loaded(request):
+        raise NotLoadedError(_NOT_LOADED)
+    state = node_state(request, name)
+    if state is None:
+        raise NodeNotFoundError({"name": name})
+    changes = request.app[STATE].adapter.registry.history(state.unique_id)
+    items = [
+        {"time": format_time(at), "status": status, "reason": reason}
+        for at, status, reason in reversed(changes)
+    ]
+    return web.json_response({"name": name, "items": items})
 
 
 async def _watch(request: web.Request, chosen: Choice) -> web.StreamResponse:

@@ -49,6 +49,10 @@ NAMED_BY_USER = "ReconciledByUser"
 PAGE_SCAN = 2000
 # Nodes judged for silence between two yields to the plugin path.
 _EXPIRY_CHUNK = 500
+# Status changes kept per node, for its page: (at, status, reason), the latest last.
+HISTORY = 16
+
+Change = tuple[datetime, NodeStatus, str]
 
 
 class NodeRegistry:
@@ -94,9 +98,17 @@ class NodeRegistry:
         # Status changes made here, by (status to, reason): a few reasons, named in code.
         self.transitions: Counter[tuple[NodeStatus, str]] = Counter()
         self._watches: set[NodeWatch] = set()
+        # Each node's last HISTORY status changes, made here or seen in the store; a tuple
+        # of tuples the collector does not track (a node's first costs ~120 bytes).
+        self._history: dict[UniqueId, tuple[Change, ...]] = {}
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
         return self._states.get(unique_id)
+
+    def history(self, unique_id: UniqueId) -> tuple[Change, ...]:
+        """The node's last HISTORY status changes this process knows of, oldest first:
+        since it started, and the one stored before."""
+        return self._history.get(unique_id, ())
 
     def states(self) -> list[NodeState]:
         return list(self._states.values())
@@ -299,6 +311,7 @@ class NodeRegistry:
             self._tell(NodeEvent("DELETED", gone, made_here=False))
         self._heartbeats.pop(unique_id, None)
         self._pinging_runs.pop(unique_id, None)
+        self._history.pop(unique_id, None)
         self._changed[unique_id] = self.sequence = self.sequence + 1
         self._order_sorted = False
 
@@ -347,6 +360,15 @@ class NodeRegistry:
                 self._release_port(uid, *held)
             if holds is not None:
                 self._hold_port(uid, *holds)
+        if old is None or (old.status, old.last_transition) != (
+            state.status,
+            state.last_transition,
+        ):
+            change = (state.last_transition, state.status, state.reason)
+            untrack(change)
+            kept = (*self._history.get(uid, ())[1 - HISTORY :], change)
+            untrack(kept)
+            self._history[uid] = kept
         self._states[uid] = state
         self._changed[uid] = self.sequence = self.sequence + 1
         if state.status == ONLINE and state.last_heartbeat is not None:
