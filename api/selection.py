@@ -48,6 +48,8 @@ class Choice:
     def _field(self, state: NodeState, name: FieldName) -> str:
         if name == "status":
             return state.status
+        if name == "metadata.name":
+            return nm_name(state.unique_id)
         return self.frps_names.get(state.frps_address or "", "")
 
 

@@ -232,12 +232,13 @@ class _Parser:
         return SelectorError(f"at character {at + 1} ({found}) of {self._text!r}: {why}")
 
 
-FieldName = Literal["status", "frps"]
+FieldName = Literal["status", "frps", "metadata.name"]
 
 
 @dataclass(frozen=True, slots=True)
 class FieldSelector:
-    """Requirements on a node's `status` and `frps`, all of which must hold."""
+    """Requirements on a node's `status`, `frps` and `metadata.name`, all of which must
+    hold."""
 
     requirements: tuple[tuple[FieldName, bool, str], ...] = ()  # (field, equal, value)
 
@@ -245,8 +246,16 @@ class FieldSelector:
         return all((fields(name) == value) == equal for name, equal, value in self.requirements)
 
 
+_FIELDS: dict[str, FieldName] = {
+    "status": "status",
+    "frps": "frps",
+    "metadata.name": "metadata.name",
+}
+
+
 def parse_field_selector(text: str, frps_names: frozenset[str]) -> FieldSelector:
-    """`status=online`, `frps!=edge-a`, joined by `,`; SelectorError names what is wrong."""
+    """`status=online`, `frps!=edge-a`, `metadata.name=nodemaintenances-x` (one node, as
+    Kubernetes watches one object), joined by `,`; SelectorError names what is wrong."""
     found: list[tuple[FieldName, bool, str]] = []
     if not text.strip():
         return FieldSelector()
@@ -263,7 +272,9 @@ def parse_field_selector(text: str, frps_names: frozenset[str]) -> FieldSelector
         if name == "frps" and value not in frps_names:
             known = ", ".join(sorted(frps_names))
             raise SelectorError(f"{where}: no frps is named {value!r} (known: {known})")
-        if name not in ("status", "frps"):
-            raise SelectorError(f"{where}: the fields are status and frps, not {name!r}")
-        found.append(("status" if name == "status" else "frps", op != "!=", value))
+        if name not in _FIELDS:
+            raise SelectorError(
+                f"{where}: the fields are status, frps and metadata.name, not {name!r}"
+            )
+        found.append((_FIELDS[name], op != "!=", value))
     return FieldSelector(tuple(found))

@@ -98,6 +98,17 @@ async def test_selectors_that_cannot_be_read_are_refused_with_where(client: Clie
     assert "labelSelector" in await resp.text()
 
 
+async def test_a_watch_of_one_node_by_its_name_tells_only_its_changes(client: Client) -> None:
+    query = {"watch": "true", "fieldSelector": f"metadata.name={nm('bj1')}"}
+    async with client.get("/api/v1/nodes", params=query, headers=bearer("read")) as resp:
+        first = await next_event(resp.content)
+        assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", nm("bj1"))
+        await client.post("/frps/handler", json=labelled("sh1", "sh1", "site=hz", 1))
+        await client.post("/frps/handler", json=labelled("bj1", "bj1", "site=sh", 2))
+        changed = await next_event(resp.content)
+        assert (changed["type"], changed["object"]["metadata"]["name"]) == ("MODIFIED", nm("bj1"))
+
+
 async def test_a_watch_adds_a_node_that_comes_to_match_and_deletes_one_that_stops(
     client: Client,
 ) -> None:

@@ -100,16 +100,19 @@ def test_any_text_is_read_or_refused_in_words(text: str) -> None:
     assert refusal.startswith("at character")
 
 
-def test_field_selectors_name_status_and_frps() -> None:
+def test_field_selectors_name_status_frps_and_the_nodes_name() -> None:
     names = frozenset({"default", "edge-a"})
     chosen = parse_field_selector("status=online, frps!=edge-a", names)
-    fields = {"status": "online", "frps": "default"}
+    fields = {"status": "online", "frps": "default", "metadata.name": "nodemaintenances-a"}
     assert chosen.matches(fields.__getitem__)
     assert not chosen.matches({**fields, "frps": "edge-a"}.__getitem__)
+    one = parse_field_selector("metadata.name=nodemaintenances-a", names)
+    assert one.matches(fields.__getitem__)
+    assert not one.matches({**fields, "metadata.name": "nodemaintenances-b"}.__getitem__)
     for text, message in (
         ("status=up", "status is online or offline"),
         ("frps=nowhere", "no frps is named 'nowhere' \\(known: default, edge-a\\)"),
-        ("host=x", "fields are status and frps"),
+        ("host=x", "fields are status, frps and metadata.name"),
         ("status=online,frps", "at character 15 .*expected field=value"),
     ):
         with pytest.raises(SelectorError, match=message):
