@@ -102,7 +102,7 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
 
 
 async def caller_access(request: web.Request) -> web.Response:
-    """`{"user", "may": {"list", "shell", "exec"}}`: what the console may offer this caller
+    """`{"user", "may": {"list", "shell", "exec", "files"}}`: what the console may offer this caller
     (the rules decide each call anyway)."""
     access = request.app[STATE].access
     may = {
@@ -111,6 +111,7 @@ async def caller_access(request: web.Request) -> web.Response:
             "list": ("GET", "/api/v1/nodes"),
             "shell": ("GET", "/api/v1/nodes/{nm_name}/shell"),
             "exec": ("POST", "/api/v1/exec"),
+            "files": ("GET", "/api/v1/nodes/{nm_name}/files"),
         }.items()
     }
     return web.json_response({"user": request[IDENTITY].name, "may": may})

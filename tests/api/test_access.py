@@ -214,6 +214,7 @@ CONSOLE = {
     "list": ("GET", "/api/v1/nodes"),
     "shell": ("GET", "/api/v1/nodes/{nm_name}/shell"),
     "exec": ("POST", "/api/v1/exec"),
+    "files": ("GET", "/api/v1/nodes/{nm_name}/files"),
 }
 
 

@@ -9,17 +9,20 @@ for a person to look at; they are not compared."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.e2e.peers import FrpSetup, sshd_behind_frps
-from tests.support import TOKENS
+from tests.e2e.peers import FrpSetup, node_online, sshd_behind_frps
+from tests.support import TOKENS, bearer
 
 pytestmark = pytest.mark.e2e
 NODES = ("edge-1", "edge-2", "edge-3")
@@ -39,7 +42,7 @@ async def signed_in(
 ) -> Page:
     # Playwright polls its predicates with eval, which the console's CSP forbids.
     page = await browser.new_page(
-        viewport={"width": 1200, "height": 800}, bypass_csp=True, **options
+        **{"viewport": {"width": 1200, "height": 800}, "bypass_csp": True, **options}
     )
     await page.goto(f"{frp.adapter_url}{path}")
     await page.fill("#token", TOKENS[role])
@@ -71,7 +74,8 @@ async def test_the_list_is_live_and_a_batch_runs_on_three_nodes(
     assert await cells.nth(0).get_attribute("title") == "nodemaintenances-edge-1"
     change = await cells.nth(3).inner_text()
     assert re.fullmatch(r"NewProxy · \d+ s ago", change), change
-    assert re.fullmatch(r"NewProxy at \d{4}-.+", await cells.nth(3).get_attribute("title") or "")
+    title = await cells.nth(3).get_attribute("title") or ""
+    assert re.fullmatch(r"NewProxy at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", title), title
     for node in NODES:
         await page.check(f"{row(node)} input.pick")
     await page.fill("#command", "echo from-$((6*7))")
@@ -239,7 +243,10 @@ async def test_the_list_is_open_to_read_and_a_sign_in_is_kept_into_shells(
 async def test_the_list_fits_400_px_without_scrolling_sideways(
     fleet: FrpSetup, browser: Browser, tmp_path: Path, scheme: str
 ) -> None:
-    page = await signed_in(browser, fleet, "operator", color_scheme=scheme)
+    # Far from UTC: the NMs' times are UTC without a zone, which a browser reads as local.
+    page = await signed_in(
+        browser, fleet, "operator", color_scheme=scheme, timezone_id="Asia/Shanghai"
+    )
     await page.set_viewport_size({"width": 400, "height": 800})
     for node in NODES:
         await page.wait_for_selector(row(node), timeout=30000)
@@ -249,6 +256,8 @@ async def test_the_list_fits_400_px_without_scrolling_sideways(
     )
     assert overflow == 0
     # What tells nodes apart and what they do stays in sight; the rest waits for room.
+    change = await page.locator(f"{row('edge-1')} .c-change").inner_text()
+    assert re.fullmatch(r"NewProxy · \d+ s ago", change), change
     visible = [
         await page.locator(f"{row('edge-1')} .c-{key}").is_visible()
         for key in ("node", "state", "change", "port", "host", "labels")
@@ -262,3 +271,97 @@ async def test_the_list_fits_400_px_without_scrolling_sideways(
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == ("rgb(22, 22, 28)" if scheme == "dark" else "rgb(255, 255, 255)")
     await screenshot(page, tmp_path, f"list-400x800-{scheme}")
+
+
+async def test_a_node_page_shows_its_changes_runs_a_command_and_moves_files(
+    tmp_path: Path, console_built: None, browser: Browser
+) -> None:
+    async with sshd_behind_frps(tmp_path) as (frp, sshd):
+        frp.start_frpc("edge-1", "edge-1", local_port=sshd.port)
+        page = await signed_in(browser, frp, "operator", viewport={"width": 1400, "height": 900})
+        await page.click(f"{row('edge-1')} .c-node a", timeout=30000)
+        await page.wait_for_selector("#node-name:text('edge-1')")
+        assert page.url == f"{frp.adapter_url}/ui/nodes/nodemaintenances-edge-1"
+        await page.wait_for_selector("#history li:text('NewProxy')")
+        facts = await page.locator("#facts").inner_text()
+        port = await node_online(frp, "nodemaintenances-edge-1")
+        assert f"127.0.0.1:{port}" in facts
+
+        # A command, in words; it pins the host key, whose fingerprint the page shows.
+        await page.fill("#node-command", "echo node-$((6*7)); echo warn >&2")
+        await page.press("#node-command", "Enter")
+        await page.wait_for_selector("#node-result b:text('exit 0')")
+        assert await page.locator("#node-result pre.stdout").inner_text() == "node-42\n"
+        assert await page.locator("#node-result pre.stderr").inner_text() == "warn\n"
+        kind, blob = (await stored_status(frp))["sshHostKey"].split()[:2]
+        digest = hashlib.sha256(base64.b64decode(blob)).digest()
+        fingerprint = f"{kind} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+        await page.wait_for_selector(f"#host-key:text('{fingerprint}')")
+
+        # Offline and back: the page follows, and its changes say so, latest first.
+        await frp.processes.stop("edge-1")
+        await page.wait_for_selector(".node-title .badge.offline", timeout=30000)
+        frp.start_frpc("edge-1", "edge-1", local_port=sshd.port)
+        await page.wait_for_selector(".node-title .badge.online", timeout=30000)
+        await page.wait_for_function("document.querySelectorAll('#history li').length === 3")
+        changes = await page.locator("#history li").all_inner_texts()
+        assert [c.split()[:2] for c in changes] == [
+            ["online", "NewProxy"],
+            ["offline", changes[1].split()[1]],
+            ["online", "NewProxy"],
+        ]
+        await screenshot(page, tmp_path, "node-1400x900")
+
+        # Files: a directory's entries, a download compared by hash, uploads chosen and
+        # dropped, arriving whole on the node (this machine).
+        here = tmp_path / "node-files"
+        await asyncio.to_thread(here.mkdir)
+        sample = os.urandom(3 * 65536 + 1)
+        await asyncio.to_thread((here / "sample.bin").write_bytes, sample)
+        await page.fill("#path", str(here))
+        await page.press("#path", "Enter")
+        await page.wait_for_selector("#entries button.entry:text('sample.bin')")
+        async with page.expect_download() as downloading:
+            await page.click("#entries button.entry:text('sample.bin')")
+        saved = tmp_path / "downloaded.bin"
+        await (await downloading.value).save_as(saved)
+        assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(sample).digest()
+        chosen = tmp_path / "chosen.bin"
+        await asyncio.to_thread(chosen.write_bytes, os.urandom(1 << 20))
+        await page.set_input_files("#upload", str(chosen))
+        await page.wait_for_selector("#entries button.entry:text('chosen.bin')", timeout=30000)
+        assert (here / "chosen.bin").read_bytes() == chosen.read_bytes()
+        await page.evaluate(
+            """() => {
+              const dropped = new DataTransfer();
+              dropped.items.add(new File(["dropped\\n"], "dropped.txt"));
+              document.querySelector("#drop").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: dropped, bubbles: true }));
+            }"""
+        )
+        await page.wait_for_selector("#entries button.entry:text('dropped.txt')", timeout=30000)
+        assert (here / "dropped.txt").read_text() == "dropped\n"
+        said = " ".join((await page.locator("#uploads").inner_text()).split())
+        digest = hashlib.sha256(b"dropped\n").hexdigest()
+        assert f"dropped.txt 8 B stored, sha256 {digest}" in said
+        # A directory the node refuses to list says why, in its words.
+        await page.fill("#path", str(here / "sample.bin" / "x"))
+        await page.press("#path", "Enter")
+        await page.wait_for_selector(f"#files-said:text('{here / 'sample.bin' / 'x'}')")
+        refused = await page.locator("#files-said").inner_text()
+        assert refused.startswith("no such file: "), refused
+        await page.set_viewport_size({"width": 400, "height": 800})
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow == 0
+        await screenshot(page, tmp_path, "node-400x800")
+
+
+async def stored_status(frp: FrpSetup) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(headers=bearer("read")) as session,
+        session.get(f"{frp.adapter_url}/api/v1/nodes/nodemaintenances-edge-1") as resp,
+    ):
+        status: dict[str, Any] = (await resp.json())["status"]
+        return status

@@ -13,10 +13,14 @@ export type Node = {
     lastHeartbeatTime?: string;
     frpcVersion?: string;
     clientAddress?: string;
+    sshHostKey?: string;
   };
 };
 
-export type Access = { user: string; may: { list: boolean; shell: boolean; exec: boolean } };
+export type Access = {
+  user: string;
+  may: { list: boolean; shell: boolean; exec: boolean; files: boolean };
+};
 
 // Kept for this tab only: never in a URL or a cookie. A tab of this console opened from
 // another (a shell in a tab of its own) is handed the token over the browser's channel
@@ -112,12 +116,12 @@ export async function* lines(answer: Response): AsyncGenerator<unknown> {
 
 type WatchEvent = { type: string; object: Node };
 
-// Every node `selector()` chooses, then each change; after an error or the end of the
-// stream, from scratch, and at once when `restarted()`'s signal aborts (a new selector).
-// `onListed` once every node is in (the first BOOKMARK); `onRefused` with the adapter's
-// words when it refuses the selector (then nothing until the next restart).
+// Every node the selectors `chosen()` gives choose, then each change; after an error or
+// the end of the stream, from scratch, and at once when `restarted()`'s signal aborts (a
+// new selector). `onListed` once every node is in (the first BOOKMARK); `onRefused` with
+// the adapter's words when it refuses the selector (then nothing until the next restart).
 export async function watchNodes(
-  selector: () => string,
+  chosen: () => Record<string, string>,
   restarted: () => AbortSignal,
   onReset: () => void,
   onEvent: (type: string, node: Node) => void,
@@ -126,8 +130,7 @@ export async function watchNodes(
 ): Promise<never> {
   for (;;) {
     const signal = restarted();
-    const query = new URLSearchParams({ watch: "true" });
-    if (selector()) query.set("labelSelector", selector());
+    const query = new URLSearchParams({ watch: "true", ...chosen() });
     try {
       const answer = await fetch(`/api/v1/nodes?${query}`, { headers: headers(), signal });
       if (answer.status === 400) {
@@ -152,4 +155,15 @@ export async function watchNodes(
     }
     if (!signal.aborted) await new Promise((resume) => setTimeout(resume, 1000));
   }
+}
+
+// The adapter's details in words: a sentence, or each field with what is wrong with it.
+export function inWords(details: unknown): string {
+  if (typeof details === "string") return details;
+  if (Array.isArray(details)) return details.map(inWords).join("; ");
+  if (details && typeof details === "object")
+    return Object.entries(details)
+      .map(([field, said]) => `${field}: ${inWords(said)}`)
+      .join("; ");
+  return String(details);
 }

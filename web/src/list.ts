@@ -1,6 +1,7 @@
 // The fleet: every node, filtered and sorted, live; and a command run on many of them.
 
-import { type Access, headers, lines, type Node, watchNodes } from "./api";
+import { type Access, headers, inWords, lines, type Node, watchNodes } from "./api";
+import { ago, element } from "./dom";
 
 const ROW_HEIGHT = 28;
 // Changes are drawn at most this often: a fleet's first list arrives as thousands of
@@ -33,7 +34,7 @@ const COLUMNS: Column[] = [
     value: (n) => n.status.lastHeartbeatTime ?? "",
     shown: (n) => ({
       text: ago(n.status.lastHeartbeatTime),
-      title: n.status.lastHeartbeatTime ?? "",
+      title: n.status.lastHeartbeatTime ? `${n.status.lastHeartbeatTime} UTC` : "",
     }),
   },
   {
@@ -43,7 +44,7 @@ const COLUMNS: Column[] = [
     // The reason first: a narrow cell cuts the end, and the time is on hover too.
     shown: (n) => ({
       text: `${n.status.reason} · ${ago(n.status.lastTransitionTime)}`,
-      title: `${n.status.reason} at ${n.status.lastTransitionTime}`,
+      title: `${n.status.reason} at ${n.status.lastTransitionTime} UTC`,
     }),
   },
   { title: "frps", key: "frps", value: (n) => n.spec.services[0]?.frpServerIpAddress ?? "" },
@@ -53,16 +54,6 @@ const COLUMNS: Column[] = [
   { title: "Labels", key: "labels", value: (n) => labelText(n) },
 ];
 const LABELS = COLUMNS.length - 1;
-
-// "3 min ago" for an ISO time; the exact time is the cell's hover.
-function ago(iso: string | undefined): string {
-  const seconds = Math.round((Date.now() - Date.parse(iso ?? "")) / 1000);
-  if (Number.isNaN(seconds)) return iso ?? "";
-  if (seconds < 60) return `${Math.max(seconds, 0)} s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
-  return `${Math.floor(seconds / 86400)} d ago`;
-}
 
 // Online and offline nodes, in all and per frps; a server's count chooses its nodes.
 function tally(nodes: Node[], choose: (server: string) => void): HTMLElement[] {
@@ -100,17 +91,6 @@ function labelText(node: Node): string {
     .sort()
     .join(",");
 }
-
-function element<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  properties: Partial<HTMLElementTagNameMap[K]> = {},
-  ...children: (Node_ | string)[]
-): HTMLElementTagNameMap[K] {
-  const made = Object.assign(document.createElement(tag), properties);
-  made.append(...children);
-  return made;
-}
-type Node_ = globalThis.Node;
 
 export function showList(root: HTMLElement, access: Access): void {
   const nodes = new Map<string, Node>();
@@ -229,6 +209,8 @@ export function showList(root: HTMLElement, access: Access): void {
         cell.setAttribute("role", "cell");
         if (c.badge)
           cell.append(element("span", { className: `badge ${text}`, textContent: text }));
+        else if (c.key === "node")
+          cell.append(element("a", { href: `/ui/nodes/${name}`, textContent: text }));
         else cell.textContent = text;
         return cell;
       }),
@@ -302,7 +284,8 @@ export function showList(root: HTMLElement, access: Access): void {
   // While the first list streams in, nothing is drawn: it is drawn whole, once.
   let listing = true;
   void watchNodes(
-    () => selector.value.trim(),
+    (): Record<string, string> =>
+      selector.value.trim() ? { labelSelector: selector.value.trim() } : {},
     () => watching.signal,
     () => {
       nodes.clear();
@@ -345,17 +328,6 @@ function outcome(result: ExecLine): Outcome {
   if (result.error) return "unreachable";
   if (result.timed_out) return "timed out";
   return result.exit_status === 0 ? "ok" : "failed";
-}
-
-// The adapter's details in words: a sentence, or each field with what is wrong with it.
-function inWords(details: unknown): string {
-  if (typeof details === "string") return details;
-  if (Array.isArray(details)) return details.map(inWords).join("; ");
-  if (details && typeof details === "object")
-    return Object.entries(details)
-      .map(([field, said]) => `${field}: ${inWords(said)}`)
-      .join("; ");
-  return String(details);
 }
 
 // A command on the nodes ticked, or on every online node (the selector's, when one is

@@ -19,8 +19,10 @@ async function start(): Promise<void> {
     return;
   }
   root.append(bar(root, said));
-  const shell = location.pathname.match(/^\/ui\/shell\/([^/]+)$/);
-  if (shell) (await import("./shell")).showShell(root, said, decodeURIComponent(shell[1]));
+  const [, page, name] = location.pathname.match(/^\/ui\/(shell|nodes)\/([^/]+)$/) ?? [];
+  if (page === "shell") (await import("./shell")).showShell(root, said, decodeURIComponent(name));
+  else if (page === "nodes")
+    (await import("./node")).showNode(root, said, decodeURIComponent(name));
   else showList(root, said);
 }
 
