@@ -115,6 +115,7 @@ ANONYMOUS_ROUTES = {
     ("GET", "/frp_fetch/{nm_name}"),
     ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/nodes/{nm_name}"),
+    ("GET", "/api/v1/nodes/{nm_name}/history"),  # the reads' state, over time
     ("POST", "/frp_create"),
     ("PUT", "/frp_update"),
     ("PUT", "/nm_useless"),
