@@ -342,8 +342,8 @@ async def test_a_node_page_shows_its_changes_runs_a_command_and_moves_files(
         await page.wait_for_selector("#entries button.entry:text('dropped.txt')", timeout=30000)
         assert (here / "dropped.txt").read_text() == "dropped\n"
         said = " ".join((await page.locator("#uploads").inner_text()).split())
-        digest = hashlib.sha256(b"dropped\n").hexdigest()
-        assert f"dropped.txt 8 B stored, sha256 {digest}" in said
+        sent = hashlib.sha256(b"dropped\n").hexdigest()
+        assert f"dropped.txt 8 B stored, sha256 {sent}" in said
         # A directory the node refuses to list says why, in its words.
         await page.fill("#path", str(here / "sample.bin" / "x"))
         await page.press("#path", "Enter")
