@@ -92,6 +92,12 @@ class RangeNotSatisfiableError(AdapterError):
         self.size = size
 
 
+class NotKeptError(AdapterError):
+    """What was asked for is not kept here: a recording, or a log the settings keep none of."""
+
+    kind = "not kept"
+
+
 class CommandFailedError(AdapterError):
     """The original's exec: the command could not run, or did not exit 0 (the original
     answered 400 for both, an offline node's too)."""
@@ -121,6 +127,7 @@ ANSWERS: Mapping[type[AdapterError], Answer] = {
     ForbiddenError: Answer(403, True),
     NodeNotFoundError: Answer(404),
     NoSuchFileError: Answer(404),
+    NotKeptError: Answer(404),
     NodeOfflineError: Answer(409),
     TooLargeError: Answer(413),
     RangeNotSatisfiableError: Answer(416, headers=_content_range),

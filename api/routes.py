@@ -19,7 +19,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
-from api import console, files, health, metrics, original, shell, v1
+from api import console, files, health, metrics, original, recordings, shell, v1
 from api.auth import OPEN, Access, Rule
 from api.callers import Role
 from api.errors import rendered
@@ -37,6 +37,7 @@ from schemas.rest import (
     OriginalExecSchema,
     PathQuerySchema,
     PortForwardQuerySchema,
+    RecordQuerySchema,
     ShellQuerySchema,
 )
 
@@ -161,7 +162,15 @@ ROUTES: tuple[Route, ...] = (
             summary="the web console",
             answers={200: "the console's page", 503: "the console is not built"},
         )
-        for path in ("/ui", "/ui/", "/ui/shell/{nm_name}", "/ui/nodes/{nm_name}")
+        for path in (
+            "/ui",
+            "/ui/",
+            "/ui/shell/{nm_name}",
+            "/ui/nodes/{nm_name}",
+            "/ui/sessions",
+            "/ui/sessions/{name}",
+            "/ui/audit",
+        )
     ),
     Route(
         method="GET",
@@ -204,6 +213,32 @@ ROUTES: tuple[Route, ...] = (
         access=_READ,
         summary="one NodeMaintenance",
         answers={200: "found", **_UNKNOWN, **_NOT_READ},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/sessions",
+        handler=recordings.list_sessions,
+        access=Rule(Role.ADMIN, "get", "sessions"),
+        summary="recorded shell sessions, latest first, by node and user",
+        query=RecordQuerySchema,
+        answers={200: "the sessions", **_INVALID, 404: "none are recorded"},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/sessions/{name}",
+        handler=recordings.get_session,
+        access=Rule(Role.ADMIN, "get", "sessions"),
+        summary="one recorded shell session, asciicast v2",
+        answers={200: "the recording", **_DENIED, 404: "no such recording"},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/audit",
+        handler=recordings.read_audit,
+        access=Rule(Role.ADMIN, "get", "audit"),
+        summary="the latest audited actions, latest first, by node and user",
+        query=RecordQuerySchema,
+        answers={200: "the actions", **_INVALID, 404: "no audit file is kept"},
     ),
     Route(
         method="GET",

@@ -102,7 +102,8 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
 
 
 async def caller_access(request: web.Request) -> web.Response:
-    """`{"user", "may": {"list", "shell", "exec", "files"}}`: what the console may offer this caller
+    """`{"user", "may": {"list", "shell", "exec", "files", "sessions", "audit"}}`: what the
+    console may offer this caller
     (the rules decide each call anyway)."""
     access = request.app[STATE].access
     may = {
@@ -112,6 +113,8 @@ async def caller_access(request: web.Request) -> web.Response:
             "shell": ("GET", "/api/v1/nodes/{nm_name}/shell"),
             "exec": ("POST", "/api/v1/exec"),
             "files": ("GET", "/api/v1/nodes/{nm_name}/files"),
+            "sessions": ("GET", "/api/v1/sessions"),
+            "audit": ("GET", "/api/v1/audit"),
         }.items()
     }
     return web.json_response({"user": request[IDENTITY].name, "may": may})

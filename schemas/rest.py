@@ -81,6 +81,17 @@ class NodeListQuerySchema(Schema):
     field_selector = fields.String(data_key="fieldSelector", load_default=None)
 
 
+class RecordQuerySchema(Schema):
+    """The latest records (recorded sessions, audited actions), by node and by user."""
+
+    class Meta:
+        unknown = RAISE
+
+    node = fields.String(load_default=None, validate=validate.Length(1, 253))
+    user = fields.String(load_default=None, validate=validate.Length(1, 253))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
 def _text_encoding(name: str) -> None:
     """A terminal's encoding: a text encoding that leaves ASCII as it is (not UTF-16, not
     EBCDIC), which the shell bridge can decode a chunk at a time."""

@@ -215,6 +215,8 @@ CONSOLE = {
     "shell": ("GET", "/api/v1/nodes/{nm_name}/shell"),
     "exec": ("POST", "/api/v1/exec"),
     "files": ("GET", "/api/v1/nodes/{nm_name}/files"),
+    "sessions": ("GET", "/api/v1/sessions"),
+    "audit": ("GET", "/api/v1/audit"),
 }
 
 

@@ -38,7 +38,10 @@ async def client(tmp_path: Path, aiohttp_client: AiohttpClient) -> Client:
 
 def url_of(template: str) -> str:
     return (
-        template.replace("{nm_name}", NODE).replace("{secret}", "x").replace("{server}", "default")
+        template.replace("{nm_name}", NODE)
+        .replace("{secret}", "x")
+        .replace("{server}", "default")
+        .replace("{name}", "x")
     )
 
 

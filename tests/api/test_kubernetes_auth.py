@@ -92,7 +92,17 @@ async def test_the_console_is_told_what_rbac_lets_each_caller_do(client: Client)
         answers[name] = (resp.status, (await resp.json()) if resp.status == 200 else None)
     assert answers["alice"] == (
         200,
-        {"user": "alice", "may": {"list": True, "shell": False, "exec": False, "files": False}},
+        {
+            "user": "alice",
+            "may": {
+                "list": True,
+                "shell": False,
+                "exec": False,
+                "files": False,
+                "sessions": False,
+                "audit": False,
+            },
+        },
     )
     assert answers["bob"][0] == 403  # bob may not list nodes: the console has nothing to show
 
