@@ -14,10 +14,11 @@ from aiohttp import web
 BUILT = Path(__file__).parent / "ui"
 _ASSET = re.compile(r"[\w-]+\.(js|css)")
 _TYPES = {"js": "text/javascript", "css": "text/css"}
-# The console's own files only; xterm.js sets inline styles and measures with a <style>.
+# The console's own files only; xterm.js sets inline styles and measures with a <style>;
+# asciinema-player's terminal is WebAssembly (compiled, which is not eval of script).
 _POLICY = (
-    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
 )
 _NOT_BUILT = """<!doctype html><title>frp-adapter</title>
 <h1>The console is not built</h1>

@@ -365,3 +365,53 @@ async def stored_status(frp: FrpSetup) -> dict[str, Any]:
     ):
         status: dict[str, Any] = (await resp.json())["status"]
         return status
+
+
+async def test_a_recorded_session_plays_back_and_the_audit_trail_shows_it(
+    tmp_path: Path, console_built: None, browser: Browser
+) -> None:
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    async with sshd_behind_frps(
+        tmp_path,
+        FRPA_SHELL_RECORDINGS=str(recordings),
+        FRPA_AUDIT_LOG=str(tmp_path / "audit.jsonl"),
+    ) as (frp, sshd):
+        frp.start_frpc("edge-1", "edge-1", local_port=sshd.port)
+        await node_online(frp, "nodemaintenances-edge-1")
+        shell = await signed_in(browser, frp, "admin", "/ui/shell/nodemaintenances-edge-1")
+        await shell.wait_for_selector("#status:text('connected')", timeout=30000)
+        await shell.keyboard.type("echo played-$((6*7))\n")
+        await shell.wait_for_selector(".xterm-rows :text('played-42')")
+        await shell.keyboard.type("exit 5\n")
+        await shell.wait_for_selector("#status:text('exited with status 5')")
+
+        # As the console runs, its policy enforced: the player's WebAssembly is let in.
+        context = await browser.new_context(viewport={"width": 1400, "height": 900})
+        page = await context.new_page()
+        await page.goto(f"{frp.adapter_url}/ui/sessions")
+        await page.fill("#token", TOKENS["admin"])
+        await page.press("#token", "Enter")
+        await page.click("#sessions a", timeout=30000)
+        assert "/ui/sessions/" in page.url
+        await page.wait_for_selector("#player :text('played-42')", timeout=30000)
+        await screenshot(page, tmp_path, "playback-1400x900")
+        await page.set_viewport_size({"width": 400, "height": 800})
+        await screenshot(page, tmp_path, "playback-400x800")
+
+        await page.click("header nav a:text('Audit')")
+        await page.wait_for_selector("#audit td:text('exited (5)')")
+        cells = (
+            await page.locator("#audit tr", has_text="exited (5)").locator("td").all_inner_texts()
+        )
+        assert cells[1:4] == ["admin-user", "shell", "edge-1"]
+        await page.fill("#filter-user", "operator-user")
+        await page.press("#filter-user", "Enter")
+        await page.wait_for_selector("#records-said:text('none yet')")
+        assert "user=operator-user" in page.url
+        await context.close()
+
+        # An operator is offered neither.
+        operator = await signed_in(browser, frp, "operator")
+        await operator.wait_for_selector(row("edge-1"), timeout=30000)
+        assert await operator.locator("header nav a").all_inner_texts() == ["Nodes"]

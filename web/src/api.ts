@@ -19,7 +19,14 @@ export type Node = {
 
 export type Access = {
   user: string;
-  may: { list: boolean; shell: boolean; exec: boolean; files: boolean };
+  may: {
+    list: boolean;
+    shell: boolean;
+    exec: boolean;
+    files: boolean;
+    sessions: boolean;
+    audit: boolean;
+  };
 };
 
 // Kept for this tab only: never in a URL or a cookie. A tab of this console opened from

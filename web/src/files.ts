@@ -19,7 +19,7 @@ export function showFiles(section: HTMLElement, name: string): void {
   said.setAttribute("role", "status");
   const uploads = element("div", { id: "uploads" });
   uploads.setAttribute("role", "status");
-  const entries = element("table", { id: "entries" });
+  const entries = element("table", { id: "entries", className: "records" });
   const drop = element(
     "div",
     { className: "drop", id: "drop" },

@@ -2,6 +2,7 @@
 // signed in with a bearer token for more.
 
 import "@xterm/xterm/css/xterm.css";
+import "asciinema-player/dist/bundle/asciinema-player.css";
 import "./console.css";
 import { type Access, access, token, tokenFromAnotherTab } from "./api";
 import { showList } from "./list";
@@ -19,10 +20,14 @@ async function start(): Promise<void> {
     return;
   }
   root.append(bar(root, said));
-  const [, page, name] = location.pathname.match(/^\/ui\/(shell|nodes)\/([^/]+)$/) ?? [];
-  if (page === "shell") (await import("./shell")).showShell(root, said, decodeURIComponent(name));
-  else if (page === "nodes")
-    (await import("./node")).showNode(root, said, decodeURIComponent(name));
+  const [, page, name] =
+    location.pathname.match(/^\/ui\/(shell|nodes|sessions|audit)(?:\/([^/]+))?$/) ?? [];
+  const named = decodeURIComponent(name ?? "");
+  if (page === "shell") (await import("./shell")).showShell(root, said, named);
+  else if (page === "nodes") (await import("./node")).showNode(root, said, named);
+  else if (page === "sessions" && name) await (await import("./records")).showPlayback(root, named);
+  else if (page === "sessions") (await import("./records")).showSessions(root);
+  else if (page === "audit") (await import("./records")).showAudit(root);
   else showList(root, said);
 }
 
@@ -49,7 +54,16 @@ function bar(root: HTMLElement, said: Access): HTMLElement {
       signIn(root, "");
     };
   }
-  header.append(home, who, button);
+  const pages = [
+    ["Nodes", "/ui/", true],
+    ["Sessions", "/ui/sessions", said.may.sessions],
+    ["Audit", "/ui/audit", said.may.audit],
+  ] as const;
+  const nav = document.createElement("nav");
+  for (const [text, href, shown] of pages) {
+    if (shown) nav.append(Object.assign(document.createElement("a"), { textContent: text, href }));
+  }
+  header.append(home, nav, who, button);
   return header;
 }
 
