@@ -34,10 +34,11 @@ from ssh.connector import (
     FrpsUnreachableError,
     HostKeyMismatchError,
     NodeOfflineError,
+    NodeTimeoutError,
     NotConfiguredError,
     SshError,
 )
-from ssh.files import FileError, NodeTimeoutError, NoSuchFileError
+from ssh.files import FileError, NoSuchFileError
 
 
 class UnauthorizedError(AdapterError):

@@ -225,17 +225,7 @@ class AdapterCollector(Collector):
             "Malformed labels in frpc's metadatas.labels, skipped (the node is let in)",
             value=stats.labels_skipped,
         )
-        yield GaugeMetricFamily(
-            "frpa_ssh_shell_sessions", "Shell sessions open on nodes", value=stats.shells_active
-        )
-        execs = CounterMetricFamily(
-            "frpa_ssh_exec_calls",
-            "Commands run on nodes, by result (ok, failed, timeout, error)",
-            labels=["result"],
-        )
-        for result in ("ok", "failed", "timeout", "error"):
-            execs.add_metric([result], stats.exec_results[result])
-        yield execs
+        yield from _ssh(stats)
         slow = CounterMetricFamily(
             "frpa_slow_readers_dropped",
             "Clients dropped for taking nothing of an answer for FRPA_SLOW_READER_TIMEOUT, "
@@ -265,6 +255,37 @@ class AdapterCollector(Collector):
                 up.add_metric([name], int(frps.reachable))
         yield up
         yield from _reconciliation(stats)
+
+
+def _ssh(stats: Stats) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "frpa_ssh_shell_sessions", "Shell sessions open on nodes", value=stats.shells_active
+    )
+    execs = CounterMetricFamily(
+        "frpa_ssh_exec_calls",
+        "Commands run on nodes, by result (ok, failed, timeout, error)",
+        labels=["result"],
+    )
+    for result in ("ok", "failed", "timeout", "error"):
+        execs.add_metric([result], stats.exec_results[result])
+    yield execs
+    connections = GaugeMetricFamily(
+        "frpa_ssh_connections",
+        "SSH connections to nodes kept open, by state (busy: a channel on it; idle)",
+        labels=["state"],
+    )
+    for state, count in zip(("busy", "idle"), stats.ssh_connections, strict=True):
+        connections.add_metric([state], count)
+    yield connections
+    leases = CounterMetricFamily(
+        "frpa_ssh_connection_uses",
+        "Uses of an SSH connection by an exec, a file, a shell or a forward, by whether it "
+        "was dialled for it or warm already",
+        labels=["connection"],
+    )
+    for kind, count in zip(("dialled", "warm"), stats.ssh_dials, strict=True):
+        leases.add_metric([kind], count)
+    yield leases
 
 
 def _reconciliation(stats: Stats) -> Iterator[Metric]:

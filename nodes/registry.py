@@ -101,6 +101,9 @@ class NodeRegistry:
         # Each node's last HISTORY status changes, made here or seen in the store; a tuple
         # of tuples the collector does not track (a node's first costs ~120 bytes).
         self._history: dict[UniqueId, tuple[Change, ...]] = {}
+        # Who follows a node's every change (None: deleted), as it is made: a few nodes'
+        # (those with warm SSH connections), at one lookup per change while any is.
+        self._followers: dict[UniqueId, Callable[[NodeState | None], None]] = {}
 
     def get(self, unique_id: UniqueId) -> NodeState | None:
         return self._states.get(unique_id)
@@ -109,6 +112,14 @@ class NodeRegistry:
         """The node's last HISTORY status changes this process knows of, oldest first:
         since it started, and the one stored before."""
         return self._history.get(unique_id, ())
+
+    def follow(self, unique_id: UniqueId, changed: Callable[[NodeState | None], None]) -> None:
+        """Call `changed` with each new state of the node, None once it is deleted; until
+        `unfollow`. It runs within the change: it must not await nor change nodes."""
+        self._followers[unique_id] = changed
+
+    def unfollow(self, unique_id: UniqueId) -> None:
+        self._followers.pop(unique_id, None)
 
     def states(self) -> list[NodeState]:
         return list(self._states.values())
@@ -313,6 +324,8 @@ class NodeRegistry:
         self._pinging_runs.pop(unique_id, None)
         self._history.pop(unique_id, None)
         self._changed[unique_id] = self.sequence = self.sequence + 1
+        if (changed := self._followers.get(unique_id)) is not None:
+            changed(None)
         self._order_sorted = False
 
     def watch(self) -> tuple[list[NodeState], NodeWatch]:
@@ -371,6 +384,8 @@ class NodeRegistry:
             self._history[uid] = kept
         self._states[uid] = state
         self._changed[uid] = self.sequence = self.sequence + 1
+        if self._followers and (changed := self._followers.get(uid)) is not None:
+            changed(state)
         if state.status == ONLINE and state.last_heartbeat is not None:
             self._schedule(uid, state.last_heartbeat)
 

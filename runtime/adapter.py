@@ -206,6 +206,8 @@ class Adapter:
             known_hosts=settings.ssh_known_hosts,
             connect_timeout=settings.ssh_connect_timeout,
             frps={live.address: live for live in self.frps.values()},
+            idle_timeout=settings.ssh_idle_timeout,
+            most_idle=settings.ssh_max_connections,
             clock=clock,
         )
         self.expiry = HeartbeatExpiry(
@@ -232,6 +234,7 @@ class Adapter:
         background: dict[str, Callable[[], Awaitable[object]]] = {
             "leader-election": partial(leadership.run, on_gain),
             "heartbeat-expiry": self.expiry.run,
+            "ssh-connections": self.ssh.pool.run,
         }
         for name, parts in self.servers.items():
             if parts.reconciler:
@@ -344,6 +347,8 @@ class Adapter:
             tasks=supervisor.tasks(),
             task_restarts=restarts,
             shells_active=self.ssh.shells_active,
+            ssh_connections=self.ssh.pool.counts(),
+            ssh_dials=(self.ssh.pool.opened, self.ssh.pool.reused),
             exec_results=Counter(self.ssh.exec_results),
             notifications=notifications,
             frps={name: _frps_stats(self.servers[name]) for name in sorted(self.servers)},

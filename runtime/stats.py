@@ -55,5 +55,7 @@ class Stats:
     task_restarts: Counter[str]  # every task that ran listed
     shells_active: int
     exec_results: Counter[str]  # ok, failed, timeout, error
+    ssh_connections: tuple[int, int]  # (busy, idle) warm connections
+    ssh_dials: tuple[int, int]  # (opened, reused) since start
     notifications: Counter[tuple[str, str]]  # (destination, result)
     frps: Mapping[str, FrpsStats]  # by name, in name order

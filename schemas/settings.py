@@ -576,6 +576,21 @@ class Settings:
         group="SSH",
         help="seconds to connect and log in to a node",
     )
+    ssh_idle_timeout: float = _setting(
+        "60",
+        _seconds,
+        env="FRPA_SSH_IDLE_TIMEOUT",
+        group="SSH",
+        help="seconds a node's SSH connection is kept unused for the next exec, file or "
+        "shell (0: closed after each)",
+    )
+    ssh_max_connections: int = _setting(
+        "1000",
+        _whole(1000000),
+        env="FRPA_SSH_MAX_CONNECTIONS",
+        group="SSH",
+        help="unused SSH connections kept at most (the least recently used closed first)",
+    )
     exec_timeout: float = _setting(
         "60",
         _seconds,

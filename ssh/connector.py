@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import asyncssh
 from asyncssh.known_hosts import KnownHostsArg
@@ -33,6 +34,7 @@ from nodes.model import (
 )
 from nodes.registry import NodeRegistry
 from ssh.coalescing import DIALER
+from ssh.pool import ConnectionPool, Key
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ class SshError(AdapterError):
     """The node cannot be reached over SSH, or its sshd failed what was asked."""
 
     kind = "ssh failed"
+    stuck = False  # whether the connection may be stuck: then it is not used again
+
+
+class NodeTimeoutError(SshError):
+    kind = "node timed out"
+    stuck = True
 
 
 class NodeOfflineError(SshError):
@@ -108,10 +116,15 @@ class SshConnector:
         known_hosts: str | None,
         connect_timeout: float,
         frps: Mapping[str, FrpsLiveness],
+        idle_timeout: float = 0.0,
+        most_idle: int = 1,
         clock: Clock | None = None,
     ) -> None:
         self._registry = registry
         self.clock = clock or Clock()
+        self.pool = ConnectionPool(
+            registry, idle_timeout=idle_timeout, most=most_idle, clock=self.clock
+        )
         self._frps = frps  # by address
         self._user = user
         self._client_keys = list(client_keys)
@@ -149,7 +162,28 @@ class SshConnector:
         return SshTarget(name, uid, state.frps_address, state.remote_port, state.ssh_host_key)
 
     @asynccontextmanager
-    async def connect(self, target: SshTarget) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    async def connect(
+        self, target: SshTarget, *, alone: bool = False
+    ) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        """A connection to the node, a warm one when there is one (see `ssh.pool`);
+        `alone`: no other channel on it while this one is used."""
+        key = (target.name, target.host, target.port, target.pinned_key)
+        warm = await self.pool.lease(key, alone=alone, dial=partial(self._dial, target))
+        stuck = False
+        try:
+            yield warm.conn
+        except asyncssh.Error as e:
+            stuck = True
+            raise SshError(f"{target.name}: {e.reason}") from e
+        except SshError as e:
+            stuck = e.stuck
+            raise
+        finally:
+            self.pool.release(warm, stuck=stuck)
+
+    async def _dial(self, target: SshTarget) -> tuple[asyncssh.SSHClientConnection, Key]:
+        """A new connection, logged in, its host key verified or pinned; keyed by the host
+        key the node is now trusted by."""
         if not self._client_keys and not self._password:
             raise NotConfiguredError(
                 "no SSH credentials: set FRPA_SSH_KEY_FILE or FRPA_SSH_PASSWORD"
@@ -194,13 +228,14 @@ class SshConnector:
                 f"{target.name}: cannot reach sshd at {target.host}:{target.port}: "
                 f"{cause(e, self._connect_timeout)}"
             ) from e
-        async with conn:
-            if known_hosts is None:
-                self._pin(target, conn)
+        pinned = target.pinned_key
+        if known_hosts is None:
             try:
-                yield conn
-            except asyncssh.Error as e:
-                raise SshError(f"{target.name}: {e.reason}") from e
+                pinned = self._pin(target, conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn, (target.name, target.host, target.port, pinned)
 
     def _mismatch(self, target: SshTarget, error: asyncssh.HostKeyNotVerifiable | None) -> str:
         if self._known_hosts:
@@ -214,19 +249,21 @@ class SshConnector:
             f"the pin: DELETE /api/v1/nodes/{target.name}/host-key"
         )
 
-    def _pin(self, target: SshTarget, conn: asyncssh.SSHClientConnection) -> None:
+    def _pin(self, target: SshTarget, conn: asyncssh.SSHClientConnection) -> str:
+        """The key the node showed, pinned unless one is; "" when none can be."""
         key = conn.get_server_host_key()
         state = self._registry.get(target.unique_id)
         if key is None or state is None:
-            return
+            return ""
         seen = key.export_public_key("openssh").decode().strip()
         if state.ssh_host_key:
             # Another session pinned a key while this one was connecting.
             if state.ssh_host_key != seen:
                 raise HostKeyMismatchError(self._mismatch(target, None))
-            return
+            return seen
         logger.info("pinned the SSH host key of %s: %s", target.name, key.get_fingerprint())
         self._set_pin(target.unique_id, seen)
+        return seen
 
     def unpin(self, name: str) -> None:
         """Forget the node's pinned host key: the next connection pins what it is shown."""

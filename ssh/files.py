@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from ssh.connector import SshConnector, SshError, SshTarget
+from ssh.connector import NodeTimeoutError, SshConnector, SshError, SshTarget
 
 T = TypeVar("T")
 
@@ -54,10 +54,6 @@ class FileError(SshError):
 
 class NoSuchFileError(FileError):
     kind = "no such file"
-
-
-class NodeTimeoutError(SshError):
-    kind = "node timed out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,8 +266,8 @@ async def node_files(
     connector: SshConnector, target: SshTarget, *, step_timeout: float | None
 ) -> AsyncIterator[NodeFiles]:
     """The node's files, each SFTP step given `step_timeout` seconds (None: no limit). The
-    SFTP session ends with the connection, unwaited: a node stuck in a step would hold up
-    a polite close."""
+    SFTP session is closed after, unwaited: a node stuck in a step would hold up a polite
+    close (on a warm connection, one left open would hold one of sshd's MaxSessions)."""
     async with connector.connect(target) as conn:
         try:
             async with asyncio.timeout(step_timeout):
@@ -282,7 +278,10 @@ async def node_files(
             ) from e
         except asyncssh.Error as e:  # e.g. no sftp subsystem on the node
             raise SshError(f"{target.name}: no SFTP on the node's sshd: {e.reason}") from e
-        yield NodeFiles(sftp, step_timeout)
+        try:
+            yield NodeFiles(sftp, step_timeout)
+        finally:
+            sftp.exit()
 
 
 async def _step(path: str, within: float | None, step: Awaitable[T]) -> T:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from nodes.clock import Clock
-from ssh.connector import SshConnector, SshError, SshTarget
+from ssh.connector import NodeTimeoutError, SshConnector, SshError, SshTarget
 
 _READ_SIZE = 1 << 16
 _KILL_SECONDS = 5.0
@@ -61,7 +62,9 @@ _TERM_MODES = {asyncssh.PTY_ECHO: 1, asyncssh.PTY_OP_ISPEED: 14400, asyncssh.PTY
 async def open_shell(
     connector: SshConnector, target: SshTarget, *, cols: int, rows: int, tty: bool
 ) -> AsyncIterator[Shell]:
-    async with connector.connect(target) as conn:
+    # Without a PTY, what it runs is killed by the connection's mark when the client goes.
+    async with connector.connect(target, alone=not tty) as conn:
+        opened = connector.clock.perf_counter()
         if tty:
             process = await conn.create_process(
                 term_type="xterm", term_size=(cols, rows), term_modes=_TERM_MODES, encoding=None
@@ -77,7 +80,7 @@ async def open_shell(
                 # Its client went first. No PTY, so no SIGHUP when the channel closes: what it
                 # runs (the shell, or what holds its output after the shell exited) would
                 # outlive it.
-                await _kill(conn, process)
+                await _kill(conn, process, connector.clock.perf_counter() - opened)
             process.close()
 
 
@@ -108,11 +111,16 @@ async def run_command(
     without a PTY outlives its channel, so: sshd is asked for the signal (it sends it to
     the session's process group, but refuses for root logins and forced commands), and a
     second channel kills every process group whose processes carry this connection's
-    SSH_CONNECTION (each exec has a connection of its own) but its own.
+    SSH_CONNECTION (an exec holds its connection alone) and started since the command
+    did, but its own.
     """
     try:
         result = await _run(
-            connector.connect(target), command, time_limit, output_limit, connector.clock
+            connector.connect(target, alone=True),
+            command,
+            time_limit,
+            output_limit,
+            connector.clock,
         )
     except SshError:
         connector.exec_results["error"] += 1
@@ -135,7 +143,12 @@ async def _run(
     exit_signal: tuple[str, str] | None = None
     out, err = _Capture(output_limit), _Capture(output_limit)
     async with connection as conn:
-        process = await conn.create_process(command, encoding=None)
+        opened = clock.perf_counter()
+        try:  # a warm connection to a node gone silent answers nothing
+            async with asyncio.timeout(time_limit):
+                process = await conn.create_process(command, encoding=None)
+        except TimeoutError as e:
+            raise NodeTimeoutError(f"the node did not start the command in {time_limit:g} s") from e
         process.stdin.write_eof()
         try:
             async with asyncio.timeout(time_limit):
@@ -148,7 +161,7 @@ async def _run(
                 exit_signal = (name, message)
         except TimeoutError:
             timed_out = True
-            await _kill(conn, process)
+            await _kill(conn, process, clock.perf_counter() - opened)
     return ExecResult(
         exit_status=exit_status,
         exit_signal=exit_signal,
@@ -161,26 +174,33 @@ async def _run(
 
 
 # POSIX sh, without quotes of its own: it runs under `sh -c '...'` from any login shell
-# (fish included). For each process of this connection's sessions but the script's own:
-# its process group (fields after the `(comm)` of /proc/PID/stat: state ppid pgrp sid).
+# (fish included). For each process of this connection's sessions but the script's own,
+# started in the last SINCE seconds (an earlier user of the warm connection may have left
+# something running): its process group. Fields after the `(comm)` of /proc/PID/stat:
+# state ppid pgrp sid ... starttime (the 20th, in clock ticks since boot).
 _KILL_SCRIPT = (
     "own=$(cat /proc/$$/stat); own=${own##*)}; set -- $own; own=$4; "
+    "read up _ < /proc/uptime; hz=$(getconf CLK_TCK 2>/dev/null || echo 100); "
+    "after=$(( (${up%.*} - SINCE) * hz )); "
     "for d in /proc/[0-9]*; do "
     'tr "\\0" "\\n" 2>/dev/null < $d/environ | grep -qxF "SSH_CONNECTION=$SSH_CONNECTION" '
     "|| continue; "
     "s=$(cat $d/stat 2>/dev/null) || continue; s=${s##*)}; set -- $s; "
-    '[ "$4" = "$own" ] || kill -KILL -$3 2>/dev/null; '
+    '[ "$4" = "$own" ] || [ "${20}" -lt "$after" ] || kill -KILL -$3 2>/dev/null; '
     "done; true"
 )
 
 
 async def _kill(
-    conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes]
+    conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes], running: float
 ) -> None:
+    """Kill what `process` started, `running` seconds ago (a margin is added: the node's
+    clock ticks and uptime are coarse)."""
+    script = _KILL_SCRIPT.replace("SINCE", str(math.ceil(running) + 2))
     with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
         async with asyncio.timeout(_KILL_SECONDS):
             process.send_signal("KILL")
-            await conn.run(f"sh -c '{_KILL_SCRIPT}'", check=False)
+            await conn.run(f"sh -c '{script}'", check=False)
     process.close()
 
 

@@ -66,7 +66,9 @@ class Node:
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     directory = tmp_path_factory.mktemp("transfers")
     started = time.monotonic()
-    async with sshd_behind_frps(directory) as (frp, sshd):
+    # No warm connections: an SSH session's end is then its TCP connection's, which the
+    # tests below watch from outside (tests/ssh/test_pool.py has the warm ones).
+    async with sshd_behind_frps(directory, FRPA_SSH_IDLE_TIMEOUT="0") as (frp, sshd):
         frp.start_frpc("edge", "edge-1", local_port=sshd.port)
         await node_online(frp, NODE)
         (directory / "files").mkdir()
