@@ -225,6 +225,9 @@ async def test_the_list_is_open_to_read_and_a_sign_in_is_kept_into_shells(
         "document.querySelector('.xterm-rows').innerText.includes('in-42')"
     )
     await screenshot(page, tmp_path, "shell-1400x900")
+    await page.set_viewport_size({"width": 400, "height": 800})
+    await page.wait_for_function("window.terminal.cols < 60")  # the terminal fits it
+    await screenshot(page, tmp_path, "shell-400x800")
     # A tab of its own (as a middle click opens) is handed the token by this one: no URL,
     # no cookie carries it.
     other = await context.new_page()
