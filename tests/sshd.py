@@ -69,6 +69,10 @@ def configure(directory: Path, name: str, forced_command: Path | None = None) ->
         "MaxStartups 500\n"
         "MaxSessions 100\n"
         "Subsystem sftp internal-sftp\n"
+        # The node is this machine, whose login shell may run `pyenv rehash` (bash reads
+        # ~/.bashrc under sshd): an exec killed by its timeout mid-way leaves pyenv's lock,
+        # and every shell after would wait 60 s for it.
+        "SetEnv PYENV_REHASH_TIMEOUT=1\n"
     )
     return config, sshd
 

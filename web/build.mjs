@@ -7,7 +7,11 @@ const out = new URL("../api/ui/", import.meta.url).pathname;
 await rm(out, { recursive: true, force: true }); // no chunk of an earlier build left behind
 await mkdir(out, { recursive: true });
 await build({
-  entryPoints: { console: "src/main.ts" },
+  // The player's styles apart: only the playback page links them (player.ts).
+  entryPoints: {
+    console: "src/main.ts",
+    player: "node_modules/asciinema-player/dist/bundle/asciinema-player.css",
+  },
   bundle: true,
   minify: true,
   format: "esm",

@@ -2,7 +2,6 @@
 // signed in with a bearer token for more.
 
 import "@xterm/xterm/css/xterm.css";
-import "asciinema-player/dist/bundle/asciinema-player.css";
 import "./console.css";
 import { type Access, access, token, tokenFromAnotherTab } from "./api";
 import { showList } from "./list";
