@@ -61,7 +61,7 @@ class SshError(AdapterError):
     """The node cannot be reached over SSH, or its sshd failed what was asked."""
 
     kind = "ssh failed"
-    stuck = False  # whether the connection may be stuck: then it is not used again
+    stuck = False  # whether the connection may be stuck: then no new channel goes on it
 
 
 class NodeTimeoutError(SshError):
@@ -132,7 +132,7 @@ class SshConnector:
         self.exec_results: Counter[str] = Counter()
         self._password = password
         self._known_hosts = known_hosts
-        self._connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout
 
     def _known(self, name: str) -> NodeState:
         try:
@@ -169,17 +169,18 @@ class SshConnector:
         `alone`: no other channel on it while this one is used."""
         key = (target.name, target.host, target.port, target.pinned_key)
         warm = await self.pool.lease(key, alone=alone, dial=partial(self._dial, target))
-        stuck = False
+        failed = False
         try:
             yield warm.conn
         except asyncssh.Error as e:
-            stuck = True
+            # A channel refused (sshd's MaxSessions, say): the others on it go on.
+            failed = isinstance(e, asyncssh.ChannelOpenError)
             raise SshError(f"{target.name}: {e.reason}") from e
         except SshError as e:
-            stuck = e.stuck
+            failed = e.stuck
             raise
         finally:
-            self.pool.release(warm, stuck=stuck)
+            self.pool.release(warm, failed=failed)
 
     async def _dial(self, target: SshTarget) -> tuple[asyncssh.SSHClientConnection, Key]:
         """A new connection, logged in, its host key verified or pinned; keyed by the host
@@ -207,8 +208,8 @@ class SshConnector:
                 agent_path=None,
                 config=None,
                 encryption_algs=_CIPHERS,
-                connect_timeout=self._connect_timeout,
-                login_timeout=self._connect_timeout,
+                connect_timeout=self.connect_timeout,
+                login_timeout=self.connect_timeout,
                 keepalive_interval=_KEEPALIVE_SECONDS,
                 keepalive_count_max=_KEEPALIVE_COUNT,
                 window=_WINDOW,
@@ -226,7 +227,7 @@ class SshConnector:
                 raise FrpsUnreachableError(frps.why()) from e
             raise SshError(
                 f"{target.name}: cannot reach sshd at {target.host}:{target.port}: "
-                f"{cause(e, self._connect_timeout)}"
+                f"{cause(e, self.connect_timeout)}"
             ) from e
         pinned = target.pinned_key
         if known_hosts is None:

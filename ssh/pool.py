@@ -9,11 +9,12 @@ connections closed at once; one that died is replaced at its next use (its chann
 no other's). Every connection logs in as the adapter's one SSH identity.
 
 Shells on a PTY, files and port forwards share connections, up to CHANNELS_MOST at once
-on one (sshd's MaxSessions). An exec, or a shell without a
+on one (sshd's MaxSessions). A connection that refuses a channel or leaves one unanswered
+takes no new ones; those on it go on, and it is closed after the last. An exec, or a shell without a
 PTY, holds its connection alone while it runs: its timeout kill finds its processes by
 the connection's SSH_CONNECTION (SSH gives a channel's processes no mark of their own),
 so no one else's may carry it then; what an earlier user left running is told apart by
-its start time.
+its start time (to within half a second of the exec's).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class ConnectionPool:
         name = key[0]
         for warm in list(self._by_node.get(name, ())):
             if warm.key != key or warm.conn.is_closed():  # moved, re-keyed, or died
-                self._drop(warm)
+                self._retire(warm)
         for warm in self._by_node.get(name, ()):
             if warm.users == 0 or not (alone or warm.alone or warm.users >= CHANNELS_MOST):
                 warm.users += 1
@@ -95,13 +96,13 @@ class ConnectionPool:
         self._by_node.setdefault(name, []).append(warm)
         return warm
 
-    def release(self, warm: Warm, *, stuck: bool = False) -> None:
-        """The channel leased with `warm` is done; `stuck`: its connection failed it (broke,
-        or did not answer in time), and is not used again."""
+    def release(self, warm: Warm, *, failed: bool = False) -> None:
+        """The channel leased with `warm` is done; `failed`: the connection failed it
+        (refused to open it, or did not answer in time), so no channel goes on it again,
+        and it is closed once the others on it are done."""
         warm.users -= 1
-        if stuck:
-            self._drop(warm)
-            return
+        if failed:
+            self._retire(warm)
         if warm.users:
             return
         warm.alone = False
@@ -121,15 +122,25 @@ class ConnectionPool:
         for oldest in idle[: max(len(idle) - self._most, 0)]:
             self._drop(oldest)
 
+    def _retire(self, warm: Warm) -> None:
+        """Out of the pool: no new channel on it, and closed once the last one is done."""
+        if warm.users:
+            self._forget(warm)
+        else:
+            self._drop(warm)
+
     def _drop(self, warm: Warm) -> None:
         """Out of the pool and closed: channels on it fail, as on a connection that broke."""
+        self._forget(warm)
+        warm.conn.close()
+
+    def _forget(self, warm: Warm) -> None:
         found = self._by_node.get(warm.key[0], [])
         if warm in found:
             found.remove(warm)
             if not found:
                 del self._by_node[warm.key[0]]
                 self._registry.unfollow(unique_id_of(warm.key[0]))
-        warm.conn.close()
 
     def drop_node(self, name: str) -> None:
         for warm in list(self._by_node.get(name, ())):

@@ -120,7 +120,8 @@ async def run_command(
             command,
             time_limit,
             output_limit,
-            connector.clock,
+            clock=connector.clock,
+            open_within=min(time_limit, connector.connect_timeout),
         )
     except SshError:
         connector.exec_results["error"] += 1
@@ -135,7 +136,9 @@ async def _run(
     command: str,
     time_limit: float,
     output_limit: int,
+    *,
     clock: Clock,
+    open_within: float,
 ) -> ExecResult:
     started = clock.monotonic()
     timed_out = False
@@ -145,23 +148,29 @@ async def _run(
     async with connection as conn:
         opened = clock.perf_counter()
         try:  # a warm connection to a node gone silent answers nothing
-            async with asyncio.timeout(time_limit):
+            async with asyncio.timeout(open_within):
                 process = await conn.create_process(command, encoding=None)
         except TimeoutError as e:
-            raise NodeTimeoutError(f"the node did not start the command in {time_limit:g} s") from e
-        process.stdin.write_eof()
+            raise NodeTimeoutError(
+                f"the node did not start the command in {open_within:g} s"
+            ) from e
         try:
+            process.stdin.write_eof()
             async with asyncio.timeout(time_limit):
                 await asyncio.gather(out.drain(process.stdout), err.drain(process.stderr))
                 completed = await process.wait(check=False)
-            if completed.exit_signal is None:
-                exit_status = completed.exit_status
-            else:
+            if completed.exit_signal is not None:
                 name, _, message, _ = completed.exit_signal
                 exit_signal = (name, message)
+            elif completed.exit_status is None:  # its connection closed under it
+                raise SshError("the connection to the node closed before the command ended")
+            else:
+                exit_status = completed.exit_status
         except TimeoutError:
             timed_out = True
             await _kill(conn, process, clock.perf_counter() - opened)
+        finally:
+            process.close()  # a cancelled exec leaves no channel behind on the connection
     return ExecResult(
         exit_status=exit_status,
         exit_signal=exit_signal,
@@ -175,13 +184,14 @@ async def _run(
 
 # POSIX sh, without quotes of its own: it runs under `sh -c '...'` from any login shell
 # (fish included). For each process of this connection's sessions but the script's own,
-# started in the last SINCE seconds (an earlier user of the warm connection may have left
-# something running): its process group. Fields after the `(comm)` of /proc/PID/stat:
-# state ppid pgrp sid ... starttime (the 20th, in clock ticks since boot).
+# started in the last SINCE hundredths of a second (an earlier user of the warm connection
+# may have left something running): its process group. Fields after the `(comm)` of
+# /proc/PID/stat: state ppid pgrp sid ... starttime (the 20th, in clock ticks since boot);
+# /proc/uptime has hundredths.
 _KILL_SCRIPT = (
     "own=$(cat /proc/$$/stat); own=${own##*)}; set -- $own; own=$4; "
     "read up _ < /proc/uptime; hz=$(getconf CLK_TCK 2>/dev/null || echo 100); "
-    "after=$(( (${up%.*} - SINCE) * hz )); "
+    "after=$(( (${up%.*}${up#*.} - SINCE) * hz / 100 )); "
     "for d in /proc/[0-9]*; do "
     'tr "\\0" "\\n" 2>/dev/null < $d/environ | grep -qxF "SSH_CONNECTION=$SSH_CONNECTION" '
     "|| continue; "
@@ -194,9 +204,9 @@ _KILL_SCRIPT = (
 async def _kill(
     conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes], running: float
 ) -> None:
-    """Kill what `process` started, `running` seconds ago (a margin is added: the node's
-    clock ticks and uptime are coarse)."""
-    script = _KILL_SCRIPT.replace("SINCE", str(math.ceil(running) + 2))
+    """Kill what `process` started, `running` seconds ago (and half a second before: the
+    request to start it took time to arrive)."""
+    script = _KILL_SCRIPT.replace("SINCE", str(math.ceil((running + 0.5) * 100)))
     with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
         async with asyncio.timeout(_KILL_SECONDS):
             process.send_signal("KILL")

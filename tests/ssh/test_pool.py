@@ -4,6 +4,8 @@ SSH_CONNECTION names the client's port: one port, one connection) and what the p
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -58,8 +60,8 @@ def pool_of(client: Client) -> ConnectionPool:
     return client.app[STATE].adapter.ssh.pool
 
 
-async def run(client: Client, cmd: str) -> dict[str, Any]:
-    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": cmd})
+async def run(client: Client, cmd: str, **more: Any) -> dict[str, Any]:
+    resp = await client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": cmd, **more})
     body: dict[str, Any] = await resp.json()
     assert resp.status == 200, body
     return body
@@ -84,7 +86,7 @@ async def test_execs_one_after_another_share_one_connection_and_concurrent_ones_
     assert pool.counts() == (0, 2)
 
 
-async def test_shells_files_and_forwards_share_a_connection_an_exec_beside_them_its_own(
+async def test_shells_and_files_share_a_connection_an_exec_beside_them_its_own(
     client: Client, tmp_path: Path
 ) -> None:
     pool = pool_of(client)
@@ -174,3 +176,47 @@ async def test_files_leave_no_session_open_on_the_warm_connection(
         resp = await client.get(f"/api/v1/nodes/{NODE}/files", params={"path": str(tmp_path)})
         assert resp.status == 200, await resp.text()
     assert pool_of(client).opened == 1
+
+
+async def test_a_timed_out_exec_kills_its_own_and_spares_what_an_earlier_one_left(
+    client: Client, tmp_path: Path
+) -> None:
+    """Both on one warm connection, so both carry its SSH_CONNECTION: told apart by when
+    they started."""
+    left = int((await run(client, "sleep 300 >/dev/null 2>&1 & echo $!"))["stdout"])
+    await asyncio.sleep(1)  # the next command starts later than the leftover did
+    pidfile = tmp_path / "pid"
+    body = await run(client, f"sleep 300 & echo $! > {pidfile}; wait", timeout=1)
+    assert body["timed_out"] is True
+    own = int(await asyncio.to_thread(pidfile.read_text))
+    await eventually(lambda: _gone(own), within=15, what="the timed-out exec's child killed")
+    try:
+        assert not await _gone(left), "what the earlier exec left running was killed"
+    finally:
+        os.kill(left, signal.SIGKILL)
+    assert pool_of(client).opened == 1
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = await asyncio.to_thread(Path(f"/proc/{pid}/stat").read_text)
+    return stat.split(")")[-1].split()[0] == "Z"  # a zombie is gone, unreaped
+
+
+async def test_an_exec_whose_connection_is_closed_under_it_is_an_error_not_a_result(
+    client: Client,
+) -> None:
+    """The node went offline while it ran: its connection closed at once, and the exec
+    says so (it answered 200 with no exit status)."""
+    running = asyncio.ensure_future(
+        client.post(f"/api/v1/nodes/{NODE}/exec", json={"cmd": "sleep 5; echo done"})
+    )
+    await eventually(lambda: _equal(pool_of(client).counts(), (1, 0)), within=10, what="busy")
+    resp = await client.put("/frp_update", data={"unique_id": "abc123", "status": "offline"})
+    assert resp.status == 200
+    answer = await asyncio.wait_for(running, 10)
+    assert answer.status == 502
+    assert "closed" in (await answer.json())["details"]
