@@ -66,7 +66,9 @@ async def test_sigterm_with_an_open_shell_and_a_failing_store_exits_within_its_b
                     assert msg.type == aiohttp.WSMsgType.BINARY, msg
                     seen += msg.data
                 kube.fail_writes = 10**6  # from now on the store refuses every write
-                async with session.post(f"{url}/frps/handler", json=new_proxy()) as resp:
+                # Another node's: the shell's node moving port would close its connection.
+                refused = new_proxy("node2", "other")
+                async with session.post(f"{url}/frps/handler", json=refused) as resp:
                     assert (await resp.json())["reject"] is False
                 started = time.monotonic()
                 processes.running["adapter"].send_signal(signal.SIGTERM)
