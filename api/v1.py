@@ -122,11 +122,7 @@ async def caller_access(request: web.Request) -> web.Response:
 
 async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["nm_name"]
-    if not await loaded(request):
-        raise NotLoadedError(_NOT_LOADED)
-    state = node_state(request, name)
-    if state is None:
-        raise NodeNotFoundError({"name": name})
+    state = await known_node(request, name)
     return web.json_response(node_object(request, state))
 
 
@@ -135,11 +131,7 @@ async def node_history(request: web.Request) -> web.Response:
     "status", "reason"}]}`, as many as the registry keeps (HISTORY), since this process
     started and the one stored before."""
     name = request.match_info["nm_name"]
-    if not await loaded(request):
-        raise NotLoadedError(_NOT_LOADED)
-    state = node_state(request, name)
-    if state is None:
-        raise NodeNotFoundError({"name": name})
+    state = await known_node(request, name)
     changes = request.app[STATE].adapter.registry.history(state.unique_id)
     items = [
         {"time": format_time(at), "status": status, "reason": reason}
@@ -266,6 +258,17 @@ def node_object(request: web.Request, state: NodeState) -> JsonObject:
     """The node's NM as the API shows it: its state in memory, over what others own in the
     stored object (labels, bindStatus...) where the store keeps a copy in memory."""
     return request.app[STATE].adapter.node_object(state)
+
+
+async def known_node(request: web.Request, name: str) -> NodeState:
+    """The node NM `name` names, once the stored nodes are read (NotLoadedError before);
+    NodeNotFoundError for one nobody knows."""
+    if not await loaded(request):
+        raise NotLoadedError(_NOT_LOADED)
+    state = node_state(request, name)
+    if state is None:
+        raise NodeNotFoundError({"name": name})
+    return state
 
 
 def node_state(request: web.Request, name: str) -> NodeState | None:
@@ -407,11 +410,7 @@ async def label_node(request: web.Request) -> web.Response:
     stored. Labels its frpc declares change again only when its declaration does."""
     name = request.match_info["nm_name"]
     patch: dict[str, str | None] = (await _input(request, _label_schema))["metadata"]["labels"]
-    if not await loaded(request):
-        raise NotLoadedError(_NOT_LOADED)
-    state = node_state(request, name)
-    if state is None:
-        raise NodeNotFoundError({"name": name})
+    state = await known_node(request, name)
     labels = dict(state.known_labels)
     for key, value in patch.items():
         if value is None:

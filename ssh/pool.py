@@ -142,13 +142,9 @@ class ConnectionPool:
                 del self._by_node[warm.key[0]]
                 self._registry.unfollow(unique_id_of(warm.key[0]))
 
-    def drop_node(self, name: str) -> None:
-        for warm in list(self._by_node.get(name, ())):
-            self._drop(warm)
-
     def close(self) -> None:
-        for name in list(self._by_node):
-            self.drop_node(name)
+        for warm in [w for found in self._by_node.values() for w in found]:
+            self._drop(warm)
 
     async def run(self) -> None:
         """Close idle connections when their time is up; all of them when stopped."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.kube import NodeMaintenanceEmulator, running_kube
+from tests.sshd import Sshd, running_sshd
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +30,10 @@ async def kube(
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         yield emulator
+
+
+@pytest.fixture
+async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
+    """A real OpenSSH sshd on 127.0.0.1, the node's."""
+    async with running_sshd(tmp_path / "ssh") as server:
+        yield server

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,7 @@ from pytest_aiohttp import AiohttpClient
 from api.state import STATE
 from ssh.session import run_command
 from tests.ssh.test_ssh import NODE, Client, adapter, register, run
-from tests.sshd import Sshd, running_sshd
-
-
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    async with running_sshd(tmp_path / "ssh") as server:
-        yield server
+from tests.sshd import Sshd
 
 
 @pytest.fixture

@@ -4,28 +4,20 @@ sshd make them, the routes list and serve them, latest first, within the caller'
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd
 from tests.support import bearer, settings_for, tokens_file
 
 Client = TestClient[web.Request, web.Application]
 SCOPED = {"Authorization": "Bearer sh-admin-token-0123456789"}
-
-
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    async with running_sshd(tmp_path / "ssh") as server:
-        yield server
 
 
 async def adapter(aiohttp_client: AiohttpClient, tmp_path: Path, sshd: Sshd, **more: Any) -> Client:

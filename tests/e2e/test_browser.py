@@ -9,7 +9,6 @@ Chromium fails the connection. The page is served from an origin of its own.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from playwright.async_api import Response, async_playwright
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from api.app import create_app
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd
 from tests.support import TOKENS, bearer, settings_for, tokens_file
 
 pytestmark = pytest.mark.e2e
@@ -68,12 +67,6 @@ async def page_origin(aiohttp_server: AiohttpServer) -> str:
     page_app.router.add_get("/", _page)
     page_server = await aiohttp_server(page_app)
     return str(page_server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    async with running_sshd(tmp_path / "ssh") as server:
-        yield server
 
 
 async def open_shell_from_a_page(

@@ -29,12 +29,6 @@ NODES = [f"ssh-node-{i}" for i in range(5)]
 
 
 @pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    async with running_sshd(tmp_path / "ssh") as server:
-        yield server
-
-
-@pytest.fixture
 async def frp(tmp_path: Path, sshd: Sshd) -> AsyncIterator[FrpSetup]:
     processes = Processes(tmp_path)
     frps, frpc = frp_binaries(tmp_path)

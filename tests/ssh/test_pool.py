@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,11 @@ from api.app import create_app
 from api.state import STATE
 from nodes.model import NodeChange, UniqueId
 from ssh.pool import ConnectionPool
-from tests.sshd import Sshd, running_sshd
+from tests.sshd import Sshd
 from tests.support import bearer, eventually, settings_for, tokens_file
 
 Client = TestClient[web.Request, web.Application]
 NODE = "nodemaintenances-abc123"
-
-
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    async with running_sshd(tmp_path / "ssh") as server:
-        yield server
 
 
 async def adapter(

@@ -11,7 +11,6 @@ import codecs
 import io
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from tests.support import bearer, eventually, free_port, settings_for, tokens_fi
 
 Client = TestClient[web.Request, web.Application]
 NODE = "nodemaintenances-abc123"
-
-
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[Sshd]:
-    async with running_sshd(tmp_path / "ssh") as server:
-        yield server
 
 
 async def adapter(
