@@ -21,3 +21,8 @@ export function ago(time: string | undefined): string {
   if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
   return `${Math.floor(seconds / 86400)} d ago`;
 }
+
+// A node by its unique id: what tells nodes apart, without the prefix every NM name has.
+export function uniqueId(nmName: string): string {
+  return nmName.replace(/^nodemaintenances-/, "");
+}

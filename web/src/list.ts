@@ -1,14 +1,12 @@
 // The fleet: every node, filtered and sorted, live; and a command run on many of them.
 
 import { type Access, headers, inWords, lines, type Node, watchNodes } from "./api";
-import { ago, element } from "./dom";
+import { ago, element, uniqueId } from "./dom";
 
 const ROW_HEIGHT = 28;
 // Changes are drawn at most this often: a fleet's first list arrives as thousands of
 // events, and each redraw filters and sorts them all.
 const REDRAW_MS = 200;
-
-const NM_PREFIX = "nodemaintenances-";
 
 // `value` sorts and filters; `shown`, when given, is what a cell says and its hover.
 type Column = {
@@ -25,7 +23,7 @@ const COLUMNS: Column[] = [
     key: "node",
     value: (n) => n.metadata.name,
     // The NMs' common prefix hid what tells nodes apart: the unique id.
-    shown: (n) => ({ text: n.metadata.name.replace(NM_PREFIX, ""), title: n.metadata.name }),
+    shown: (n) => ({ text: uniqueId(n.metadata.name), title: n.metadata.name }),
   },
   { title: "State", key: "state", badge: true, value: (n) => n.status.services[0]?.status ?? "" },
   {

@@ -2,7 +2,7 @@
 // reasons; and what the token allows on it: a shell, a command, its files.
 
 import { type Access, headers, inWords, type Node, watchNodes } from "./api";
-import { ago, element } from "./dom";
+import { ago, element, uniqueId } from "./dom";
 import { showFiles } from "./files";
 
 type Change = { time: string; status: string; reason: string };
@@ -10,7 +10,7 @@ type Change = { time: string; status: string; reason: string };
 export function showNode(root: HTMLElement, access: Access, name: string): void {
   const title = element("h1", {
     id: "node-name",
-    textContent: name.replace(/^nodemaintenances-/, ""),
+    textContent: uniqueId(name),
     title: name,
   });
   const badge = element("span", { className: "badge" });

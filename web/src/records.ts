@@ -2,7 +2,7 @@
 // asciinema-player, loaded only by its page) and the audit trail.
 
 import { headers, inWords } from "./api";
-import { ago, element } from "./dom";
+import { ago, element, uniqueId } from "./dom";
 
 type Session = { name: string; node: string; user: string; start: number; size: number };
 type Action = {
@@ -18,8 +18,6 @@ type Action = {
   bytes_in: number;
   bytes_out: number;
 };
-
-const short = (node: string) => node.replace(/^nodemaintenances-/, "");
 
 // Filters by node and user, kept in the page's address so a view can be passed on.
 function filters(onChange: (query: URLSearchParams) => void): HTMLElement {
@@ -59,47 +57,30 @@ async function items<T>(path: string, query: URLSearchParams, said: HTMLElement)
 }
 
 export function showSessions(root: HTMLElement): void {
-  const said = element("p", { id: "records-said" });
-  said.setAttribute("role", "status");
-  const table = element("table", { id: "sessions", className: "records" });
-  const page = element(
-    "div",
-    { className: "records-page" },
-    element("h1", { textContent: "Sessions" }),
-  );
-  root.append(page);
-  page.append(
-    filters(async (query) => {
-      const found = await items<Session>("/api/v1/sessions", query, said);
-      table.replaceChildren(
+  recordsPage<Session>(
+    root,
+    "Sessions",
+    "/api/v1/sessions",
+    ["Started", "Node", "User", "Size"],
+    (s) => {
+      const started = new Date(s.start * 1000).toISOString();
+      return element(
+        "tr",
+        {},
         element(
-          "tr",
+          "td",
           {},
-          ...["Started", "Node", "User", "Size"].map((t) => element("th", { textContent: t })),
+          element("a", {
+            href: `/ui/sessions/${s.name}`,
+            textContent: ago(started),
+            title: started,
+          }),
         ),
-        ...found.map((s) => {
-          const started = new Date(s.start * 1000).toISOString();
-          return element(
-            "tr",
-            {},
-            element(
-              "td",
-              {},
-              element("a", {
-                href: `/ui/sessions/${s.name}`,
-                textContent: ago(started),
-                title: started,
-              }),
-            ),
-            element("td", { textContent: short(s.node), title: s.node }),
-            element("td", { textContent: s.user }),
-            element("td", { textContent: `${Math.ceil(s.size / 1024)} KiB` }),
-          );
-        }),
+        element("td", { textContent: uniqueId(s.node), title: s.node }),
+        element("td", { textContent: s.user }),
+        element("td", { textContent: `${Math.ceil(s.size / 1024)} KiB` }),
       );
-    }),
-    said,
-    table,
+    },
   );
 }
 
@@ -131,48 +112,46 @@ export async function showPlayback(root: HTMLElement, name: string): Promise<voi
 }
 
 export function showAudit(root: HTMLElement): void {
+  const columns = ["When", "User", "Action", "Node", "What", "Result", "Bytes in / out"];
+  recordsPage<Action>(root, "Audit", "/api/v1/audit", columns, (a) =>
+    element(
+      "tr",
+      { className: a.result.startsWith("error") ? "failed" : "" },
+      element("td", { textContent: ago(a.start), title: `${a.start} to ${a.end || "now"}` }),
+      element("td", { textContent: a.user }),
+      element("td", { textContent: a.event }),
+      element("td", { textContent: uniqueId(a.node), title: a.node }),
+      element("td", { className: "what", textContent: a.command ?? "", title: a.command ?? "" }),
+      element("td", {
+        textContent:
+          a.exit_status === null || a.exit_status === undefined
+            ? a.result
+            : `${a.result} (${a.exit_status})`,
+      }),
+      element("td", { textContent: `${a.bytes_in} / ${a.bytes_out}` }),
+    ),
+  );
+}
+
+// A page of records from `path`: filters by node and user, one table row each.
+function recordsPage<T>(
+  root: HTMLElement,
+  title: string,
+  path: string,
+  columns: string[],
+  row: (record: T) => HTMLElement,
+): void {
   const said = element("p", { id: "records-said" });
   said.setAttribute("role", "status");
-  const table = element("table", { id: "audit", className: "records" });
-  const page = element(
-    "div",
-    { className: "records-page" },
-    element("h1", { textContent: "Audit" }),
-  );
+  const table = element("table", { id: title.toLowerCase(), className: "records" });
+  const page = element("div", { className: "records-page" }, element("h1", { textContent: title }));
   root.append(page);
   page.append(
     filters(async (query) => {
-      const found = await items<Action>("/api/v1/audit", query, said);
+      const found = await items<T>(path, query, said);
       table.replaceChildren(
-        element(
-          "tr",
-          {},
-          ...["When", "User", "Action", "Node", "What", "Result", "Bytes in / out"].map((t) =>
-            element("th", { textContent: t }),
-          ),
-        ),
-        ...found.map((a) =>
-          element(
-            "tr",
-            { className: a.result.startsWith("error") ? "failed" : "" },
-            element("td", { textContent: ago(a.start), title: `${a.start} to ${a.end || "now"}` }),
-            element("td", { textContent: a.user }),
-            element("td", { textContent: a.event }),
-            element("td", { textContent: short(a.node), title: a.node }),
-            element("td", {
-              className: "what",
-              textContent: a.command ?? "",
-              title: a.command ?? "",
-            }),
-            element("td", {
-              textContent:
-                a.exit_status === null || a.exit_status === undefined
-                  ? a.result
-                  : `${a.result} (${a.exit_status})`,
-            }),
-            element("td", { textContent: `${a.bytes_in} / ${a.bytes_out}` }),
-          ),
-        ),
+        element("tr", {}, ...columns.map((t) => element("th", { textContent: t }))),
+        ...found.map(row),
       );
     }),
     said,

@@ -3,6 +3,7 @@
 import { FitAddon } from "@xterm/addon-fit";
 import { Terminal } from "@xterm/xterm";
 import { type Access, shellRefusal, shellSocket } from "./api";
+import { uniqueId } from "./dom";
 
 export function showShell(root: HTMLElement, access: Access, name: string): void {
   const status = document.createElement("div");
@@ -15,7 +16,7 @@ export function showShell(root: HTMLElement, access: Access, name: string): void
   const screen = document.createElement("div");
   screen.id = "terminal";
   const title = Object.assign(document.createElement("h1"), {
-    textContent: name.replace(/^nodemaintenances-/, ""),
+    textContent: uniqueId(name),
     title: name,
   });
   const bar = Object.assign(document.createElement("div"), { className: "shell-bar" });
