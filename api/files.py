@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import IO, Any
 
@@ -99,15 +99,9 @@ async def put_file(request: web.Request) -> web.Response:
         raise _too_large(most)
     target = request.app[STATE].adapter.ssh.target(name)
     async with request.app[STATE].audit.action(request, "upload", name, path) as record:
-        try:
+        with _reading_body(record):
             async with _node_files(request, target) as files:
                 stored = await files.write(path, _body(request, most), mode=mode)
-        except TooLargeError:
-            record.result = "too large"
-            raise
-        except (ConnectionError, web.RequestPayloadError) as e:
-            record.result = "client went away"
-            raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
         record.result, record.bytes_in = "stored", stored.size
     return web.json_response(asdict(stored))
 
@@ -124,6 +118,20 @@ async def make_directory(request: web.Request) -> web.Response:
         await files.make_directory(path)
         record.result = "made"
     return web.json_response({"path": path})
+
+
+@contextlib.contextmanager
+def _reading_body(record: audit.AuditRecord) -> Iterator[None]:
+    """An upload's body read: too large, or broken off by its client, said in `record`
+    and in the answer (a 413, a 400)."""
+    try:
+        yield
+    except TooLargeError:
+        record.result = "too large"
+        raise
+    except (ConnectionError, web.RequestPayloadError) as e:
+        record.result = "client went away"
+        raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
 
 
 async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
@@ -162,13 +170,8 @@ async def _put_spooled(
 ) -> web.StreamResponse:
     most = request.app[STATE].adapter.settings.max_upload_bytes
     try:
-        spool = await _spool(request, most)
-    except TooLargeError:
-        batch.result = "too large"
-        raise
-    except (ConnectionError, web.RequestPayloadError) as e:
-        batch.result = "client went away"
-        raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
+        with _reading_body(batch):
+            spool = await _spool(request, most)
     except OSError as e:
         batch.result = "error: insufficient storage"
         raise _unspooled(e) from e

@@ -62,9 +62,12 @@ class ConnectionPool:
         self.opened = 0
         self.reused = 0
 
+    def _all(self) -> list[Warm]:
+        return [w for found in self._by_node.values() for w in found]
+
     def counts(self) -> tuple[int, int]:
         """(busy, idle) connections now."""
-        warm = [w for found in self._by_node.values() for w in found]
+        warm = self._all()
         busy = sum(1 for w in warm if w.users)
         return busy, len(warm) - busy
 
@@ -116,7 +119,7 @@ class ConnectionPool:
             return
         self._idle.set()
         idle = sorted(
-            (w for found in self._by_node.values() for w in found if not w.users),
+            (w for w in self._all() if not w.users),
             key=lambda w: w.idle_since,
         )
         for oldest in idle[: max(len(idle) - self._most, 0)]:
@@ -143,7 +146,7 @@ class ConnectionPool:
                 self._registry.unfollow(unique_id_of(warm.key[0]))
 
     def close(self) -> None:
-        for warm in [w for found in self._by_node.values() for w in found]:
+        for warm in self._all():
             self._drop(warm)
 
     async def run(self) -> None:
@@ -156,7 +159,7 @@ class ConnectionPool:
     async def _expire(self) -> None:
         clock = self._clock
         while True:
-            idle = [w for found in self._by_node.values() for w in found if not w.users]
+            idle = [w for w in self._all() if not w.users]
             if not idle:
                 self._idle.clear()
                 await clock.wait(self._idle)
