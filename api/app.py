@@ -21,7 +21,7 @@ from api import routes
 from api.audit import AuditLog, writable_directory
 from api.auth import Access
 from api.cors import Cors
-from api.metrics import AdapterCollector, setup_metrics
+from api.metrics import AdapterCollector, RequestTimer, setup_metrics
 from api.shutdown import Shutdown
 from api.state import STATE, State
 from api.tls import Certificates
@@ -33,6 +33,9 @@ T = TypeVar("T")
 # Lists rendering at once: each holds the event loop ~0.4 ms per chunk of nodes, so a
 # plugin call waits a few ms at most behind all of them.
 CONCURRENT_LISTS = 2
+# Idle keep-alive connections are closed after this long; frps's carry on (Go reconnects
+# when an idle one was closed).
+IDLE_CONNECTION_SECONDS = 15.0
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -80,6 +83,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_served)
     if settings.metrics_address is not None:
         app.cleanup_ctx.append(_metrics_site)
+    if settings.plugin_address is not None:
+        app.cleanup_ctx.append(partial(_plugin_site, timer=timer))
     # Each route's handler is timed and guarded on its own (routes.add_routes): a
     # middleware costs every plugin call ~5 us. Only what no route matched needs one.
     app.middlewares.append(routes.redirect_trailing_slash)
@@ -128,6 +133,27 @@ async def _metrics_site(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     try:
         await web.TCPSite(runner, address[0] or None, address[1]).start()
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _plugin_site(app: web.Application, *, timer: RequestTimer) -> AsyncIterator[None]:
+    """frps's plugin calls alone on FRPA_PLUGIN_ADDRESS, e.g. on a network only frps
+    reaches; over TLS when the API is."""
+    state = app[STATE]
+    address = state.adapter.settings.plugin_address
+    assert address is not None
+    server = routes.plugin_server(state.adapter, timer, keepalive_timeout=IDLE_CONNECTION_SECONDS)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    try:
+        await web.TCPSite(
+            runner,
+            address[0] or None,
+            address[1],
+            ssl_context=state.tls.served if state.tls else None,
+        ).start()
         yield
     finally:
         await runner.cleanup()

@@ -25,6 +25,7 @@ from api.callers import Role
 from api.errors import rendered
 from api.metrics import RequestTimer
 from api.state import STATE
+from runtime.adapter import Adapter
 from schemas.rest import (
     BatchExecSchema,
     BatchFileQuerySchema,
@@ -60,7 +61,11 @@ _PARAMETER = re.compile(r"{(\w+)}")
 
 
 async def _plugin(request: web.Request) -> web.StreamResponse:
-    return await request.app[STATE].adapter.plugins.handle(request)
+    """The plugin on the API's port, unless FRPA_PLUGIN_ADDRESS serves it alone."""
+    adapter = request.app[STATE].adapter
+    if adapter.settings.plugin_address is not None:
+        raise web.HTTPNotFound()
+    return await adapter.plugins.handle(request, **request.match_info)
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -457,6 +462,34 @@ async def redirect_trailing_slash(request: web.Request, handler: Handler) -> web
             )
             raise redirect(location=str(bare))
     return await handler(request)
+
+
+def plugin_server(adapter: Adapter, timer: RequestTimer, **kwargs: Any) -> web.Server:
+    """The plugin's routes alone (FRPA_PLUGIN_ADDRESS), on aiohttp's low-level server:
+    matched on the paths ROUTES declares and timed as on the API's port, with no
+    application, router, middleware or signal around them (bench/plugin_throughput.py)."""
+    paths = [
+        (re.compile(_PARAMETER.sub(r"(?P<\1>[^/]+)", route.path)).fullmatch, route.path)
+        for route in ROUTES
+        if route.handler is _plugin
+    ]
+    plugins = adapter.plugins
+    perf_counter = timer.perf_counter
+
+    async def serve(request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        found = next(((m, template) for match, template in paths if (m := match(path))), None)
+        if found is None:
+            raise web.HTTPNotFound()
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+        start = perf_counter()
+        try:
+            return await plugins.handle(request, **found[0].groupdict())
+        finally:
+            timer.observe(found[1], "POST", perf_counter() - start)
+
+    return web.Server(serve, **kwargs)
 
 
 def rules() -> dict[tuple[str, str], Rule]:

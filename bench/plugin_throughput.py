@@ -7,11 +7,13 @@ Each server runs in its own process pinned to core 0; wrk (Debian's package), pi
 core 1, sends each op over keep-alive connections, cycling through `--nodes` distinct
 nodes as frps would (each node its own body). For each op, `--rounds` times, alternating:
 requests/s and wrk's p50/p99 for the adapter (real app: SQLite store, writer, tracker),
-for the adapter with FRPA_ALLOWED_PORTS (`ports`: every SSH proxy's port is checked
-against the fleet's), and for a bare handler that reads the body and returns the same
-JSON; then the ratios of the medians. Both adapters start with every node online, each
-on a port of its own (at most 50,000 nodes), as their NewProxy left them. Last, each
-adapter's own work per request (parse, read, decide), timed in-process without HTTP.
+for the same with its plugin on a listener of its own (`listener`: FRPA_PLUGIN_ADDRESS,
+aiohttp's low-level server), for the adapter with FRPA_ALLOWED_PORTS (`ports`: every SSH
+proxy's port is checked against the fleet's), and for a bare handler that reads the body
+and returns the same JSON; then the ratios of the medians. The adapters start with every
+node online, each on a port of its own (at most 50,000 nodes), as their NewProxy left
+them. Last, each adapter's own work per request (parse, read, decide), timed in-process
+without HTTP.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from tests.support import free_port, login, new_proxy, ping
 
 ALLOW = b'{"reject":false,"unchange":true}'
 OPS = ("Ping", "Login", "NewProxy")
-SERVERS = ("bare", "adapter", "ports")
+SERVERS = ("bare", "adapter", "listener", "ports")
 PORTS = range(10000, 60000)  # the bench's NewProxy bodies ask for these, one a node
 # Pings come only in the Ping rounds: the fleet must not fall silent, offline, mid-run.
 NO_EXPIRY_SECONDS = 86400.0
@@ -69,9 +71,10 @@ def body(op: str, i: int) -> dict[str, Any]:
     return new_proxy(name, uid, port=PORTS[i % len(PORTS)])
 
 
-def adapter_settings(kind: str, store: str) -> Settings:
+def adapter_settings(kind: str, store: str, plugin_port: int | None = None) -> Settings:
     return Settings(
         store=f"sqlite:///{store}",
+        plugin_address=("127.0.0.1", plugin_port) if plugin_port else None,
         allowed_ports=PORTS if kind == "ports" else None,
         heartbeat_timeout=NO_EXPIRY_SECONDS,
     )
@@ -91,15 +94,19 @@ async def bring_online(app: web.Application, *, nodes: int) -> None:
     await app[STATE].adapter.writer.drained()
 
 
-def serve(kind: str, port: int, store_dir: str, nodes: int) -> None:
+def serve(kind: str, port: int, api_port: int, store_dir: str, nodes: int) -> None:
+    """`port` takes the plugin calls; the adapters' API listens on `api_port` once their
+    fleet is online (a listener of its own listens before)."""
     os.sched_setaffinity(0, {0})
     if kind == "bare":
         app = web.Application()
         app.router.add_post("/frps/handler", bare_handler)
-    else:
-        app = create_app(adapter_settings(kind, f"{store_dir}/bench.db"))
-        app.on_startup.append(partial(bring_online, nodes=nodes))
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+        return
+    plugin_port = port if kind == "listener" else None
+    app = create_app(adapter_settings(kind, f"{store_dir}/bench.db", plugin_port))
+    app.on_startup.append(partial(bring_online, nodes=nodes))
+    web.run_app(app, host="127.0.0.1", port=api_port, access_log=None, print=None)
 
 
 def wait_listening(port: int) -> None:
@@ -169,10 +176,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--api-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--store-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.store_dir, args.nodes)
+        serve(args.serve, args.port, args.api_port, args.store_dir, args.nodes)
         return
 
     print(
@@ -189,6 +197,7 @@ def main() -> None:
             scripts[op].write_text(WRK_SCRIPT % (bodies, op))
         results: dict[tuple[str, str], list[float]] = {}
         ports = {kind: free_port() for kind in SERVERS}
+        api_ports = {kind: free_port() if kind == "listener" else ports[kind] for kind in SERVERS}
         servers = [
             subprocess.Popen(
                 [
@@ -198,6 +207,8 @@ def main() -> None:
                     kind,
                     "--port",
                     str(port),
+                    "--api-port",
+                    str(api_ports[kind]),
                     "--store-dir",
                     tempfile.mkdtemp(dir=workdir),
                     "--nodes",
@@ -207,7 +218,7 @@ def main() -> None:
             for kind, port in ports.items()
         ]
         try:
-            for port in ports.values():
+            for port in api_ports.values():
                 wait_listening(port)
             for op in OPS:
                 for _ in range(args.rounds):  # alternating, so drift hits both alike
@@ -223,6 +234,8 @@ def main() -> None:
         for op in OPS:
             adapter = medians["adapter", op]
             print(f"ratio adapter/bare {op} (medians): {adapter / medians['bare', op]:.2f}")
+            listener = medians["listener", op] / medians["bare", op]
+            print(f"ratio listener/bare {op} (medians): {listener:.2f}")
             print(f"ratio ports/adapter {op} (medians): {medians['ports', op] / adapter:.2f}")
         print(
             f"NewProxy at {args.nodes} nodes: {medians['adapter', 'NewProxy']:.0f} req/s "

@@ -341,12 +341,14 @@ async def run(store_kind: str, nodes: int) -> dict[str, float]:
             await send_with_wrk(port, directory, lines)
             result["bare"] = time.perf_counter() - started
             await processes.stop("bare")
-            port = free_port()
+            port, plugin_port = free_port(), free_port()
+            env["FRPA_PLUGIN_ADDRESS"] = f"127.0.0.1:{plugin_port}"
             await processes.start_adapter(port, env)
+            await wait_for_port(plugin_port, processes.running["adapter"])
             pid = processes.running["adapter"].pid
             before, _ = memory(pid)
             started = time.perf_counter()
-            await send_with_wrk(port, directory, lines)
+            await send_with_wrk(plugin_port, directory, lines)
 
             async def all_online() -> bool:
                 return await store.online() >= nodes
@@ -361,7 +363,8 @@ async def run(store_kind: str, nodes: int) -> dict[str, float]:
             await processes.stop("adapter")
 
             # 2. Again on the same store, with frps's dashboard: load, then reconcile.
-            port = free_port()
+            port, plugin_port = free_port(), free_port()
+            env["FRPA_PLUGIN_ADDRESS"] = f"127.0.0.1:{plugin_port}"
             started = time.perf_counter()
             env["FRP_SERVER_API"] = f"http://127.0.0.1:{dashboard_port}"
             env["FRPA_RECONCILE_INTERVAL"] = "3600"  # the startup pass only
@@ -371,7 +374,7 @@ async def run(store_kind: str, nodes: int) -> dict[str, float]:
             # Its own process: this one serves the dashboard's answer meanwhile. Nothing else
             # asks the adapter anything until the Pings are done.
             pinger = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--ping", str(port), str(nodes),
+                sys.executable, __file__, "--ping", str(plugin_port), str(nodes),
                 str(4.0 + nodes / 20000), stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             sent_pings = json.loads((await pinger.communicate())[0])
@@ -397,7 +400,7 @@ async def run(store_kind: str, nodes: int) -> dict[str, float]:
             )
             sweeps = await metric(port, "frpa_expiry_sweep_seconds")
             pinged = [line(ping(f"n{i}", uid(i))) for i in range(nodes)]
-            await send_with_wrk(port, directory, pinged)
+            await send_with_wrk(plugin_port, directory, pinged)
 
             async def swept() -> bool:
                 return await metric(port, "frpa_expiry_sweep_seconds") != sweeps

@@ -19,6 +19,7 @@ def frps_config(settings: Settings, host: str, secret: str) -> str:
     """For each frps: the dashboard the adapter reads, and its `[[httpPlugins]]` block.
     Tables only, so the lines hold wherever they are pasted in an frps.toml."""
     servers = settings.servers()
+    port = (settings.plugin_address or settings.address)[1]
     blocks = []
     for server in servers:
         path = "/frps/handler" if len(servers) == 1 else f"/frps/{server.name}/handler"
@@ -26,7 +27,7 @@ def frps_config(settings: Settings, host: str, secret: str) -> str:
             path = f"{path}/{secret}"
         blocks.append(
             f"# frps {server.name}\n{_dashboard(settings, server)}\n"
-            f'[[httpPlugins]]\nname = "frp-adapter"\naddr = "{host}:{settings.address[1]}"\n'
+            f'[[httpPlugins]]\nname = "frp-adapter"\naddr = "{host}:{port}"\n'
             f'path = "{path}"\nops = ["Login", "NewProxy", "CloseProxy"]\n'
         )
     return "\n".join(blocks)

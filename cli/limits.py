@@ -3,8 +3,7 @@
 Every connection costs a file descriptor; at the soft limit (often 1024) the listening
 socket can accept no more, and frps's next plugin call on a new connection fails. So the
 soft limit is raised to the hard one, idle connections are closed after
-`IDLE_CONNECTION_SECONDS` (frps's keep-alive connections carry on; Go reconnects when an
-idle one was closed), and when descriptors do run out, asyncio's accept errors (one per
+`api.app.IDLE_CONNECTION_SECONDS`, and when descriptors do run out, asyncio's accept errors (one per
 pending connection per loop tick, each with a traceback) are logged once a minute.
 """
 
@@ -18,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
+from api.app import IDLE_CONNECTION_SECONDS
 from api.state import STATE
 from nodes.clock import Clock
 
 logger = logging.getLogger(__name__)
 
-IDLE_CONNECTION_SECONDS = 15.0
 _ACCEPT_ERROR = "socket.accept() out of system resource"
 _ACCEPT_ERROR_INTERVAL = 60.0
 

@@ -20,12 +20,12 @@ from typing import Any, NoReturn
 import aiohttp
 from aiohttp import web
 
-from api.app import create_app
+from api.app import IDLE_CONNECTION_SECONDS, create_app
 from api.state import STATE
 from cli import client, fleet
 from cli.configs import frpc_config, frps_config
 from cli.identity import NoPhysicalInterfaceError, physical_macs, unique_id_from_macs
-from cli.limits import IDLE_CONNECTION_SECONDS, accept_errors, raise_file_limit
+from cli.limits import accept_errors, raise_file_limit
 from cli.logs import setup_logging
 from nodes.model import InvalidUniqueIdError, nm_name, parse_unique_id
 from nodes.store import StoreError
@@ -303,7 +303,8 @@ def _print_frps_config(args: argparse.Namespace) -> int:
     if not secret:
         secret = secrets.token_urlsafe(24)
         print(f"# Start the adapter with FRPA_PLUGIN_SECRET={secret}, and give frps:\n")
-    print(frps_config(settings, settings.address[0] or socket.gethostname(), secret), end="")
+    host = (settings.plugin_address or settings.address)[0] or socket.gethostname()
+    print(frps_config(settings, host, secret), end="")
     return 0
 
 
@@ -378,6 +379,9 @@ def _say_listening(settings: Settings) -> None:
     if settings.metrics_address is not None:
         host, port = settings.metrics_address
         logger.info("metrics on http://%s:%d/metrics", host or "0.0.0.0", port)  # noqa: S104
+    if settings.plugin_address is not None:
+        host, port = settings.plugin_address
+        logger.info("frps plugin calls on %s://%s:%d", scheme, host or "0.0.0.0", port)  # noqa: S104
 
 
 def _say_what_is_open(settings: Settings) -> None:

@@ -63,12 +63,13 @@ class FrpsPlugins:
         self.endpoints = endpoints
         self._secret = secret.encode()
 
-    async def handle(self, request: web.Request) -> web.Response:
-        server = request.match_info.get("server")
+    async def handle(
+        self, request: web.BaseRequest, server: str | None = None, secret: str = ""
+    ) -> web.Response:
+        """`server` and `secret` as the request's path gives them."""
         first = next(iter(self.endpoints.values()))
         endpoint = self.endpoints.get(server) if server else first
-        given = request.match_info.get("secret", "").encode()
-        if endpoint is None or not hmac.compare_digest(given, self._secret):
+        if endpoint is None or not hmac.compare_digest(secret.encode(), self._secret):
             first.counts["unauthorized", "rejected"] += 1
             raise web.HTTPNotFound()
         return await endpoint.handle(request)
@@ -106,7 +107,7 @@ class PluginEndpoint:
         # looks like it, of a node that has none), error (our own failure).
         self.unhandled: Counter[str] = Counter()
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.BaseRequest) -> web.Response:
         self._liveness.heard_at = self._monotonic()  # any call is frps alive
         try:
             body = await request.read()

@@ -330,6 +330,13 @@ class Settings:
         group="listen",
         help="`host:port`: serve `/metrics` there alone, not on the API's port",
     )
+    plugin_address: tuple[str, int] | None = _setting(
+        None,
+        _address,
+        env="FRPA_PLUGIN_ADDRESS",
+        group="listen",
+        help="`host:port`: serve frps's plugin calls there alone, not on the API's port",
+    )
     metric_labels: tuple[str, ...] = _setting(
         "",
         _label_keys,

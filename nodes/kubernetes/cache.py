@@ -9,7 +9,6 @@ dicts a fleet's NMs took ~6 KB each and kept the cyclic garbage collector walkin
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -32,6 +31,7 @@ from nodes.model import (
     untrack,
 )
 from nodes.store import StoreObserver
+from schemas import parse_json
 from schemas.settings import Backoff
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _typical_nm() -> bytes:
     obj["metadata"].update(
         resourceVersion="", uid="", generation=1, creationTimestamp="", managedFields=[]
     )
-    return compact_json(obj).encode()
+    return compact_json(obj)
 
 
 _DICTIONARY = _typical_nm()
@@ -262,7 +262,7 @@ def _entry(obj: JsonObject) -> tuple[str, bytes]:
         _MEMORY_LEVEL,
         zdict=_DICTIONARY,
     )
-    deflated = deflater.compress(compact_json(obj).encode()) + deflater.flush()
+    deflated = deflater.compress(compact_json(obj)) + deflater.flush()
     entry = (obj["metadata"].get("resourceVersion", ""), deflated)
     untrack(entry)  # so the fleet's map of them is never tracked, nor walked by collections
     return entry
@@ -270,5 +270,5 @@ def _entry(obj: JsonObject) -> tuple[str, bytes]:
 
 def _parsed(deflated: bytes) -> JsonObject:
     inflater = zlib.decompressobj(_WINDOW_BITS, zdict=_DICTIONARY)
-    obj: JsonObject = json.loads(inflater.decompress(deflated) + inflater.flush())
+    obj: JsonObject = parse_json(inflater.decompress(deflated) + inflater.flush())
     return obj

@@ -63,7 +63,6 @@ class TransitionEvents:
             return
         if state.unique_id in self._recent:
             return
-        self._recent[state.unique_id] = True
         now = self._clock.monotonic()
         elapsed, self._filled_at = now - self._filled_at, now
         self._tokens = min(_EVENT_BURST, self._tokens + elapsed * _EVENTS_PER_SECOND)
@@ -78,6 +77,8 @@ class TransitionEvents:
             return
         self._tokens -= 1
         self._dropping = False
+        # Only a posted Event counts: a node whose Event a storm dropped gets its next one.
+        self._recent[state.unique_id] = True
         online = state.status == "online"
         stamp = self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         name = obj["metadata"]["name"]

@@ -67,7 +67,7 @@ class KubernetesStore:
             min_interval=event_min_interval,
             clock=clock,
         )
-        self._writes = NodeWrites(objects, self._cache, self._events)
+        self._writes = NodeWrites(api, self._cache, self._events)
         supervisor.start(_WATCH, self._cache.watch_forever)
 
     def subscribe(self, observer: StoreObserver) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.limits import IDLE_CONNECTION_SECONDS, raise_file_limit
+from api.app import IDLE_CONNECTION_SECONDS
+from cli.limits import raise_file_limit
 from tests.e2e.peers import Processes, wait_for_port
 from tests.support import free_port, ping
 
