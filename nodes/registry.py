@@ -289,13 +289,13 @@ class NodeRegistry:
         (the store keeps times to the second); our own writes echo back unchanged.
         """
         try:
-            stored = state_from_nm(obj)
+            uid = unique_id_of(str(obj.get("metadata", {}).get("name", "")))
         except InvalidUniqueIdError:
             return
-        uid = stored.unique_id
-        current = self._states.get(uid)
-        if self._writer.pending(uid):
+        if self._writer.pending(uid):  # first: a storm's writes echo while they are pending
             return
+        stored = state_from_nm(obj)
+        current = self._states.get(uid)
         if current is not None:
             if _to_the_second(current) == stored or stored.updated_at < _second(current.updated_at):
                 return

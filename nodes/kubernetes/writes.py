@@ -127,11 +127,11 @@ class NodeWrites:
                 self._events.record(state, existing, before)
 
     async def _create(self, state: NodeState) -> None:
-        """A new NM, then its status: rendered once, and kept once (the status's answer;
-        were that write to fail, the watch brings the object)."""
+        """A new NM, then its status, rendered once. Each answer is kept: the watch's
+        echo of a write kept costs a comparison, of another a parse."""
         desired = render_nm(state, None)
         status = desired.pop("status")
-        created = await self._call("POST", self._path, desired)
+        created = self._cache.keep(await self._call("POST", self._path, desired))
         metadata = created["metadata"]
         self._cache.keep(
             await self._call(

@@ -112,6 +112,21 @@ async def test_a_new_node_is_created_then_its_status_set_in_two_writes(
     assert create.action == enums.action.CREATE
     assert "status" not in create.data
     assert status.url.path.endswith(f"/nodemaintenances/{NM}/status")
+    for write in (create, status):  # made without the client's model layer, as it makes them
+        assert write.headers["Authorization"] == "Bearer test-token"  # the kubeconfig's
+        assert write.headers["User-Agent"].startswith("OpenAPI-Generator/")
+        assert write.headers["Accept"] == "application/json"
+
+
+async def test_a_write_the_api_refuses_is_raised_as_the_class_of_its_status(
+    kube: NodeMaintenanceEmulator, store: KubernetesStore
+) -> None:
+    kube.fail_writes = 1
+    with pytest.raises(StoreError, match="HTTP 503") as raised:
+        await store.apply([state()])
+    assert raised.value.failed == frozenset([UniqueId("abc123")])
+    await store.apply([state()])  # the next try writes it
+    assert kube.node_maintenances()[NM]["status"]["services"][0]["status"] == "online"
 
 
 async def test_a_status_change_is_one_merge_patch_of_the_status_subresource(
