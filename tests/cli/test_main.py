@@ -151,6 +151,13 @@ def test_frps_config_prints_a_plugin_block_on_a_fresh_secret_path() -> None:
     assert secret[1] not in second
 
 
+def test_frps_config_gives_frps_the_plugins_own_listener_when_it_has_one() -> None:
+    done = run("frps-config", "--address", "10.0.0.5:9000", "--plugin-address", "10.9.0.5:7001")
+    assert done.returncode == 0, done.stderr
+    assert 'addr = "10.9.0.5:7001"' in done.stdout
+    assert "9000" not in done.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -123,6 +123,23 @@ async def test_nodes_go_online_and_offline_with_their_frpc(frp: FrpSetup) -> Non
     assert 'frpa_plugin_requests_total{op="CloseProxy",result="allowed"} 1.0' in metrics
 
 
+async def test_frps_can_call_the_plugin_on_a_listener_of_its_own(tmp_path: Path) -> None:
+    processes = Processes(tmp_path)
+    frps, frpc = frp_binaries(tmp_path)
+    setup = FrpSetup(processes, frps, frpc, {"FRPA_STORE": f"sqlite:///{tmp_path / 'a.db'}"})
+    plugin_port = free_port()
+    try:
+        await setup.start_adapter(FRPA_PLUGIN_ADDRESS=f"127.0.0.1:{plugin_port}")
+        await setup.start_frps(plugin_port=plugin_port)
+        port = free_port()
+        setup.start_frpc("node1", "e2e-node-1", remote_port=port)
+        assert (await until_status(setup, "e2e-node-1", "online"))["proxy_port"] == str(port)
+        await setup.processes.stop("node1")
+        await until_status(setup, "e2e-node-1", "offline")
+    finally:
+        await processes.stop_all()
+
+
 async def test_a_frpc_whose_unique_id_cannot_name_a_node_still_connects(frp: FrpSetup) -> None:
     frp.start_frpc("bad", "Not_A_Name", remote_port=0)
 

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +39,35 @@ async def test_apply_creates_then_updates_and_counts_resource_versions(tmp_path:
         "nodemaintenances-a1",
         "nodemaintenances-b2",
     ]
+    await store.close()
+
+
+@pytest.mark.parametrize("batch", [0, 1, 2, 3, 4, 7])
+async def test_a_batch_past_what_one_statement_binds_is_written_whole(
+    tmp_path: Path, batch: int
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    # Three rows' values a statement (9 of them): batches of 0 to 7 rows fill none, part
+    # of one, exactly one, and several statements with a part left over.
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 10)
+    store._most_values = 9
+    await store.apply([online(f"n{i}", 20000 + i) for i in range(batch)])
+    listed = [o async for o in store.list()]
+    assert [o["spec"]["services"][0]["proxyPort"] for o in listed] == [
+        str(20000 + i) for i in range(batch)
+    ]
+    await store.close()
+
+
+async def test_what_is_stored_reads_back_as_written_whatever_its_characters(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    name = "høst-名前-\"quoted\"-\\-\u2028"
+    await store.apply([replace(online("a1"), host_name=name, run_id="")])
+    obj = await store.get("nodemaintenances-a1")
+    assert obj is not None
+    assert obj["spec"]["hostName"] == name
     await store.close()
 
 
