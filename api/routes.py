@@ -147,8 +147,12 @@ ROUTES: tuple[Route, ...] = (
             path=path,
             handler=_plugin,
             access=OPEN,
-            summary="the frps server-plugin endpoint: always 200, `reject` or `unchange`",
-            answers={200: "the plugin's answer", 404: "unknown frps or wrong secret"},
+            summary="the frps server-plugin endpoint: always 200, `reject` or `unchange` "
+            "(404 when served on FRPA_PLUGIN_ADDRESS instead)",
+            answers={
+                200: "the plugin's answer",
+                404: "unknown frps or wrong secret, or served on FRPA_PLUGIN_ADDRESS",
+            },
         )
         for path in (
             "/frps/handler",

@@ -3,10 +3,10 @@ Kubernetes API peer.
 
     python bench/scale.py [--nodes 10000 50000 100000] [--stores sqlite kubernetes]
 
-For each store and N, the adapter runs as its own process (`python -m cli serve`); wrk
-(Debian's package) plays frps; this process plays frps's dashboard; `bench/kube_peer.py`,
-in its own process, plays the Kubernetes API (kmock costs ~10 ms per write: it would
-measure itself). Printed per run:
+For each store and N, the adapter runs as its own process (`python -m cli serve`), its
+plugin on a listener of its own (FRPA_PLUGIN_ADDRESS); wrk (Debian's package) plays
+frps; this process plays frps's dashboard; `bench/kube_peer.py`, in its own process,
+plays the Kubernetes API (kmock costs ~10 ms per write: it would measure itself). Printed per run:
 
 - storm: wrk sends each node's NewProxy over 64 connections (as the first wave's storm
   measurement did; each frpc's Login before it would add as many requests again);

@@ -63,7 +63,7 @@ async def test_what_is_stored_reads_back_as_written_whatever_its_characters(
     tmp_path: Path,
 ) -> None:
     store = SqliteStore(str(tmp_path / "s.db"))
-    name = "høst-名前-\"quoted\"-\\-\u2028"
+    name = 'høst-名前-"quoted"-\\-\u2028'
     await store.apply([replace(online("a1"), host_name=name, run_id="")])
     obj = await store.get("nodemaintenances-a1")
     assert obj is not None
