@@ -140,20 +140,25 @@ async def _metrics_site(app: web.Application) -> AsyncIterator[None]:
 
 async def _plugin_site(app: web.Application, *, timer: RequestTimer) -> AsyncIterator[None]:
     """frps's plugin calls alone on FRPA_PLUGIN_ADDRESS, e.g. on a network only frps
-    reaches; over TLS when the API is."""
+    reaches; over TLS when the API is. No access log: its paths carry the plugin secret."""
     state = app[STATE]
-    address = state.adapter.settings.plugin_address
-    assert address is not None
-    server = routes.plugin_server(state.adapter, timer, keepalive_timeout=IDLE_CONNECTION_SECONDS)
+    settings = state.adapter.settings
+    assert settings.plugin_address is not None
+    host, port = settings.plugin_address
+    server = routes.plugin_server(
+        state.adapter, timer, keepalive_timeout=IDLE_CONNECTION_SECONDS, access_log=None
+    )
     runner = web.ServerRunner(server)
     await runner.setup()
+    site = web.TCPSite(
+        runner, host or None, port, ssl_context=state.tls.served if state.tls else None
+    )
     try:
-        await web.TCPSite(
-            runner,
-            address[0] or None,
-            address[1],
-            ssl_context=state.tls.served if state.tls else None,
-        ).start()
+        await site.start()
         yield
     finally:
+        await site.stop()
+        # Calls in flight get what is left of the budget's first half, as the API's did
+        # (aiohttp's shutdown_timeout); the writes drain in the rest.
+        await server.shutdown(max(state.adapter.time_left() - settings.shutdown_timeout / 2, 0))
         await runner.cleanup()

@@ -95,9 +95,9 @@ class SqliteStore:
             for start in range(0, len(pairs), _CHUNK):
                 for state, name in pairs[start : start + _CHUNK]:
                     version, body = stored.get(name, (0, None))
-                    obj = render_nm(state, parse_json(body) if body else None)
+                    obj = render_nm(state, _parsed(body) if body else None)
                     obj["metadata"]["resourceVersion"] = str(version + 1)
-                    rows += (name, version + 1, compact_json(obj).decode())
+                    rows += (name, version + 1, _text(obj))
                 await asyncio.sleep(0)
             await self._in_thread(self._write, rows)
 
@@ -141,7 +141,7 @@ class SqliteStore:
     async def get(self, name: str) -> JsonObject | None:
         async with self._one_at_a_time:
             found = await self._in_thread(self._read, [name])
-        return parse_json(found[name][1]) if name in found else None
+        return _parsed(found[name][1]) if name in found else None
 
     def _bodies(self) -> list[str]:
         try:
@@ -155,7 +155,7 @@ class SqliteStore:
             bodies = await self._in_thread(self._bodies)
         for start in range(0, len(bodies), _CHUNK):
             for body in bodies[start : start + _CHUNK]:
-                yield parse_json(body)
+                yield _parsed(body)
             await asyncio.sleep(0)
 
     @staticmethod
@@ -172,6 +172,25 @@ class SqliteStore:
         async with self._one_at_a_time:
             self._db.close()
             os.close(self._lock)
+
+
+def _parsed(body: str) -> JsonObject:
+    """A stored NM. Versions before orjson read plugin bodies with `json`, which takes the
+    escape of a lone surrogate (`"\\ud800"`) and stored it so; orjson refuses it."""
+    try:
+        obj: JsonObject = parse_json(body)
+    except ValueError:
+        obj = json.loads(body)
+    return obj
+
+
+def _text(obj: JsonObject) -> str:
+    """An NM as stored; such a lone surrogate, kept from a stored NM, escaped again as
+    `json` stored it (orjson refuses to write it)."""
+    try:
+        return compact_json(obj).decode()
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"))
 
 
 def _lock(path: str) -> int:

@@ -50,6 +50,7 @@ _PAGE = 200  # parsed in one step on the loop: 500 (kubectl's) took up to 25 ms
 # memory level, because setting up the deflater's tables was most of the cost.
 _WINDOW_BITS = -12  # raw deflate: no header or checksum per entry
 _MEMORY_LEVEL = 1
+_UNKNOWN = 255  # an entry's first byte when it keeps no resourceVersion
 
 
 def _typical_nm() -> bytes:
@@ -212,7 +213,8 @@ class NodeCache:
                     name = metadata.get("name")
                     if event["type"] in ("ADDED", "MODIFIED") and name:
                         known = self._kept.get(name)
-                        if known is not None and _version(known) == _version_of(obj):
+                        echoed = _version_of(obj)
+                        if known is not None and echoed and _version(known) == echoed:
                             continue  # the echo of a write of ours, kept already
                         self._keep(obj)
                         self._notify(obj)
@@ -255,8 +257,8 @@ class NodeCache:
 
 
 def _entry(obj: JsonObject) -> bytes:
-    """The NM's resourceVersion, after its length in one byte, then the NM as compact
-    JSON, deflated."""
+    """The NM's resourceVersion after its length in one byte (`_UNKNOWN`: none kept), then
+    the NM as compact JSON, deflated."""
     deflater = zlib.compressobj(
         zlib.Z_DEFAULT_COMPRESSION,
         zlib.DEFLATED,
@@ -265,24 +267,23 @@ def _entry(obj: JsonObject) -> bytes:
         zdict=_DICTIONARY,
     )
     version = _version_of(obj)
-    return (
-        bytes((len(version),)) + version + deflater.compress(compact_json(obj)) + deflater.flush()
-    )
+    head = bytes((_UNKNOWN,)) if version is None else bytes((len(version),)) + version
+    return head + deflater.compress(compact_json(obj)) + deflater.flush()
 
 
-def _version_of(obj: JsonObject) -> bytes:
-    """Its resourceVersion (opaque, in practice a number); none past 255 bytes, which
-    makes its echo read as news: parsed again, never missed."""
-    version = str(obj["metadata"].get("resourceVersion", "")).encode()
-    return version if len(version) < 256 else b""
+def _version_of(obj: JsonObject) -> bytes | None:
+    """Its resourceVersion (opaque, in practice a number); None if it has none, or one of
+    `_UNKNOWN` bytes or more: an echo of it is then never taken for ours."""
+    version = str(obj["metadata"].get("resourceVersion") or "").encode()
+    return version if 0 < len(version) < _UNKNOWN else None
 
 
-def _version(entry: bytes) -> bytes:
-    return entry[1 : 1 + entry[0]]
+def _version(entry: bytes) -> bytes | None:
+    return None if entry[0] == _UNKNOWN else entry[1 : 1 + entry[0]]
 
 
 def _parsed(entry: bytes) -> JsonObject:
     inflater = zlib.decompressobj(_WINDOW_BITS, zdict=_DICTIONARY)
-    deflated = memoryview(entry)[1 + entry[0] :]
+    deflated = memoryview(entry)[1 if entry[0] == _UNKNOWN else 1 + entry[0] :]
     obj: JsonObject = parse_json(inflater.decompress(deflated) + inflater.flush())
     return obj

@@ -171,5 +171,8 @@ class NodeWrites:
             data = await answer.read()
             if not 200 <= answer.status <= 299:
                 raise ApiException(status=answer.status, reason=answer.reason)
-        obj: JsonObject = parse_json(data)
+        try:
+            obj: JsonObject = parse_json(data)
+        except ValueError as e:  # a proxy's page, say: no write of ours is known to be done
+            raise ApiException(status=answer.status, reason=f"the answer is not JSON: {e}") from e
         return obj

@@ -5,6 +5,7 @@ answers 404 on them."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -116,10 +117,12 @@ async def test_bad_input_on_the_listener_is_allowed_and_counted(
     assert plugins.endpoints["edge"].unhandled["unreadable"] == 3
 
 
-async def test_the_listeners_calls_are_timed_by_their_route_template(
-    api: Client, port: int, session: aiohttp.ClientSession
+async def test_the_listeners_calls_are_timed_by_their_route_template_and_never_logged(
+    api: Client, port: int, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     await call(session, f"http://127.0.0.1:{port}/frps/handler/{SECRET}", login())
+    assert SECRET not in caplog.text  # aiohttp's access log would show the path
     text = await (await api.get("/metrics")).text()
     assert (
         'frpa_http_request_duration_seconds_count{method="POST",route="/frps/handler/{secret}"} 1.0'

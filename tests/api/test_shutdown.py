@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import time
 from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.peers import Processes
+from tests.e2e.peers import Processes, wait_for_port
 from tests.kube import running_kube
 from tests.sshd import adapter_env, running_sshd
 from tests.support import free_port, new_proxy
@@ -85,3 +87,39 @@ async def test_sigterm_with_an_open_shell_and_a_failing_store_exits_within_its_b
     assert closed < 1.0
     assert budget - 0.5 < took < budget + 1.0, (took, log)
     assert "node write(s) not stored" in log
+
+
+async def test_a_plugin_call_stuck_on_its_own_listener_holds_the_exit_only_its_budget(
+    tmp_path: Path,
+) -> None:
+    """A caller that sends half a body keeps its call in flight: it is cut when what is left
+    of the budget's first half runs out, not after aiohttp's own minute."""
+    budget = 4.0
+    port, plugin_port = free_port(), free_port()
+    processes = Processes(tmp_path)
+    env = {
+        "FRPA_STORE": f"sqlite:///{tmp_path / 'a.db'}",
+        "FRPA_PLUGIN_ADDRESS": f"127.0.0.1:{plugin_port}",
+        "FRPA_SHUTDOWN_TIMEOUT": str(budget),
+    }
+    try:
+        await processes.start_adapter(port, env)
+        await wait_for_port(plugin_port, processes.running["adapter"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", plugin_port)
+        whole = json.dumps(new_proxy()).encode()
+        writer.write(
+            b"POST /frps/handler HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(whole), whole)
+        )
+        assert b'"reject":false' in await reader.readuntil(b"}")  # the connection is served
+        writer.write(b"POST /frps/handler HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        started = time.monotonic()
+        processes.running["adapter"].send_signal(signal.SIGTERM)
+        exit_code = await processes.wait("adapter")
+        took = time.monotonic() - started
+        writer.close()
+    finally:
+        await processes.stop_all()
+    assert exit_code == 0, processes.log("adapter")
+    assert took < budget + 1.0, took

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from kmock._internal import enums
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -27,6 +28,7 @@ from nodes.kubernetes.errors import (
 )
 from nodes.kubernetes.events import TransitionEvents
 from nodes.kubernetes.store import KubernetesStore, connect
+from nodes.kubernetes.writes import NodeWrites
 from nodes.model import NAME_PREFIX, NodeChange, NodeState, UniqueId, apply_change
 from nodes.registry import NodeRegistry
 from nodes.store import NodeStore, StoreError
@@ -118,7 +120,7 @@ async def test_a_new_node_is_created_then_its_status_set_in_two_writes(
         assert write.headers["Accept"] == "application/json"
 
 
-async def test_a_write_the_api_refuses_is_raised_as_the_class_of_its_status(
+async def test_a_create_the_api_refuses_fails_its_node_and_the_next_try_writes_it(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
     kube.fail_writes = 1
@@ -169,6 +171,46 @@ async def test_a_conflict_rereads_the_object_and_keeps_what_others_wrote(
     assert kube.conflicts == 1
     assert kube.node_maintenances()[NM]["status"]["bindStatus"]["phase"] == "Bound"
     assert kube.node_maintenances()[NM]["status"]["services"][0]["status"] == "offline"
+
+
+@pytest.mark.parametrize("version", [None, "", "7" * 300])
+def test_an_nm_kept_without_a_usable_resource_version_never_reads_as_our_echo(
+    version: str | None,
+) -> None:
+    obj = {"metadata": {"name": NM, "resourceVersion": version}, "spec": {"hostName": "h"}}
+    entry = cache._entry(obj)
+    assert cache._parsed(entry) == obj
+    assert cache._version(entry) is None
+    assert cache._version_of(obj) is None  # the watch then keeps and tells what it saw
+    kept = {"metadata": {"name": NM, "resourceVersion": "41"}}
+    assert cache._version(cache._entry(kept)) == b"41" == cache._version_of(kept)
+
+
+async def test_an_answer_that_is_not_json_fails_the_write_as_an_api_error(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def page(request: web.Request) -> web.Response:
+        if request.method == "GET":  # the NM is looked up first: there is none
+            return web.json_response({"kind": "Status", "code": 404}, status=404)
+        return web.Response(text="<html>a proxy's page</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", page)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
+    )
+    api = await connect()
+    objects = client.CustomObjectsApi(api)
+    node_cache = cache.NodeCache(objects, backoff=BACKOFF)
+    events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=30)
+    try:
+        with pytest.raises(StoreError, match="not JSON") as raised:
+            await NodeWrites(api, node_cache, events_of).apply([state()])
+        assert raised.value.failed == frozenset([UniqueId("abc123")])
+    finally:
+        await events_of.close()
+        await api.close()
 
 
 async def test_5xx_answers_are_retried_and_nothing_is_lost(
