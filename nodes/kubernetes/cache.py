@@ -50,7 +50,6 @@ _PAGE = 200  # parsed in one step on the loop: 500 (kubectl's) took up to 25 ms
 # memory level, because setting up the deflater's tables was most of the cost.
 _WINDOW_BITS = -12  # raw deflate: no header or checksum per entry
 _MEMORY_LEVEL = 1
-_UNKNOWN = 255  # an entry's first byte when it keeps no resourceVersion
 
 
 def _typical_nm() -> bytes:
@@ -257,8 +256,8 @@ class NodeCache:
 
 
 def _entry(obj: JsonObject) -> bytes:
-    """The NM's resourceVersion after its length in one byte (`_UNKNOWN`: none kept), then
-    the NM as compact JSON, deflated."""
+    """The NM's resourceVersion after its length in one byte (0: none kept), then the NM
+    as compact JSON, deflated."""
     deflater = zlib.compressobj(
         zlib.Z_DEFAULT_COMPRESSION,
         zlib.DEFLATED,
@@ -266,24 +265,25 @@ def _entry(obj: JsonObject) -> bytes:
         _MEMORY_LEVEL,
         zdict=_DICTIONARY,
     )
-    version = _version_of(obj)
-    head = bytes((_UNKNOWN,)) if version is None else bytes((len(version),)) + version
-    return head + deflater.compress(compact_json(obj)) + deflater.flush()
+    version = _version_of(obj) or b""
+    return (
+        bytes((len(version),)) + version + deflater.compress(compact_json(obj)) + deflater.flush()
+    )
 
 
 def _version_of(obj: JsonObject) -> bytes | None:
-    """Its resourceVersion (opaque, in practice a number); None if it has none, or one of
-    `_UNKNOWN` bytes or more: an echo of it is then never taken for ours."""
+    """Its resourceVersion (opaque, in practice a number); None if it has none, or one too
+    long for its length byte: an echo of it is then never taken for ours."""
     version = str(obj["metadata"].get("resourceVersion") or "").encode()
-    return version if 0 < len(version) < _UNKNOWN else None
+    return version if 0 < len(version) < 256 else None
 
 
 def _version(entry: bytes) -> bytes | None:
-    return None if entry[0] == _UNKNOWN else entry[1 : 1 + entry[0]]
+    return entry[1 : 1 + entry[0]] or None
 
 
 def _parsed(entry: bytes) -> JsonObject:
     inflater = zlib.decompressobj(_WINDOW_BITS, zdict=_DICTIONARY)
-    deflated = memoryview(entry)[1 if entry[0] == _UNKNOWN else 1 + entry[0] :]
+    deflated = memoryview(entry)[1 + entry[0] :]
     obj: JsonObject = parse_json(inflater.decompress(deflated) + inflater.flush())
     return obj
