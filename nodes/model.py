@@ -7,13 +7,12 @@ controllers that read it today keep working; fields of our own live beside the o
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NewType
+from typing import Any, Literal, NamedTuple, NewType
 
 import orjson
 
@@ -122,9 +121,12 @@ def parse_time(value: object) -> datetime | None:
         return None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeState:
-    """What the adapter knows of one node; None in an optional field means "keep what is stored"."""
+class NodeState(NamedTuple):
+    """What the adapter knows of one node; None in an optional field means "keep what is stored".
+
+    Immutable, as every holder (the registry, the writer's queue, watches) shares it. A
+    NamedTuple, not a frozen dataclass: built in 1.1 us against 3.6, on every node's change.
+    """
 
     unique_id: UniqueId
     status: NodeStatus
@@ -149,9 +151,6 @@ class NodeState:
     # Those its frpc declares (`metadatas.labels`); None: not heard of since it was stored.
     frpc_labels: Labels | None = None
 
-    def __post_init__(self) -> None:
-        untrack(self)
-
     @property
     def known_labels(self) -> Labels:
         """The labels selectors see: the NM's, else those its frpc declares."""
@@ -160,8 +159,7 @@ class NodeState:
         return self.frpc_labels or NO_LABELS
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeChange:
+class NodeChange(NamedTuple):
     """One change to a node, from any source; None leaves a field as it is."""
 
     reason: str
@@ -182,15 +180,16 @@ class NodeChange:
     frpc_labels: Labels | None = None
 
 
-_CHANGEABLE = tuple(
-    f.name for f in dataclasses.fields(NodeChange) if f.name not in ("reason", "at", "status")
-)
+# The fields of a change after its reason, time and status: those a state keeps as named.
+_CHANGEABLE = NodeChange._fields[3:]
 
 
 def apply_change(current: NodeState | None, unique_id: UniqueId, change: NodeChange) -> NodeState:
     """The node's state after `change`; `updated_at` and `reason` move only if something did."""
     updates: dict[str, Any] = {
-        name: value for name in _CHANGEABLE if (value := getattr(change, name)) is not None
+        name: value
+        for name, value in zip(_CHANGEABLE, change[3:], strict=True)
+        if value is not None
     }
     before = current.frpc_labels if current else None
     if change.frpc_labels not in (None, before) and current and current.labels is not None:
@@ -212,7 +211,7 @@ def apply_change(current: NodeState | None, unique_id: UniqueId, change: NodeCha
         updates.update(status=change.status, last_transition=change.at)
     if all(getattr(current, name) == value for name, value in updates.items()):
         return current
-    return dataclasses.replace(current, **updates, reason=change.reason, updated_at=change.at)
+    return current._replace(**updates, reason=change.reason, updated_at=change.at)
 
 
 def _ssh_service_name(unique_id: str) -> str:
@@ -234,21 +233,25 @@ def _upsert_named(items: object, name: str, entry: JsonObject) -> list[JsonObjec
 
 
 def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
-    """The whole NM for `state`, keeping what others own in `existing` (bindStatus...)."""
-    obj: JsonObject = _copy(existing) if existing else {}
+    """The whole NM for `state`, keeping what others own in `existing` (bindStatus...).
+
+    `existing` is not changed; what others own is shared with it, not copied (a deep copy
+    took half the time): change only the result's own top-level maps, or keys in them.
+    """
+    obj: JsonObject = dict(existing) if existing else {}
     uid = state.unique_id
     obj["apiVersion"] = f"{GROUP}/{VERSION}"
     obj["kind"] = KIND
-    metadata = obj.setdefault("metadata", {})
+    metadata = obj["metadata"] = dict(obj.get("metadata") or {})
     metadata["name"] = nm_name(uid)
-    status = obj.setdefault("status", {})
+    status = obj["status"] = dict(obj.get("status") or {})
     labels, declared = stored_labels(obj, state)
     if labels:
         metadata["labels"] = dict(labels)
     else:
         metadata.pop("labels", None)
 
-    spec = obj.setdefault("spec", {})
+    spec = obj["spec"] = dict(obj.get("spec") or {})
     spec["nodeName"] = f"node-{uid}"
     spec["proxy"] = {"type": "FRP", "endpoint": ""}
     for key, value in (("hostName", state.host_name), ("macAddress", state.mac_address)):
@@ -302,13 +305,15 @@ def render_nm(state: NodeState, existing: JsonObject | None) -> JsonObject:
     status["frpcVersion"] = state.frpc_version
     status["sshHostKey"] = state.ssh_host_key
     status["frpcTokenHash"] = state.frpc_token_hash
-    status["frpcLabels"] = ",".join(f"{key}={value}" for key, value in declared)
+    status["frpcLabels"] = ",".join([f"{key}={value}" for key, value in declared])
     return obj
 
 
 def stored_labels(obj: JsonObject, state: NodeState) -> tuple[Labels, Labels]:
     """The labels, and those its frpc declares, of the NM `obj` once it records `state`:
     what `state` does not know is kept as `obj` has it."""
+    if state.labels is not None and state.frpc_labels is not None:
+        return state.labels, state.frpc_labels  # what `obj` has is not read: it costs 2 us
     status = obj.get("status") or {}
     declared = parse_declared(str(status.get("frpcLabels", "")))[0]
     if state.labels is not None:
@@ -318,15 +323,6 @@ def stored_labels(obj: JsonObject, state: NodeState) -> tuple[Labels, Labels]:
         if state.frpc_labels is not None:
             labels = redeclare(labels, declared, state.frpc_labels)
     return labels, declared if state.frpc_labels is None else state.frpc_labels
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of JSON data, three times faster than `copy.deepcopy`."""
-    if isinstance(value, dict):
-        return {key: _copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy(item) for item in value]
-    return value
 
 
 def _list_of(value: object) -> list[JsonObject]:

@@ -10,9 +10,10 @@ superseded it, and is retried with a bounded backoff for as long as it takes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nodes.clock import Clock
 from nodes.model import NodeState, UniqueId, untrack
@@ -22,13 +23,9 @@ from schemas.settings import STORE_WRITE_BACKOFF, Backoff
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(NamedTuple):
     seq: int
     state: NodeState
-
-    def __post_init__(self) -> None:
-        untrack(self)  # a storm queues one per node
 
 
 class NodeWriter:
@@ -57,7 +54,8 @@ class NodeWriter:
 
     def submit(self, state: NodeState) -> None:
         self._seq += 1
-        self._pending[state.unique_id] = _Pending(self._seq, state)
+        pending = self._pending[state.unique_id] = _Pending(self._seq, state)
+        untrack(pending)  # a storm queues one per node
         self._wakeup.set()
         self._idle.clear()
 
@@ -119,7 +117,8 @@ class NodeWriter:
 
     def _take_batch(self) -> dict[UniqueId, _Pending]:
         batch: dict[UniqueId, _Pending] = {}
-        for uid in list(self._pending)[: self._batch_size]:
+        # islice: a storm queues a fleet, and a batch would copy every queued key.
+        for uid in list(itertools.islice(self._pending, self._batch_size)):
             batch[uid] = self._pending.pop(uid)
             self._in_flight[uid] = batch[uid].seq
         return batch

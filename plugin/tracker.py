@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from nodes.clock import Clock
 from nodes.model import (
@@ -57,16 +58,12 @@ _SSH_PORT = 22
 LABELS_META = "labels"
 
 
-@dataclass(frozen=True, slots=True)
-class _LoginMemo:
+class _LoginMemo(NamedTuple):
     at: float
     client_address: str
     frpc_version: str
     host_name: str
     fresh: bool  # a new frpc process: its Login carried no run_id
-
-    def __post_init__(self) -> None:
-        untrack(self)  # a login storm remembers one per node
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +154,10 @@ class SshProxyTracker:
             self._on_relogin()
         now = self._clock.monotonic()
         self._logins.pop(uid, None)
-        self._logins[uid] = _LoginMemo(
+        memo = self._logins[uid] = _LoginMemo(
             now, event.client_address, event.version, event.hostname, fresh=not event.run_id
         )
+        untrack(memo)  # a login storm remembers one per node
         # The Login just kept is fresh, so this stops.
         while now - next(iter(self._logins.values())).at >= LOGIN_MEMORY_SECONDS:
             self._logins.popitem(last=False)
@@ -205,7 +203,7 @@ class SshProxyTracker:
             self._port_lookups.spawn(uid, self._online_once_frps_confirms(uid, change))
         elif change.remote_port is None:
             logger.warning("node %s: a random remote port is unknown without a dashboard", uid)
-            self._registry.transition(uid, replace(change, reason="NewProxyPortUnknown"))
+            self._registry.transition(uid, change._replace(reason="NewProxyPortUnknown"))
         else:
             self._registry.transition(uid, change)
         return None
@@ -408,11 +406,11 @@ class SshProxyTracker:
                 logger.warning("node %s: frps has no SSH proxy %s online: not recorded", uid, name)
                 return
             reason = "NewProxyUnconfirmed" if change.remote_port else "NewProxyPortUnknown"
-            self._registry.transition(uid, replace(change, reason=reason))
+            self._registry.transition(uid, change._replace(reason=reason))
             return
         if self._held(uid, name):
             return
-        self._registry.transition(uid, replace(change, remote_port=info.remote_port))
+        self._registry.transition(uid, change._replace(remote_port=info.remote_port))
 
     async def _offline_unless_reopened(self, uid: UniqueId, event: CloseProxy) -> None:
         await self._clock.sleep(self._grace)

@@ -5,14 +5,15 @@ without `metadatas` gets `"metas": null`), and fields come and go between versio
 every reader here takes `null` and absence as the empty value, ignores fields it does not
 know, and raises UnreadableError only for a field of another JSON type than frps sends.
 Plain functions rather than marshmallow schemas: they run on every frpc's connect path,
-where a schema load costs ~20 µs a call.
+where a schema load costs ~20 µs a call; and events are NamedTuples, built in a third of a
+frozen dataclass's time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 LOGIN = "Login"
 NEW_PROXY = "NewProxy"
@@ -22,25 +23,24 @@ NEW_WORK_CONN = "NewWorkConn"
 NEW_USER_CONN = "NewUserConn"
 
 _MAX_PORT = 65535
+_NO_METAS: Mapping[str, str] = MappingProxyType({})
 
 
 class UnreadableError(ValueError):
     """A field is of another JSON type than frps sends; the text names it."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FrpcUser:
+class FrpcUser(NamedTuple):
     """The `user` block frps repeats in every op after Login."""
 
     user: str = ""
-    metas: Mapping[str, str] = field(default_factory=dict)
+    metas: Mapping[str, str] = _NO_METAS
     run_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Login:
+class Login(NamedTuple):
     user: str = ""
-    metas: Mapping[str, str] = field(default_factory=dict)
+    metas: Mapping[str, str] = _NO_METAS
     run_id: str = ""
     version: str = ""
     hostname: str = ""
@@ -49,28 +49,24 @@ class Login:
     client_address: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewProxy:
+class NewProxy(NamedTuple):
     user: FrpcUser
     proxy_name: str
     proxy_type: str
-    metas: Mapping[str, str] = field(default_factory=dict)
+    metas: Mapping[str, str] = _NO_METAS
     remote_port: int | None = None  # absent when frpc asked for a random port
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CloseProxy:
+class CloseProxy(NamedTuple):
     user: FrpcUser
     proxy_name: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ping:
+class Ping(NamedTuple):
     user: FrpcUser
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewWorkConn:
+class NewWorkConn(NamedTuple):
     user: FrpcUser
 
 

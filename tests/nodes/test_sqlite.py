@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,7 +63,7 @@ async def test_what_is_stored_reads_back_as_written_whatever_its_characters(
 ) -> None:
     store = SqliteStore(str(tmp_path / "s.db"))
     name = 'høst-名前-"quoted"-\\-\u2028'
-    await store.apply([replace(online("a1"), host_name=name, run_id="")])
+    await store.apply([online("a1")._replace(host_name=name, run_id="")])
     obj = await store.get("nodemaintenances-a1")
     assert obj is not None
     assert obj["spec"]["hostName"] == name
