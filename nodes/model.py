@@ -158,6 +158,7 @@ class NodeState(NamedTuple):
 class NodeChange(NamedTuple):
     """One change to a node, from any source; None leaves a field as it is."""
 
+    # These three first: `apply_change` takes every field after them as one a state keeps.
     reason: str
     at: datetime
     status: NodeStatus | None = None

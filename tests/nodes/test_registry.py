@@ -54,6 +54,36 @@ async def test_a_fleet_in_memory_adds_nothing_a_full_collection_walks(tmp_path: 
         await store.close()
 
 
+async def test_between_full_collections_only_the_states_and_the_queue_are_walked(
+    tmp_path: Path,
+) -> None:
+    """A young collection untracks a tuple but not the map holding it: a node's history or
+    proxy index, tracked for a moment, would keep its map walked until a full collection."""
+    store = SqliteStore(str(tmp_path / "nodes.db"))
+    registry = NodeRegistry(NodeWriter(store), heartbeat_persist_interval=60)
+    at = datetime.now(UTC)
+    gc.disable()  # no collection to untrack what the registry left tracked
+    try:
+        for i in range(3):
+            for second, status in enumerate((ONLINE, OFFLINE, ONLINE)):
+                change = NodeChange(
+                    reason="NewProxy",
+                    at=at + timedelta(seconds=second),
+                    status=status,
+                    frps_address="127.0.0.1",
+                    proxy_name=f"n{i}.ssh",
+                    remote_port=16000 + i,
+                )
+                registry.transition(UniqueId(f"node-{i}"), change)
+        tracked = gc.get_objects()
+        holding = [o for o in tracked if isinstance(o, dict) and UniqueId("node-1") in o]
+        assert [len(o) for o in holding] == [3, 3]  # the states, and the writes queued
+        assert len(registry.history(UniqueId("node-1"))) == 3
+    finally:
+        gc.enable()
+        await store.close()
+
+
 async def test_a_watch_tells_the_changes_made_here_from_those_adopted_from_the_store(
     tmp_path: Path,
 ) -> None:
