@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 _EVENTS_PER_SECOND = 50.0
 _EVENT_BURST = 100.0
 _CONCURRENT_POSTS = 2
+# Transitions dropped are said at most this often, with their count: said at every drop
+# after the bucket refilled a token, a storm logged ~50 lines a second.
+_SAY_INTERVAL = 60.0
 
 
 class TransitionEvents:
@@ -54,7 +57,8 @@ class TransitionEvents:
         # drop, on the process's clock; aiolimiter waits for capacity, on the loop's.
         self._tokens = _EVENT_BURST
         self._filled_at = self._clock.monotonic()
-        self._dropping = False
+        self._dropped = 0
+        self._said_at = -math.inf
 
     def record(self, state: NodeState, obj: JsonObject, before: JsonObject) -> None:
         """Post an Event if `state` changes the status `before` had (in the background)."""
@@ -67,16 +71,18 @@ class TransitionEvents:
         elapsed, self._filled_at = now - self._filled_at, now
         self._tokens = min(_EVENT_BURST, self._tokens + elapsed * _EVENTS_PER_SECOND)
         if self._tokens < 1:
-            if not self._dropping:
+            self._dropped += 1
+            if now - self._said_at >= _SAY_INTERVAL:
                 logger.warning(
                     "more than %.0f node transitions a second: the rest get no Kubernetes "
-                    "Event (their NMs' status records them)",
+                    "Event (their NMs' status records them); %d since last said, said at "
+                    "most once a minute",
                     _EVENTS_PER_SECOND,
+                    self._dropped,
                 )
-            self._dropping = True
+                self._said_at, self._dropped = now, 0
             return
         self._tokens -= 1
-        self._dropping = False
         # Only a posted Event counts: a node whose Event a storm dropped gets its next one.
         self._recent[state.unique_id] = True
         online = state.status == "online"
