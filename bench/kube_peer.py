@@ -7,7 +7,9 @@ kmock models the API server's behaviour for the tests, and costs ~10 ms per writ
 only the calls the adapter's Kubernetes store makes: NodeMaintenance create, get,
 merge-patch of the object or its `/status` (resourceVersion checked: 409 on a stale one),
 list (in pages, with `limit` and `continue`) and watch; Lease get, create and
-merge-patch for leader election; Events accepted and dropped. It is for `bench/scale.py`
+merge-patch for leader election; Events accepted and dropped. An NM comes back with what
+the API server adds (uid, creationTimestamp, generation, and managedFields: a field set
+per writer and subresource, more than half an NM's JSON). It is for `bench/scale.py`
 only; the tests keep kmock.
 """
 
@@ -18,6 +20,7 @@ import bisect
 import itertools
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +56,8 @@ class Peer:
 
     def _store(self, path: str, obj: dict[str, Any], kind: str) -> dict[str, Any]:
         obj["metadata"]["resourceVersion"] = str(next(self.versions))
+        if path.startswith(NMS):
+            _manage(obj)
         self.objects[path] = obj
         if path.startswith(NMS):
             self.nm_writes += 1
@@ -72,7 +77,8 @@ class Peer:
             return _status(409, "AlreadyExists")
         obj.pop("status", None)  # the status subresource: ignored on create
         self.names = None
-        obj["metadata"]["uid"] = f"uid-{len(self.objects)}"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        obj["metadata"].update(uid=f"uid-{len(self.objects)}", creationTimestamp=now, generation=1)
         return web.json_response(self._store(path, obj, "ADDED"), status=201)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -132,6 +138,38 @@ class Peer:
 
     async def stats(self, _: web.Request) -> web.Response:
         return web.json_response({"online": len(self.online), "nm_writes": self.nm_writes})
+
+
+def _manage(obj: dict[str, Any]) -> None:
+    """managedFields as the API server keeps them: the main resource's and the status
+    subresource's fields, each an entry of the writer's (the root has no `.`)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    main = {key: obj[key] for key in ("spec",) if key in obj}
+    main["metadata"] = {"labels": obj["metadata"].get("labels") or {}}
+    parts = [(None, main), ("status", {"status": obj.get("status") or {}})]
+    obj["metadata"]["managedFields"] = [
+        {
+            "apiVersion": "edge.harmonycloud.cn/v1alpha1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {key: item for key, item in _field_set(fields).items() if key != "."},
+            "manager": "OpenAPI-Generator",
+            "operation": "Update",
+            **({"subresource": subresource} if subresource else {}),
+            "time": now,
+        }
+        for subresource, fields in parts
+    ]
+
+
+def _field_set(value: Any) -> Any:
+    """The FieldsV1 form of a JSON value: `f:<key>` for keys, `k:{"name":...}` for the
+    items of a list of named objects, `{}` for a leaf."""
+    if isinstance(value, dict):
+        inner = {f"f:{key}": _field_set(item) for key, item in value.items()}
+        return {".": {}, **inner} if inner else {}
+    if isinstance(value, list) and all(isinstance(item, dict) and "name" in item for item in value):
+        return {f'k:{{"name":"{item["name"]}"}}': _field_set(item) for item in value}
+    return {}
 
 
 def _merge(current: Any, patch: Any) -> Any:

@@ -186,6 +186,17 @@ def test_an_nm_kept_without_a_usable_resource_version_never_reads_as_our_echo(
     assert cache._version(cache._entry(kept)) == b"41" == cache._version_of(kept)
 
 
+def test_an_nm_is_kept_without_the_api_servers_managed_fields() -> None:
+    """More than half an NM's JSON, and nothing reads them."""
+    fields = [{"manager": "frp-adapter", "fieldsV1": {"f:spec": {"f:hostName": {}}}}]
+    metadata = {"name": NM, "resourceVersion": "7", "uid": "u", "managedFields": fields}
+    kept = cache._parsed(cache._entry({"metadata": metadata, "spec": {"hostName": "h"}}))
+    assert kept == {
+        "metadata": {"name": NM, "resourceVersion": "7", "uid": "u"},
+        "spec": {"hostName": "h"},
+    }
+
+
 async def test_an_answer_that_is_not_json_fails_the_write_as_an_api_error(
     tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
