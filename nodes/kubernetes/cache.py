@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.http_exceptions import LineTooLong
 from kubernetes_asyncio import client
 
 from nodes.clock import Clock
@@ -219,7 +220,7 @@ class NodeCache:
                     async for line in answer.content:
                         if line.strip():
                             seen = self._follow(parse_json(line)) or seen
-                except ValueError as e:  # not JSON, or a line past the reader's limit
+                except (ValueError, LineTooLong) as e:  # not JSON; past the reader's limit
                     raise ApiError(f"watching {PLURAL} failed: {e}", None) from e
         return seen
 

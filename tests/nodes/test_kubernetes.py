@@ -224,6 +224,38 @@ async def test_an_answer_that_is_not_json_fails_the_write_as_an_api_error(
         await api.close()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"<html>a proxy's page</html>", b'{"type":"ADDED","object":"' + b"a" * 5 * 2**20],
+    ids=["not JSON", "past the line limit"],
+)
+async def test_a_watch_line_that_cannot_be_read_fails_the_watch_as_an_api_error(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch, line: bytes
+) -> None:
+    """Not JSON, or longer than the client reads as a line: the watch lists again, its
+    task does not die."""
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse()
+        await answer.prepare(request)
+        await answer.write(line + b"\n")
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", watch)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
+    )
+    api = await connect()
+    try:
+        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
+        with pytest.raises(ApiError, match=f"watching {cache.PLURAL} failed"):
+            await node_cache._watch_from("1")
+    finally:
+        await api.close()
+
+
 async def test_5xx_answers_are_retried_and_nothing_is_lost(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
