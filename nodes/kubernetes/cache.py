@@ -22,7 +22,13 @@ from aiohttp.http_exceptions import LineTooLong
 from kubernetes_asyncio import client
 
 from nodes.clock import Clock
-from nodes.kubernetes.errors import ApiError, APIGoneError, APINotFoundError, api_errors
+from nodes.kubernetes.errors import (
+    ApiError,
+    APIGoneError,
+    APINotFoundError,
+    api_errors,
+    refusal,
+)
 from nodes.model import (
     GROUP,
     ONLINE,
@@ -45,6 +51,9 @@ _WATCH_SECONDS = 300
 # The server ends a watch after _WATCH_SECONDS; the client gives up on a silent one later.
 _WATCH_REQUEST_SECONDS = _WATCH_SECONDS + 30
 _MIN_WATCH_SECONDS = 1.0
+# Of a watch's refusal, read for its Status's message: a Status is ~0.3 KB; a proxy's
+# page, unbounded, says nothing more.
+_REFUSAL_BYTES = 64 * 1024
 _SYNC_WAIT_SECONDS = 60.0
 _LIST_CHUNK = 100
 _PAGE = 200  # parsed in one step on the loop: 500 (kubectl's) took up to 25 ms
@@ -215,7 +224,8 @@ class NodeCache:
             )
             async with answer:
                 if not 200 <= answer.status <= 299:
-                    raise client.ApiException(status=answer.status, reason=answer.reason)
+                    body = await answer.content.read(_REFUSAL_BYTES)
+                    raise refusal(answer.status, answer.reason, body)
                 try:
                     async for line in answer.content:
                         if line.strip():

@@ -12,17 +12,24 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from nodes.clock import cause
 from nodes.store import StoreError
+from schemas import parse_json
 
 # Statuses a later retry may cure; anything else (400, 403, 422) is the request's own fault.
 _TRANSIENT = frozenset((429, 500, 502, 503, 504))
+# A Status's message is said up to this long: RBAC's names the verb, resource and user
+# in ~200 characters; a webhook's may quote a whole object.
+_MESSAGE_LIMIT = 500
 
 
 class ApiError(StoreError):
-    """A Kubernetes API call failed; `status` is the HTTP status, None if none came."""
+    """A Kubernetes API call failed; `status` is the HTTP status, None if none came.
+    `brief` is the message without the API's own words (`said`), for whom must not read
+    them: they may name the adapter's account, or quote what it sent."""
 
-    def __init__(self, message: str, status: int | None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status: int | None, said: str = "") -> None:
+        super().__init__(message + said)
         self.status = status
+        self.brief = message
 
     @property
     def transient(self) -> bool:
@@ -56,8 +63,33 @@ def api_errors(what: str, time_limit: float) -> Iterator[None]:
     try:
         yield
     except ApiException as e:
-        # Error bodies can be long (kmock sends tracebacks); the status and reason suffice.
         error = _BY_STATUS.get(e.status, ApiError)
-        raise error(f"{what}: HTTP {e.status} {e.reason}", e.status) from e
+        raise error(f"{what}: HTTP {e.status} {e.reason}", e.status, _message(e.body)) from e
     except (aiohttp.ClientError, TimeoutError) as e:
         raise ApiError(f"{what}: {cause(e, time_limit)}", None) from e
+
+
+def refusal(status: int, reason: str | None, body: bytes) -> ApiException:
+    """The client's exception for an answer that is not 2xx, with its body, as the client's
+    own calls raise it: `api_errors` says the Status's message."""
+    e = ApiException(status=status, reason=reason)
+    e.body = body
+    return e
+
+
+def _message(body: object) -> str:
+    """`: <message>` of a Kubernetes Status body (e.g. "nodemaintenances is forbidden: User
+    ... cannot watch resource ..."); "" for any other body: kmock answers tracebacks, a
+    proxy its page, and neither says more than the status."""
+    if not isinstance(body, (bytes, str)) or not body:
+        return ""
+    try:
+        status = parse_json(body)
+    except ValueError:
+        return ""
+    if not isinstance(status, dict) or status.get("kind") != "Status":
+        return ""
+    message = status.get("message")
+    if not isinstance(message, str) or not message:
+        return ""
+    return f": {message[:_MESSAGE_LIMIT]}" + ("..." if len(message) > _MESSAGE_LIMIT else "")

@@ -32,7 +32,7 @@ class KubernetesReviewer:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
         except ApiError as e:
-            raise ReviewError(str(e)) from e
+            raise ReviewError(e.brief) from e  # told to the caller
         status = review.status
         if status is None or not status.authenticated or status.user is None:
             return None
@@ -67,5 +67,5 @@ class KubernetesReviewer:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
         except ApiError as e:
-            raise ReviewError(str(e)) from e
+            raise ReviewError(e.brief) from e  # told to the caller
         return bool(review.status and review.status.allowed)

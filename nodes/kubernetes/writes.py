@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from nodes.kubernetes.cache import PLURAL, REQUEST_TIMEOUT, NodeCache
-from nodes.kubernetes.errors import APIConflictError, ApiError, api_errors
+from nodes.kubernetes.errors import APIConflictError, ApiError, api_errors, refusal
 from nodes.kubernetes.events import TransitionEvents
 from nodes.model import (
     GROUP,
@@ -170,7 +170,7 @@ class NodeWrites:
         ) as answer:
             data = await answer.read()
             if not 200 <= answer.status <= 299:
-                raise ApiException(status=answer.status, reason=answer.reason)
+                raise refusal(answer.status, answer.reason, data)
         try:
             obj: JsonObject = parse_json(data)
         except ValueError as e:  # a proxy's page, say: no write of ours is known to be done

@@ -465,6 +465,71 @@ def test_an_api_refusal_is_raised_as_the_class_of_its_status(
     assert str(failure.value) == f"writing x failed: HTTP {status} Refused"
 
 
+FORBIDDEN = (
+    'nodemaintenances.edge.harmonycloud.cn is forbidden: User "system:serviceaccount:edge:'
+    'frp-adapter" cannot watch resource "nodemaintenances" in API group '
+    '"edge.harmonycloud.cn" at the cluster scope'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (json.dumps({"kind": "Status", "code": 403, "message": FORBIDDEN}), f": {FORBIDDEN}"),
+        (json.dumps({"kind": "Status", "message": "x" * 600}).encode(), f": {'x' * 500}..."),
+        (b"Traceback (most recent call last):\n  ...", ""),
+        (json.dumps({"kind": "Status", "code": 403}), ""),
+        (json.dumps({"kind": "NodeMaintenance", "message": "not a Status"}), ""),
+        (None, ""),
+    ],
+    ids=["a Status", "a long Status", "a traceback", "no message", "not a Status", "no body"],
+)
+def test_an_api_refusal_says_the_message_of_its_status_only(body: Any, said: str) -> None:
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = body
+    with pytest.raises(ApiError) as failure, api_errors("watching x failed", 1.0):
+        raise refused
+    assert str(failure.value) == f"watching x failed: HTTP 403 Forbidden{said}"
+
+
+async def test_every_kind_of_api_call_says_why_the_api_refused_it(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch and the writes read their answers themselves; a fetch goes through the
+    client: each says the Status's message, not only "403 Forbidden"."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": FORBIDDEN}
+        return web.json_response(status, status=403)
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", refuse)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
+    )
+    api = await connect()
+    objects = client.CustomObjectsApi(api)
+    node_cache = cache.NodeCache(objects, backoff=BACKOFF)
+    events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=30)
+    writes = NodeWrites(api, node_cache, events_of)
+    try:
+        with pytest.raises(ApiError, match=f"watching {cache.PLURAL} failed") as watching:
+            await node_cache._watch_from("1")
+        with pytest.raises(ApiError, match=f"reading {NM} failed") as reading:
+            await node_cache.fetch(NM)
+        with (
+            pytest.raises(ApiError, match="writing failed") as writing,
+            api_errors("writing failed", 1.0),  # as the writes wrap their calls
+        ):
+            await writes._call("POST", writes._path, {"metadata": {"name": NM}})
+    finally:
+        await events_of.close()
+        await api.close()
+    for failure in (watching, reading, writing):
+        assert str(failure.value).endswith(f"HTTP 403 Forbidden: {FORBIDDEN}")
+
+
 async def test_a_failing_reread_fails_only_its_own_node(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
