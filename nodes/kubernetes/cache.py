@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp.http_exceptions import LineTooLong
 from kubernetes_asyncio import client
 
@@ -224,7 +225,7 @@ class NodeCache:
             )
             async with answer:
                 if not 200 <= answer.status <= 299:
-                    body = await answer.content.read(_REFUSAL_BYTES)
+                    body = await _head(answer.content, _REFUSAL_BYTES)
                     raise refusal(answer.status, answer.reason, body)
                 try:
                     async for line in answer.content:
@@ -282,6 +283,14 @@ class NodeCache:
     def _notify_deletion(self, name: str) -> None:
         for observer in self._observers:
             observer.observe_deletion(name)
+
+
+async def _head(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of a body, however many pieces it comes in."""
+    body = bytearray()
+    while len(body) < limit and (piece := await content.read(limit - len(body))):
+        body += piece
+    return bytes(body)
 
 
 def _entry(obj: JsonObject) -> bytes:

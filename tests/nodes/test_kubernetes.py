@@ -530,6 +530,36 @@ async def test_every_kind_of_api_call_says_why_the_api_refused_it(
         assert str(failure.value).endswith(f"HTTP 403 Forbidden: {FORBIDDEN}")
 
 
+async def test_a_watch_refused_in_small_pieces_still_says_why(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        status = {"kind": "Status", "code": 403, "message": FORBIDDEN}
+        answer = web.StreamResponse(status=403, reason="Forbidden")
+        await answer.prepare(request)
+        body = json.dumps(status).encode()
+        for i in range(0, len(body), 7):
+            await answer.write(body[i : i + 7])
+            await asyncio.sleep(0)  # each piece its own chunk on the wire
+        await answer.write_eof()
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", refuse)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
+    )
+    api = await connect()
+    try:
+        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
+        with pytest.raises(ApiError) as failure:
+            await node_cache._watch_from("1")
+    finally:
+        await api.close()
+    assert str(failure.value).endswith(f"HTTP 403 Forbidden: {FORBIDDEN}")
+
+
 async def test_a_failing_reread_fails_only_its_own_node(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
