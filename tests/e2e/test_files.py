@@ -509,6 +509,9 @@ async def test_ctrl_c_ends_a_piped_ssh_as_it_ends_a_command(frp: FrpSetup, tmp_p
         sys.executable, "-m", "cli", "ssh", "--url", frp.adapter_url, NODE, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Ctrl-C as a terminal's: a suite started in the background (`nohup ... &`) has
+        # SIGINT ignored, and an ignored signal is inherited, so the CLI never got it.
+        preexec_fn=partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert process.stdin is not None
     assert process.stdout is not None
