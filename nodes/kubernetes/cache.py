@@ -12,6 +12,7 @@ than half of an NM's JSON."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -55,6 +56,7 @@ _MIN_WATCH_SECONDS = 1.0
 # Of a watch's refusal, read for its Status's message: a Status is ~0.3 KB; a proxy's
 # page, unbounded, says nothing more.
 _REFUSAL_BYTES = 64 * 1024
+_REFUSAL_SECONDS = 2.0
 _SYNC_WAIT_SECONDS = 60.0
 _LIST_CHUNK = 100
 _PAGE = 200  # parsed in one step on the loop: 500 (kubectl's) took up to 25 ms
@@ -286,10 +288,14 @@ class NodeCache:
 
 
 async def _head(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to `limit` bytes of a body, however many pieces it comes in."""
+    """Up to `limit` bytes of a body, however many pieces it comes in; what came, if it
+    stalls `_REFUSAL_SECONDS` or breaks off: the refusal is said with its status anyway,
+    and the watch lists again without waiting out its own time limit."""
     body = bytearray()
-    while len(body) < limit and (piece := await content.read(limit - len(body))):
-        body += piece
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with asyncio.timeout(_REFUSAL_SECONDS):
+            while len(body) < limit and (piece := await content.read(limit - len(body))):
+                body += piece
     return bytes(body)
 
 

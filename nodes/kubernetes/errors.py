@@ -92,4 +92,5 @@ def _message(body: object) -> str:
     message = status.get("message")
     if not isinstance(message, str) or not message:
         return ""
-    return f": {message[:_MESSAGE_LIMIT]}" + ("..." if len(message) > _MESSAGE_LIMIT else "")
+    said = " ".join(message[:_MESSAGE_LIMIT].split())  # a line of its own could pass for ours
+    return f": {said}" + ("..." if len(message) > _MESSAGE_LIMIT else "")

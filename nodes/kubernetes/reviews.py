@@ -6,6 +6,8 @@ Operators are then managed with ordinary RBAC on `nodemaintenances` and its `she
 
 from __future__ import annotations
 
+import logging
+
 from kubernetes_asyncio import client
 
 from nodes.kubernetes.cache import PLURAL, REQUEST_TIMEOUT
@@ -13,11 +15,25 @@ from nodes.kubernetes.errors import ApiError, api_errors
 from nodes.model import GROUP, JsonObject
 from nodes.reviews import ReviewError
 
+logger = logging.getLogger(__name__)
+
+# Failures said in the log, each once: every request is reviewed while the API fails.
+_TOLD_MEMORY = 100
+
 
 class KubernetesReviewer:
     def __init__(self, api: client.ApiClient) -> None:
         self._authn = client.AuthenticationV1Api(api)
         self._authz = client.AuthorizationV1Api(api)
+        self._told: set[str] = set()
+
+    def _refused(self, e: ApiError) -> ReviewError:
+        """The caller is told the status alone (the API's words may name our account, or
+        quote what it was sent); the operator reads them in the log, once each."""
+        if str(e) not in self._told and len(self._told) < _TOLD_MEMORY:
+            self._told.add(str(e))
+            logger.warning("%s; said once", e)
+        return ReviewError(e.brief)
 
     async def user(self, token: str) -> JsonObject | None:
         """The token's user (`username`, `uid`, `groups`), None if the API does not know it."""
@@ -32,7 +48,7 @@ class KubernetesReviewer:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
         except ApiError as e:
-            raise ReviewError(e.brief) from e  # told to the caller
+            raise self._refused(e) from e
         status = review.status
         if status is None or not status.authenticated or status.user is None:
             return None
@@ -67,5 +83,5 @@ class KubernetesReviewer:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
         except ApiError as e:
-            raise ReviewError(e.brief) from e  # told to the caller
+            raise self._refused(e) from e
         return bool(review.status and review.status.allowed)

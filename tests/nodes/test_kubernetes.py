@@ -560,6 +560,59 @@ async def test_a_watch_refused_in_small_pieces_still_says_why(
     assert str(failure.value).endswith(f"HTTP 403 Forbidden: {FORBIDDEN}")
 
 
+@pytest.mark.parametrize("ending", ["stalls", "breaks off"])
+async def test_a_watch_refused_with_a_body_that_never_comes_whole_says_its_status(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The status is said at once, not after the watch's own time limit (335 s), and not
+    as a failure without one (a broken body is a ClientPayloadError)."""
+    monkeypatch.setattr(cache, "_REFUSAL_SECONDS", 0.1)
+    done = asyncio.Event()
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        body = json.dumps({"kind": "Status", "code": 403, "message": FORBIDDEN}).encode()
+        answer = web.StreamResponse(
+            status=403, reason="Forbidden", headers={"Content-Length": str(len(body))}
+        )
+        await answer.prepare(request)
+        await answer.write(body[:40])
+        if ending == "breaks off":
+            assert request.transport is not None
+            request.transport.close()
+        await done.wait()
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", refuse)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
+    )
+    api = await connect()
+    try:
+        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
+        with pytest.raises(ApiError) as failure:
+            await node_cache._watch_from("1")
+    finally:
+        done.set()
+        await api.close()
+    assert failure.value.status == 403
+    assert str(failure.value) == f"watching {cache.PLURAL} failed: HTTP 403 Forbidden"
+
+
+def test_a_status_message_is_said_on_one_line() -> None:
+    refused = ApiException(status=400, reason="Bad Request")
+    refused.body = json.dumps(
+        {"kind": "Status", "message": "denied\n2026-12-04 ERROR forged"}
+    ).encode()
+    with pytest.raises(ApiError) as failure, api_errors("writing x failed", 1.0):
+        raise refused
+    assert (
+        str(failure.value)
+        == "writing x failed: HTTP 400 Bad Request: denied 2026-12-04 ERROR forged"
+    )
+
+
 async def test_a_failing_reread_fails_only_its_own_node(
     kube: NodeMaintenanceEmulator, store: KubernetesStore
 ) -> None:
