@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tests.kube import NM_RESOURCE, NodeMaintenanceEmulator, write_kubeconfig
 from tests.support import BACKOFF, eventually
 
 NM = "nodemaintenances-abc123"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def state(uid: str = "abc123", status: str = "online", port: int = 16022) -> NodeState:
@@ -197,6 +198,33 @@ def test_an_nm_is_kept_without_the_api_servers_managed_fields() -> None:
     }
 
 
+async def api_answered_by(
+    handler: Handler, tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> client.ApiClient:
+    """A client of an API server that answers every request with `handler`."""
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handler)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
+    )
+    return await connect()
+
+
+async def watch_failure(
+    handler: Handler, tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> ApiError:
+    """How a watch fails against an API server that answers with `handler`."""
+    api = await api_answered_by(handler, tmp_path, aiohttp_server, monkeypatch)
+    try:
+        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
+        with pytest.raises(ApiError) as failure:
+            await node_cache._watch_from("1")
+    finally:
+        await api.close()
+    return failure.value
+
+
 async def test_an_answer_that_is_not_json_fails_the_write_as_an_api_error(
     tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,13 +233,7 @@ async def test_an_answer_that_is_not_json_fails_the_write_as_an_api_error(
             return web.json_response({"kind": "Status", "code": 404}, status=404)
         return web.Response(text="<html>a proxy's page</html>", content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", page)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv(
-        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
-    )
-    api = await connect()
+    api = await api_answered_by(page, tmp_path, aiohttp_server, monkeypatch)
     objects = client.CustomObjectsApi(api)
     node_cache = cache.NodeCache(objects, backoff=BACKOFF)
     events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=30)
@@ -241,19 +263,8 @@ async def test_a_watch_line_that_cannot_be_read_fails_the_watch_as_an_api_error(
         await answer.write(line + b"\n")
         return answer
 
-    app = web.Application()
-    app.router.add_get("/{path:.*}", watch)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv(
-        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
-    )
-    api = await connect()
-    try:
-        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
-        with pytest.raises(ApiError, match=f"watching {cache.PLURAL} failed"):
-            await node_cache._watch_from("1")
-    finally:
-        await api.close()
+    failure = await watch_failure(watch, tmp_path, aiohttp_server, monkeypatch)
+    assert str(failure).startswith(f"watching {cache.PLURAL} failed")
 
 
 async def test_5xx_answers_are_retried_and_nothing_is_lost(
@@ -502,13 +513,7 @@ async def test_every_kind_of_api_call_says_why_the_api_refused_it(
         status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": FORBIDDEN}
         return web.json_response(status, status=403)
 
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", refuse)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv(
-        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
-    )
-    api = await connect()
+    api = await api_answered_by(refuse, tmp_path, aiohttp_server, monkeypatch)
     objects = client.CustomObjectsApi(api)
     node_cache = cache.NodeCache(objects, backoff=BACKOFF)
     events_of = TransitionEvents(client.CoreV1Api(api), namespace="ns", min_interval=30)
@@ -544,20 +549,8 @@ async def test_a_watch_refused_in_small_pieces_still_says_why(
         await answer.write_eof()
         return answer
 
-    app = web.Application()
-    app.router.add_get("/{path:.*}", refuse)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv(
-        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
-    )
-    api = await connect()
-    try:
-        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
-        with pytest.raises(ApiError) as failure:
-            await node_cache._watch_from("1")
-    finally:
-        await api.close()
-    assert str(failure.value).endswith(f"HTTP 403 Forbidden: {FORBIDDEN}")
+    failure = await watch_failure(refuse, tmp_path, aiohttp_server, monkeypatch)
+    assert str(failure).endswith(f"HTTP 403 Forbidden: {FORBIDDEN}")
 
 
 @pytest.mark.parametrize("ending", ["stalls", "breaks off"])
@@ -582,22 +575,12 @@ async def test_a_watch_refused_with_a_body_that_never_comes_whole_says_its_statu
         await done.wait()
         return answer
 
-    app = web.Application()
-    app.router.add_get("/{path:.*}", refuse)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv(
-        "KUBECONFIG", str(write_kubeconfig(tmp_path / "k", str(server.make_url(""))))
-    )
-    api = await connect()
     try:
-        node_cache = cache.NodeCache(client.CustomObjectsApi(api), backoff=BACKOFF)
-        with pytest.raises(ApiError) as failure:
-            await node_cache._watch_from("1")
+        failure = await watch_failure(refuse, tmp_path, aiohttp_server, monkeypatch)
     finally:
         done.set()
-        await api.close()
-    assert failure.value.status == 403
-    assert str(failure.value) == f"watching {cache.PLURAL} failed: HTTP 403 Forbidden"
+    assert failure.status == 403
+    assert str(failure) == f"watching {cache.PLURAL} failed: HTTP 403 Forbidden"
 
 
 def test_a_status_message_is_said_on_one_line() -> None:
