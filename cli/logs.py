@@ -34,6 +34,9 @@ def setup_logging(settings: Settings) -> None:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=settings.log_level, handlers=[handler])
+    # kubernetes_asyncio logs every answer's body at DEBUG: a TokenReview's holds the bearer
+    # token it reviewed, which must never reach a log.
+    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
     if settings.log_level != "DEBUG":
         # asyncssh logs every connection and channel at INFO: one exec is a dozen lines.
         logging.getLogger("asyncssh").setLevel(logging.WARNING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
+from cli.logs import setup_logging
 from tests.kube import ACCESS_REVIEWS, TOKEN_REVIEWS, NodeMaintenanceEmulator
 from tests.support import settings_for
 
@@ -121,4 +123,15 @@ async def test_a_cluster_that_cannot_review_a_token_is_a_503_with_a_reason(
         assert "injected fault" not in body["details"]
     said = [r.getMessage() for r in caplog.records if "injected fault" in r.getMessage()]
     assert said == ["TokenReview failed: HTTP 503 Service Unavailable: injected fault; said once"]
+    assert ALICE not in caplog.text
+
+
+async def test_no_log_level_logs_a_reviewed_token(
+    tmp_path: Path, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API answers a TokenReview with the token in it; the client logs answers at DEBUG."""
+    setup_logging(settings_for(tmp_path, log_level="DEBUG"))
+    caplog.set_level(logging.DEBUG)
+    resp = await client.get("/api/v1/nodes", headers=as_(ALICE))
+    assert resp.status == 200
     assert ALICE not in caplog.text
