@@ -69,10 +69,11 @@ def configure(directory: Path, name: str, forced_command: Path | None = None) ->
         "MaxStartups 500\n"
         "MaxSessions 100\n"
         "Subsystem sftp internal-sftp\n"
-        # The node is this machine, whose login shell may run `pyenv rehash` (bash reads
-        # ~/.bashrc under sshd): an exec killed by its timeout mid-way leaves pyenv's lock,
-        # and every shell after would wait 60 s for it.
-        "SetEnv PYENV_REHASH_TIMEOUT=1\n"
+        # The node is this machine, and bash under sshd reads the user's ~/.bashrc, which
+        # here runs `pyenv rehash`: its words went into every command's stderr, and an exec
+        # killed mid-way left pyenv's lock for every shell after. Shells get a home of their
+        # own, so the node is a plain one whatever the machine's user has set up.
+        f"SetEnv HOME={directory}\n"
     )
     return config, sshd
 
