@@ -162,24 +162,27 @@ class PluginEndpoint:
             self._note(ignored.kind, ignored.who, f"{op}: {ignored.why}")
         return op, None
 
+    def _first(self, said: tuple[str, str]) -> bool:
+        """Whether `said` is new to the log; the memory starts over when full, so a fleet
+        of failing frpc cannot grow it."""
+        if said in self._told:
+            return False
+        if len(self._told) >= _TOLD_MEMORY:
+            self._told.clear()
+        self._told.add(said)
+        return True
+
     def _say_refused(self, who: str, reason: str) -> None:
         """Log a refused frpc at WARNING, once per frpc and reason: a refused frpc tries
         again every few seconds."""
-        if (who, reason) in self._told:
-            return
-        if len(self._told) >= _TOLD_MEMORY:
-            self._told.clear()
-        self._told.add((who, reason))
-        logger.warning("%s: %s; said once per frpc and reason", who or "frpc unknown", reason)
+        if self._first((who, reason)):
+            logger.warning("%s: %s; said once per frpc and reason", who or "frpc unknown", reason)
 
     def _note(self, kind: str, who: str, why: str, *, exc_info: bool = False) -> None:
         """Count a call allowed without a node change; log it once per kind and frpc."""
         self.unhandled[kind] += 1
-        if (kind, who) in self._told:
+        if not self._first((kind, who)):
             return
-        if len(self._told) >= _TOLD_MEMORY:
-            self._told.clear()
-        self._told.add((kind, who))
         level = logging.INFO if kind in ("unidentified", "not_ssh") else logging.WARNING
         if exc_info:
             level = logging.ERROR

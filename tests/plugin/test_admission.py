@@ -17,6 +17,7 @@ from api.app import create_app
 from api.state import STATE
 from nodes.model import OFFLINE, ONLINE, UniqueId
 from nodes.registry import NodeRegistry
+from plugin import webhook
 from tests.clock import FakeClock
 from tests.support import (
     FakeDashboard,
@@ -141,6 +142,22 @@ async def test_a_frpc_that_names_no_node_is_refused_only_where_registration_is_r
     assert [r.getMessage() for r in caplog.records if refusal in r.getMessage()] == [
         f"frpc unknown: {refusal}; said once per frpc and reason"
     ]
+
+
+async def test_what_is_said_once_is_said_again_once_the_memory_of_it_is_full(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet of refused frpc cannot grow the memory: it starts over when full."""
+    monkeypatch.setattr(webhook, "_TOLD_MEMORY", 2)
+    client = await adapter(aiohttp_client, tmp_path, require_registered=True)
+    with caplog.at_level(logging.WARNING, logger="plugin.webhook"):
+        for name in ("a", "b", "a", "b", "c", "a"):
+            assert await answer(client, login(name=name, unique_id=None)) is not None
+    said = [r.getMessage().partition(":")[0] for r in caplog.records]
+    assert said == ["a", "b", "c", "a"]
 
 
 async def test_a_port_is_free_again_once_its_node_moves_closes_it_or_falls_silent(
