@@ -5,9 +5,8 @@
 N nodes are N NodeMaintenances pointing at one real OpenSSH sshd on 127.0.0.1 (each a
 separate SSH connection, as N edge nodes would be). Printed per N: seconds until every
 node's output is in, for (a) `POST /api/v1/exec` on the adapter (`python -m cli serve`),
-timed in this process until the last NDJSON line; (b) parallel-ssh's ParallelSSHClient
-(gevent + libssh2, so it runs in a process of its own, timed there from the first
-connect to the last output; its interpreter start-up is not counted); (c) `ssh` run once
+timed in this process until the last NDJSON line; (b) parallel-ssh's ParallelSSHClient,
+in a process and a virtualenv of its own (`bench/parallel_ssh.py`); (c) `ssh` run once
 per node, one after another. Ratios against the adapter follow.
 """
 
@@ -16,10 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -28,25 +25,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import parallel_ssh
 from tests.e2e.peers import Processes
 from tests.sshd import Sshd, adapter_env, running_sshd
 from tests.support import free_port
-
-PARALLEL_SSH = textwrap.dedent(
-    """
-    import sys, time
-    from pssh.clients import ParallelSSHClient
-    nodes, port, user, key, concurrency = sys.argv[1:]
-    start = time.perf_counter()
-    client = ParallelSSHClient(["127.0.0.1"] * int(nodes), port=int(port), user=user,
-                               pkey=key, pool_size=int(concurrency), allow_agent=False)
-    output = client.run_command("uptime")
-    client.join(output)
-    lines = sum(1 for host in output for line in host.stdout if "load average" in line)
-    assert lines == int(nodes), lines
-    print(time.perf_counter() - start)
-    """
-)
 
 
 async def adapter_batch(url: str, nodes: int, concurrency: int) -> float:
@@ -61,15 +43,6 @@ async def adapter_batch(url: str, nodes: int, concurrency: int) -> float:
     assert len(lines) == nodes
     assert not failed, failed[:3]
     return elapsed
-
-
-def parallel_ssh(sshd: Sshd, nodes: int, concurrency: int) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", PARALLEL_SSH, str(nodes), str(sshd.port), sshd.user,
-         str(sshd.user_key), str(concurrency)],
-        capture_output=True, text=True, check=True, timeout=600,
-    )  # fmt: skip
-    return float(result.stdout)
 
 
 async def sequential_ssh(sshd: Sshd, nodes: int) -> float:
@@ -109,7 +82,7 @@ async def main(args: argparse.Namespace) -> None:
             await adapter_batch(url, 5, 5)  # first dials pin each node's host key
             for nodes in args.nodes:
                 ours = await adapter_batch(url, nodes, args.concurrency)
-                theirs = parallel_ssh(sshd, nodes, args.concurrency)
+                theirs = parallel_ssh.uptime(sshd, [sshd.port] * nodes, args.concurrency)
                 one_by_one = await sequential_ssh(sshd, nodes)
                 rows.append((nodes, ours, theirs, one_by_one))
 

@@ -11,8 +11,7 @@ its own process (`python -m cli serve`). Printed:
   (b) `ssh -p <its frps port> true`, a fresh connection each; (c) the same with
   ControlMaster=auto and ControlPersist, so all but the first ride one connection.
 - N nodes, `uptime` on all by one batch exec, twice: cold (each node dialled) and warm;
-  and parallel-ssh (pip install parallel-ssh; a process of its own, timed from its first
-  connect to its last output) on the same N frps ports.
+  and parallel-ssh (`bench/parallel_ssh.py`) on the same N frps ports.
 """
 
 from __future__ import annotations
@@ -21,10 +20,8 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -32,27 +29,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import parallel_ssh
 from tests.e2e.peers import FrpSetup, node_online, sshd_behind_frps
 from tests.sshd import Sshd
 from tests.support import bearer
-
-PARALLEL_SSH = textwrap.dedent(
-    """
-    import sys, time
-    from pssh.clients import ParallelSSHClient
-    from pssh.config import HostConfig
-    ports, user, key = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
-    start = time.perf_counter()
-    client = ParallelSSHClient(["127.0.0.1"] * len(ports), user=user, pkey=key,
-                               host_config=[HostConfig(port=int(p)) for p in ports],
-                               pool_size=len(ports), allow_agent=False)
-    output = client.run_command("uptime")
-    client.join(output)
-    lines = sum(1 for host in output for line in host.stdout if "load average" in line)
-    assert lines == len(ports), lines
-    print(time.perf_counter() - start)
-    """
-)
 
 
 async def adapter_execs(frp: FrpSetup, name: str, count: int) -> list[float]:
@@ -95,15 +75,6 @@ async def batch(frp: FrpSetup, names: list[str]) -> float:
     return elapsed
 
 
-def parallel_ssh(sshd: Sshd, ports: list[int]) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", PARALLEL_SSH, ",".join(map(str, ports)), sshd.user,
-         str(sshd.user_key)],
-        capture_output=True, text=True, check=True, timeout=600,
-    )  # fmt: skip
-    return float(result.stdout)
-
-
 def first_and_median(times: list[float]) -> tuple[float, float]:
     return times[0] * 1000, statistics.median(times[1:]) * 1000
 
@@ -134,7 +105,7 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(idle + 1)
             cold = await batch(frp, nm_names[1:])
             warm = await batch(frp, nm_names[1:])
-            theirs = await asyncio.to_thread(parallel_ssh, sshd, ports[1:])
+            theirs = await asyncio.to_thread(parallel_ssh.uptime, sshd, ports[1:], len(ports) - 1)
 
     print(f"{args.execs} execs of `true` in a row on one node through frps; ms")
     print(f"{'':<32} {'first':>8} {'median of rest':>15}")
