@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from marshmallow import Schema, ValidationError
 
 from api.errors import CommandFailedError
@@ -175,11 +176,22 @@ async def _params(request: web.Request) -> dict[str, Any]:
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             form = await request.post()
-        except (ValueError, web.RequestPayloadError) as e:  # e.g. multipart without boundary
+        # Multipart without a boundary, a charset Python lacks, a part's unknown transfer
+        # encoding or too many headers: each is the sender's, and aiohttp's own class.
+        except (
+            ValueError,
+            LookupError,
+            RuntimeError,
+            web.RequestPayloadError,
+            HttpProcessingError,
+        ) as e:
             raise InvalidInputError(f"the form body cannot be read: {e}") from e
-        if any(not isinstance(value, str) for value in form.values()):
-            raise InvalidInputError("file uploads are not accepted")
-        return {**params, **form}
+        fields: dict[str, str] = {}
+        for key, value in form.items():
+            if not isinstance(value, str):
+                raise InvalidInputError("file uploads are not accepted")
+            fields.setdefault(_unicode(key), _unicode(value))  # the first, as gin's PostForm
+        return {**params, **fields}
     try:
         body = await request.read()
     except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
@@ -195,6 +207,19 @@ async def _params(request: web.Request) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise InvalidInputError("the JSON body must be an object")
     return {**params, **parsed}
+
+
+def _unicode(text: str) -> str:
+    """Form text in a charset such as UTF-7 may decode to half of a surrogate pair, which
+    nothing can encode again: stored, it would break every answer that shows it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"the form is not valid Unicode text: {text[e.start]!r} at position {e.start} "
+            "is half of a surrogate pair"
+        ) from e
+    return text
 
 
 def _load(schema: Schema, params: dict[str, Any], failed: str) -> dict[str, Any]:

@@ -195,6 +195,48 @@ async def test_bad_rest_bodies_are_a_400(
     assert (await everything(client))["items"] == []
 
 
+def _multipart(part_headers: str) -> tuple[bytes, dict[str, str]]:
+    body = (
+        f'--XX\r\nContent-Disposition: form-data; name="unique_id"\r\n{part_headers}\r\n'
+        "abc123\r\n--XX--\r\n"
+    )
+    return body.encode(), {"Content-Type": "multipart/form-data; boundary=XX"}
+
+
+_FORM = "application/x-www-form-urlencoded"
+_IN_UTF7 = b"unique_id=abc123&port=16022&frp_server_ip_address=%2B2AA-"  # "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "word"),
+    [
+        (_IN_UTF7, {"Content-Type": f"{_FORM}; charset=nosuch"}, "unknown encoding"),
+        (_IN_UTF7, {"Content-Type": f"{_FORM}; charset=base64"}, "not a text encoding"),
+        (_IN_UTF7, {"Content-Type": f"{_FORM}; charset=utf-7"}, "half of a surrogate pair"),
+        (*_multipart("Content-Transfer-Encoding: bogus\r\n"), "transfer encoding"),
+        (*_multipart("Content-Type: text/plain; charset=nosuch\r\n"), "unknown encoding"),
+        (*_multipart("X-Pad: 1\r\n" * 5000), "headers"),
+    ],
+    ids=[
+        "unknown charset",
+        "charset not of text",
+        "surrogate in utf-7",
+        "unknown transfer encoding",
+        "unknown charset of a part",
+        "too many part headers",
+    ],
+)
+async def test_a_form_that_cannot_be_read_or_stored_is_a_400_and_stores_nothing(
+    client: Client, body: bytes, headers: dict[str, str], word: str
+) -> None:
+    """A stored half of a surrogate pair made every /metrics and frp_fetch answer a 500."""
+    resp = await client.post("/frp_create", data=body, headers=headers)
+    assert resp.status == 400, await resp.text()
+    assert word in (await resp.json())["error"]["message"]
+    assert (await everything(client))["items"] == []
+    assert (await client.get("/metrics")).status == 200
+
+
 async def test_frp_update_takes_any_status_but_online_as_offline_and_none_as_no_change(
     client: Client,
 ) -> None:
