@@ -97,7 +97,7 @@ class SqliteStore:
                     version, body = stored.get(name, (0, None))
                     obj = render_nm(state, _parsed(body) if body else None)
                     obj["metadata"]["resourceVersion"] = str(version + 1)
-                    rows += (name, version + 1, _text(obj))
+                    rows += (name, version + 1, compact_json(obj).decode())
                 await asyncio.sleep(0)
             await self._in_thread(self._write, rows)
 
@@ -176,21 +176,15 @@ class SqliteStore:
 
 def _parsed(body: str) -> JsonObject:
     """A stored NM. Versions before orjson read plugin bodies with `json`, which takes the
-    escape of a lone surrogate (`"\\ud800"`) and stored it so; orjson refuses it."""
+    escape of half a surrogate pair (`"\\ud800"`), and stored it so. orjson refuses it, and
+    no answer, metric or page could encode it: it is read as U+FFFD, as Go's encoding/json
+    reads it."""
     try:
         obj: JsonObject = parse_json(body)
     except ValueError:
-        obj = json.loads(body)
+        text = json.dumps(json.loads(body), ensure_ascii=False)
+        obj = parse_json(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
     return obj
-
-
-def _text(obj: JsonObject) -> str:
-    """An NM as stored; such a lone surrogate, kept from a stored NM, escaped again as
-    `json` stored it (orjson refuses to write it)."""
-    try:
-        return compact_json(obj).decode()
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"))
 
 
 def _lock(path: str) -> int:

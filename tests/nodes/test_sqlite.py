@@ -70,23 +70,26 @@ async def test_what_is_stored_reads_back_as_written_whatever_its_characters(
     await store.close()
 
 
-async def test_a_lone_surrogate_an_older_version_stored_is_read_and_kept(tmp_path: Path) -> None:
-    """Before orjson, a plugin body's `"\\ud800"` was read and stored as that escape."""
+async def test_half_a_surrogate_pair_an_older_version_stored_is_read_as_go_reads_it(
+    tmp_path: Path,
+) -> None:
+    """Before orjson, a plugin body's `"\\ud800"` was read and stored as that escape; no
+    answer could encode it."""
     path = tmp_path / "s.db"
     store = SqliteStore(str(path))
     await store.apply([online("a1")])
     await store.close()
     with closing(sqlite3.connect(path)) as db, db:
         (body,) = db.execute("SELECT body FROM nodemaintenances").fetchone()
-        body = body.replace('"hostName":""', '"hostName":"x\\ud800"')
+        body = body.replace('"hostName":""', '"hostName":"x\\ud800\\ud83d\\ude00"')
         db.execute("UPDATE nodemaintenances SET body = ?", (body,))
     store = SqliteStore(str(path))
-    assert [o["spec"]["hostName"] async for o in store.list()] == ["x\ud800"]
+    assert [o["spec"]["hostName"] async for o in store.list()] == ["x\ufffd\U0001f600"]
     await store.apply([online("a1", 17000)])  # keeps the stored hostName
     obj = await store.get("nodemaintenances-a1")
     assert obj is not None
     assert (obj["spec"]["hostName"], obj["spec"]["services"][0]["proxyPort"]) == (
-        "x\ud800",
+        "x\ufffd\U0001f600",
         "17000",
     )
     await store.close()
