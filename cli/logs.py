@@ -26,12 +26,28 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+# C0 controls and DEL as escapes; a tab stays.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9} | {10: "\\n", 13: "\\r"}
+
+
+class TextLogFormatter(logging.Formatter):
+    """A record a line (its traceback after it): what a caller or a frpc sent, such as a
+    path or an frps user, may hold a line break, which would forge a line of its own, or
+    a terminal's escape."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802  (logging's name)
+        return super().formatMessage(record).translate(_ESCAPES)
+
+
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonLogFormatter()
         if settings.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else TextLogFormatter()
     )
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     # kubernetes_asyncio logs every answer's body at DEBUG: a TokenReview's holds the bearer

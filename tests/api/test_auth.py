@@ -6,6 +6,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from api.auth import RELOAD_SECONDS, TokensFileError, parse_tokens
 from api.callers import Role
 from api.routes import ROUTES, Route, rules
 from api.state import STATE
+from cli.logs import TextLogFormatter
 from nodes.model import token_digest
 from tests.clock import FakeClock
 from tests.support import TOKENS, bearer, clock_of, login, settings_for, tokens_file
@@ -89,6 +91,19 @@ async def test_denials_use_each_api_s_error_shape(client: Client) -> None:
         "error": "forbidden",
         "details": "read-user (read) may not do this: it needs operator",
     }
+
+
+async def test_a_denial_is_logged_on_one_line_whatever_the_path_holds(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path's `%0a` would otherwise forge a log line of the caller's making."""
+    caplog.set_level(logging.WARNING, logger="api.auth")
+    headers = {"Authorization": "Bearer not-a-token"}
+    resp = await client.get("/api/v1/nodes/%0aFAKE%20LINE%1b[31m", headers=headers)
+    assert resp.status == 401
+    (line,) = [TextLogFormatter().format(r) for r in caplog.records]
+    assert line.endswith(" WARNING api.auth: denied GET /api/v1/nodes/\\nFAKE LINE"
+                         "\\x1b[31m from 127.0.0.1: unknown token")  # fmt: skip
 
 
 @pytest.mark.parametrize(
