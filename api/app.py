@@ -77,7 +77,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         forwards_by_user=Counter(),
     )
     metrics.register(AdapterCollector(state))
-    app = web.Application()
+    # Bodies as sent (routes._as_sent): aiohttp decompresses as data arrives, before any
+    # handler can refuse, and a body that lies about its encoding hangs or logs an error.
+    app = web.Application(handler_args={"auto_decompress": False})
     app[STATE] = state
     app.on_shutdown.append(state.shutdown.begin)
     app.cleanup_ctx.append(_served)

@@ -71,6 +71,12 @@ class TooLargeError(AdapterError):
     kind = "too large"
 
 
+class UnsupportedEncodingError(AdapterError):
+    """A body in a Content-Encoding: the adapter takes bodies as sent, as the original did."""
+
+    kind = "unsupported content encoding"
+
+
 class TooManyError(AdapterError):
     """The caller has as many shells or forwards open as it may; `kind` says which."""
 
@@ -131,6 +137,7 @@ ANSWERS: Mapping[type[AdapterError], Answer] = {
     NotKeptError: Answer(404),
     NodeOfflineError: Answer(409),
     TooLargeError: Answer(413),
+    UnsupportedEncodingError: Answer(415, headers=lambda _: {hdrs.ACCEPT_ENCODING: "identity"}),
     RangeNotSatisfiableError: Answer(416, headers=_content_range),
     TooManyError: Answer(429),
     AdapterError: Answer(500),

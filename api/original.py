@@ -194,7 +194,7 @@ async def _params(request: web.Request) -> dict[str, Any]:
         return {**params, **fields}
     try:
         body = await request.read()
-    except web.RequestPayloadError as e:  # e.g. a Content-Encoding the body does not match
+    except web.RequestPayloadError as e:  # e.g. a chunked body that breaks off
         raise InvalidInputError(f"the body cannot be read: {e}") from e
     if not body.strip():
         return params

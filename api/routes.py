@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
@@ -22,7 +22,7 @@ from marshmallow import Schema
 from api import console, files, health, metrics, original, recordings, shell, v1
 from api.auth import OPEN, Access, Rule
 from api.callers import Role
-from api.errors import rendered
+from api.errors import UnsupportedEncodingError, rendered
 from api.metrics import RequestTimer
 from api.state import STATE
 from runtime.adapter import Adapter
@@ -428,15 +428,31 @@ def add_routes(app: web.Application, *, access: Access, timer: RequestTimer) -> 
     answered by `api.errors.rendered`); the app refuses to start if its router holds any
     other route."""
     for route in ROUTES:
-        handler = access.guard(route.access, route.handler)
+        handler = route.handler
         if route.access.role is not None:  # open routes (the frps plugin's) stay bare
-            handler = rendered(handler)
+            handler = rendered(access.guard(route.access, _as_sent(handler)))
         handler = timer.timed(route.path, handler)
         if route.method == "GET":  # and HEAD
             app.router.add_get(route.path, handler)
         else:
             app.router.add_route(route.method, route.path, handler)
     app.on_startup.insert(0, _only_the_table)  # before anything starts
+
+
+def _as_sent(handler: Handler) -> Handler:
+    """`handler` for bodies as sent: the servers decompress nothing (`auto_decompress`), as
+    gin did not, so a compressed body is refused, never taken for what it holds."""
+
+    @functools.wraps(handler)
+    async def as_sent(request: web.Request) -> web.StreamResponse:
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity")
+        if encoding.strip().lower() != "identity":
+            raise UnsupportedEncodingError(
+                f"Content-Encoding {encoding!r}: send the body uncompressed"
+            )
+        return await handler(request)
+
+    return as_sent
 
 
 async def _only_the_table(app: web.Application) -> None:
@@ -493,7 +509,7 @@ def plugin_server(adapter: Adapter, timer: RequestTimer, **kwargs: Any) -> web.S
         finally:
             timer.observe(found[1], "POST", perf_counter() - start)
 
-    return web.Server(serve, **kwargs)
+    return web.Server(serve, auto_decompress=False, **kwargs)
 
 
 def rules() -> dict[tuple[str, str], Rule]:

@@ -129,3 +129,16 @@ async def test_the_listeners_calls_are_timed_by_their_route_template_and_never_l
         in text
     )
     assert SECRET not in text
+
+
+async def test_a_compressed_body_on_the_listener_is_allowed_as_unreadable_at_once(
+    api: Client, port: int, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listener decompresses nothing either: a deflate body that was not hung its call."""
+    body = b"[" * 100_000 + b"]" * 100_000
+    url = f"http://127.0.0.1:{port}/frps/handler/{SECRET}"
+    headers, within = {"Content-Encoding": "deflate"}, aiohttp.ClientTimeout(total=60)
+    async with session.post(url, data=body, headers=headers, timeout=within) as resp:
+        assert (resp.status, await resp.json()) == (200, ALLOW)
+    assert api.app[STATE].adapter.plugins.endpoints["edge"].unhandled["unreadable"] == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
