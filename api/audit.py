@@ -46,7 +46,7 @@ class AuditUnavailableError(AdapterError):
 
 @dataclass(slots=True, kw_only=True)
 class AuditRecord:
-    event: str  # shell, exec, upload, download, portforward, frpc-token, unpin, trusted
+    event: str  # shell, exec, upload, download, mkdir, portforward, frpc-token, label, ...
     node: str
     user: str
     role: str
@@ -58,7 +58,7 @@ class AuditRecord:
     command: str | None = None  # the command, path, port or scope the action is on
     exit_status: int | None = None
     result: str = ""  # started, exited, timeout, error: <kind>, client closed, ...
-    bytes_in: int = 0  # to the node: keystrokes, or 0 for exec
+    bytes_in: int = 0  # from the caller, as far as it got: keystrokes, a body; 0 for exec
     bytes_out: int = 0  # from the node: terminal output, or stdout + stderr
 
 

@@ -101,8 +101,8 @@ async def put_file(request: web.Request) -> web.Response:
     async with request.app[STATE].audit.action(request, "upload", name, path) as record:
         with _reading_body(record):
             async with _node_files(request, target) as files:
-                stored = await files.write(path, _body(request, most), mode=mode)
-        record.result, record.bytes_in = "stored", stored.size
+                stored = await files.write(path, _body(request, most, record), mode=mode)
+        record.result = "stored"
     return web.json_response(asdict(stored))
 
 
@@ -134,11 +134,11 @@ def _reading_body(record: audit.AuditRecord) -> Iterator[None]:
         raise web.HTTPBadRequest(text=f"the upload broke off: {e}") from e
 
 
-async def _body(request: web.Request, most: int) -> AsyncIterator[bytes]:
-    size = 0
+async def _body(request: web.Request, most: int, record: audit.AuditRecord) -> AsyncIterator[bytes]:
+    """The body as it comes, counted in `record` (an upload broken off says how far)."""
     async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > most:
+        record.bytes_in += len(chunk)
+        if record.bytes_in > most:
             raise _too_large(most)
         yield chunk
 
@@ -171,7 +171,7 @@ async def _put_spooled(
     most = request.app[STATE].adapter.settings.max_upload_bytes
     try:
         with _reading_body(batch):
-            spool = await _spool(request, most)
+            spool = await _spool(request, most, batch)
     except OSError as e:
         batch.result = "error: insufficient storage"
         raise _unspooled(e) from e
@@ -201,11 +201,11 @@ async def _put_spooled(
         return await node_lines(request, batch, names, one)
 
 
-async def _spool(request: web.Request, most: int) -> IO[bytes]:
+async def _spool(request: web.Request, most: int, batch: audit.AuditRecord) -> IO[bytes]:
     """The body in a temporary file, all of it on the descriptor the nodes read by."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115  (the caller closes it, once filled)
     try:
-        async for chunk in _body(request, most):
+        async for chunk in _body(request, most, batch):
             await asyncio.to_thread(spool.write, chunk)
         await asyncio.to_thread(spool.flush)
     except BaseException:

@@ -83,27 +83,42 @@ async def test_100_mb_go_up_and_come_back_identical_and_a_range_resumes(
         assert (entry["type"], entry["size"], entry["mode"]) == ("file", 100 * MB, 0o600)
 
 
-async def test_an_upload_broken_off_halfway_leaves_nothing(frp: FrpSetup, tmp_path: Path) -> None:
-    directory = tmp_path / "drop"
-    directory.mkdir()
-    path = f"/api/v1/nodes/{NODE}/files?path={directory / 'half.bin'}"
-    _, writer = await asyncio.open_connection("127.0.0.1", frp.adapter_port)
-    writer.write(
-        f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKENS['operator']}\r\n"
-        f"Content-Length: {20 * MB}\r\n\r\n".encode()
-    )
-    for _ in range(10):
-        writer.write(os.urandom(MB))
-        await writer.drain()
-    await asyncio.sleep(0.5)
-    writer.transport.abort()  # the client dies, 10 of its 20 MB sent
+async def test_an_upload_broken_off_halfway_leaves_nothing_and_its_record_says_how_far(
+    tmp_path: Path,
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    async with sshd_behind_frps(tmp_path, FRPA_AUDIT_LOG=str(audit)) as (setup, sshd):
+        setup.start_frpc("edge", "edge-1", local_port=sshd.port)
+        await node_online(setup, NODE)
+        directory = tmp_path / "drop"
+        directory.mkdir()
+        path = f"/api/v1/nodes/{NODE}/files?path={directory / 'half.bin'}"
+        _, writer = await asyncio.open_connection("127.0.0.1", setup.adapter_port)
+        writer.write(
+            f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKENS['operator']}\r\n"
+            f"Content-Length: {20 * MB}\r\n\r\n".encode()
+        )
+        for _ in range(10):
+            writer.write(os.urandom(MB))
+            await writer.drain()
 
-    async def clean() -> bool:
-        return not any(directory.iterdir())
+        def records() -> list[dict[str, Any]]:
+            lines = audit.read_text().splitlines() if audit.exists() else []
+            return [json.loads(line) for line in lines]
 
-    await eventually(clean, what="no file and no temporary file left")
-    await asyncio.sleep(1)
-    assert list(directory.iterdir()) == []
+        async def begun() -> bool:
+            return len(records()) == 1
+
+        async def ended() -> bool:
+            return len(records()) == 2
+
+        await eventually(begun, what="the upload begun")
+        writer.transport.abort()  # the client dies, 10 of its 20 MB sent
+        await eventually(ended, within=60, what="the upload's record ended")
+        record = records()[1]
+        assert record["result"] == "client went away"
+        assert 0 < record["bytes_in"] <= 10 * MB
+        assert list(directory.iterdir()) == []  # no file, no temporary file
 
 
 @pytest.mark.parametrize(
