@@ -169,7 +169,9 @@ async def copy(
     """`cp [-r] SRC DST`, one side `NM_NAME:/path` on a node, the other a local path, as
     scp: a destination that is a directory gets the source's name in it; with `recursive`,
     a directory is copied whole (files keep their modes under this umask, links to
-    directories are not followed). What could not be copied is said, and the exit is 1."""
+    directories are not followed). What could not be copied is said, and the exit is 1;
+    255 when the adapter cannot be reached or refuses to act (the node offline, a token's
+    rights)."""
     for spec in (source, destination):
         name, colon, path = spec.partition(":")
         if colon and name.startswith("nodemaintenances-") and not path.startswith("/"):
@@ -189,9 +191,16 @@ async def copy(
             else:
                 await _download(node, path, destination, recursive=recursive)
         except _CopyError as e:
-            return fail(str(e))
-        except (aiohttp.ClientError, OSError, ValueError) as e:
+            fail(str(e))
+            # As scp: 1 for what was not copied; 255 for the adapter's refusal to act.
+            return UNREACHABLE if e.kind and e.kind not in _ITEM_REFUSALS else COPY_INCOMPLETE
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             return fail(f"cp failed: {cause(e, CONNECT_SECONDS)}")
+        except OSError as e:
+            if e.filename is None:  # of a connection, not of a file
+                return fail(f"cp failed: {cause(e, CONNECT_SECONDS)}")
+            fail(f"{e.filename}: {e.strerror}")  # a source this machine cannot read, ...
+            return COPY_INCOMPLETE
         except (KeyError, TypeError) as e:
             return fail(f"cp failed: an answer the adapter does not give ({e!r})")
     return COPY_INCOMPLETE if node.skipped else 0

@@ -45,9 +45,7 @@ class TextLogFormatter(logging.Formatter):
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(
-        JsonLogFormatter()
-        if settings.log_format == "json"
-        else TextLogFormatter()
+        JsonLogFormatter() if settings.log_format == "json" else TextLogFormatter()
     )
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     # kubernetes_asyncio logs every answer's body at DEBUG: a TokenReview's holds the bearer

@@ -262,7 +262,8 @@ async def test_cp_r_names_a_copy_of_dot_dot_by_what_it_is(url: str, tmp_path: Pa
 async def test_cp_r_to_a_node_nobody_knows_or_onto_a_file_stops_at_once(
     url: str, tmp_path: Path
 ) -> None:
-    """The adapter's refusals that are not one item's: one line, 255, as ssh."""
+    """One line: 255 for the adapter's refusal, as ssh's; 1 for the node's refusal of
+    where the tree goes, as scp's."""
     tree = tmp_path / "tree"
     (tree / "a" / "b").mkdir(parents=True)
     (tree / "a" / "f").write_text("f")
@@ -273,7 +274,7 @@ async def test_cp_r_to_a_node_nobody_knows_or_onto_a_file_stops_at_once(
     )
     (tmp_path / "a-file").write_text("")
     code, _, err = await cli("cp", "-r", "--url", url, str(tree), f"{NODE}:{tmp_path}/a-file/x")
-    assert code == 255
+    assert code == 1
     assert len(err.splitlines()) == 1, err
 
 

@@ -298,9 +298,15 @@ async def test_frp_adapter_cp_copies_both_ways(frp: FrpSetup, tmp_path: Path) ->
         "",
     )
     assert (tmp_path / "back" / "local.bin").read_bytes() == local.read_bytes()
+    # As scp: 1 for what was not copied (the node's refusal, this machine's), said in words.
     code, err = await cp(f"{NODE}:/nonexistent/file", str(tmp_path / "back"))
-    assert code == 255
+    assert code == 1
     assert "no such file" in err
+    code, err = await cp(str(tmp_path / "missing"), f"{NODE}:{tmp_path / 'remote'}/")
+    assert (code, err.strip()) == (
+        1,
+        f"frp-adapter: {tmp_path / 'missing'}: No such file or directory",
+    )
     # As scp: into a directory named without its slash; a directory is not a file to copy;
     # a path relative to nothing is explained.
     (tmp_path / "into").mkdir()
@@ -308,7 +314,7 @@ async def test_frp_adapter_cp_copies_both_ways(frp: FrpSetup, tmp_path: Path) ->
     assert (tmp_path / "into" / "local.bin").read_bytes() == local.read_bytes()
     code, err = await cp(f"{NODE}:{tmp_path / 'into'}", str(tmp_path / "listing"))
     assert (code, err.strip()) == (
-        255,
+        1,
         f"frp-adapter: {tmp_path / 'into'} is a directory: cp -r copies directories",
     )
     assert not (tmp_path / "listing").exists()
@@ -365,7 +371,7 @@ async def test_frp_adapter_cp_r_copies_directories_both_ways(frp: FrpSetup, tmp_
     sent["link-to-one"] = sent["one"]  # followed, as scp -r follows it
 
     code, err = await cp(str(conf), f"{NODE}:{tmp_path / 'remote'}")
-    assert code == 255
+    assert code == 1
     assert f"{conf} is a directory: cp -r copies directories" in err
     (tmp_path / "remote").mkdir()
     code, err = await cp("-r", str(conf), f"{NODE}:{tmp_path / 'remote'}")
@@ -385,7 +391,7 @@ async def test_frp_adapter_cp_r_copies_directories_both_ways(frp: FrpSetup, tmp_
     code, err = await cp("-r", f"{NODE}:{tmp_path / 'remote' / 'conf' / 'one'}", str(tmp_path))
     assert (code, (tmp_path / "one").read_bytes()) == (0, b"x")
     code, err = await cp(f"{NODE}:{tmp_path / 'remote' / 'conf'}", str(tmp_path / "nope"))
-    assert code == 255
+    assert code == 1
     assert "is a directory: cp -r copies directories" in err
     assert not (tmp_path / "nope").exists()
 
