@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import functools
 import ipaddress
 import logging
@@ -363,13 +362,24 @@ def _is_websocket(request: web.Request) -> bool:
 def _presented_token(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+        return _sendable(token.strip())
     for offered in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","):
         protocol = offered.strip()
         if protocol.startswith(_WS_TOKEN_PREFIX):
             encoded = protocol.removeprefix(_WS_TOKEN_PREFIX)
             try:
-                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-            except (binascii.Error, UnicodeDecodeError):
+                token = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except ValueError:  # not base64 (nor ASCII), or not UTF-8 once decoded
                 return ""
+            return token
     return None
+
+
+def _sendable(token: str) -> str:
+    """`token`, or "" (nobody's) when it holds bytes that are not UTF-8: aiohttp keeps
+    them as surrogates, which no digest can encode."""
+    try:
+        token.encode()
+    except UnicodeEncodeError:
+        return ""
+    return token

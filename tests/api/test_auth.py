@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ipaddress
@@ -91,6 +92,28 @@ async def test_denials_use_each_api_s_error_shape(client: Client) -> None:
         "error": "forbidden",
         "details": "read-user (read) may not do this: it needs operator",
     }
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Authorization: Bearer \xff\xfe-not-utf-8",
+        b"Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.\xc3\xa9",
+        b"Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io._-8",
+    ],
+    ids=["bearer not utf-8", "subprotocol not ascii", "subprotocol not base64"],
+)
+async def test_a_token_of_bytes_no_token_holds_is_a_401(
+    client: Client, caplog: pytest.LogCaptureFixture, header: bytes
+) -> None:
+    """Sent raw, as aiohttp's client would not: they were 500s with a traceback."""
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
+    status = await asyncio.wait_for(reader.readline(), 30)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 401 "), status
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_denial_is_logged_on_one_line_whatever_the_path_holds(
