@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from schemas import whole_text
+
 _GO_ESCAPES = str.maketrans(
     {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 )
@@ -18,8 +20,11 @@ _GO_ESCAPES = str.maketrans(
 
 def go_json(obj: object) -> bytes:
     # The characters escaped can only be inside strings: the whole text may be translated.
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return text.translate(_GO_ESCAPES).encode()
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_GO_ESCAPES)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a refusal quoting a header's bytes that are not UTF-8
+        return whole_text(text).encode()
 
 
 def go_json_response(

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from nodes.model import JsonObject, NodeState, compact_json, nm_name, render_nm
 from nodes.store import StoreError, StoreObserver
-from schemas import parse_json
+from schemas import parse_json, whole_text
 
 _T = TypeVar("_T")
 # Nodes whose JSON is parsed or rendered between two yields to the event loop (~1 ms).
@@ -183,7 +183,7 @@ def _parsed(body: str) -> JsonObject:
         obj: JsonObject = parse_json(body)
     except ValueError:
         text = json.dumps(json.loads(body), ensure_ascii=False)
-        obj = parse_json(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+        obj = parse_json(whole_text(text))
     return obj
 
 

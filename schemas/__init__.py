@@ -13,3 +13,9 @@ def parse_json(text: str | bytes) -> Any:
     lone surrogates, invalid UTF-8 and nesting deeper than 1024 are ValueErrors like any
     other bad JSON; integers beyond 64 bits are read as floats."""
     return orjson.loads(text)
+
+
+def whole_text(text: str) -> str:
+    """`text` with each half of a surrogate pair as U+FFFD, as Go reads and writes it: such
+    halves (a JSON `\\ud800`, a header's byte that is not UTF-8) can be encoded by nothing."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

@@ -116,6 +116,31 @@ async def test_a_token_of_bytes_no_token_holds_is_a_401(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_refusal_quoting_bytes_that_are_not_utf_8_is_said_in_the_originals_envelope(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Go writes such a byte as U+FFFD; the envelope could not encode it, and was a 500."""
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(
+        b"GET /reverse_proxy/nodemaintenances-a1 HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://\xff\r\n\r\n"
+    )
+    status = await asyncio.wait_for(reader.readline(), 30)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 30))
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 403 "), status
+    assert "origin http://\ufffd is not allowed" in body["error"]["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_a_denial_is_logged_on_one_line_whatever_the_path_holds(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
