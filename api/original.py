@@ -177,11 +177,14 @@ async def _params(request: web.Request) -> dict[str, Any]:
         try:
             form = await request.post()
         # Multipart without a boundary, a charset Python lacks, a part's unknown transfer
-        # encoding or too many headers: each is the sender's, and aiohttp's own class.
+        # encoding or too many headers, a `_charset_` part past a long boundary (aiohttp
+        # asserts), a body broken off: each is the sender's, and aiohttp's own class.
         except (
             ValueError,
             LookupError,
             RuntimeError,
+            AssertionError,
+            ConnectionError,
             web.RequestPayloadError,
             HttpProcessingError,
         ) as e:
@@ -194,7 +197,7 @@ async def _params(request: web.Request) -> dict[str, Any]:
         return {**params, **fields}
     try:
         body = await request.read()
-    except web.RequestPayloadError as e:  # e.g. a chunked body that breaks off
+    except (ConnectionError, web.RequestPayloadError) as e:  # a body broken off
         raise InvalidInputError(f"the body cannot be read: {e}") from e
     if not body.strip():
         return params

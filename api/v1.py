@@ -435,7 +435,7 @@ async def _input(request: web.Request, schema: Schema) -> dict[str, Any]:
     """The JSON object body of `request`, loaded by `schema`."""
     try:
         body = parse_json(await request.read())
-    except web.RequestPayloadError as e:  # e.g. a chunked body that breaks off
+    except (ConnectionError, web.RequestPayloadError) as e:  # a body broken off
         raise InvalidInputError(f"the body cannot be read: {e}") from e
     except ValueError as e:
         raise InvalidInputError(f"the body is not valid JSON: {e}") from e

@@ -111,7 +111,7 @@ class PluginEndpoint:
         self._liveness.heard_at = self._monotonic()  # any call is frps alive
         try:
             body = await request.read()
-        except web.RequestPayloadError as e:  # e.g. a chunked body that breaks off
+        except (ConnectionError, web.RequestPayloadError) as e:  # a body broken off
             self._note(UNREADABLE, "", f"the body cannot be read: {e}")
             self.counts["invalid", "allowed"] += 1
             return web.Response(body=_ALLOW, content_type="application/json")

@@ -4,8 +4,10 @@ encoding a terminal cannot use, commands with a NUL."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
-from tests.support import settings_for
+from api.state import STATE
+from tests.support import eventually, free_port, settings_for
 
 Client = TestClient[web.Request, web.Application]
 DEEP = b"[" * 200_000
@@ -101,3 +104,63 @@ async def test_a_command_with_a_nul_is_a_400(
     resp = await client.post(path, **body)  # type: ignore[arg-type]
     assert resp.status == 400
     assert "NUL" in await resp.text()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[web.Application, int]]:
+    """The adapter served as `serve` serves it: aiohttp's test server cancels a handler
+    whose client goes, where `serve` lets it run on and fail."""
+    app = create_app(settings_for(tmp_path, insecure_no_auth=True))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield app, port
+    finally:
+        await runner.cleanup()
+
+
+def answered(app: web.Application) -> float:
+    """Requests the adapter's routes have ended, however they ended (their timer's count)."""
+    return sum(
+        sample.value
+        for family in app[STATE].metrics.collect()
+        if family.name == "frpa_http_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [*ROUTES, ("POST", "/frps/handler")],
+    ids=[*(p for _, p in ROUTES), "plugin"],
+)
+async def test_a_body_broken_off_is_logged_as_no_error(
+    served: tuple[web.Application, int],
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+) -> None:
+    """Its client stops sending and closes its side: aiohttp raises ConnectionResetError,
+    which was an ERROR traceback on every route that reads a body."""
+    app, port = served
+    before = answered(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    # Its handler called (it is, once aiohttp says to go on), part of the body, and no more.
+    assert await asyncio.wait_for(reader.readline(), 30) == b"HTTP/1.1 100 Continue\r\n"
+    writer.write(b'20\r\n{"cmd": "id", "ti')
+    await writer.drain()
+    writer.write_eof()
+
+    async def ended() -> bool:
+        return answered(app) > before
+
+    await eventually(ended, within=30, what="the request ended")  # its error, if any, logged
+    writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

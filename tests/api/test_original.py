@@ -216,6 +216,14 @@ _IN_UTF7 = b"unique_id=abc123&port=16022&frp_server_ip_address=%2B2AA-"  # "\ud8
         (*_multipart("Content-Transfer-Encoding: bogus\r\n"), "transfer encoding"),
         (*_multipart("Content-Type: text/plain; charset=nosuch\r\n"), "unknown encoding"),
         (*_multipart("X-Pad: 1\r\n" * 5000), "headers"),
+        (
+            (
+                f'--{"B" * 40}\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\n'
+                f"utf-8\r\n--{'B' * 40}--\r\n"
+            ).encode(),
+            {"Content-Type": f"multipart/form-data; boundary={'B' * 40}"},
+            "the form body cannot be read",
+        ),
     ],
     ids=[
         "unknown charset",
@@ -224,6 +232,7 @@ _IN_UTF7 = b"unique_id=abc123&port=16022&frp_server_ip_address=%2B2AA-"  # "\ud8
         "unknown transfer encoding",
         "unknown charset of a part",
         "too many part headers",
+        "a _charset_ part past a long boundary",
     ],
 )
 async def test_a_form_that_cannot_be_read_or_stored_is_a_400_and_stores_nothing(
