@@ -445,10 +445,10 @@ def _as_sent(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def as_sent(request: web.Request) -> web.StreamResponse:
-        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity")
-        if encoding.strip().lower() != "identity":
+        codings = request.headers.getall(hdrs.CONTENT_ENCODING, ())
+        if any(coding.strip().lower() not in ("", "identity") for coding in codings):
             raise UnsupportedEncodingError(
-                f"Content-Encoding {encoding!r}: send the body uncompressed"
+                f"Content-Encoding {', '.join(codings)!r}: send the body uncompressed"
             )
         return await handler(request)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+
+from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
 from schemas.settings import Settings
 
@@ -26,8 +29,13 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-# C0 controls and DEL as escapes; a tab stays.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9} | {10: "\\n", 13: "\\r"}
+# C0 and C1 controls, DEL and Unicode's line and paragraph separators as escapes (each is
+# a line break, or a terminal's escape, to some reader); a tab stays.
+_ESCAPES = {
+    c: f"\\x{c:02x}" if c < 256 else f"\\u{c:04x}"
+    for c in (*range(32), *range(127, 160), 0x2028, 0x2029)
+    if c != 9
+} | {10: "\\n", 13: "\\r"}
 
 
 class TextLogFormatter(logging.Formatter):
@@ -48,6 +56,11 @@ def setup_logging(settings: Settings) -> None:
         JsonLogFormatter() if settings.log_format == "json" else TextLogFormatter()
     )
     logging.basicConfig(level=settings.log_level, handlers=[handler])
+    # aiohttp warns of a form part's bad Content-Disposition in the sender's words: the
+    # sender's to hear, not the log's, and each text would stay a warning registry entry.
+    for bad in (BadContentDispositionHeader, BadContentDispositionParam):
+        warnings.filterwarnings("ignore", category=bad)
+    logging.captureWarnings(True)  # any other: a record, in the log's own format
     # kubernetes_asyncio logs every answer's body at DEBUG: a TokenReview's holds the bearer
     # token it reviewed, which must never reach a log.
     logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)

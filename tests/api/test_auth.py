@@ -147,11 +147,13 @@ async def test_a_denial_is_logged_on_one_line_whatever_the_path_holds(
     """A path's `%0a` would otherwise forge a log line of the caller's making."""
     caplog.set_level(logging.WARNING, logger="api.auth")
     headers = {"Authorization": "Bearer not-a-token"}
-    resp = await client.get("/api/v1/nodes/%0aFAKE%20LINE%1b[31m", headers=headers)
+    path = "/api/v1/nodes/%0aFAKE%20LINE%1b[31m%E2%80%A8%C2%85%C2%9Bé"
+    resp = await client.get(path, headers=headers)
     assert resp.status == 401
     (line,) = [TextLogFormatter().format(r) for r in caplog.records]
     assert line.endswith(" WARNING api.auth: denied GET /api/v1/nodes/\\nFAKE LINE"
-                         "\\x1b[31m from 127.0.0.1: unknown token")  # fmt: skip
+                         "\\x1b[31m\\u2028\\x85\\x9bé from 127.0.0.1: unknown token")  # fmt: skip
+    assert line.splitlines() == [line]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
@@ -20,6 +21,7 @@ from api.state import STATE
 from tests.support import eventually, free_port, settings_for
 
 Client = TestClient[web.Request, web.Application]
+_FORM = "application/x-www-form-urlencoded"
 DEEP = b"[" * 200_000
 ROUTES = [
     ("POST", "/frp_create"),
@@ -104,6 +106,18 @@ async def test_a_command_with_a_nul_is_a_400(
     resp = await client.post(path, **body)  # type: ignore[arg-type]
     assert resp.status == 400
     assert "NUL" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("codings", "status"),
+    [(["identity", "gzip"], 415), (["gzip, identity"], 415), ([" IDENTITY "], 200), ([""], 200)],
+)
+async def test_every_content_encoding_a_request_names_is_looked_at(
+    client: Client, codings: list[str], status: int
+) -> None:
+    headers = CIMultiDict([("Content-Type", _FORM), *(("Content-Encoding", c) for c in codings)])
+    resp = await client.post("/frp_create", data=b"unique_id=ce1&port=22", headers=headers)
+    assert resp.status == status, await resp.text()
 
 
 @pytest.fixture

@@ -8,16 +8,19 @@ import re
 import ssl
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
+from cli.logs import setup_logging
 from cli.main import _kubeconfig
 from tests.e2e.peers import Processes
-from tests.support import certificate, free_port, new_proxy
+from tests.support import certificate, free_port, new_proxy, settings_for
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -307,3 +310,19 @@ def test_each_commands_help_shows_its_own_flags_and_an_example(
     assert shown in said
     assert hidden not in said
     assert f"example:\n  frp-adapter {command}" in said or "example:\n  FRPA_URL" in said
+
+
+def test_a_form_parts_bad_header_is_no_warning_of_the_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp warns in the sender's words (a line break, a forged line), and each text
+    would stay in the warning registry; other warnings are log records."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        setup_logging(settings_for(tmp_path))
+        warnings.warn(BadContentDispositionHeader("bogus\u2028 ERROR forged"), stacklevel=1)
+        warnings.warn(BadContentDispositionParam("x\u2028y"), stacklevel=1)
+        warnings.warn(RuntimeWarning("another"), stacklevel=1)
+    said = [r.getMessage() for r in caplog.records if r.name == "py.warnings"]
+    assert len(said) == 1
+    assert "RuntimeWarning: another" in said[0]
