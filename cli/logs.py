@@ -6,6 +6,8 @@ import json
 import logging
 import warnings
 
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger as aiohttp_server
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
 from schemas.settings import Settings
@@ -50,6 +52,19 @@ class TextLogFormatter(logging.Formatter):
         return super().formatMessage(record).translate(_ESCAPES)
 
 
+class RequestsNotHttp(logging.Filter):
+    """aiohttp logs a request it cannot read (a 400 it answers itself: a line too long, a
+    header that is not one) at ERROR with a traceback, as it logs its own failures: anyone
+    may send one, and fill the log. Such a record is DEBUG's, as aiohttp has it for bytes
+    that are not HTTP at all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(
@@ -61,6 +76,7 @@ def setup_logging(settings: Settings) -> None:
     for bad in (BadContentDispositionHeader, BadContentDispositionParam):
         warnings.filterwarnings("ignore", category=bad)
     logging.captureWarnings(True)  # any other: a record, in the log's own format
+    aiohttp_server.addFilter(RequestsNotHttp())
     # kubernetes_asyncio logs every answer's body at DEBUG: a TokenReview's holds the bearer
     # token it reviewed, which must never reach a log.
     logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)

@@ -18,6 +18,7 @@ from pytest_aiohttp import AiohttpClient
 
 from api.app import create_app
 from api.state import STATE
+from cli.logs import setup_logging
 from tests.support import eventually, free_port, settings_for
 
 Client = TestClient[web.Request, web.Application]
@@ -178,3 +179,25 @@ async def test_a_body_broken_off_is_logged_as_no_error(
     await eventually(ended, within=30, what="the request ended")  # its error, if any, logged
     writer.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad\x01Header: 1\r\n\r\n",
+    ],
+    ids=["a line too long", "a header that is not one"],
+)
+async def test_a_request_aiohttp_cannot_read_is_a_400_and_no_error_of_ours(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture, request_head: bytes
+) -> None:
+    """Anyone may send one: at ERROR with a traceback, the log would be theirs to fill."""
+    setup_logging(settings_for(tmp_path))
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(request_head)
+    status = await asyncio.wait_for(reader.readline(), 30)  # said (or not) before it
+    writer.close()
+    assert status.split(b" ")[1] == b"400", status
+    assert [r for r in caplog.records if r.name == "aiohttp.server"] == []
