@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import ssl
@@ -317,6 +318,7 @@ def test_a_form_parts_bad_header_is_no_warning_of_the_process(
 ) -> None:
     """aiohttp warns in the sender's words (a line break, a forged line), and each text
     would stay in the warning registry; other warnings are log records."""
+    logging.captureWarnings(False)  # another test's setup, under a showwarning since restored
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         setup_logging(settings_for(tmp_path))
