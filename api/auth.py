@@ -46,6 +46,7 @@ from nodes.clock import Clock
 from nodes.errors import NodeNotFoundError
 from nodes.model import token_digest
 from nodes.reviews import Reviewer, ReviewError
+from schemas import half_surrogate
 from schemas.labels import EVERY_NODE, Labels, SelectorError, parse_selector
 from schemas.settings import Network
 
@@ -378,8 +379,4 @@ def _presented_token(request: web.Request) -> str | None:
 def _sendable(token: str) -> str:
     """`token`, or "" (nobody's) when it holds bytes that are not UTF-8: aiohttp keeps
     them as surrogates, which no digest can encode."""
-    try:
-        token.encode()
-    except UnicodeEncodeError:
-        return ""
-    return token
+    return "" if half_surrogate(token) else token

@@ -34,7 +34,7 @@ from nodes.model import (
     parse_unique_id,
     ssh_endpoint,
 )
-from schemas import parse_json
+from schemas import half_surrogate, parse_json
 from schemas.rest import FrpCreateSchema, FrpUpdateSchema, OriginalExecSchema
 from ssh.connector import SshError, SshTarget
 
@@ -215,13 +215,8 @@ async def _params(request: web.Request) -> dict[str, Any]:
 def _unicode(text: str) -> str:
     """Form text in a charset such as UTF-7 may decode to half of a surrogate pair, which
     nothing can encode again: stored, it would break every answer that shows it."""
-    try:
-        text.encode()
-    except UnicodeEncodeError as e:
-        raise InvalidInputError(
-            f"the form is not valid Unicode text: {text[e.start]!r} at position {e.start} "
-            "is half of a surrogate pair"
-        ) from e
+    if half := half_surrogate(text):
+        raise InvalidInputError(f"the form is not valid Unicode text: {half}")
     return text
 
 

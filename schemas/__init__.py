@@ -15,6 +15,16 @@ def parse_json(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
+def half_surrogate(text: str) -> str | None:
+    """Where `text` holds half of a surrogate pair (a JSON `\\ud800`, a form in UTF-7, a
+    header's byte that is not UTF-8), in words; None when it is text any encoding takes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        return f"{text[e.start]!r} at position {e.start} is half of a surrogate pair"
+    return None
+
+
 def whole_text(text: str) -> str:
     """`text` with each half of a surrogate pair as U+FFFD, as Go reads and writes it: such
     halves (a JSON `\\ud800`, a header's byte that is not UTF-8) can be encoded by nothing."""

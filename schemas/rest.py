@@ -22,6 +22,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from schemas import half_surrogate
 from schemas.labels import key_error, value_error
 
 _port = validate.Range(min=1, max=65535)
@@ -119,13 +120,8 @@ def _no_nul(value: str) -> None:
 def _utf8(value: str) -> None:
     """Text that can be sent to a node: JSON's `\\ud800` escapes decode to lone surrogates,
     which no encoding takes."""
-    try:
-        value.encode()
-    except UnicodeEncodeError as e:
-        raise ValidationError(
-            f"is not valid Unicode text: {value[e.start]!r} at position {e.start} is half "
-            "of a surrogate pair"
-        ) from e
+    if half := half_surrogate(value):
+        raise ValidationError(f"is not valid Unicode text: {half}")
 
 
 _terminal_size = validate.Range(min=1, max=10000)
